@@ -1,0 +1,425 @@
+"""The synchronous state core of one service: entries, states, the idle stack, the waiter queue.
+
+Every transition happens here, in plain non-awaiting code, so that no task switch can fall
+between two halves of a bookkeeping step. Factory, reset, health and destroy hooks run outside,
+in :mod:`mockpool.service`; they call back into this core when they finish. Nothing here
+awaits, reads the clock, or imports anyio.
+
+Lifecycle of an entry::
+
+    (creating) -> IDLE <-> LEASED -> RESETTING -> IDLE or a waiter's LEASED
+                   |        |          |
+                   +--------+----------+--> RECOVERING -> IDLE / a waiter / DESTROYED
+                  CHECKING (health check of an idle entry) -> IDLE or RECOVERING
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+from collections import OrderedDict, deque
+from typing import Any
+
+from .errors import MockPoolError
+
+__all__ = ("Budget", "Entry", "EntryState", "ServiceCore", "Waiter")
+
+
+class EntryState(enum.Enum):
+    """Where an instance is in its lifecycle."""
+
+    IDLE = "idle"
+    LEASED = "leased"
+    RESETTING = "resetting"
+    CHECKING = "checking"
+    RECOVERING = "recovering"
+    DESTROYED = "destroyed"
+
+
+_IDLE = EntryState.IDLE
+_LEASED = EntryState.LEASED
+_RESETTING = EntryState.RESETTING
+_CHECKING = EntryState.CHECKING
+_RECOVERING = EntryState.RECOVERING
+_DESTROYED = EntryState.DESTROYED
+_ids = itertools.count(1)
+
+
+class Entry:
+    """One pooled instance and what the pool knows about it."""
+
+    __slots__ = (
+        "created_at",
+        "degraded",
+        "handle",
+        "handle_loop",
+        "id",
+        "instance",
+        "last_used",
+        "leases",
+        "members",
+        "pristine",
+        "state",
+        "tier",
+        "variant",
+    )
+
+    def __init__(self, instance: Any, *, now: float, pristine: Any = None) -> None:
+        self.id = next(_ids)
+        self.instance = instance
+        #: What tests receive: the instance itself, or its loop-bound handle (``spec.bind``).
+        self.handle: Any = instance
+        self.handle_loop: object = None
+        self.state = _IDLE
+        self.created_at = now
+        self.last_used = now
+        self.leases = 0
+        self.pristine = pristine
+        #: Recovery tier that produced it: None (factory), "minimal" or "stub".
+        self.tier: str | None = None
+        self.degraded = False
+        self.variant: str | None = None
+        #: For group services: the member entries this one was built on, by service name.
+        self.members: dict[str, Entry] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Entry #{self.id} {self.state.value} {type(self.instance).__name__}>"
+
+
+class Waiter:
+    """One acquirer waiting for an instance; its future receives the entry."""
+
+    __slots__ = ("deadline", "enqueued_at", "fresh", "future", "timeout")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Entry],
+        enqueued_at: float,
+        timeout: float | None = None,
+        deadline: float = float("inf"),
+    ) -> None:
+        self.future = future
+        self.enqueued_at = enqueued_at
+        #: The wait bound in seconds, and when it runs out in the waiter's loop time.
+        self.timeout = timeout
+        self.deadline = deadline
+        #: Set when the entry it received was created for it (a miss, not a hit).
+        self.fresh = False
+
+
+class Budget:
+    """The pool-wide cap on live plus creating instances, shared by every service."""
+
+    __slots__ = ("max_total", "total")
+
+    def __init__(self, max_total: int | None) -> None:
+        self.max_total = max_total
+        self.total = 0
+
+    def has_room(self) -> bool:
+        return self.max_total is None or self.total < self.max_total
+
+
+class ServiceCore:
+    """The bookkeeping of one service; every method is synchronous and O(1) on the hot path."""
+
+    __slots__ = (
+        "budget",
+        "checking",
+        "closed",
+        "creating",
+        "entries",
+        "idle",
+        "idle_low",
+        "leased",
+        "max_size",
+        "min_size",
+        "name",
+        "peak_in_use",
+        "recovering",
+        "resetting",
+        "waiters",
+    )
+
+    def __init__(self, name: str, *, min_size: int, max_size: int, budget: Budget) -> None:
+        self.name = name
+        self.min_size = min_size
+        self.max_size = max_size
+        self.budget = budget
+        self.entries: set[Entry] = set()
+        # Idle entries: taken from the right (most recently used, warm), evicted from the left
+        # (least recently used).
+        self.idle: deque[Entry] = deque()
+        # FIFO waiters; an OrderedDict gives O(1) removal of a cancelled waiter from the middle.
+        self.waiters: OrderedDict[Waiter, None] = OrderedDict()
+        self.creating = 0
+        self.leased = 0
+        self.resetting = 0
+        self.checking = 0
+        self.recovering = 0
+        self.peak_in_use = 0
+        #: Lowest idle count seen since the scaling supervisor last looked (shrink watermark).
+        self.idle_low = 0
+        self.closed = False
+
+    # -- counts ------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Live instances: idle, leased, resetting, checking or recovering."""
+        return len(self.entries)
+
+    @property
+    def in_use(self) -> int:
+        return self.leased + self.resetting
+
+    @property
+    def waiting(self) -> int:
+        return len(self.waiters)
+
+    def can_grow(self) -> bool:
+        """Whether one more instance may be created without breaking a cap."""
+        return (
+            not self.closed
+            and len(self.entries) + self.creating < self.max_size
+            and self.budget.has_room()
+        )
+
+    def shortfall(self) -> int:
+        """Waiters not covered by instances being created (or recovered) for them."""
+        return len(self.waiters) - self.creating - self.recovering
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def take_idle(self) -> Entry | None:
+        """Lease the most recently used idle entry, or return None. Never blocks."""
+        idle = self.idle
+        if not idle:
+            return None
+        entry = idle.pop()
+        entry.state = _LEASED
+        self.leased += 1
+        in_use = self.leased + self.resetting
+        if in_use > self.peak_in_use:
+            self.peak_in_use = in_use
+        if len(idle) < self.idle_low:
+            self.idle_low = len(idle)
+        return entry
+
+    def begin_reset(self, entry: Entry) -> None:
+        self._expect(entry, _LEASED, "begin_reset")
+        entry.state = _RESETTING
+        self.leased -= 1
+        self.resetting += 1
+
+    def finish_reset(self, entry: Entry) -> Waiter | None:
+        """The reset succeeded: hand the entry to the first live waiter, or make it idle."""
+        self._expect(entry, _RESETTING, "finish_reset")
+        self.resetting -= 1
+        entry.leases += 1
+        return self._place(entry)
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def add_waiter(self, waiter: Waiter) -> None:
+        if self.idle:
+            raise MockPoolError(
+                f"service {self.name!r}: a waiter was queued while {len(self.idle)} instances "
+                "were idle; this is a mockpool bug, please report it"
+            )
+        self.waiters[waiter] = None
+
+    def remove_waiter(self, waiter: Waiter) -> bool:
+        """Forget a waiter that gave up; False if it was already served or removed."""
+        return self.waiters.pop(waiter, False) is None
+
+    def give_back(self, entry: Entry) -> Waiter | None:
+        """A waiter received ``entry`` but gave up before using it: pass it on unchanged."""
+        self._expect(entry, _LEASED, "give_back")
+        self.leased -= 1
+        return self._place(entry)
+
+    def fail_waiters(self, exc: BaseException, limit: int | None = None) -> int:
+        """Deliver ``exc`` to up to ``limit`` waiters (oldest first); return how many."""
+        failed = 0
+        while self.waiters and (limit is None or failed < limit):
+            waiter, _ = self.waiters.popitem(last=False)
+            fut = waiter.future
+            if not fut.done() and not fut.get_loop().is_closed():
+                fut.set_exception(exc)
+                failed += 1
+        return failed
+
+    def _place(self, entry: Entry) -> Waiter | None:
+        waiters = self.waiters
+        while waiters:
+            waiter, _ = waiters.popitem(last=False)
+            fut = waiter.future
+            # A waiter whose task was cancelled (or whose loop closed) has a done future or a
+            # dead loop; pass over it: the entry goes to the next one in line.
+            if fut.done() or fut.get_loop().is_closed():
+                continue
+            entry.state = _LEASED
+            self.leased += 1
+            in_use = self.leased + self.resetting
+            if in_use > self.peak_in_use:
+                self.peak_in_use = in_use
+            fut.set_result(entry)
+            return waiter
+        entry.state = _IDLE
+        self.idle.append(entry)
+        return None
+
+    # -- creation ----------------------------------------------------------------------------
+
+    def reserve_creation(self) -> bool:
+        """Claim a slot for one creation; False when a cap forbids it."""
+        if not self.can_grow():
+            return False
+        self.creating += 1
+        self.budget.total += 1
+        return True
+
+    def cancel_creation(self) -> None:
+        """A reserved creation failed or was cancelled: release its slot."""
+        if self.creating <= 0:
+            raise MockPoolError(f"service {self.name!r}: cancel_creation without a reservation")
+        self.creating -= 1
+        self.budget.total -= 1
+
+    def add_created(self, entry: Entry) -> Waiter | None:
+        """A reserved creation finished: the entry joins the pool (or the first waiter)."""
+        if self.creating <= 0:
+            raise MockPoolError(f"service {self.name!r}: add_created without a reservation")
+        self.creating -= 1
+        self.entries.add(entry)
+        return self._place(entry)
+
+    # -- health checks, recovery, removal ----------------------------------------------------
+
+    def take_for_check(self, entry: Entry) -> bool:
+        """Move an idle entry out of the idle stack for a health check; False if not idle."""
+        if entry.state is not _IDLE:
+            return False
+        self.idle.remove(entry)
+        entry.state = _CHECKING
+        self.checking += 1
+        if len(self.idle) < self.idle_low:
+            self.idle_low = len(self.idle)
+        return True
+
+    def finish_check(self, entry: Entry) -> Waiter | None:
+        self._expect(entry, _CHECKING, "finish_check")
+        self.checking -= 1
+        return self._place(entry)
+
+    def begin_recovery(self, entry: Entry) -> None:
+        """Send a leased, resetting, checking or idle entry to recovery."""
+        state = entry.state
+        if state is _LEASED:
+            self.leased -= 1
+        elif state is _RESETTING:
+            self.resetting -= 1
+        elif state is _CHECKING:
+            self.checking -= 1
+        elif state is _IDLE:
+            self.idle.remove(entry)
+        else:
+            self._expect(entry, _LEASED, "begin_recovery")
+        entry.state = _RECOVERING
+        self.recovering += 1
+
+    def finish_recovery(self, entry: Entry) -> Waiter | None:
+        """Recovery produced a working instance in ``entry``: serve a waiter or go idle."""
+        self._expect(entry, _RECOVERING, "finish_recovery")
+        self.recovering -= 1
+        return self._place(entry)
+
+    def take_idle_for_removal(self, entry: Entry | None = None) -> Entry | None:
+        """Detach one idle entry (the least recently used, or ``entry``) to destroy it."""
+        if entry is None:
+            if not self.idle:
+                return None
+            entry = self.idle.popleft()
+        elif entry.state is _IDLE:
+            self.idle.remove(entry)
+        else:
+            return None
+        if len(self.idle) < self.idle_low:
+            self.idle_low = len(self.idle)
+        self._drop(entry)
+        return entry
+
+    def remove(self, entry: Entry) -> None:
+        """Drop an entry in any live state from the books (before destroying its instance)."""
+        state = entry.state
+        if state is _DESTROYED:
+            return
+        if state is _IDLE:
+            self.idle.remove(entry)
+        elif state is _LEASED:
+            self.leased -= 1
+        elif state is _RESETTING:
+            self.resetting -= 1
+        elif state is _CHECKING:
+            self.checking -= 1
+        elif state is _RECOVERING:
+            self.recovering -= 1
+        self._drop(entry)
+
+    def _drop(self, entry: Entry) -> None:
+        entry.state = _DESTROYED
+        self.entries.discard(entry)
+        self.budget.total -= 1
+
+    def _expect(self, entry: Entry, state: EntryState, step: str) -> None:
+        if entry.state is not state:
+            raise MockPoolError(
+                f"service {self.name!r}: {step} expected entry #{entry.id} to be "
+                f"{state.value}, but it is {entry.state.value}; this is a mockpool bug"
+            )
+
+    # -- invariants --------------------------------------------------------------------------
+
+    def check_invariants(self) -> None:
+        """Raise :class:`MockPoolError` naming the first broken invariant."""
+
+        def broken(what: str) -> MockPoolError:
+            return MockPoolError(f"service {self.name!r}: invariant broken: {what} ({self.describe()})")
+
+        counts = dict.fromkeys(EntryState, 0)
+        for entry in self.entries:
+            counts[entry.state] += 1
+        if counts[_DESTROYED]:
+            raise broken("a destroyed entry is still counted as live")
+        if len(self.idle) != counts[_IDLE] or len(set(map(id, self.idle))) != len(self.idle):
+            raise broken("the idle stack does not hold exactly the idle entries")
+        if any(entry not in self.entries for entry in self.idle):
+            raise broken("an idle entry is not a live entry")
+        for state, counter in (
+            (_LEASED, self.leased),
+            (_RESETTING, self.resetting),
+            (_CHECKING, self.checking),
+            (_RECOVERING, self.recovering),
+        ):
+            if counts[state] != counter:
+                raise broken(f"{state.value} counter {counter} != {counts[state]} entries")
+        if self.size != len(self.idle) + self.in_use + self.checking + self.recovering:
+            raise broken("size != idle + in_use + checking + recovering")
+        if self.creating < 0:
+            raise broken("creating < 0")
+        if self.size + self.creating > self.max_size and not self.closed:
+            raise broken(f"size + creating > max_size={self.max_size}")
+        if self.idle and self.waiters:
+            raise broken("a waiter is queued while an instance is idle")
+        for waiter in self.waiters:
+            if waiter.future.done() and not waiter.future.cancelled():
+                raise broken("a served waiter is still queued")
+
+    def describe(self) -> str:
+        return (
+            f"size={self.size}, idle={len(self.idle)}, in_use={self.in_use}, "
+            f"creating={self.creating}, checking={self.checking}, recovering={self.recovering}, "
+            f"waiting={len(self.waiters)}, max_size={self.max_size}"
+        )

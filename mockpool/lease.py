@@ -1,0 +1,153 @@
+"""``Lease``: what ``pool.acquire(name)`` returns; an async context manager over one instance.
+
+This is the hot path. When an idle instance is ready, entering takes no lock and never
+awaits; leaving runs a sync reset inline. Everything else (waiting, async resets, recovery)
+is in :mod:`mockpool.service`.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+from .errors import MockPoolError
+
+if TYPE_CHECKING:
+    from .core import Entry
+    from .service import ServicePool
+
+__all__ = ("Lease",)
+
+T = TypeVar("T")
+
+
+@final
+class Lease(Generic[T]):
+    """One exclusive use of one instance of a service.
+
+    ``async with pool.acquire("redis") as redis:`` yields the instance. Keep the lease object
+    to reach more: ``lease.discard()`` sends the instance to recovery instead of reset,
+    ``lease.degraded`` says it came from recovery tier 3 or 4, ``lease.members`` holds a
+    group's member instances by service name.
+    """
+
+    __slots__ = ("_discard", "_entry", "_released", "_started", "_svc", "_timeout", "where")
+
+    def __init__(self, svc: ServicePool, timeout: float | None) -> None:
+        self._svc = svc
+        self._timeout = timeout
+        self._entry: Entry | None = None
+        self._discard = False
+        self._released = False
+        self._started = 0.0
+        #: ``(filename, line)`` of the ``async with`` that acquired, when the pool tracks leases.
+        self.where: tuple[str, int] | None = None
+
+    async def __aenter__(self) -> T:
+        if self._entry is not None:
+            raise MockPoolError(f"service {self._svc.name!r}: a lease can be entered only once")
+        svc = self._svc
+        metrics = svc.metrics
+        metrics.acquisitions += 1
+        entry = svc.core.take_idle()
+        if entry is None:
+            entry = await svc.wait_for_entry(self, self._timeout)
+        else:
+            metrics.hits += 1
+            metrics.record_wait(0.0)
+        self._entry = entry
+        if svc.bind is not None:
+            svc.bind_entry(entry)
+        if svc.check_on_acquire:
+            entry = await svc.checked_on_acquire(self, entry)
+        if entry.degraded:
+            metrics.degraded_leases += 1
+        active = svc.active
+        if active is not None:
+            frame = sys._getframe(1)
+            self.where = (frame.f_code.co_filename, frame.f_lineno)
+            active.add(self)
+        self._started = svc.clock.now()
+        return entry.handle  # type: ignore[no-any-return]
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry = self._entry
+        if entry is None or self._released:
+            return
+        self._released = True
+        svc = self._svc
+        now = svc.clock.now()
+        svc.metrics.record_hold(now - self._started)
+        entry.last_used = now
+        if exc_type is not None and issubclass(exc_type, Exception):
+            svc.metrics.lease_errors += 1
+        active = svc.active
+        if active is not None:
+            active.discard(self)
+        pending = svc.release_entry(entry, discard=self._discard)
+        if pending is not None:
+            # An async reset runs in the background; wait for it so the instance is back when
+            # the block ends. If this task is cancelled meanwhile, the reset still finishes and
+            # places the instance; the cancellation propagates.
+            await pending
+
+    # -- the lease's own API ---------------------------------------------------------------
+
+    @property
+    def service(self) -> str:
+        """The service name."""
+        return self._svc.name
+
+    @property
+    def instance(self) -> T:
+        """The instance (or its loop-bound handle) this lease holds."""
+        return self._held().handle  # type: ignore[no-any-return]
+
+    @property
+    def degraded(self) -> bool:
+        """True when the instance came from recovery tier 3 (minimal) or 4 (stub)."""
+        entry = self._entry
+        return entry is not None and entry.degraded
+
+    @property
+    def tier(self) -> str | None:
+        """``"minimal"`` or ``"stub"`` for degraded instances, else None."""
+        entry = self._entry
+        return entry.tier if entry is not None else None
+
+    @property
+    def members(self) -> dict[str, Any]:
+        """A group's member instances by service name (empty for a plain service)."""
+        entry = self._held()
+        if not entry.members:
+            return {}
+        return {name: member.handle for name, member in entry.members.items()}
+
+    @property
+    def held(self) -> bool:
+        """True between entering and leaving the ``async with`` block."""
+        return self._entry is not None and not self._released
+
+    def discard(self) -> None:
+        """On release, send this instance to recovery instead of resetting it."""
+        self._held()
+        self._discard = True
+
+    def _held(self) -> Entry:
+        entry = self._entry
+        if entry is None or self._released:
+            raise MockPoolError(
+                f"service {self._svc.name!r}: the lease is not held; use it inside "
+                f"'async with lease:'"
+            )
+        return entry
+
+    def __repr__(self) -> str:
+        state = "held" if self._entry is not None else "not entered"
+        return f"<Lease {self._svc.name!r} {state}>"

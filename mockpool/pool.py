@@ -1,0 +1,440 @@
+"""``MockPool``: the registry of services, the public entry point, and the owner of the
+per-loop runtimes that run background work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import weakref
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .clock import Clock, SystemClock
+from .core import Budget
+from .errors import DependencyError, MockPoolError, PoolClosedError, ServiceConfigError, UnknownServiceError
+from .lease import Lease
+from .metrics import PoolStats
+from .report import Event, Report
+from .runtime import Runtime
+from .service import ServicePool, running_loop
+from .spec import ServiceSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ("MockPool",)
+
+logger = logging.getLogger("mockpool")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Acquire waits this long by default: long enough for a slow factory, short enough that a
+# leaked lease fails the waiting test instead of hanging the run.
+DEFAULT_TIMEOUT = 30.0
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+_UNSET = _Unset.UNSET
+_pool_numbers = iter(range(1, 1 << 62))
+
+
+class MockPool:
+    """Pooled, pre-warmed, self-healing test doubles.
+
+    ::
+
+        pool = MockPool()
+        pool.register(ServiceSpec(name="redis", factory=make_redis, reset=flush))
+        async with pool:
+            async with pool.acquire("redis") as redis:
+                ...
+
+    The pool also works without ``async with`` (the pytest plugin's session fixture does
+    this): the first background need in an event loop starts that loop's runtime lazily.
+
+    :param name: used in errors, logs and the report (default ``pool-1``, ``pool-2``...).
+    :param max_total: pool-wide bound on live instances, across services.
+    :param default_timeout: acquire wait bound when neither the call nor the spec gives one.
+    :param clock: time source of supervisors and metrics (see :class:`~mockpool.clock.FakeClock`).
+    :param close_timeout: how long closing waits for leases to end before destroying anyway.
+    :param isolation_verify: after each reset, compare the snapshot with the pristine one.
+    :param track_leases: record where each lease was acquired (leak reports name the line).
+    :param supervise: run the supervisors (health, scaling, adaptation, leaks) in background.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        max_total: int | None = None,
+        default_timeout: float | None = DEFAULT_TIMEOUT,
+        clock: Clock | None = None,
+        close_timeout: float = 5.0,
+        isolation_verify: bool = False,
+        track_leases: bool = False,
+        supervise: bool = True,
+        config: Any = None,
+    ) -> None:
+        if max_total is not None and (not isinstance(max_total, int) or isinstance(max_total, bool) or max_total < 1):
+            raise ServiceConfigError("max_total", max_total, "must be a whole number >= 1 or None")
+        if default_timeout is not None and (
+            not isinstance(default_timeout, int | float) or isinstance(default_timeout, bool) or default_timeout <= 0
+        ):
+            raise ServiceConfigError("default_timeout", default_timeout, "must be seconds > 0 or None")
+        if not isinstance(close_timeout, int | float) or isinstance(close_timeout, bool) or close_timeout < 0:
+            raise ServiceConfigError("close_timeout", close_timeout, "must be seconds >= 0")
+        self.name = name if name is not None else f"pool-{next(_pool_numbers)}"
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.default_timeout = default_timeout
+        self.close_timeout = float(close_timeout)
+        self.isolation_verify = isolation_verify
+        self.track_leases = track_leases
+        self.supervise = supervise
+        self.budget = Budget(max_total)
+        self.service_pools: dict[str, ServicePool] = {}
+        self.events: list[Event] = []
+        self.supervisor_errors: dict[str, int] = {}
+        self.config = config
+        self._state = _State.NEW
+        self._runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lease_ended: asyncio.Event | None = None
+        self._started_at = self.clock.now()
+        self.warmup_s: float | None = None
+
+    # == registry =============================================================================
+
+    def register(self, spec: ServiceSpec) -> ServiceSpec:
+        """Add a service. Raises ``ServiceConfigError`` for a duplicate name and
+        ``DependencyError`` for an unknown or cyclic ``depends_on``."""
+        if not isinstance(spec, ServiceSpec):
+            raise ServiceConfigError(
+                "spec", spec, "must be a ServiceSpec; write pool.register(ServiceSpec(name=..., factory=...))"
+            )
+        self._check_open("register a service")
+        if spec.name in self.service_pools:
+            raise ServiceConfigError(
+                "name", spec.name, "is already registered in this pool; unregister it first", service=spec.name
+            )
+        if spec.name in spec.depends_on:
+            raise DependencyError(f"service {spec.name!r}: depends_on names the service itself (a cycle)")
+        missing = [dep for dep in spec.depends_on if dep not in self.service_pools]
+        if missing:
+            # Members must be registered first, which is also what makes a cycle impossible.
+            raise DependencyError(
+                f"service {spec.name!r} depends on {', '.join(map(repr, missing))}, which "
+                f"{'is' if len(missing) == 1 else 'are'} not registered; register "
+                f"{'it' if len(missing) == 1 else 'them'} first (registered: "
+                f"{', '.join(map(repr, sorted(self.service_pools))) or 'none'})"
+            )
+        svc = ServicePool(self, spec)
+        svc.members = tuple(self.service_pools[dep] for dep in spec.depends_on)
+        self.service_pools[spec.name] = svc
+        return spec
+
+    @overload
+    def service(self, name: F, /) -> F: ...
+    @overload
+    def service(self, name: str | None = None, /, **options: Any) -> Callable[[F], F]: ...
+
+    def service(self, name: Any = None, /, **options: Any) -> Any:
+        """Decorator form of :meth:`register`: the function is the factory.
+
+        ``@pool.service("jwt", max_size=32)`` or plain ``@pool.service`` (named after the
+        function).
+        """
+        if callable(name):
+            self.register(ServiceSpec(name=name.__name__, factory=name))
+            return name
+
+        def decorate(factory: F) -> F:
+            self.register(ServiceSpec(name=name or factory.__name__, factory=factory, **options))
+            return factory
+
+        return decorate
+
+    def unregister(self, name: str) -> None:
+        """Remove a service. New acquires fail with ``UnknownServiceError``; waiters get
+        ``PoolClosedError``; idle instances are destroyed now and leased ones on release."""
+        svc = self._service(name)
+        dependents = [s.name for s in self.service_pools.values() if name in s.spec.depends_on]
+        if dependents:
+            raise DependencyError(
+                f"service {name!r} cannot be unregistered: {', '.join(map(repr, dependents))} "
+                "depend on it; unregister those first"
+            )
+        del self.service_pools[name]
+        core = svc.core
+        core.closed = True
+        core.fail_waiters(svc.closed_error())
+        while (entry := core.take_idle_for_removal()) is not None:
+            svc.destroy_soon(entry)
+
+    async def resize(self, name: str, *, min_size: int | None = None, max_size: int | None = None) -> None:
+        """Change a service's bounds while running; grows to the new ``min_size`` at once."""
+        svc = self._service(name)
+        new_min = svc.core.min_size if min_size is None else min_size
+        new_max = svc.core.max_size if max_size is None else max_size
+        spec = svc.spec
+        # Validate through ServiceSpec so the messages are the same as at registration.
+        ServiceSpec(name=spec.name, factory=spec.factory, min_size=new_min, max_size=new_max)
+        async with self._runtime().structure.writer_lock:
+            svc.core.min_size, svc.core.max_size = new_min, new_max
+            while svc.core.size > new_max and (entry := svc.core.take_idle_for_removal()) is not None:
+                svc.destroy_soon(entry)
+            svc.grow(new_min - svc.core.size - svc.core.creating)
+            svc.ensure_creations()
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """Names of the registered services, in registration order."""
+        return tuple(self.service_pools)
+
+    def _service(self, name: str) -> ServicePool:
+        try:
+            return self.service_pools[name]
+        except KeyError:
+            if not isinstance(name, str):
+                raise TypeError(f"a service name is a str, not {type(name).__name__}: {name!r}") from None
+            raise UnknownServiceError(name, self.service_pools, pool=self.name) from None
+
+    # == acquiring ============================================================================
+
+    def acquire(self, name: str, *, timeout: float | None | _Unset = _UNSET) -> Lease[Any]:
+        """Lease an instance of ``name``: ``async with pool.acquire("redis") as redis:``.
+
+        :param timeout: seconds to wait for an instance (``None``: no bound); by default the
+            spec's ``acquire_timeout``, else the pool's ``default_timeout``.
+        :raises UnknownServiceError: no service of that name.
+        :raises PoolClosedError: the pool is closed.
+        :raises AcquireTimeout: no instance became available in time (on entering).
+        """
+        svc = self.service_pools.get(name)
+        if svc is None:
+            svc = self._service(name)
+        if self._state is _State.CLOSED or self._state is _State.CLOSING:
+            raise PoolClosedError(
+                f"pool {self.name!r} is {self._state.value}; acquire inside 'async with pool:'"
+            )
+        if timeout is _UNSET:
+            return Lease(svc, svc.timeout)
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+            raise ServiceConfigError("timeout", timeout, "must be seconds >= 0 or None", service=name)
+        return Lease(svc, timeout)
+
+    # == background work ======================================================================
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the running loop's runtime, starting that runtime if needed."""
+        self._runtime().spawn(fn, *args)
+
+    def _runtime(self) -> Runtime:
+        loop = running_loop(self.name)
+        runtime = self._runtimes.get(loop)
+        if runtime is None or not runtime.running:
+            if self._state is _State.CLOSED:
+                raise PoolClosedError(f"pool {self.name!r} is closed")
+            runtime = Runtime(self, loop)
+            self._runtimes[loop] = runtime
+        return runtime
+
+    def _runtime_ended(self, runtime: Runtime) -> None:
+        if self._runtimes.get(runtime.loop) is runtime:
+            del self._runtimes[runtime.loop]
+
+    async def _start_supervisors(self, tg: TaskGroup) -> None:
+        if not self.supervise or self._state in (_State.CLOSING, _State.CLOSED):
+            return
+        from .supervisors import start_all
+
+        await start_all(self, tg)
+
+    def make_room(self, svc: ServicePool) -> bool:
+        """At the pool-wide cap, destroy the least recently used idle instance of another
+        service so that ``svc`` can create one. True if room was made."""
+        if self.budget.has_room():
+            return False
+        victim = None
+        for other in self.service_pools.values():
+            if other is svc or not other.core.idle or len(other.core.entries) <= other.core.min_size:
+                continue
+            candidate = other.core.idle[0]
+            if victim is None or candidate.last_used < victim[1].last_used:
+                victim = (other, candidate)
+        if victim is None:
+            return False
+        other, entry = victim
+        other.core.take_idle_for_removal(entry)
+        other.destroy_soon(entry)
+        return True
+
+    # == lifecycle ============================================================================
+
+    @property
+    def closed(self) -> bool:
+        return self._state is _State.CLOSED or self._state is _State.CLOSING
+
+    @property
+    def started(self) -> bool:
+        return self._state is _State.OPEN
+
+    def _check_open(self, action: str) -> None:
+        if self.closed:
+            raise PoolClosedError(f"pool {self.name!r} is {self._state.value}; cannot {action}")
+
+    async def start(self) -> None:
+        """Start the runtime of the current loop (supervisors) and warm the pool."""
+        self._check_open("start it again")
+        runtime = self._runtime()
+        self._state = _State.OPEN
+        await runtime.wait_ready()
+        await self.warm()
+
+    async def warm(self, targets: Mapping[str, int] | None = None) -> float:
+        """Create instances until each service has its target (default ``min_size``), in
+        parallel, and wait for them. Returns the time it took in seconds."""
+        started = self.clock.now()
+        wanted = dict(targets) if targets is not None else {n: s.core.min_size for n, s in self.service_pools.items()}
+        async with anyio.create_task_group() as tg:
+            for name, target in wanted.items():
+                svc = self.service_pools.get(name)
+                if svc is None:
+                    continue
+                for _ in range(target - svc.core.size - svc.core.creating):
+                    if not svc.core.reserve_creation():
+                        break
+                    tg.start_soon(svc._create_one)
+        self.warmup_s = self.clock.now() - started
+        return self.warmup_s
+
+    async def aclose(self) -> None:
+        """Close: fail waiters, wait (up to ``close_timeout``) for leases, destroy everything,
+        end the supervisors. Idempotent."""
+        if self.closed:
+            return
+        self._state = _State.CLOSING
+        for svc in self.service_pools.values():
+            svc.core.closed = True
+            svc.core.fail_waiters(PoolClosedError(f"pool {self.name!r} closed while waiting for {svc.name!r}"))
+        if any(svc.core.in_use for svc in self.service_pools.values()) and self.close_timeout > 0:
+            self._lease_ended = asyncio.Event()
+            with anyio.move_on_after(self.close_timeout), anyio.CancelScope(shield=True):
+                while any(svc.core.in_use for svc in self.service_pools.values()):
+                    await self._lease_ended.wait()
+                    self._lease_ended.clear()
+        with anyio.CancelScope(shield=True):
+            await self._destroy_all()
+        current = asyncio.get_running_loop()
+        for loop, runtime in list(self._runtimes.items()):
+            if loop is current:
+                runtime.cancel()
+                with anyio.CancelScope(shield=True):
+                    await runtime.finished.wait()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(runtime.cancel)
+        self._state = _State.CLOSED
+
+    def lease_ended(self) -> None:
+        """Called by a release while the pool is closing."""
+        if self._lease_ended is not None:
+            self._lease_ended.set()
+
+    async def _destroy_all(self) -> None:
+        # Groups first: destroying a group entry releases (and so destroys) its members.
+        for svc in reversed(list(self.service_pools.values())):
+            core = svc.core
+            for entry in list(core.entries):
+                was_leased = entry.state.value in ("leased", "resetting")
+                core.remove(entry)
+                if was_leased:
+                    svc.metrics.leaks += 1
+                svc._release_members(entry.members)
+                entry.members = None
+                svc.metrics.destroyed += 1
+                await svc._destroy_instance(entry.instance)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # == introspection ========================================================================
+
+    @overload
+    def stats(self, name: str) -> PoolStats: ...
+    @overload
+    def stats(self, name: None = None) -> dict[str, PoolStats]: ...
+
+    def stats(self, name: str | None = None) -> PoolStats | dict[str, PoolStats]:
+        """``PoolStats`` of one service, or of every service by name."""
+        if name is not None:
+            return self._service(name).stats()
+        return {n: s.stats() for n, s in self.service_pools.items()}
+
+    def report(self) -> Report:
+        """Everything the pool knows: per-service stats, events, supervisor errors."""
+        return Report(
+            pool=self.name,
+            services=self.stats(),
+            events=tuple(self.events),
+            supervisor_errors=dict(self.supervisor_errors),
+            warmup_s=self.warmup_s,
+        )
+
+    def record_event(self, service: str, trigger: str, response: str) -> Event:
+        """Record an adaptation (or other notable decision) for the report."""
+        event = Event(at_s=self.clock.now() - self._started_at, service=service, trigger=trigger, response=response)
+        self.events.append(event)
+        logger.info("pool %r: %s: %s -> %s", self.name, service, trigger, response)
+        return event
+
+    def check_invariants(self) -> None:
+        """Raise ``MockPoolError`` naming the first broken invariant of any service."""
+        total = 0
+        for svc in self.service_pools.values():
+            svc.core.check_invariants()
+            total += svc.core.size + svc.core.creating
+        for svc in self.service_pools.values():
+            for entry in svc.core.entries:
+                for member_name, member in (entry.members or {}).items():
+                    if member.state.value != "leased":
+                        raise MockPoolError(
+                            f"service {svc.name!r}: invariant broken: member {member_name!r} of "
+                            f"entry #{entry.id} is {member.state.value}, not leased to its group"
+                        )
+        if self.budget.max_total is not None and total > self.budget.max_total:
+            raise MockPoolError(f"pool {self.name!r}: invariant broken: {total} instances > max_total")
+        if total != self.budget.total and not self.closed:
+            raise MockPoolError(
+                f"pool {self.name!r}: invariant broken: budget counts {self.budget.total}, "
+                f"services hold {total}"
+            )
+
+    def __repr__(self) -> str:
+        parts = " | ".join(
+            f"{n}: {s.core.in_use} in use, {len(s.core.idle)} idle, {s.core.waiting} waiting"
+            for n, s in self.service_pools.items()
+        )
+        return f"<MockPool {self.name!r} {self._state.value} [{parts}]>"
+

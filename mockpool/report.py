@@ -1,0 +1,95 @@
+"""``Report``: what a pool knows, as a text table, a dict or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .metrics import PoolStats
+
+__all__ = ("Event", "Report")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decision a supervisor took: when (seconds since the pool was made), for which
+    service, what triggered it and what the pool did."""
+
+    at_s: float
+    service: str
+    trigger: str
+    response: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """Per-service statistics, adaptation events and supervisor errors of one pool."""
+
+    pool: str
+    services: Mapping[str, PoolStats]
+    events: tuple[Event, ...] = ()
+    supervisor_errors: Mapping[str, int] = field(default_factory=dict)
+    warmup_s: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: plain dicts, lists, strings and numbers."""
+        return {
+            "pool": self.pool,
+            "warmup_s": self.warmup_s,
+            "services": {name: stats.to_dict() for name, stats in self.services.items()},
+            "events": [
+                {"at_s": e.at_s, "service": e.service, "trigger": e.trigger, "response": e.response}
+                for e in self.events
+            ],
+            "supervisor_errors": dict(self.supervisor_errors),
+            "degraded_leases": {n: s.degraded_leases for n, s in self.services.items() if s.degraded_leases},
+            **dict(self.extra),
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    def __str__(self) -> str:
+        header = (
+            "service", "size", "idle", "in use", "wait", "acq", "hit %", "wait p50", "wait p99",
+            "hold ewma", "resets", "rec", "degraded", "leaks", "timeouts",
+        )
+        rows = [header]
+        for name, s in self.services.items():
+            rows.append(
+                (
+                    name, str(s.size), str(s.idle), str(s.in_use), str(s.waiting), str(s.acquisitions),
+                    f"{100 * s.hit_rate:.1f}", _secs(s.wait_p50_s), _secs(s.wait_p99_s),
+                    _secs(s.hold_ewma_s), str(s.resets), str(s.recoveries.total()),
+                    str(s.degraded_leases), str(s.leaks), str(s.timeouts),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = [f"mockpool report: pool {self.pool!r}"]
+        if self.warmup_s is not None:
+            lines[0] += f", warm-up {_secs(self.warmup_s)}"
+        for i, row in enumerate(rows):
+            lines.append("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=True))))
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        if self.events:
+            lines.append("")
+            lines.append("adaptations:")
+            lines.extend(f"  {e.at_s:8.3f}s  {e.service}: {e.trigger} -> {e.response}" for e in self.events)
+        degraded = {n: s.degraded_leases for n, s in self.services.items() if s.degraded_leases}
+        if degraded:
+            lines.append("degraded leases: " + ", ".join(f"{n}={c}" for n, c in degraded.items()))
+        if self.supervisor_errors:
+            lines.append("supervisor errors: " + ", ".join(f"{n}={c}" for n, c in self.supervisor_errors.items()))
+        return "\n".join(lines)
+
+
+def _secs(value: float) -> str:
+    if value >= 1:
+        return f"{value:.2f}s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.1f}ms"
+    return f"{value * 1e6:.0f}us"

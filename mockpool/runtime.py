@@ -1,0 +1,79 @@
+"""The per-event-loop runtime: the task group that runs a pool's background work in one loop.
+
+The pool's state (cores, instances, metrics) is loop-agnostic. What is bound to a loop (the
+tasks that create, reset, recover and supervise) lives in a ``Runtime``: a host task owning an
+anyio task group. ``pool.start()`` (``async with pool``) makes one for its loop; any other loop
+gets one lazily on its first background need, and it ends when that loop closes, so a
+session-wide pool serves tests that each run in their own loop (pytest-asyncio's default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiorwlock
+import anyio
+from anyio.abc import TaskGroup
+
+if TYPE_CHECKING:
+    from .pool import MockPool
+
+__all__ = ("Runtime",)
+
+logger = logging.getLogger("mockpool")
+
+
+class Runtime:
+    """Background work of one pool in one event loop."""
+
+    def __init__(self, pool: MockPool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.tg: TaskGroup | None = None
+        self._pending: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
+        self.ready = asyncio.Event()
+        self.finished = asyncio.Event()
+        #: Guards structural changes that span awaits (unregister, resize, recovered swaps);
+        #: never taken on the acquire/release path. Per loop: asyncio locks are loop-bound.
+        self.structure = aiorwlock.RWLock()
+        self._host = loop.create_task(self._run(), name=f"mockpool[{pool.name}] runtime")
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in this runtime's task group (as soon as it exists)."""
+        tg = self.tg
+        if tg is not None:
+            tg.start_soon(fn, *args)
+        else:
+            self._pending.append((fn, args))
+
+    async def _run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                pending, self._pending = self._pending, []
+                for fn, args in pending:
+                    tg.start_soon(fn, *args)
+                for svc in list(self.pool.service_pools.values()):
+                    svc.resume_orphans()
+                await self.pool._start_supervisors(tg)
+                self.ready.set()
+                await anyio.sleep_forever()
+        finally:
+            self.tg = None
+            self.ready.set()
+            self.finished.set()
+            self.pool._runtime_ended(self)
+
+    def cancel(self) -> None:
+        """End this runtime: its supervisors and any background work still running."""
+        self._host.cancel()
+
+    @property
+    def running(self) -> bool:
+        return not self._host.done()
+
+    async def wait_ready(self) -> None:
+        await self.ready.wait()

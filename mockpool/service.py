@@ -1,0 +1,591 @@
+"""``ServicePool``: one service's pool. It owns the :class:`~mockpool.core.ServiceCore` and runs
+the hooks (factory, reset, health, snapshot/restore, destroy) outside it.
+
+The cancellation rule, applied everywhere below: whatever interrupts a step, the instance goes
+back (to the next waiter, to idle or to recovery) and the original cancellation propagates.
+Async hooks run in background tasks of the pool's runtime, never in the task that released
+the lease, so a cancellation of that task (even a native ``Task.cancel()``, which pierces
+anyio's shields) cannot strand an instance half-reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from unittest import mock
+
+import anyio
+
+from .core import Entry, EntryState, ServiceCore, Waiter
+from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFailedError
+from .metrics import RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts
+
+if TYPE_CHECKING:
+    from .lease import Lease
+    from .pool import MockPool
+    from .spec import ServiceSpec
+
+__all__ = ("ServicePool",)
+
+logger = logging.getLogger("mockpool")
+
+# mockpool runs on asyncio, whose cancellation (also under anyio) is CancelledError.
+_CANCELLED = (asyncio.CancelledError,)
+
+
+def running_loop(service: str) -> asyncio.AbstractEventLoop:
+    """The running asyncio loop, or an error that says mockpool needs asyncio."""
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        raise MockPoolError(
+            f"service {service!r}: acquire needs a running asyncio event loop; mockpool runs on "
+            "asyncio (under anyio, use the asyncio backend; trio is not supported)"
+        )
+    return loop
+
+
+async def _await_if_needed(result: Any) -> Any:
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+async def call_hook(hook: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+    """Call a sync or async hook; an async one is bounded by ``timeout`` (TimeoutError)."""
+    result = hook(*args)
+    if not inspect.isawaitable(result):
+        return result
+    if timeout is None:
+        return await result
+    with anyio.fail_after(timeout):
+        return await result
+
+
+class ServicePool:
+    """The pool of one service: bookkeeping in ``core``, hooks and background work here."""
+
+    def __init__(self, pool: MockPool, spec: ServiceSpec) -> None:
+        self._pool_ref = weakref.ref(pool)
+        self.spec = spec
+        self.name = spec.name
+        self.clock = pool.clock
+        self.core = ServiceCore(
+            spec.name, min_size=spec.min_size, max_size=spec.max_size, budget=pool.budget
+        )
+        self.metrics = ServiceMetrics()
+        self.factory: Callable[..., Any] = spec.factory
+        self.variant: str | None = None
+        self.reset = spec.reset
+        self.bind = spec.bind
+        self.timeout = spec.acquire_timeout if spec.acquire_timeout is not None else pool.default_timeout
+        #: Health-check instances idle longer than ``check_window`` when they are acquired.
+        self.check_on_acquire = False
+        self.check_window = 1.0
+        #: Compare each reset instance's snapshot with its pristine one (isolation-verify mode).
+        self.verify_isolation = pool.isolation_verify
+        #: Member service pools, in ``depends_on`` order (groups only).
+        self.members: tuple[ServicePool, ...] = ()
+        #: Leases alive now; tracked only when the pool tracks leases (leak detection).
+        self.active: set[Lease[Any]] | None = set() if pool.track_leases else None
+        #: Entries whose background step was interrupted by the death of its event loop;
+        #: the next runtime to start resumes their recovery.
+        self.orphans: list[Entry] = []
+        self.last_error: BaseException | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def pool(self) -> MockPool:
+        pool = self._pool_ref()
+        if pool is None:  # pragma: no cover - a ServicePool never outlives its pool in practice
+            raise PoolClosedError(f"service {self.name!r}: its pool was garbage-collected")
+        return pool
+
+    # == acquiring ============================================================================
+
+    async def wait_for_entry(self, lease: Lease[Any], timeout: float | None) -> Entry:
+        """The slow path: queue as a waiter, trigger creations, wait (bounded) for an entry."""
+        core = self.core
+        if core.closed:
+            raise self.closed_error()
+        loop = running_loop(self.name)
+        # Check again: an orphan resumed or a creation may have landed since the fast path.
+        entry = core.take_idle()
+        if entry is not None:
+            self.metrics.hits += 1
+            self.metrics.record_wait(0.0)
+            return entry
+        fut: asyncio.Future[Entry] = loop.create_future()
+        started = self.clock.now()
+        if timeout is None:
+            waiter = Waiter(fut, started)
+        else:
+            waiter = Waiter(fut, started, timeout, loop.time() + timeout)
+            # One timer per service, armed for the earliest deadline, instead of one per
+            # waiter: per-waiter timers cost a heap push and pop each and made contended
+            # acquires 40 % slower. The timer sets the waiter's future; it never cancels the
+            # task, so a timeout cannot race a cancellation or lose a handed-over entry.
+            if self._timer is None or waiter.deadline < self._timer_at or self._timer_loop is not loop:
+                self._arm_timer(loop, waiter.deadline)
+        core.add_waiter(waiter)
+        try:
+            if core.shortfall() > 0:
+                self.ensure_creations()
+            entry = await fut
+        except BaseException as exc:
+            self._abandon(waiter, exc)
+            raise
+        self.metrics.record_wait(self.clock.now() - started)
+        if waiter.fresh:
+            self.metrics.misses += 1
+        else:
+            self.metrics.hits += 1
+        return entry
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline
+        self._timer_loop = loop
+
+    def _on_timer(self) -> None:
+        """Expire every waiter whose deadline has passed; re-arm for the next deadline."""
+        loop = self._timer_loop
+        self._timer = None
+        if loop is None:  # pragma: no cover - the timer is only armed with a loop
+            return
+        now = loop.time()
+        expired = [w for w in self.core.waiters if w.deadline <= now]
+        for waiter in expired:
+            self._expire(waiter)
+        pending = [w.deadline for w in self.core.waiters if w.future.get_loop() is loop]
+        if pending:
+            self._arm_timer(loop, min(pending))
+
+    def _expire(self, waiter: Waiter) -> None:
+        fut = waiter.future
+        if fut.done() or not self.core.remove_waiter(waiter):
+            return
+        core = self.core
+        self.metrics.timeouts += 1
+        fut.set_exception(
+            AcquireTimeout(
+                self.name,
+                waiter.timeout if waiter.timeout is not None else 0.0,
+                size=core.size,
+                in_use=core.in_use,
+                waiting=core.waiting,
+                max_size=core.max_size,
+            )
+        )
+
+    def _abandon(self, waiter: Waiter, exc: BaseException) -> None:
+        """The waiting task stopped waiting (cancelled, timed out, failed): nothing may be lost."""
+        core = self.core
+        core.remove_waiter(waiter)
+        fut = waiter.future
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            # The race: an entry was handed over, then the task was cancelled before it ran.
+            # Pass the entry on unchanged; the cancellation still propagates.
+            core.give_back(fut.result())
+        else:
+            fut.cancel()
+        # Creations already started for this waiter go on: their instances join the pool.
+        if isinstance(exc, _CANCELLED):
+            self.metrics.cancellations += 1
+
+    def ensure_creations(self) -> None:
+        """Start background creations while waiters outnumber instances on their way."""
+        core = self.core
+        if core.shortfall() <= 0:
+            return
+        pool = self.pool
+        while core.shortfall() > 0:
+            if not core.reserve_creation():
+                if core.size + core.creating < core.max_size and pool.make_room(self):
+                    continue
+                break
+            pool.spawn(self._create_one)
+
+    def grow(self, count: int) -> int:
+        """Start up to ``count`` background creations (warming, scaling); return how many."""
+        started = 0
+        while started < count and self.core.reserve_creation():
+            self.pool.spawn(self._create_one)
+            started += 1
+        return started
+
+    # == creating =============================================================================
+
+    async def _create_one(self) -> None:
+        core = self.core
+        try:
+            entry = await self.build_entry()
+        except BaseException as exc:
+            core.cancel_creation()
+            if isinstance(exc, _CANCELLED):
+                raise
+            self._after_failed_creation(exc)
+            return
+        waiter = core.add_created(entry)
+        if waiter is not None:
+            waiter.fresh = True
+        if core.closed:
+            self._retire_closed(entry)
+
+    def _after_failed_creation(self, exc: BaseException) -> None:
+        core = self.core
+        self.last_error = exc
+        if core.waiters and core.size + core.creating == 0:
+            # Nothing alive and nothing on its way: no waiter can be served; fail them now,
+            # with the cause, rather than let each wait for its timeout.
+            error = RecoveryFailedError(self.name, self._ladder_names(), exc)
+            error.__cause__ = exc
+            core.fail_waiters(error)
+
+    def _ladder_names(self) -> list[str]:
+        names = ["factory"]
+        if self.spec.allow_degraded:
+            if self.spec.minimal is not None:
+                names.append("minimal")
+            names.append("stub")
+        return names
+
+    async def build_entry(self) -> Entry:
+        """Make a new entry: factory first, then (degraded services only) minimal, then stub."""
+        members = await self._lease_members() if self.members else None
+        try:
+            args = [m.handle for m in members.values()] if members else []
+            entry = await self._build(self.factory, args, tier=None)
+        except BaseException as first:
+            if isinstance(first, _CANCELLED) or not self.spec.allow_degraded:
+                self._release_members(members)
+                raise
+            self.metrics.create_failures += 1
+            entry = await self._build_degraded(args, first, members)
+        entry.members = members
+        entry.variant = self.variant
+        return entry
+
+    async def _build_degraded(
+        self, args: list[Any], cause: BaseException, members: dict[str, Entry] | None
+    ) -> Entry:
+        last = cause
+        if self.spec.minimal is not None:
+            try:
+                entry = await self._build(self.spec.minimal, args, tier="minimal")
+            except BaseException as exc:
+                if isinstance(exc, _CANCELLED):
+                    self._release_members(members)
+                    raise
+                last = exc
+            else:
+                self.metrics.recoveries["minimal"] += 1
+                return entry
+        template = self._stub_template()
+        if template is None:
+            self._release_members(members)
+            raise last
+        entry = Entry(mock.create_autospec(template, instance=True), now=self.clock.now())
+        entry.tier = "stub"
+        entry.degraded = True
+        self.metrics.recoveries["stub"] += 1
+        return entry
+
+    def _stub_template(self) -> type | None:
+        for entry in self.core.entries:
+            if not entry.degraded:
+                return type(entry.instance)
+        return self._known_type
+
+    _known_type: type | None = None
+
+    async def _build(self, factory: Callable[..., Any], args: list[Any], *, tier: str | None) -> Entry:
+        spec = self.spec
+        instance = await call_hook(factory, *args, timeout=spec.create_timeout)
+        if inspect.iscoroutine(instance):  # pragma: no cover - call_hook awaits awaitables
+            raise MockPoolError(f"service {self.name!r}: the factory returned a coroutine")
+        try:
+            pristine = None
+            if spec.snapshot is not None:
+                pristine = await call_hook(spec.snapshot, instance, timeout=spec.reset_timeout)
+        except BaseException:
+            await self._destroy_instance(instance)
+            raise
+        entry = Entry(instance, now=self.clock.now(), pristine=pristine)
+        if tier is not None:
+            entry.tier = tier
+            entry.degraded = True
+        elif self._known_type is None:
+            self._known_type = type(instance)
+        self.metrics.created += 1
+        return entry
+
+    async def _lease_members(self) -> dict[str, Entry]:
+        members: dict[str, Entry] = {}
+        try:
+            for member in self.members:
+                entry = member.core.take_idle()
+                if entry is None:
+                    entry = await member.wait_for_entry_internal()
+                members[member.name] = member.bind_entry(entry)
+        except BaseException:
+            self._release_members(members)
+            raise
+        return members
+
+    def _release_members(self, members: dict[str, Entry] | None) -> None:
+        if not members:
+            return
+        services = self.pool.service_pools
+        for name, entry in members.items():
+            member = services.get(name)
+            if member is not None and entry.state is EntryState.LEASED:
+                member.release_entry(entry)
+
+    async def wait_for_entry_internal(self) -> Entry:
+        """An acquire on behalf of a group being built (no lease object, no timeout of its own)."""
+        return await self.wait_for_entry(_NO_LEASE, self.timeout)
+
+    def bind_entry(self, entry: Entry) -> Entry:
+        """Refresh the loop-bound handle of an entry for the running loop (``spec.bind``)."""
+        bind = self.bind
+        if bind is not None:
+            loop = asyncio._get_running_loop()
+            bound = entry.handle_loop
+            if bound is None or bound() is not loop:  # type: ignore[operator]
+                entry.handle = bind(entry.instance)
+                entry.handle_loop = weakref.ref(loop) if loop is not None else None
+        return entry
+
+    # == releasing ============================================================================
+
+    def release_entry(self, entry: Entry, *, discard: bool = False) -> asyncio.Future[None] | None:
+        """End a lease: reset and give back, or send to recovery. Returns a future to wait on
+        when the reset runs in the background (async reset), else None (all done).
+        """
+        core = self.core
+        if entry.state is EntryState.DESTROYED:
+            return None  # force-closed while leased (the pool closed under a leaked lease)
+        if core.closed:
+            core.remove(entry)
+            self._retire_closed(entry, already_removed=True)
+            return None
+        if discard:
+            self.metrics.discards += 1
+            self.to_recovery(entry, "discarded by the test")
+            return None
+        core.begin_reset(entry)
+        reset = self.reset
+        if reset is None and entry.members is None and not self.verify_isolation:
+            core.finish_reset(entry)
+            self.metrics.resets += 1
+            return None
+        if entry.members is None and not self.verify_isolation and reset is not None:
+            try:
+                result = reset(entry.instance)
+            except Exception as exc:
+                self._reset_failed(entry, exc)
+                return None
+            if result is None or not inspect.isawaitable(result):
+                core.finish_reset(entry)
+                self.metrics.resets += 1
+                return None
+            pending: Any = result
+        else:
+            pending = None
+        done: asyncio.Future[None] = running_loop(self.name).create_future()
+        self.pool.spawn(self._reset_in_background, entry, pending, done)
+        return done
+
+    async def _reset_in_background(self, entry: Entry, pending: Any, done: asyncio.Future[None]) -> None:
+        try:
+            try:
+                with anyio.fail_after(self.spec.reset_timeout):
+                    if pending is not None:
+                        await pending
+                    else:
+                        await self.full_reset(entry)
+            except _CANCELLED:
+                # The loop is going away mid-reset: the instance is in an unknown state. Park it
+                # for recovery by the next runtime; the cancellation propagates.
+                self.core.begin_recovery(entry)
+                self.orphans.append(entry)
+                raise
+            except Exception as exc:
+                self._reset_failed(entry, exc)
+                return
+            self.core.finish_reset(entry)
+            self.metrics.resets += 1
+        finally:
+            if not done.done():
+                done.set_result(None)
+
+    async def full_reset(self, entry: Entry) -> None:
+        """Reset an entry (group members first), then verify isolation if asked to."""
+        if entry.members:
+            services = self.pool.service_pools
+            for name, member_entry in entry.members.items():
+                member = services[name]
+                if member.reset is not None:
+                    await call_hook(member.reset, member_entry.instance, timeout=member.spec.reset_timeout)
+        if self.reset is not None:
+            await call_hook(self.reset, entry.instance, timeout=self.spec.reset_timeout)
+        if self.verify_isolation and self.spec.snapshot is not None:
+            state = await call_hook(self.spec.snapshot, entry.instance, timeout=self.spec.reset_timeout)
+            if state != entry.pristine:
+                self.metrics.isolation_failures += 1
+                raise MockPoolError(
+                    f"service {self.name!r}: isolation check failed: after reset the instance's "
+                    "snapshot differs from its pristine one; the reset hook misses some state"
+                )
+
+    def _reset_failed(self, entry: Entry, exc: BaseException) -> None:
+        self.metrics.reset_failures += 1
+        self.last_error = exc
+        logger.warning("service %r: reset failed (%s: %s); recovering", self.name, type(exc).__name__, exc)
+        self.to_recovery(entry, f"reset failed: {exc!r}")
+
+    # == recovery =============================================================================
+
+    def to_recovery(self, entry: Entry, reason: str) -> None:
+        """Send an entry (leased, resetting, checking or idle) to the recovery ladder."""
+        self.core.begin_recovery(entry)
+        self.pool.spawn(self.recover, entry, reason)
+
+    async def recover(self, entry: Entry, reason: str) -> None:
+        """Tiers in order: restore the pristine snapshot, recreate from the factory, the
+        ``minimal`` factory, an emergency stub (the last two only with ``allow_degraded``)."""
+        from .supervisors.recovery import recover_entry
+
+        try:
+            await recover_entry(self, entry, reason)
+        except _CANCELLED:
+            if entry.state is EntryState.RECOVERING:
+                self.orphans.append(entry)
+            raise
+
+    def resume_orphans(self) -> None:
+        orphans, self.orphans = self.orphans, []
+        for entry in orphans:
+            if entry.state is EntryState.RECOVERING:
+                if self.core.closed:
+                    self.core.remove(entry)
+                    self._retire_closed(entry, already_removed=True)
+                else:
+                    self.pool.spawn(self.recover, entry, "interrupted by the end of its event loop")
+
+    # == destroying ===========================================================================
+
+    def _retire_closed(self, entry: Entry, *, already_removed: bool = False) -> None:
+        if not already_removed:
+            self.core.remove(entry)
+        self.destroy_soon(entry)
+
+    def destroy_soon(self, entry: Entry) -> None:
+        """Destroy a removed entry's instance: inline if the hook is sync, else in background."""
+        self._release_members(entry.members)
+        entry.members = None
+        destroy = self.spec.destroy
+        self.metrics.destroyed += 1
+        if destroy is None:
+            return
+        try:
+            result = destroy(entry.instance)
+        except Exception as exc:
+            logger.warning("service %r: destroy failed: %r", self.name, exc)
+            return
+        if inspect.isawaitable(result):
+            self.pool.spawn(self._await_destroy, result)
+
+    async def _await_destroy(self, awaitable: Any) -> None:
+        try:
+            with anyio.fail_after(self.spec.destroy_timeout):
+                await awaitable
+        except Exception as exc:
+            logger.warning("service %r: destroy failed: %r", self.name, exc)
+
+    async def _destroy_instance(self, instance: Any) -> None:
+        destroy = self.spec.destroy
+        if destroy is None:
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                await call_hook(destroy, instance, timeout=self.spec.destroy_timeout)
+        except Exception as exc:
+            logger.warning("service %r: destroy failed: %r", self.name, exc)
+
+    def closed_error(self) -> PoolClosedError:
+        return PoolClosedError(
+            f"service {self.name!r} of pool {self.pool.name!r} is closed "
+            f"({'the pool was closed' if self.pool.closed else 'the service was unregistered'}); "
+            "acquire inside 'async with pool:' or register the service again"
+        )
+
+    # == statistics ===========================================================================
+
+    def stats(self) -> PoolStats:
+        core, m = self.core, self.metrics
+        wait_p50, wait_p99 = m.waits.percentiles(50, 99)
+        hold_p50, hold_p99 = m.holds.percentiles(50, 99)
+        rec50: dict[str, float] = {}
+        rec99: dict[str, float] = {}
+        for tier in RECOVERY_TIERS:
+            ring = m.recovery_times[tier]
+            if ring.count:
+                rec50[tier], rec99[tier] = ring.percentiles(50, 99)
+        served = m.hits + m.misses
+        return PoolStats(
+            name=self.name,
+            size=core.size,
+            idle=len(core.idle),
+            in_use=core.in_use,
+            waiting=core.waiting,
+            max_size=core.max_size,
+            min_size=core.min_size,
+            creating=core.creating,
+            recovering=core.recovering + core.checking,
+            created=m.created,
+            destroyed=m.destroyed,
+            acquisitions=m.acquisitions,
+            hits=m.hits,
+            misses=m.misses,
+            hit_rate=m.hits / served if served else 0.0,
+            timeouts=m.timeouts,
+            cancellations=m.cancellations,
+            resets=m.resets,
+            reset_failures=m.reset_failures,
+            health_checks=m.health_checks,
+            health_failures=m.health_failures,
+            create_failures=m.create_failures,
+            lease_errors=m.lease_errors,
+            discards=m.discards,
+            recoveries=TierCounts(m.recoveries),
+            recovery_failures=m.recovery_failures,
+            degraded_leases=m.degraded_leases,
+            leaks=m.leaks,
+            isolation_failures=m.isolation_failures,
+            peak_in_use=core.peak_in_use,
+            wait_p50_s=wait_p50,
+            wait_p99_s=wait_p99,
+            hold_p50_s=hold_p50,
+            hold_p99_s=hold_p99,
+            hold_ewma_s=m.hold_ewma,
+            wait_ewma_s=m.wait_ewma,
+            error_rate=m.error_rate(),
+            recovery_p50_s=rec50,
+            recovery_p99_s=rec99,
+        )
+
+
+class _NoLease:
+    """Stands in for a lease when a group acquires its members."""
+
+
+_NO_LEASE: Any = _NoLease()
