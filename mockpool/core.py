@@ -158,6 +158,7 @@ class ServiceCore:
         self.resetting = 0
         self.checking = 0
         self.recovering = 0
+        #: Highest in-use count since the usage sampler last looked (it keeps the run's peak).
         self.peak_in_use = 0
         #: Lowest idle count seen since the scaling supervisor last looked (shrink watermark).
         self.idle_low = 0

@@ -8,6 +8,7 @@ is in :mod:`mockpool.service`.
 from __future__ import annotations
 
 import sys
+from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
@@ -17,9 +18,13 @@ if TYPE_CHECKING:
     from .core import Entry
     from .service import ServicePool
 
-__all__ = ("Lease",)
+__all__ = ("Lease", "lease_owner")
 
 T = TypeVar("T")
+
+#: Who acquires, for leak reports: the pytest plugin sets it to the running test's node id.
+#: Read only when the pool tracks leases.
+lease_owner: ContextVar[str | None] = ContextVar("mockpool_lease_owner", default=None)
 
 
 @final
@@ -32,7 +37,7 @@ class Lease(Generic[T]):
     group's member instances by service name.
     """
 
-    __slots__ = ("_discard", "_entry", "_released", "_started", "_svc", "_timeout", "where")
+    __slots__ = ("_discard", "_entry", "_released", "_started", "_svc", "_timeout", "owner", "where")
 
     def __init__(self, svc: ServicePool, timeout: float | None) -> None:
         self._svc = svc
@@ -43,6 +48,8 @@ class Lease(Generic[T]):
         self._started = 0.0
         #: ``(filename, line)`` of the ``async with`` that acquired, when the pool tracks leases.
         self.where: tuple[str, int] | None = None
+        #: The value of :data:`lease_owner` when acquired (the test's node id under pytest).
+        self.owner: str | None = None
 
     async def __aenter__(self) -> T:
         if self._entry is not None:
@@ -67,7 +74,9 @@ class Lease(Generic[T]):
         if active is not None:
             frame = sys._getframe(1)
             self.where = (frame.f_code.co_filename, frame.f_lineno)
+            self.owner = lease_owner.get()
             active.add(self)
+            svc.pool.note_use(self.owner, svc.name)
         self._started = svc.clock.now()
         return entry.handle  # type: ignore[no-any-return]
 

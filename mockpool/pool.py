@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
+import os
+import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -18,6 +22,7 @@ from anyio.abc import TaskGroup
 from .clock import Clock, SystemClock
 from .core import Budget
 from .errors import DependencyError, MockPoolError, PoolClosedError, ServiceConfigError, UnknownServiceError
+from .history import History, MockPoolHistoryWarning, RunRecord, UsageRecorder
 from .lease import Lease
 from .metrics import PoolStats
 from .report import Event, Report
@@ -89,6 +94,8 @@ class MockPool:
         isolation_verify: bool = False,
         track_leases: bool = False,
         supervise: bool = True,
+        history: History | str | os.PathLike[str] | None = None,
+        history_window_s: float = 1.0,
         config: Any = None,
     ) -> None:
         if max_total is not None and (not isinstance(max_total, int) or isinstance(max_total, bool) or max_total < 1):
@@ -117,6 +124,20 @@ class MockPool:
         )
         self._lease_ended: asyncio.Event | None = None
         self._started_at = self.clock.now()
+        #: What earlier runs recorded (empty without history); drives warming and prediction.
+        self.history_path: Path | None = None
+        if isinstance(history, History):
+            self.history = history
+        elif history is not None:
+            self.history_path = Path(history)
+            self.history = History.load(self.history_path)
+        else:
+            self.history = History()
+        #: What this run records, fed by the usage sampler once per window.
+        self.recorder = UsageRecorder(window_s=history_window_s)
+        self._sampled_at = 0.0
+        #: Services each test used, by test id (filled when leases are tracked).
+        self.test_services: dict[str, set[str]] = {}
         self.warmup_s: float | None = None
 
     # == registry =============================================================================
@@ -300,12 +321,61 @@ class MockPool:
             raise PoolClosedError(f"pool {self.name!r} is {self._state.value}; cannot {action}")
 
     async def start(self) -> None:
-        """Start the runtime of the current loop (supervisors) and warm the pool."""
+        """Start the runtime of the current loop (supervisors) and warm the pool: ``min_size``
+        of each service, or the peak concurrency history predicts, whichever is larger."""
         self._check_open("start it again")
         runtime = self._runtime()
         self._state = _State.OPEN
         await runtime.wait_ready()
-        await self.warm()
+        await self.warm(self.warm_targets())
+
+    def warm_targets(self) -> dict[str, int]:
+        """Instances to pre-create per service: ``max(min_size, predicted peak)``, capped by
+        ``max_size``. Group members need no entry: building a group leases its members."""
+        targets = {}
+        for name, svc in self.service_pools.items():
+            predicted = math.ceil(self.history.peak(name)) if self.history.runs else 0
+            targets[name] = min(svc.core.max_size, max(svc.core.min_size, predicted))
+        return targets
+
+    def elapsed(self) -> float:
+        """Seconds since the pool was made, on the pool's clock (the run's time axis)."""
+        return self.clock.now() - self._started_at
+
+    def sample_usage(self) -> None:
+        """Fold the counters since the last sample into this run's record (the usage
+        sampler calls this once per window; so do ``run_record`` and ``aclose``)."""
+        t_rel = self.elapsed()
+        # Count the window's acquisitions at its middle, so a sample taken just after a
+        # window boundary does not shift them into the next window.
+        at = (self._sampled_at + t_rel) / 2
+        for name, svc in self.service_pools.items():
+            count, peak = svc.sample_usage(t_rel)
+            self.recorder.record_window(name, at, count, peak)
+            hold = svc.metrics.hold_ewma
+            if count and hold > 0:
+                self.recorder.record_release(name, hold)
+        self._sampled_at = t_rel
+
+    def run_record(self) -> RunRecord:
+        """What this run learned so far: demand per window, peaks, holds, tests' services."""
+        self.sample_usage()
+        for test_id, services in self.test_services.items():
+            self.recorder.record_test(test_id, services)
+        return self.recorder.finish(duration_s=self.elapsed())
+
+    def save_history(self) -> None:
+        """Merge this run into the history and write it (when made with a ``history`` path)."""
+        if self.history_path is None:
+            return
+        try:
+            self.history.merge(self.run_record()).save(self.history_path)
+        except (OSError, ValueError) as exc:
+            warnings.warn(
+                f"pool {self.name!r}: could not save history to {str(self.history_path)!r}: {exc}",
+                MockPoolHistoryWarning,
+                stacklevel=2,
+            )
 
     async def warm(self, targets: Mapping[str, int] | None = None) -> float:
         """Create instances until each service has its target (default ``min_size``), in
@@ -333,12 +403,13 @@ class MockPool:
         for svc in self.service_pools.values():
             svc.core.closed = True
             svc.core.fail_waiters(PoolClosedError(f"pool {self.name!r} closed while waiting for {svc.name!r}"))
-        if any(svc.core.in_use for svc in self.service_pools.values()) and self.close_timeout > 0:
+        if self._leases_out() and self.close_timeout > 0:
             self._lease_ended = asyncio.Event()
             with anyio.move_on_after(self.close_timeout), anyio.CancelScope(shield=True):
-                while any(svc.core.in_use for svc in self.service_pools.values()):
+                while self._leases_out():
                     await self._lease_ended.wait()
                     self._lease_ended.clear()
+        self.save_history()
         with anyio.CancelScope(shield=True):
             await self._destroy_all()
         current = asyncio.get_running_loop()
@@ -350,6 +421,71 @@ class MockPool:
             elif not loop.is_closed():
                 loop.call_soon_threadsafe(runtime.cancel)
         self._state = _State.CLOSED
+
+    def note_use(self, owner: str | None, service: str) -> None:
+        """Record that ``owner`` (a test id) used ``service`` (called when tracking leases)."""
+        if owner is not None:
+            self.test_services.setdefault(owner, set()).add(service)
+
+    def expect(self, services: Iterable[str], *, count: int = 1) -> int:
+        """Hint that ``services`` (and their members) will be acquired soon: make sure each
+        has ``count`` instances idle or on their way, creating in background. Unknown names
+        are ignored (history may name services this run did not register). Returns how many
+        creations were started. Needs a running loop; without one it does nothing."""
+        if self.closed or asyncio._get_running_loop() is None:
+            return 0
+        started = 0
+        for name in _with_members(self.service_pools, services):
+            svc = self.service_pools[name]
+            missing = count - len(svc.core.idle) - svc.core.creating + svc.core.shortfall()
+            if missing > 0:
+                started += svc.grow(missing)
+        return started
+
+    def close(self) -> None:
+        """Close from synchronous code (no running loop), e.g. a session fixture's teardown."""
+        if asyncio._get_running_loop() is not None:
+            raise MockPoolError(
+                f"pool {self.name!r}: close() was called inside a running event loop; "
+                "use 'await pool.aclose()' there"
+            )
+        if not self.closed:
+            asyncio.run(self.aclose())
+
+    def active_leases(self) -> list[Lease[Any]]:
+        """Leases held right now (only when the pool tracks leases: ``track_leases=True``)."""
+        return [lease for svc in self.service_pools.values() for lease in (svc.active or ())]
+
+    def reclaim(self, lease: Lease[Any]) -> None:
+        """Take back the instance of a leaked lease (still held when its test ended): it is
+        counted as a leak and sent to recovery, since its state is unknown. Works without a
+        running loop; recovery then starts in the next loop that uses the pool."""
+        entry = lease._entry
+        if entry is None or lease._released:
+            return
+        lease._released = True
+        svc = lease._svc
+        svc.metrics.leaks += 1
+        if svc.active is not None:
+            svc.active.discard(lease)
+        if entry.state.value != "leased":
+            return
+        if asyncio._get_running_loop() is not None:
+            svc.to_recovery(entry, "leaked: still held when its test ended")
+        else:
+            svc.core.begin_recovery(entry)
+            svc.orphans.append(entry)
+
+    def _leases_out(self) -> bool:
+        """Whether any instance is held by a lease (members held by their group do not count)."""
+        held_by_groups: dict[str, int] = {}
+        for svc in self.service_pools.values():
+            for entry in svc.core.entries:
+                for member in entry.members or ():
+                    held_by_groups[member] = held_by_groups.get(member, 0) + 1
+        return any(
+            svc.core.in_use > held_by_groups.get(name, 0) for name, svc in self.service_pools.items()
+        )
 
     def lease_ended(self) -> None:
         """Called by a release while the pool is closing."""
@@ -438,3 +574,20 @@ class MockPool:
         )
         return f"<MockPool {self.name!r} {self._state.value} [{parts}]>"
 
+
+
+def _with_members(services: Mapping[str, ServicePool], names: Iterable[str]) -> list[str]:
+    """``names`` that are registered, members first, each once."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        svc = services.get(name)
+        if svc is None or name in ordered:
+            return
+        for dep in svc.spec.depends_on:
+            visit(dep)
+        ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered

@@ -95,6 +95,9 @@ class ServicePool:
         #: the next runtime to start resumes their recovery.
         self.orphans: list[Entry] = []
         self.last_error: BaseException | None = None
+        #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
+        self.peak_total = 0
+        self._sampled_acquisitions = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._timer_loop: asyncio.AbstractEventLoop | None = None
@@ -114,7 +117,8 @@ class ServicePool:
         if core.closed:
             raise self.closed_error()
         loop = running_loop(self.name)
-        # Check again: an orphan resumed or a creation may have landed since the fast path.
+        if self.orphans:
+            self.resume_orphans()
         entry = core.take_idle()
         if entry is not None:
             self.metrics.hits += 1
@@ -376,6 +380,7 @@ class ServicePool:
         if core.closed:
             core.remove(entry)
             self._retire_closed(entry, already_removed=True)
+            self.pool.lease_ended()
             return None
         if discard:
             self.metrics.discards += 1
@@ -530,6 +535,16 @@ class ServicePool:
 
     # == statistics ===========================================================================
 
+    def sample_usage(self, t_rel: float) -> tuple[int, int]:
+        """Acquisitions and peak concurrency since the last sample; restarts the window."""
+        core = self.core
+        count = self.metrics.acquisitions - self._sampled_acquisitions
+        self._sampled_acquisitions = self.metrics.acquisitions
+        peak = core.peak_in_use
+        self.peak_total = max(self.peak_total, peak)
+        core.peak_in_use = core.in_use
+        return count, peak
+
     def stats(self) -> PoolStats:
         core, m = self.core, self.metrics
         wait_p50, wait_p99 = m.waits.percentiles(50, 99)
@@ -571,7 +586,7 @@ class ServicePool:
             degraded_leases=m.degraded_leases,
             leaks=m.leaks,
             isolation_failures=m.isolation_failures,
-            peak_in_use=core.peak_in_use,
+            peak_in_use=max(self.peak_total, core.peak_in_use),
             wait_p50_s=wait_p50,
             wait_p99_s=wait_p99,
             hold_p50_s=hold_p50,
