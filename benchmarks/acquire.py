@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mockpool import MockPool, ServiceSpec  # noqa: E402
+from mockpool import MockPool, ServiceSpec
 
 
 class QueuePool:
@@ -49,7 +49,7 @@ class QueueLease:
         self.item = await self.queue.get()
         return self.item
 
-    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.queue.put_nowait(self.item)
 
 
@@ -66,7 +66,7 @@ async def uncontended(kind: str, ops: int) -> float:
         pool = None
     else:
         pool = await _mockpool(1)
-        acquire = lambda: pool.acquire("x")  # noqa: E731
+        acquire = lambda: pool.acquire("x")
     gc.collect()
     start = time.perf_counter()
     for _ in range(ops):
@@ -85,7 +85,7 @@ async def contended(kind: str, tasks: int, size: int, ops_per_task: int) -> floa
         pool = None
     else:
         pool = await _mockpool(size)
-        acquire = lambda: pool.acquire("x")  # noqa: E731
+        acquire = lambda: pool.acquire("x")
 
     async def worker() -> None:
         for _ in range(ops_per_task):
@@ -107,7 +107,9 @@ def best(rounds: int, run: Callable[[], Awaitable[float]]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer operations and rounds")
     args = parser.parse_args()
     rounds = 3 if args.quick else 5
@@ -120,8 +122,8 @@ def main() -> None:
         ("200 tasks / 16 instances", lambda kind: contended(kind, 200, 16, total // 200)),
         ("2,000 tasks / 16 instances", lambda kind: contended(kind, 2000, 16, total // 2000)),
     ):
-        queue = best(rounds, lambda: run("queue"))
-        ours = best(rounds, lambda: run("mockpool"))
+        queue = best(rounds, functools.partial(run, "queue"))
+        ours = best(rounds, functools.partial(run, "mockpool"))
         rows.append((label, ours, queue))
 
     print(f"acquire+release, best of {rounds} rounds (Python {sys.version.split()[0]})")

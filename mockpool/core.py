@@ -182,9 +182,7 @@ class ServiceCore:
     def can_grow(self) -> bool:
         """Whether one more instance may be created without breaking a cap."""
         return (
-            not self.closed
-            and len(self.entries) + self.creating < self.max_size
-            and self.budget.has_room()
+            not self.closed and len(self.entries) + self.creating < self.max_size and self.budget.has_room()
         )
 
     def shortfall(self) -> int:
@@ -202,10 +200,8 @@ class ServiceCore:
         entry.state = _LEASED
         self.leased += 1
         in_use = self.leased + self.resetting
-        if in_use > self.peak_in_use:
-            self.peak_in_use = in_use
-        if len(idle) < self.idle_low:
-            self.idle_low = len(idle)
+        self.peak_in_use = max(self.peak_in_use, in_use)
+        self.idle_low = min(self.idle_low, len(idle))
         return entry
 
     def begin_reset(self, entry: Entry) -> None:
@@ -264,8 +260,7 @@ class ServiceCore:
             entry.state = _LEASED
             self.leased += 1
             in_use = self.leased + self.resetting
-            if in_use > self.peak_in_use:
-                self.peak_in_use = in_use
+            self.peak_in_use = max(self.peak_in_use, in_use)
             fut.set_result(entry)
             return waiter
         entry.state = _IDLE
@@ -306,8 +301,7 @@ class ServiceCore:
         self.idle.remove(entry)
         entry.state = _CHECKING
         self.checking += 1
-        if len(self.idle) < self.idle_low:
-            self.idle_low = len(self.idle)
+        self.idle_low = min(self.idle_low, len(self.idle))
         return True
 
     def finish_check(self, entry: Entry) -> Waiter | None:
@@ -347,8 +341,7 @@ class ServiceCore:
             self.idle.remove(entry)
         else:
             return None
-        if len(self.idle) < self.idle_low:
-            self.idle_low = len(self.idle)
+        self.idle_low = min(self.idle_low, len(self.idle))
         self._drop(entry)
         return entry
 

@@ -152,8 +152,7 @@ class Lease(Generic[T]):
         entry = self._entry
         if entry is None or self._released:
             raise MockPoolError(
-                f"service {self._svc.name!r}: the lease is not held; use it inside "
-                f"'async with lease:'"
+                f"service {self._svc.name!r}: the lease is not held; use it inside 'async with lease:'"
             )
         return entry
 

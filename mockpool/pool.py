@@ -23,15 +23,20 @@ from .clock import Clock, SystemClock
 from .core import Budget
 from .errors import DependencyError, MockPoolError, PoolClosedError, ServiceConfigError, UnknownServiceError
 from .history import History, MockPoolHistoryWarning, RunRecord, UsageRecorder
+from .hooks import running_loop
 from .lease import Lease
 from .metrics import PoolStats
 from .report import Event, Report
 from .runtime import Runtime
-from .service import ServicePool, running_loop
+from .service import ServicePool
 from .spec import ServiceSpec
+from .supervisors import start_all
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
+
+    from .supervisors.adaptation import AdaptationConfig
+    from .supervisors.scaling import ScalingConfig
 
 __all__ = ("MockPool",)
 
@@ -81,6 +86,11 @@ class MockPool:
     :param isolation_verify: after each reset, compare the snapshot with the pristine one.
     :param track_leases: record where each lease was acquired (leak reports name the line).
     :param supervise: run the supervisors (health, scaling, adaptation, leaks) in background.
+    :param adaptation: thresholds of the adaptation supervisor (``AdaptationConfig``).
+    :param scaling: knobs of the scaling supervisor (``ScalingConfig``).
+    :param leak_threshold: seconds after which a held lease is reported as a leak (None: off;
+        turns lease tracking on).
+    :param memory_budget_mb: process RSS above which idle instances are evicted (None: off).
     """
 
     def __init__(
@@ -97,21 +107,33 @@ class MockPool:
         history: History | str | os.PathLike[str] | None = None,
         history_window_s: float = 1.0,
         config: Any = None,
+        adaptation: AdaptationConfig | None = None,
+        scaling: ScalingConfig | None = None,
+        leak_threshold: float | None = None,
+        memory_budget_mb: float | None = None,
     ) -> None:
-        if max_total is not None and (not isinstance(max_total, int) or isinstance(max_total, bool) or max_total < 1):
+        if max_total is not None and not (_is_number(max_total) and int(max_total) == max_total >= 1):
             raise ServiceConfigError("max_total", max_total, "must be a whole number >= 1 or None")
-        if default_timeout is not None and (
-            not isinstance(default_timeout, int | float) or isinstance(default_timeout, bool) or default_timeout <= 0
-        ):
+        if default_timeout is not None and not (_is_number(default_timeout) and default_timeout > 0):
             raise ServiceConfigError("default_timeout", default_timeout, "must be seconds > 0 or None")
-        if not isinstance(close_timeout, int | float) or isinstance(close_timeout, bool) or close_timeout < 0:
+        if not (_is_number(close_timeout) and close_timeout >= 0):
             raise ServiceConfigError("close_timeout", close_timeout, "must be seconds >= 0")
         self.name = name if name is not None else f"pool-{next(_pool_numbers)}"
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.default_timeout = default_timeout
         self.close_timeout = float(close_timeout)
         self.isolation_verify = isolation_verify
-        self.track_leases = track_leases
+        if leak_threshold is not None and not (_is_number(leak_threshold) and leak_threshold > 0):
+            raise ServiceConfigError("leak_threshold", leak_threshold, "must be seconds > 0 or None")
+        if memory_budget_mb is not None and not (_is_number(memory_budget_mb) and memory_budget_mb > 0):
+            raise ServiceConfigError("memory_budget_mb", memory_budget_mb, "must be megabytes > 0 or None")
+        #: Supervisor settings (``None``: defaults); see ``mockpool.supervisors``.
+        self.adaptation = adaptation
+        self.scaling = scaling
+        self.leak_threshold = leak_threshold
+        self.memory_budget_mb = memory_budget_mb
+        # Leak reports name where each lease was acquired, which needs lease tracking.
+        self.track_leases = track_leases or leak_threshold is not None
         self.supervise = supervise
         self.budget = Budget(max_total)
         self.service_pools: dict[str, ServicePool] = {}
@@ -152,7 +174,10 @@ class MockPool:
         self._check_open("register a service")
         if spec.name in self.service_pools:
             raise ServiceConfigError(
-                "name", spec.name, "is already registered in this pool; unregister it first", service=spec.name
+                "name",
+                spec.name,
+                "is already registered in this pool; unregister it first",
+                service=spec.name,
             )
         if spec.name in spec.depends_on:
             raise DependencyError(f"service {spec.name!r}: depends_on names the service itself (a cycle)")
@@ -238,7 +263,7 @@ class MockPool:
 
     # == acquiring ============================================================================
 
-    def acquire(self, name: str, *, timeout: float | None | _Unset = _UNSET) -> Lease[Any]:
+    def acquire(self, name: str, *, timeout: float | _Unset | None = _UNSET) -> Lease[Any]:
         """Lease an instance of ``name``: ``async with pool.acquire("redis") as redis:``.
 
         :param timeout: seconds to wait for an instance (``None``: no bound); by default the
@@ -256,7 +281,7 @@ class MockPool:
             )
         if timeout is _UNSET:
             return Lease(svc, svc.timeout)
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+        if timeout is not None and not (_is_number(timeout) and timeout >= 0):
             raise ServiceConfigError("timeout", timeout, "must be seconds >= 0 or None", service=name)
         return Lease(svc, timeout)
 
@@ -283,7 +308,6 @@ class MockPool:
     async def _start_supervisors(self, tg: TaskGroup) -> None:
         if not self.supervise or self._state in (_State.CLOSING, _State.CLOSED):
             return
-        from .supervisors import start_all
 
         await start_all(self, tg)
 
@@ -381,7 +405,11 @@ class MockPool:
         """Create instances until each service has its target (default ``min_size``), in
         parallel, and wait for them. Returns the time it took in seconds."""
         started = self.clock.now()
-        wanted = dict(targets) if targets is not None else {n: s.core.min_size for n, s in self.service_pools.items()}
+        wanted = (
+            dict(targets)
+            if targets is not None
+            else {n: s.core.min_size for n, s in self.service_pools.items()}
+        )
         async with anyio.create_task_group() as tg:
             for name, target in wanted.items():
                 svc = self.service_pools.get(name)
@@ -402,7 +430,9 @@ class MockPool:
         self._state = _State.CLOSING
         for svc in self.service_pools.values():
             svc.core.closed = True
-            svc.core.fail_waiters(PoolClosedError(f"pool {self.name!r} closed while waiting for {svc.name!r}"))
+            svc.core.fail_waiters(
+                PoolClosedError(f"pool {self.name!r} closed while waiting for {svc.name!r}")
+            )
         if self._leases_out() and self.close_timeout > 0:
             self._lease_ended = asyncio.Event()
             with anyio.move_on_after(self.close_timeout), anyio.CancelScope(shield=True):
@@ -483,9 +513,7 @@ class MockPool:
             for entry in svc.core.entries:
                 for member in entry.members or ():
                     held_by_groups[member] = held_by_groups.get(member, 0) + 1
-        return any(
-            svc.core.in_use > held_by_groups.get(name, 0) for name, svc in self.service_pools.items()
-        )
+        return any(svc.core.in_use > held_by_groups.get(name, 0) for name, svc in self.service_pools.items())
 
     def lease_ended(self) -> None:
         """Called by a release while the pool is closing."""
@@ -540,7 +568,9 @@ class MockPool:
 
     def record_event(self, service: str, trigger: str, response: str) -> Event:
         """Record an adaptation (or other notable decision) for the report."""
-        event = Event(at_s=self.clock.now() - self._started_at, service=service, trigger=trigger, response=response)
+        event = Event(
+            at_s=self.clock.now() - self._started_at, service=service, trigger=trigger, response=response
+        )
         self.events.append(event)
         logger.info("pool %r: %s: %s -> %s", self.name, service, trigger, response)
         return event
@@ -575,7 +605,6 @@ class MockPool:
         return f"<MockPool {self.name!r} {self._state.value} [{parts}]>"
 
 
-
 def _with_members(services: Mapping[str, ServicePool], names: Iterable[str]) -> list[str]:
     """``names`` that are registered, members first, each once."""
     ordered: list[str] = []
@@ -591,3 +620,7 @@ def _with_members(services: Mapping[str, ServicePool], names: Iterable[str]) -> 
     for name in names:
         visit(name)
     return ordered
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)

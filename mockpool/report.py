@@ -54,17 +54,41 @@ class Report:
 
     def __str__(self) -> str:
         header = (
-            "service", "size", "idle", "in use", "wait", "acq", "hit %", "wait p50", "wait p99",
-            "hold ewma", "resets", "rec", "degraded", "leaks", "timeouts",
+            "service",
+            "size",
+            "idle",
+            "in use",
+            "wait",
+            "acq",
+            "hit %",
+            "wait p50",
+            "wait p99",
+            "hold ewma",
+            "resets",
+            "rec",
+            "degraded",
+            "leaks",
+            "timeouts",
         )
         rows = [header]
         for name, s in self.services.items():
             rows.append(
                 (
-                    name, str(s.size), str(s.idle), str(s.in_use), str(s.waiting), str(s.acquisitions),
-                    f"{100 * s.hit_rate:.1f}", _secs(s.wait_p50_s), _secs(s.wait_p99_s),
-                    _secs(s.hold_ewma_s), str(s.resets), str(s.recoveries.total()),
-                    str(s.degraded_leases), str(s.leaks), str(s.timeouts),
+                    name,
+                    str(s.size),
+                    str(s.idle),
+                    str(s.in_use),
+                    str(s.waiting),
+                    str(s.acquisitions),
+                    f"{100 * s.hit_rate:.1f}",
+                    _secs(s.wait_p50_s),
+                    _secs(s.wait_p99_s),
+                    _secs(s.hold_ewma_s),
+                    str(s.resets),
+                    str(s.recoveries.total()),
+                    str(s.degraded_leases),
+                    str(s.leaks),
+                    str(s.timeouts),
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -72,7 +96,12 @@ class Report:
         if self.warmup_s is not None:
             lines[0] += f", warm-up {_secs(self.warmup_s)}"
         for i, row in enumerate(rows):
-            lines.append("  ".join(cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=True))))
+            lines.append(
+                "  ".join(
+                    cell.ljust(w) if j == 0 else cell.rjust(w)
+                    for j, (cell, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
         if self.events:
@@ -83,7 +112,9 @@ class Report:
         if degraded:
             lines.append("degraded leases: " + ", ".join(f"{n}={c}" for n, c in degraded.items()))
         if self.supervisor_errors:
-            lines.append("supervisor errors: " + ", ".join(f"{n}={c}" for n, c in self.supervisor_errors.items()))
+            lines.append(
+                "supervisor errors: " + ", ".join(f"{n}={c}" for n, c in self.supervisor_errors.items())
+            )
         return "\n".join(lines)
 
 

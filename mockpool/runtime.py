@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiorwlock
@@ -33,7 +33,7 @@ class Runtime:
         self.pool = pool
         self.loop = loop
         self.tg: TaskGroup | None = None
-        self._pending: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
+        self._pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = []
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()
         #: Guards structural changes that span awaits (unregister, resize, recovered swaps);
@@ -41,7 +41,7 @@ class Runtime:
         self.structure = aiorwlock.RWLock()
         self._host = loop.create_task(self._run(), name=f"mockpool[{pool.name}] runtime")
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``fn(*args)`` in this runtime's task group (as soon as it exists)."""
         tg = self.tg
         if tg is not None:

@@ -22,7 +22,9 @@ import anyio
 
 from .core import Entry, EntryState, ServiceCore, Waiter
 from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFailedError
+from .hooks import call_hook, running_loop
 from .metrics import RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts
+from .supervisors.recovery import recover_entry
 
 if TYPE_CHECKING:
     from .lease import Lease
@@ -37,34 +39,6 @@ logger = logging.getLogger("mockpool")
 _CANCELLED = (asyncio.CancelledError,)
 
 
-def running_loop(service: str) -> asyncio.AbstractEventLoop:
-    """The running asyncio loop, or an error that says mockpool needs asyncio."""
-    loop = asyncio._get_running_loop()
-    if loop is None:
-        raise MockPoolError(
-            f"service {service!r}: acquire needs a running asyncio event loop; mockpool runs on "
-            "asyncio (under anyio, use the asyncio backend; trio is not supported)"
-        )
-    return loop
-
-
-async def _await_if_needed(result: Any) -> Any:
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
-async def call_hook(hook: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
-    """Call a sync or async hook; an async one is bounded by ``timeout`` (TimeoutError)."""
-    result = hook(*args)
-    if not inspect.isawaitable(result):
-        return result
-    if timeout is None:
-        return await result
-    with anyio.fail_after(timeout):
-        return await result
-
-
 class ServicePool:
     """The pool of one service: bookkeeping in ``core``, hooks and background work here."""
 
@@ -73,9 +47,7 @@ class ServicePool:
         self.spec = spec
         self.name = spec.name
         self.clock = pool.clock
-        self.core = ServiceCore(
-            spec.name, min_size=spec.min_size, max_size=spec.max_size, budget=pool.budget
-        )
+        self.core = ServiceCore(spec.name, min_size=spec.min_size, max_size=spec.max_size, budget=pool.budget)
         self.metrics = ServiceMetrics()
         self.factory: Callable[..., Any] = spec.factory
         self.variant: str | None = None
@@ -174,20 +146,21 @@ class ServicePool:
 
     def _expire(self, waiter: Waiter) -> None:
         fut = waiter.future
-        if fut.done() or not self.core.remove_waiter(waiter):
-            return
         core = self.core
-        self.metrics.timeouts += 1
-        fut.set_exception(
-            AcquireTimeout(
-                self.name,
-                waiter.timeout if waiter.timeout is not None else 0.0,
-                size=core.size,
-                in_use=core.in_use,
-                waiting=core.waiting,
-                max_size=core.max_size,
-            )
+        if fut.done() or waiter not in core.waiters:
+            return
+        # The counts as the waiter saw them, itself included among the waiting.
+        error = AcquireTimeout(
+            self.name,
+            waiter.timeout if waiter.timeout is not None else 0.0,
+            size=core.size,
+            in_use=core.in_use,
+            waiting=core.waiting,
+            max_size=core.max_size,
         )
+        core.remove_waiter(waiter)
+        self.metrics.timeouts += 1
+        fut.set_exception(error)
 
     def _abandon(self, waiter: Waiter, exc: BaseException) -> None:
         """The waiting task stopped waiting (cancelled, timed out, failed): nothing may be lost."""
@@ -203,6 +176,36 @@ class ServicePool:
         # Creations already started for this waiter go on: their instances join the pool.
         if isinstance(exc, _CANCELLED):
             self.metrics.cancellations += 1
+
+    async def checked_on_acquire(self, lease: Lease[Any], entry: Entry) -> Entry:
+        """Health-check ``entry`` (just leased) if it was idle longer than ``check_window``;
+        an unhealthy one goes to recovery and the lease waits for another. Returns the entry
+        to use. Turned on by the adaptation supervisor (``check_on_acquire``)."""
+        check = self.spec.health_check
+        while check is not None and self.clock.now() - entry.last_used > self.check_window:
+            self.metrics.health_checks += 1
+            try:
+                ok = await call_hook(check, entry.instance, timeout=self.spec.health_timeout)
+                failure = "returned False" if ok is False else None
+            except _CANCELLED:
+                # The test never saw the instance: pass it on unchanged and propagate.
+                lease._entry = None
+                if entry.state is EntryState.LEASED:
+                    self.core.give_back(entry)
+                raise
+            except Exception as exc:
+                failure = f"raised {exc!r}"
+            if failure is None:
+                break
+            self.metrics.health_failures += 1
+            lease._entry = None
+            if entry.state is EntryState.LEASED:
+                self.to_recovery(entry, f"check on acquire {failure}")
+            entry = await self.wait_for_entry(lease, lease._timeout)
+            lease._entry = entry
+            if self.bind is not None:
+                self.bind_entry(entry)
+        return entry
 
     def ensure_creations(self) -> None:
         """Start background creations while waiters outnumber instances on their way."""
@@ -229,13 +232,14 @@ class ServicePool:
 
     async def _create_one(self) -> None:
         core = self.core
+        started = self.clock.now()
         try:
             entry = await self.build_entry()
         except BaseException as exc:
             core.cancel_creation()
             if isinstance(exc, _CANCELLED):
                 raise
-            self._after_failed_creation(exc)
+            self._after_failed_creation(exc, started)
             return
         waiter = core.add_created(entry)
         if waiter is not None:
@@ -243,7 +247,7 @@ class ServicePool:
         if core.closed:
             self._retire_closed(entry)
 
-    def _after_failed_creation(self, exc: BaseException) -> None:
+    def _after_failed_creation(self, exc: BaseException, started: float | None = None) -> None:
         core = self.core
         self.last_error = exc
         if core.waiters and core.size + core.creating == 0:
@@ -251,7 +255,20 @@ class ServicePool:
             # with the cause, rather than let each wait for its timeout.
             error = RecoveryFailedError(self.name, self._ladder_names(), exc)
             error.__cause__ = exc
+            self.fail_waiters_since(error, started)
+
+    def fail_waiters_since(self, error: BaseException, started: float | None) -> None:
+        """Fail the waiters already queued when the failed attempt began (``started``); later
+        ones get an attempt of their own, since the fault may have cleared meanwhile."""
+        core = self.core
+        if started is None:
             core.fail_waiters(error)
+            return
+        stale = sum(1 for w in core.waiters if w.enqueued_at <= started and not w.future.done())
+        if stale:
+            core.fail_waiters(error, limit=stale)
+        if core.waiters:
+            self.ensure_creations()
 
     def _ladder_names(self) -> list[str]:
         names = ["factory"]
@@ -467,7 +484,6 @@ class ServicePool:
     async def recover(self, entry: Entry, reason: str) -> None:
         """Tiers in order: restore the pristine snapshot, recreate from the factory, the
         ``minimal`` factory, an emergency stub (the last two only with ``allow_degraded``)."""
-        from .supervisors.recovery import recover_entry
 
         try:
             await recover_entry(self, entry, reason)

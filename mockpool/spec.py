@@ -72,7 +72,7 @@ class ServiceSpec:
     health_interval: float = 2.0
 
     def __post_init__(self) -> None:
-        name = self.name
+        name: object = self.name
         if not isinstance(name, str) or not name.strip():
             raise ServiceConfigError("name", name, "must be a non-empty string")
         _check_callable("factory", self.factory, name)
@@ -82,7 +82,7 @@ class ServiceSpec:
                 _check_callable(hook, value, name)
         for size in ("min_size", "max_size"):
             value = getattr(self, size)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            if not _is_count(value):
                 raise ServiceConfigError(size, value, "must be a whole number >= 0", service=name)
         if self.max_size < 1:
             raise ServiceConfigError("max_size", self.max_size, "must be >= 1", service=name)
@@ -93,14 +93,14 @@ class ServiceSpec:
                 f"must be <= max_size ({self.max_size}); lower min_size or raise max_size",
                 service=name,
             )
-        deps = self.depends_on
+        deps: object = self.depends_on
         if isinstance(deps, str):
             raise ServiceConfigError(
                 "depends_on", deps, f"is a string; write depends_on=({deps!r},)", service=name
             )
         if not isinstance(deps, tuple):
             try:
-                deps = tuple(deps)
+                deps = tuple(deps)  # type: ignore[arg-type]  # any iterable; checked below
             except TypeError:
                 raise ServiceConfigError(
                     "depends_on", deps, "must be a tuple of service names", service=name
@@ -118,14 +118,16 @@ class ServiceSpec:
             raise ServiceConfigError(
                 given, getattr(self, given), f"needs {missing}= too: the two work as a pair", service=name
             )
-        if not isinstance(self.allow_degraded, bool):
-            raise ServiceConfigError("allow_degraded", self.allow_degraded, "must be True or False", service=name)
+        if not isinstance(self.allow_degraded, bool):  # type: ignore[redundant-expr,unused-ignore]
+            raise ServiceConfigError(
+                "allow_degraded", self.allow_degraded, "must be True or False", service=name
+            )
         if not isinstance(self.variants, Mapping):
             raise ServiceConfigError(
                 "variants", self.variants, "must map a variant name to a factory", service=name
             )
         for key, variant in self.variants.items():
-            if not isinstance(key, str) or not key:
+            if not _is_name(key):
                 raise ServiceConfigError("variants", key, "keys must be non-empty names", service=name)
             _check_callable(f"variants[{key!r}]", variant, name)
         object.__setattr__(self, "variants", MappingProxyType(dict(self.variants)))
@@ -157,11 +159,14 @@ def _check_callable(field_name: str, value: object, service: str) -> None:
         )
 
 
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _check_positive(field_name: str, value: object, service: str) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or math.isnan(value)
-        or value <= 0
-    ):
+    if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value) or value <= 0:
         raise ServiceConfigError(field_name, value, "must be a number of seconds > 0", service=service)

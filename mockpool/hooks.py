@@ -1,0 +1,36 @@
+"""Calling user hooks (factory, reset, health, snapshot, destroy), sync or async, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from .errors import MockPoolError
+
+__all__ = ("call_hook", "running_loop")
+
+
+def running_loop(service: str) -> asyncio.AbstractEventLoop:
+    """The running asyncio loop, or an error that says mockpool needs asyncio."""
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        raise MockPoolError(
+            f"service {service!r}: acquire needs a running asyncio event loop; mockpool runs on "
+            "asyncio (under anyio, use the asyncio backend; trio is not supported)"
+        )
+    return loop
+
+
+async def call_hook(hook: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+    """Call a sync or async hook; an async one is bounded by ``timeout`` (TimeoutError)."""
+    result = hook(*args)
+    if not inspect.isawaitable(result):
+        return result
+    if timeout is None:
+        return await result
+    with anyio.fail_after(timeout):
+        return await result

@@ -1,0 +1,1 @@
+"""The stress suite: 1,199 concurrent tests against the seed's service graph (``python -m stress``)."""

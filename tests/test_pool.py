@@ -1,0 +1,360 @@
+"""MockPool: registration, acquire semantics, errors, recovery basics, loops, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from mockpool import (
+    AcquireTimeout,
+    DependencyError,
+    MockPool,
+    PoolClosedError,
+    RecoveryFailedError,
+    ServiceConfigError,
+    ServiceSpec,
+    UnknownServiceError,
+)
+
+
+class Counter:
+    """A factory that numbers its instances."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    def __call__(self) -> dict[str, int]:
+        self.made += 1
+        return {"id": self.made}
+
+
+def _pool(name: str = "svc", **spec: object) -> MockPool:
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name=name, factory=spec.pop("factory", Counter()), **spec))  # type: ignore[arg-type]
+    return pool
+
+
+class TestRegistry:
+    def test_register_decorator_and_services(self) -> None:
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="a", factory=object))
+
+        @pool.service("jwt", max_size=32)
+        def jwt_service() -> object:
+            return object()
+
+        @pool.service
+        def plain() -> object:
+            return object()
+
+        assert pool.services == ("a", "jwt", "plain")
+        assert pool.stats("jwt").max_size == 32
+
+    def test_duplicate_name_is_refused(self) -> None:
+        pool = _pool()
+        with pytest.raises(ServiceConfigError, match=r"^service 'svc': name='svc' is already registered"):
+            pool.register(ServiceSpec(name="svc", factory=object))
+
+    def test_unknown_dependency_and_self_cycle(self) -> None:
+        pool = MockPool()
+        with pytest.raises(DependencyError, match=r"depends on 'redis', which is not registered"):
+            pool.register(ServiceSpec(name="s", factory=object, depends_on=("redis",)))
+        with pytest.raises(DependencyError, match="cycle"):
+            pool.register(ServiceSpec(name="s", factory=object, depends_on=("s",)))
+        assert pool.services == ()
+
+    def test_unknown_service_suggests_close_names(self) -> None:
+        pool = _pool("redis")
+        with pytest.raises(UnknownServiceError) as caught:
+            pool.acquire("rdis")
+        assert str(caught.value) == "no service named 'rdis' in pool 'p'; did you mean 'redis'?"
+        assert isinstance(caught.value, LookupError)
+        with pytest.raises(UnknownServiceError, match=r"registered: 'redis'$"):
+            pool.stats("zzzzzz")
+
+    def test_unregister_refuses_while_a_group_depends_on_it(self) -> None:
+        pool = _pool("a")
+        pool.register(ServiceSpec(name="g", factory=lambda a: a, depends_on=("a",)))
+        with pytest.raises(DependencyError, match="'g' depend on it"):
+            pool.unregister("a")
+        pool.unregister("g")
+        pool.unregister("a")
+        assert pool.services == ()
+
+
+class TestAcquire:
+    @pytest.mark.asyncio
+    async def test_exclusive_and_clean(self) -> None:
+        """Each lease holds its own instance; a reset runs before the next lease sees it."""
+
+        def reset(d: dict[str, int]) -> None:
+            d.pop("dirty", None)
+
+        pool = _pool(reset=reset, max_size=2)
+        async with pool:
+            async with pool.acquire("svc") as a, pool.acquire("svc") as b:
+                assert a is not b
+                a["dirty"] = 1
+            async with pool.acquire("svc") as again:
+                assert "dirty" not in again
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_waiters_are_served_first_come_first_served(self) -> None:
+        pool = _pool(max_size=1)
+        order: list[int] = []
+        async with pool:
+            holder = pool.acquire("svc")
+            await holder.__aenter__()
+
+            async def wait(i: int) -> None:
+                async with pool.acquire("svc"):
+                    order.append(i)
+
+            tasks = []
+            for i in range(5):
+                tasks.append(asyncio.create_task(wait(i)))
+                while pool.stats("svc").waiting <= i:
+                    await asyncio.sleep(0)
+            await holder.__aexit__(None, None, None)
+            await asyncio.gather(*tasks)
+        assert order == [0, 1, 2, 3, 4]
+
+    @pytest.mark.asyncio
+    async def test_timeout_message_names_service_and_state(self) -> None:
+        pool = _pool(max_size=1)
+        async with pool, pool.acquire("svc"):
+            with pytest.raises(AcquireTimeout) as caught:
+                async with pool.acquire("svc", timeout=0.001):
+                    pass  # pragma: no cover
+        assert isinstance(caught.value, TimeoutError)
+        assert str(caught.value).startswith(
+            "no 'svc' instance became available within 0.001 s (size=1, in_use=1, waiting=1, max_size=1)"
+        )
+
+    @pytest.mark.asyncio
+    async def test_hits_and_misses(self) -> None:
+        """The first acquire waits for a creation (a miss); later ones find it idle (hits)."""
+        pool = _pool()
+        async with pool:
+            for _ in range(3):
+                async with pool.acquire("svc"):
+                    pass
+        stats = pool.stats("svc")
+        assert (stats.acquisitions, stats.misses, stats.hits, stats.created) == (3, 1, 2, 1)
+        assert stats.hit_rate == pytest.approx(2 / 3)
+
+    @pytest.mark.asyncio
+    async def test_warming_creates_min_size_before_the_first_acquire(self) -> None:
+        factory = Counter()
+        pool = _pool(factory=factory, min_size=3)
+        async with pool:
+            assert factory.made == 3
+            assert pool.stats("svc").idle == 3
+
+    @pytest.mark.asyncio
+    async def test_max_total_caps_the_whole_pool_and_evicts_idle_of_other_services(self) -> None:
+        pool = MockPool(max_total=2, supervise=False)
+        pool.register(ServiceSpec(name="a", factory=object, min_size=0))
+        pool.register(ServiceSpec(name="b", factory=object))
+        async with pool:
+            async with pool.acquire("a"), pool.acquire("a"):
+                pass
+            assert pool.stats("a").size == 2
+            async with pool.acquire("b"):
+                assert pool.stats("a").size + pool.stats("b").size == 2
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_closed_pool_refuses(self) -> None:
+        pool = _pool()
+        async with pool:
+            pass
+        with pytest.raises(PoolClosedError, match=r"^pool 'p' is closed; acquire inside 'async with pool:'$"):
+            pool.acquire("svc")
+        with pytest.raises(PoolClosedError):
+            pool.register(ServiceSpec(name="b", factory=object))
+
+    @pytest.mark.asyncio
+    async def test_close_fails_waiters_and_destroys_everything(self) -> None:
+        destroyed: list[object] = []
+        pool = _pool(max_size=1, destroy=destroyed.append)
+        pool.close_timeout = 0
+        await pool.start()
+        holder = pool.acquire("svc")
+        await holder.__aenter__()
+        waiter = asyncio.create_task(pool.acquire("svc").__aenter__())
+        while pool.stats("svc").waiting == 0:
+            await asyncio.sleep(0)
+        await pool.aclose()
+        with pytest.raises(PoolClosedError):
+            await waiter
+        assert len(destroyed) == 1  # the leaked lease's instance too
+        assert pool.stats("svc").leaks == 1
+        await holder.__aexit__(None, None, None)  # a late release is harmless
+
+
+class TestRecovery:
+    @pytest.mark.asyncio
+    async def test_failed_reset_sends_to_recovery_never_to_idle(self) -> None:
+        def reset(d: dict[str, int]) -> None:
+            raise RuntimeError("reset broke")
+
+        factory = Counter()
+        pool = _pool(factory=factory, reset=reset)
+        async with pool:
+            async with pool.acquire("svc") as first:
+                pass
+            for _ in range(5):
+                await asyncio.sleep(0)
+            async with pool.acquire("svc") as second:
+                assert second is not first
+            stats = pool.stats("svc")
+            assert stats.reset_failures == 2
+            assert stats.recoveries["factory"] >= 1
+            assert stats.recoveries[2] == stats.recoveries["factory"]
+
+    @pytest.mark.asyncio
+    async def test_discard_restores_the_pristine_snapshot(self) -> None:
+        pool = _pool(
+            snapshot=lambda d: dict(d),
+            restore=lambda d, state: (d.clear(), d.update(state)),
+        )
+        async with pool:
+            lease = pool.acquire("svc")
+            async with lease as inst:
+                inst["dirty"] = 1
+                lease.discard()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            async with pool.acquire("svc") as again:
+                assert again is inst and "dirty" not in again
+            stats = pool.stats("svc")
+            assert (stats.discards, stats.recoveries["snapshot"]) == (1, 1)
+            assert set(stats.recovery_p99_s) == {"snapshot"}
+
+    @pytest.mark.asyncio
+    async def test_broken_factory_fails_waiters_with_the_cause_and_heals(self) -> None:
+        broken = True
+
+        def factory() -> object:
+            if broken:
+                raise ConnectionError("factory down")
+            return object()
+
+        pool = _pool(factory=factory)
+        async with pool:
+            with pytest.raises(RecoveryFailedError) as caught:
+                async with pool.acquire("svc"):
+                    pass  # pragma: no cover
+            assert isinstance(caught.value.__cause__, ConnectionError)
+            assert "service 'svc' could not get a working instance; tried factory" in str(caught.value)
+            broken = False
+            async with pool.acquire("svc"):
+                pass
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_degraded_service_falls_back_to_minimal_then_stub(self) -> None:
+        class Client:
+            def get(self, key: str) -> str:
+                return key
+
+        made = Client()
+        calls = {"factory": 0}
+
+        def factory() -> Client:
+            calls["factory"] += 1
+            if calls["factory"] > 1:
+                raise ConnectionError("down")
+            return made
+
+        def minimal() -> Client:
+            raise ConnectionError("also down")
+
+        pool = _pool(factory=factory, minimal=minimal, allow_degraded=True)
+        async with pool:
+            lease = pool.acquire("svc")
+            async with lease:
+                lease.discard()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            lease = pool.acquire("svc")
+            async with lease as stub:
+                assert lease.degraded and lease.tier == "stub"
+                stub.get("k")
+                with pytest.raises(TypeError):
+                    stub.get()  # the stub keeps the real signature
+            stats = pool.stats("svc")
+            assert (stats.recoveries["stub"], stats.degraded_leases) == (1, 1)
+            assert "degraded leases: svc=1" in str(pool.report())
+
+
+class TestGroups:
+    @pytest.mark.asyncio
+    async def test_group_leases_members_as_one_unit(self) -> None:
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="a", factory=list, reset=list.clear, max_size=2))
+        pool.register(ServiceSpec(name="b", factory=dict, reset=dict.clear, max_size=2))
+        pool.register(ServiceSpec(name="g", factory=lambda a, b: (a, b), depends_on=("a", "b")))
+        async with pool:
+            lease = pool.acquire("g")
+            async with lease as (a, b):
+                assert lease.members == {"a": a, "b": b}
+                a.append(1)
+                b["k"] = 1
+            async with pool.acquire("g") as (a2, b2):
+                assert (a2, b2) == ([], {})
+            assert pool.stats("a").in_use == 1  # held by the idle group entry
+            pool.check_invariants()
+
+
+class TestLoops:
+    def test_one_pool_serves_many_event_loops(self) -> None:
+        """pytest-asyncio gives each test its own loop; the pool serves them all."""
+        pool = _pool(max_size=2)
+
+        async def use() -> None:
+            async def one() -> None:
+                async with pool.acquire("svc"):
+                    await asyncio.sleep(0)
+
+            await asyncio.gather(one(), one(), one())
+            pool.check_invariants()
+
+        for _ in range(3):
+            asyncio.run(use())
+        stats = pool.stats("svc")
+        assert (stats.acquisitions, stats.size) == (9, 2)
+        pool.close()
+        assert pool.closed
+
+    def test_close_inside_a_loop_says_to_await(self) -> None:
+        pool = _pool()
+
+        async def main() -> None:
+            with pytest.raises(Exception, match=r"use 'await pool.aclose\(\)' there"):
+                pool.close()
+            await pool.aclose()
+
+        asyncio.run(main())
+
+
+class TestReport:
+    @pytest.mark.asyncio
+    async def test_report_forms(self) -> None:
+        pool = _pool()
+        async with pool:
+            async with pool.acquire("svc"):
+                pass
+            report = pool.report()
+        data = json.loads(report.to_json())
+        assert data["pool"] == "p"
+        assert data["services"]["svc"]["acquisitions"] == 1
+        assert data["services"]["svc"]["recoveries"] == {"snapshot": 0, "factory": 0, "minimal": 0, "stub": 0}
+        text = str(report)
+        assert text.splitlines()[0].startswith("mockpool report: pool 'p'")
+        assert "svc" in text
+        assert "<MockPool 'p' closed [svc: 0 in use" in repr(pool)
