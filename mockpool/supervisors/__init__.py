@@ -1,8 +1,10 @@
-"""Background work of the pool: health, scaling, adaptation, recovery and warming.
+"""Background work of the pool: health, scaling, adaptation, leaks, warming (and recovery).
 
 Each supervisor is a coroutine ``run(pool, *, task_status)`` that reports readiness and runs
-until cancelled. ``start_all`` starts them in the runtime's task group; a supervisor that
-raises is logged, counted in ``pool.supervisor_errors`` and restarted with backoff.
+until cancelled; ``start_all`` starts them in the runtime's task group (one runtime per event
+loop), so closing the pool, or the end of the loop, ends them all. A supervisor that raises is
+logged, counted in ``pool.supervisor_errors`` and restarted with backoff (see ``_base``).
+Recovery is not a loop: the pool spawns one recovery per broken instance (``recovery``).
 """
 
 from __future__ import annotations
@@ -11,12 +13,28 @@ from typing import TYPE_CHECKING
 
 from anyio.abc import TaskGroup
 
+from . import adaptation, health, leaks, scaling, warming
+from .adaptation import AdaptationConfig
+from .scaling import ScalingConfig
+
 if TYPE_CHECKING:
     from ..pool import MockPool
 
-__all__ = ("start_all",)
+__all__ = ("SUPERVISORS", "AdaptationConfig", "ScalingConfig", "start_all")
+
+#: Name and entry point of every supervisor, in start order (the sampler first).
+SUPERVISORS = (
+    ("warming", warming.run),
+    ("health", health.run),
+    ("scaling", scaling.run),
+    ("adaptation", adaptation.run),
+    ("leaks", leaks.run),
+)
 
 
 async def start_all(pool: MockPool, tg: TaskGroup) -> None:
     """Start every supervisor of ``pool`` in ``tg`` and return once each reported ready."""
-    return None
+    for name, run in SUPERVISORS:
+        if name == "leaks" and pool.leak_threshold is None:
+            continue
+        await tg.start(run, pool, name=f"mockpool[{pool.name}] {name}")

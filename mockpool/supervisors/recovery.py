@@ -13,11 +13,12 @@ from unittest import mock
 
 from ..core import Entry, EntryState
 from ..errors import MockPoolError, RecoveryFailedError
+from ..hooks import call_hook
 
 if TYPE_CHECKING:
     from ..service import ServicePool
 
-__all__ = ("recover_entry",)
+__all__ = ("recover_entry", "swap_instance")
 
 logger = logging.getLogger("mockpool.recovery")
 
@@ -28,8 +29,6 @@ class UnhealthyError(MockPoolError):
 
 async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
     """Bring ``entry`` (state RECOVERING) back to a working instance, or remove it."""
-    from ..service import call_hook
-
     spec, core, clock = svc.spec, svc.core, svc.clock
     started = clock.now()
     tried: list[str] = []
@@ -80,13 +79,23 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
         try:
             await _reset_members(svc, entry)
             fresh = await svc._build(factory, args, tier=None if tier == "factory" else tier)
-            await healthy(fresh.instance)
         except Exception as exc:
             last = exc
             continue
-        _swap(entry, fresh)
-        await svc._destroy_instance(old)
+        try:
+            await healthy(fresh.instance)
+        except BaseException as exc:
+            # The new instance is ours until it is swapped in: close it, never leak it.
+            await svc._destroy_instance(fresh.instance)
+            if not isinstance(exc, Exception):
+                raise
+            last = exc
+            continue
+        swap_instance(entry, fresh)
+        # Serve first, clean up after: a slow destroy must not delay the waiting acquirers
+        # nor count as recovery time.
         succeed(tier)
+        await svc._destroy_instance(old)
         return
 
     # Tier 4: an emergency stub that keeps the instance's interface.
@@ -96,9 +105,9 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
         if template is not None:
             stub = Entry(mock.create_autospec(template, instance=True), now=clock.now())
             stub.tier, stub.degraded = "stub", True
-            _swap(entry, stub)
-            await svc._destroy_instance(old)
+            swap_instance(entry, stub)
             succeed("stub")
+            await svc._destroy_instance(old)
             return
 
     # Every allowed tier failed: the instance is destroyed and counted.
@@ -111,12 +120,14 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
     if core.waiters and core.size + core.creating == 0:
         error = RecoveryFailedError(svc.name, tried, last)
         error.__cause__ = last
-        core.fail_waiters(error)
+        # Waiters that came after this recovery began get a fresh attempt of their own.
+        svc.fail_waiters_since(error, started)
     else:
         svc.ensure_creations()
 
 
-def _swap(entry: Entry, fresh: Entry) -> None:
+def swap_instance(entry: Entry, fresh: Entry) -> None:
+    """Move ``fresh``'s instance into ``entry`` (keeping its identity, state and members)."""
     entry.instance = fresh.instance
     entry.handle = fresh.instance
     entry.handle_loop = None
@@ -128,8 +139,6 @@ def _swap(entry: Entry, fresh: Entry) -> None:
 async def _reset_members(svc: ServicePool, entry: Entry) -> None:
     if not entry.members:
         return
-    from ..service import call_hook
-
     services = svc.pool.service_pools
     for name, member_entry in entry.members.items():
         member = services[name]
