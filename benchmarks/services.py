@@ -1,0 +1,205 @@
+"""Per-lease cost of each built-in fake: pooled (acquire + write + release, which resets)
+against fresh (create + write + destroy), as a ratio from one run.
+
+Run: ``python benchmarks/services.py`` (``--quick`` for a short run). Each figure is the best of
+several rounds of the mean cost per lease, so a noisy neighbour inflates none of them.
+
+Targets: autospec of a 60-method class >= 50x, sql (4 tables + 1,000 rows) >= 50x, redis with
+200 seeded keys >= 20x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import inspect
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mockpool import MockPool, ServiceSpec
+from mockpool.services import (
+    DEVICE_SESSION_SCHEMA,
+    autospec_service,
+    device_session_service,
+    http_service,
+    jwt_service,
+    redis_service,
+    sql_service,
+)
+
+
+def _client_class(methods: int) -> type:
+    """A class with ``methods`` methods of a few typed parameters each, like an API client."""
+    namespace: dict[str, Any] = {}
+    for i in range(methods):
+        exec(  # noqa: S102 - a real signature per method, as create_autospec sees in a hand-written client
+            f"def method_{i}(self, resource_id: str, payload: dict | None = None, *, timeout: float = 5.0)"
+            " -> dict:\n    raise NotImplementedError\n",
+            namespace,
+        )
+    return type("ApiClient", (), {k: v for k, v in namespace.items() if k.startswith("method_")})
+
+
+def _sql_seed(conn: sqlite3.Connection) -> None:
+    for table in ("users", "devices", "sessions_log", "events"):
+        conn.executemany(
+            f"insert into {table} (name, value) values (?, ?)", [(f"{table}-{i}", i) for i in range(250)]
+        )
+
+
+SQL_SCHEMA = "".join(
+    f"create table {t} (id integer primary key, name text not null, value integer);"
+    for t in ("users", "devices", "sessions_log", "events")
+)
+REDIS_SEED = {f"key:{i}": f"value-{i}" for i in range(200)}
+
+Write = Callable[[Any], Awaitable[object] | object]
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    spec: ServiceSpec
+    write: Write
+    members: tuple[ServiceSpec, ...] = ()
+    target: float | None = None
+
+
+async def _redis_write(r: Any) -> None:
+    await r.set("key:0", "changed")
+
+
+async def _http_write(api: Any) -> None:
+    await api.get("/items")
+
+
+async def _session_write(sessions: Any) -> None:
+    await sessions.create_session("u1", "phone")
+
+
+def _cases() -> list[Case]:
+    return [
+        Case(
+            "autospec, 60-method class",
+            autospec_service(_client_class(60)),
+            lambda m: m.method_0("r1"),
+            target=50,
+        ),
+        Case(
+            "sql, 4 tables + 1,000 rows",
+            sql_service(schema=SQL_SCHEMA, seed=_sql_seed),
+            lambda db: db.execute("insert into users (name, value) values ('x', 1)"),
+            target=50,
+        ),
+        Case("redis, 200 seeded keys", redis_service(seed=REDIS_SEED), _redis_write, target=20),
+        Case("jwt (HS256)", jwt_service(), lambda j: j.revoke(j.sign({"sub": "u1"}))),
+        Case("http, 1 route", http_service(routes={"GET /items": [{"id": 1}]}), _http_write),
+        Case(
+            "device_session (redis+jwt+sql)",
+            device_session_service(),
+            _session_write,
+            members=(redis_service(), jwt_service(), sql_service(schema=DEVICE_SESSION_SCHEMA)),
+        ),
+    ]
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def _fresh_once(spec: ServiceSpec, members: tuple[ServiceSpec, ...], write: Write) -> None:
+    """What a test without a pool pays: build (members too), bind, write, close."""
+    built: list[tuple[ServiceSpec, Any, Any]] = []
+    for member in members:
+        instance = await _call(member.factory)
+        handle = await _call(member.bind, instance) if member.bind is not None else instance
+        built.append((member, instance, handle))
+    instance = await _call(spec.factory, *(handle for _, _, handle in built))
+    handle = await _call(spec.bind, instance) if spec.bind is not None else instance
+    await _call(write, handle)
+    for owner, item, item_handle in [(spec, instance, handle), *reversed(built)]:
+        if item_handle is not item and hasattr(item_handle, "aclose"):
+            await item_handle.aclose()  # a loop-bound client made for this one test
+        if owner.destroy is not None:
+            await _call(owner.destroy, item)
+
+
+async def _rounds(body: Callable[[], Awaitable[None]], *, rounds: int, budget: float) -> float:
+    """Best over ``rounds`` of the mean seconds per call, each round at least ``budget`` long."""
+    best = float("inf")
+    for _ in range(rounds):
+        gc.collect()
+        count, started = 0, time.perf_counter()
+        while True:
+            await body()
+            count += 1
+            elapsed = time.perf_counter() - started
+            if elapsed >= budget and count >= 3:
+                break
+        best = min(best, elapsed / count)
+    return best
+
+
+async def _measure(case: Case, *, rounds: int, budget: float) -> tuple[float, float]:
+    pool = MockPool(supervise=False)
+    for member in case.members:
+        pool.register(member)
+    pool.register(case.spec)
+    name = case.spec.name
+    async with pool:
+        await pool.warm({name: 1})
+
+        async def pooled() -> None:
+            async with pool.acquire(name) as handle:
+                await _call(case.write, handle)
+
+        await pooled()  # binds the handle for this loop once
+        pooled_s = await _rounds(pooled, rounds=rounds, budget=budget)
+    fresh_s = await _rounds(
+        lambda: _fresh_once(case.spec, case.members, case.write), rounds=rounds, budget=budget
+    )
+    return pooled_s, fresh_s
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="shorter rounds (noisier figures)")
+    args = parser.parse_args(argv)
+    rounds, budget = (2, 0.1) if args.quick else (3, 0.4)
+    rows = []
+    missed = []
+    for case in _cases():
+        pooled_s, fresh_s = await _measure(case, rounds=rounds, budget=budget)
+        ratio = fresh_s / pooled_s
+        target = f">= {case.target:g}x" if case.target else ""
+        if case.target and ratio < case.target:
+            missed.append(case.label)
+            target += " MISSED"
+        rows.append((case.label, _us(fresh_s), _us(pooled_s), f"{ratio:,.0f}x", target))
+    header = ("fake", "fresh per test", "pooled per lease", "ratio", "target")
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    print(f"Python {sys.version.split()[0]}, {sys.platform}; best of {rounds} rounds")
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if missed:
+        print(f"below target: {', '.join(missed)}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

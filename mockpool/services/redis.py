@@ -1,0 +1,266 @@
+"""``redis_service()``: a fakeredis server per pooled instance, an async client per event loop.
+
+The pooled instance is a :class:`RedisDouble`, which holds the loop-agnostic ``FakeServer``.
+Tests receive a ``fakeredis.FakeAsyncRedis`` client made for their event loop by the spec's
+``bind`` hook (an async client binds itself to the loop that first uses it). Reset clears the
+server in place, because the clients' connections keep references to its databases, and
+writes the seed back from copies of the items taken at creation: no command parsing, so it
+costs a fraction of a new server plus its seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import weakref
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._common import build_spec, require
+
+if TYPE_CHECKING:
+    import fakeredis
+
+    from ..spec import ServiceSpec
+
+__all__ = ("RedisDouble", "client_like", "loop_ref", "redis_service", "server_of", "snapshot_server")
+
+#: A seed value: a string (str, bytes, int or float), a hash (a mapping), a list (list or
+#: tuple) or a set.
+SeedValue = str | bytes | int | float | Mapping[Any, Any] | Sequence[Any] | AbstractSet[Any]
+
+
+@dataclass(eq=False)
+class RedisDouble:
+    """The pooled, loop-agnostic part of a fake redis: its server and what it looked like new."""
+
+    server: fakeredis.FakeServer
+    decode_responses: bool = False
+    #: A sync client on the server, for seeding and for code that wants a sync view.
+    sync: fakeredis.FakeRedis | None = None
+    _pristine: dict[int, list[tuple[bytes, Any, float | None, type]]] = field(default_factory=dict)
+    _config: dict[bytes, bytes] = field(default_factory=dict)
+    _clients: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+
+    def client(self) -> fakeredis.FakeAsyncRedis:
+        """A new async client on this server, for the running event loop."""
+        fakeredis_mod = require("fakeredis", extra="redis", service="redis")
+        client: fakeredis.FakeAsyncRedis = fakeredis_mod.FakeAsyncRedis(
+            server=self.server, decode_responses=self.decode_responses
+        )
+        self._clients.add(client)
+        return client
+
+    def reset(self) -> None:
+        """Make the server indistinguishable from a new one with the same seed."""
+        server = self.server
+        # Under the server's lock, as commands run: clearing wakes clients watching a key.
+        with server.lock:
+            for db in server.dbs.values():
+                if db:
+                    db.clear()
+            for num, items in self._pristine.items():
+                db = server.dbs[num]
+                for key, value, expireat, item_cls in items:
+                    item = item_cls(_copy(value))
+                    item.expireat = expireat
+                    db[key] = item
+            # Connection state (SELECT, CLIENT SETNAME, MULTI, subscriptions) would outlive the
+            # lease in the pooled client's connections: kill every connection but the sync
+            # client's, as CLIENT KILL would, and make our clients open new ones on next use.
+            keep = _socket_of(self.sync)
+            for sock in list(server.sockets):
+                if sock is not keep:
+                    sock.kill()
+        for client in list(self._clients):
+            _forget_connections(client)
+        server.script_cache.clear()
+        # Subscriptions of a finished lease are dead: nothing may publish to them any more.
+        server.subscribers.clear()
+        server.psubscribers.clear()
+        server.ssubscribers.clear()
+        server.connected = True
+        if server.config != self._config:
+            server.config = dict(self._config)
+        server.pause_until = 0.0
+        server.scan_cursors.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything reset restores, as comparable plain values (see :func:`snapshot_server`)."""
+        return snapshot_server(self.server)
+
+    def restore(self, state: object) -> None:
+        """Recovery tier 1: the pristine state is the seed, which :meth:`reset` writes back."""
+        del state  # the seed copies taken at creation are the pristine state
+        self.reset()
+
+    def health(self) -> bool:
+        """The server answers and is connected."""
+        sync = self.sync
+        return bool(self.server.connected and (sync is None or sync.ping()))
+
+    def close(self) -> None:
+        if self.sync is not None:
+            self.sync.close()
+
+
+def snapshot_server(server: fakeredis.FakeServer) -> dict[str, Any]:
+    """A fake server's state as comparable plain values: keys with values and expiry in every
+    database, cached scripts, live subscriptions, the ``connected`` flag and the config. Read
+    without commands, so a disconnected server can be snapshotted too."""
+    dbs: dict[int, dict[bytes, tuple[Any, float | None]]] = {}
+    for num, db in server.dbs.items():
+        keys = {key: (_plain(db[key].value), db[key].expireat) for key in list(db)}
+        if keys:
+            dbs[num] = keys
+    return {
+        "dbs": dbs,
+        "scripts": frozenset(server.script_cache),
+        "channels": frozenset(k for k, subs in server.subscribers.items() if subs),
+        "patterns": frozenset(k for k, subs in server.psubscribers.items() if subs),
+        "shard_channels": frozenset(k for k, subs in server.ssubscribers.items() if subs),
+        "connected": server.connected,
+        "config": dict(server.config),
+    }
+
+
+def server_of(client: Any) -> fakeredis.FakeServer:
+    """The ``FakeServer`` behind a fakeredis client (sync or async), e.g. the handle a test got:
+    ``server_of(redis).connected = False`` simulates an outage until the lease ends."""
+    server: fakeredis.FakeServer | None = client.connection_pool.connection_kwargs.get("server")
+    if server is None:
+        raise TypeError(f"{client!r} is not a fakeredis client made with server=...")
+    return server
+
+
+def client_like(client: Any) -> fakeredis.FakeAsyncRedis:
+    """A new async client of the same class, server and ``decode_responses`` as ``client``, for
+    the running loop; for composite services that hold a member's loop-bound client."""
+    decode = client.connection_pool.connection_kwargs.get("decode_responses", False)
+    fresh: fakeredis.FakeAsyncRedis = type(client)(server=server_of(client), decode_responses=decode)
+    return fresh
+
+
+def loop_ref() -> weakref.ref[asyncio.AbstractEventLoop] | None:
+    """A weak reference to the running loop, or None outside one."""
+    loop = asyncio._get_running_loop()
+    return weakref.ref(loop) if loop is not None else None
+
+
+def redis_service(
+    name: str = "redis",
+    *,
+    seed: Mapping[Any, SeedValue] | None = None,
+    db: int = 0,
+    decode_responses: bool = False,
+    version: tuple[int, ...] = (7, 4),
+    min_size: int = 0,
+    max_size: int = 64,
+    **options: Any,
+) -> ServiceSpec:
+    """A fake redis: one ``fakeredis.FakeServer`` per instance, an async client per loop.
+
+    :param seed: keys written into database ``db`` at creation and written back on every reset.
+    :param decode_responses: passed to the clients (``True``: str replies instead of bytes).
+    :param version: the redis version fakeredis emulates.
+    :param options: other :class:`~mockpool.ServiceSpec` fields (timeouts, ``acquire_timeout``...).
+    :raises MissingExtraError: fakeredis is not installed (``pip install 'mockpool[redis]'``).
+    """
+    fakeredis_mod = require("fakeredis", extra="redis", service=name)
+    seed_items = dict(seed or {})
+
+    def factory() -> RedisDouble:
+        server = fakeredis_mod.FakeServer(version=version)
+        double = RedisDouble(
+            server=server,
+            decode_responses=decode_responses,
+            sync=fakeredis_mod.FakeRedis(server=server, db=db),
+            _config=dict(server.config),
+        )
+        if seed_items:
+            assert double.sync is not None
+            _write_seed(double.sync, seed_items, name)
+            database = server.dbs[db]
+            # Copies: commands such as HSET change a stored value in place.
+            double._pristine[db] = [
+                (key, _copy(item.value), item.expireat, type(item))
+                for key in list(database)
+                for item in (database[key],)
+            ]
+        return double
+
+    return build_spec(
+        name,
+        options,
+        factory=factory,
+        bind=RedisDouble.client,
+        reset=RedisDouble.reset,
+        health_check=RedisDouble.health,
+        snapshot=RedisDouble.snapshot,
+        restore=RedisDouble.restore,
+        destroy=RedisDouble.close,
+        min_size=min_size,
+        max_size=max_size,
+    )
+
+
+def _write_seed(client: fakeredis.FakeRedis, seed: Mapping[str | bytes, SeedValue], service: str) -> None:
+    pipe = client.pipeline(transaction=False)
+    for key, value in seed.items():
+        if isinstance(value, str | bytes | int | float):
+            pipe.set(key, value)
+        elif isinstance(value, Mapping):
+            if value:
+                pipe.hset(key, mapping=dict(value))
+        elif isinstance(value, AbstractSet):
+            if value:
+                pipe.sadd(key, *value)
+        elif isinstance(value, Sequence):
+            if value:
+                pipe.rpush(key, *value)
+        else:
+            raise TypeError(
+                f"service {service!r}: seed[{key!r}] is a {type(value).__name__}; use a str, bytes, "
+                "int or float (a string), a mapping (a hash), a list (a list) or a set"
+            )
+    pipe.execute()
+
+
+def _socket_of(client: Any) -> Any:
+    """The fake socket under a sync client's idle connection, if it has one."""
+    if client is None:
+        return None
+    conns = getattr(client.connection_pool, "_available_connections", ())
+    return getattr(conns[0], "_sock", None) if conns else None
+
+
+def _forget_connections(client: Any) -> None:
+    """Drop an async client's connections (their sockets were killed); the client opens a new
+    one on its next command. ``ConnectionPool.reset`` is sync, so reset can stay sync."""
+    pool = client.connection_pool
+    for conn in (*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())):
+        # What FakeAsyncRedisConnection.disconnect() does before its (async) redis-py part.
+        conn._sock = conn._reader = conn._writer = None
+    pool.reset()
+
+
+def _copy(value: Any) -> Any:
+    return value if type(value) is bytes else copy.deepcopy(value)
+
+
+def _plain(value: Any) -> Any:
+    """A comparable, hashable rendering of a stored value (fakeredis models included)."""
+    if isinstance(value, bytes | str | int | float) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return ("map", frozenset((_plain(k), _plain(v)) for k, v in value.items()))
+    if isinstance(value, AbstractSet):
+        return ("set", frozenset(_plain(v) for v in value))
+    if isinstance(value, Sequence):
+        return ("seq", tuple(_plain(v) for v in value))
+    state = getattr(value, "__dict__", None)
+    if state is not None:
+        return (type(value).__name__, _plain(state))
+    return repr(value)

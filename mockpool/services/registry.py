@@ -1,0 +1,230 @@
+"""The seed's service graph as an example registry (also what the stress suite runs against).
+
+::
+
+    plex, youtube      http_service, answering realistic JSON
+    cache              redis_service named "cache"
+    redis, jwt         redis_service, jwt_service
+    database           sql_service with the sessions and users tables
+    device_session     group: redis + jwt + database
+    dashboard          group: database + cache + plex
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ._common import build_spec
+from .device_session import DEVICE_SESSION_SCHEMA, device_session_service
+from .http import HttpDouble, http_service
+from .jwt import jwt_service
+from .redis import client_like, loop_ref, redis_service, server_of, snapshot_server
+from .sql import sql_service
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..pool import MockPool
+    from ..spec import ServiceSpec
+
+__all__ = ("SEED_SCHEMA", "SEED_USERS", "Dashboard", "dashboard_service", "seed_registry", "seed_specs")
+
+SEED_SCHEMA = (
+    DEVICE_SESSION_SCHEMA
+    + """
+create table if not exists users (
+    id text primary key,
+    name text not null,
+    plan text not null default 'free'
+);
+"""
+)
+SEED_USERS = (("u1", "Alice", "plus"), ("u2", "Bob", "free"), ("u3", "Chandra", "free"))
+
+PLEX_SECTIONS = {
+    "MediaContainer": {
+        "size": 2,
+        "allowSync": False,
+        "title1": "Plex Library",
+        "Directory": [
+            {"key": "1", "type": "movie", "title": "Movies", "agent": "tv.plex.agents.movie"},
+            {"key": "2", "type": "show", "title": "TV Shows", "agent": "tv.plex.agents.series"},
+        ],
+    }
+}
+PLEX_IDENTITY = {
+    "MediaContainer": {"size": 0, "machineIdentifier": "mockpool-plex-0001", "version": "1.40.2"}
+}
+
+
+def _plex_section(request: httpx.Request) -> Any:
+    key = request.extensions["path_params"]["key"]
+    if key not in ("1", "2"):
+        return 404, {"errors": [{"code": 1001, "message": f"section {key} not found"}]}
+    kind = "movie" if key == "1" else "show"
+    return {
+        "MediaContainer": {
+            "size": 2,
+            "librarySectionID": int(key),
+            "Metadata": [
+                {"ratingKey": f"{key}01", "type": kind, "title": f"{kind.title()} One", "year": 2021},
+                {"ratingKey": f"{key}02", "type": kind, "title": f"{kind.title()} Two", "year": 2023},
+            ],
+        }
+    }
+
+
+def _youtube_video(request: httpx.Request) -> Any:
+    video_id = request.extensions["path_params"]["id"]
+    return {
+        "kind": "youtube#video",
+        "id": video_id,
+        "snippet": {
+            "title": f"Video {video_id}",
+            "channelTitle": "mockpool",
+            "publishedAt": "2024-01-01T00:00:00Z",
+        },
+        "contentDetails": {"duration": "PT3M33S", "definition": "hd"},
+        "statistics": {"viewCount": "1024", "likeCount": "64"},
+    }
+
+
+def _youtube_download(request: httpx.Request) -> Any:
+    body = json.loads(request.content or b"{}")
+    return 202, {"id": f"dl-{body.get('video_id', 'unknown')}", "status": "queued"}
+
+
+class Dashboard:
+    """The seed's dashboard controller: a user's overview from the database, the Plex library
+    (cached in redis for ``cache_ttl`` seconds) and the user's live sessions."""
+
+    def __init__(self, db: sqlite3.Connection, cache: Any, plex: HttpDouble, *, cache_ttl: int = 60) -> None:
+        self.db = db
+        self.cache = cache
+        self.plex = plex
+        self.cache_ttl = cache_ttl
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = loop_ref()
+
+    async def library_sections(self) -> list[dict[str, Any]]:
+        """Plex's library sections, from the cache when there."""
+        cached = await self.cache.get("plex:sections")
+        if cached is not None:
+            sections: list[dict[str, Any]] = json.loads(cached)
+            return sections
+        response = await self.plex.get("/library/sections")
+        response.raise_for_status()
+        sections = response.json()["MediaContainer"]["Directory"]
+        await self.cache.set("plex:sections", json.dumps(sections), ex=self.cache_ttl)
+        return sections
+
+    async def summary(self, user_id: str) -> dict[str, Any]:
+        """Name, plan, open session count and library section titles of a user."""
+        row = self.db.execute("select name, plan from users where id = ?", (user_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no user {user_id!r}")
+        (sessions,) = self.db.execute(
+            "select count(*) from sessions where user_id = ? and revoked_at is null", (user_id,)
+        ).fetchone()
+        sections = await self.library_sections()
+        return {
+            "user": row[0],
+            "plan": row[1],
+            "sessions": sessions,
+            "sections": [s["title"] for s in sections],
+        }
+
+    def bind(self) -> Dashboard:
+        """Give the dashboard a cache client for the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None or self._loop() is not loop:
+            self.cache = client_like(self.cache)
+            self._loop = weakref.ref(loop)
+        return self
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "cache": snapshot_server(server_of(self.cache)),
+            "users": self.db.execute("select * from users order by id").fetchall(),
+            "plex_calls": len(self.plex.calls),
+        }
+
+    def restore(self, state: object) -> None:
+        """Nothing of its own: the state lives in the members, which the pool resets right after."""
+        del state
+
+    def __repr__(self) -> str:
+        return "<Dashboard>"
+
+
+def dashboard_service(
+    name: str = "dashboard",
+    *,
+    database: str = "database",
+    cache: str = "cache",
+    plex: str = "plex",
+    cache_ttl: int = 60,
+    **options: Any,
+) -> ServiceSpec:
+    """The dashboard as a group over ``database`` (with ``users`` and ``sessions``), ``cache``
+    (a redis) and ``plex`` (an http service)."""
+
+    def factory(db: sqlite3.Connection, cache_client: Any, plex_double: HttpDouble) -> Dashboard:
+        return Dashboard(db, cache_client, plex_double, cache_ttl=cache_ttl)
+
+    return build_spec(
+        name,
+        options,
+        factory=factory,
+        depends_on=(database, cache, plex),
+        bind=Dashboard.bind,
+        snapshot=Dashboard.snapshot,
+        restore=Dashboard.restore,
+    )
+
+
+def _seed_users(conn: sqlite3.Connection) -> None:
+    conn.executemany("insert into users (id, name, plan) values (?, ?, ?)", SEED_USERS)
+
+
+def seed_specs(*, max_size: int = 64, min_size: int = 0) -> list[ServiceSpec]:
+    """The seed's service graph as specs, members before the groups built on them.
+
+    Each member gets twice ``max_size``: room for every group instance and as many direct leases.
+    """
+    members: dict[str, Any] = {"max_size": 2 * max_size, "min_size": min_size}
+    return [
+        http_service(
+            "plex",
+            routes={
+                "GET /library/sections": PLEX_SECTIONS,
+                "GET /library/sections/{key}/all": _plex_section,
+                "GET /identity": PLEX_IDENTITY,
+            },
+            base_url="http://plex.test:32400",
+            **members,
+        ),
+        http_service(
+            "youtube",
+            routes={"GET /videos/{id}": _youtube_video, "POST /downloads": _youtube_download},
+            base_url="https://youtube.test",
+            **members,
+        ),
+        redis_service("cache", decode_responses=True, **members),
+        redis_service("redis", **members),
+        jwt_service("jwt", **members),
+        sql_service("database", schema=SEED_SCHEMA, seed=_seed_users, **members),
+        device_session_service(max_size=max_size, min_size=min_size),
+        dashboard_service(max_size=max_size, min_size=min_size),
+    ]
+
+
+def seed_registry(pool: MockPool, *, max_size: int = 64, min_size: int = 0) -> tuple[str, ...]:
+    """Register the seed's service graph on ``pool`` (see :func:`seed_specs`); returns the names."""
+    specs = seed_specs(max_size=max_size, min_size=min_size)
+    for spec in specs:
+        pool.register(spec)
+    return tuple(spec.name for spec in specs)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import sys
+
+import jwt
+import pytest
+
+from mockpool import ServiceConfigError
+from mockpool.services import JwtDouble, MissingExtraError, jwt_service
+
+from ._helpers import pool_of
+
+
+def test_sign_and_verify_round_trip() -> None:
+    double = jwt_service(issuer="mockpool").factory()
+    token = double.sign({"sub": "u1", "role": "admin"}, expires_in=60)
+    claims = double.verify(token)
+    assert claims["sub"] == "u1" and claims["role"] == "admin" and claims["iss"] == "mockpool"
+    assert claims["exp"] - claims["iat"] == 60
+    assert "jti" in claims
+
+
+def test_alg_none_forged_and_expired_tokens_are_rejected() -> None:
+    double = jwt_service().factory()
+    unsigned = jwt.encode({"sub": "u1"}, None, algorithm="none")  # type: ignore[arg-type]
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        double.verify(unsigned)
+    forged = jwt.encode({"sub": "u1"}, "another-secret-that-is-long-enough-32b", algorithm="HS256")
+    with pytest.raises(jwt.InvalidSignatureError):
+        double.verify(forged)
+    header, payload, _signature = double.sign({"sub": "u1"}).split(".")
+    with pytest.raises(jwt.InvalidSignatureError):
+        double.verify(f"{header}.{payload}.AAAA")
+    with pytest.raises(jwt.ExpiredSignatureError):
+        double.verify(double.sign({"sub": "u1"}, expires_in=-10))
+
+
+def test_rs256_with_a_generated_key_pair() -> None:
+    spec = jwt_service(algorithm="RS256")
+    first, second = spec.factory(), spec.factory()
+    token = first.sign({"sub": "u1"})
+    assert jwt.get_unverified_header(token)["alg"] == "RS256"
+    assert second.verify(token)["sub"] == "u1"  # one key pair per spec, shared by its instances
+    other = jwt_service(algorithm="RS256").factory()
+    with pytest.raises(jwt.InvalidSignatureError):
+        other.verify(token)
+    hs_token = jwt_service().factory().sign({"sub": "u1"})
+    with pytest.raises(jwt.InvalidAlgorithmError):
+        first.verify(hs_token)
+
+
+@pytest.mark.asyncio
+async def test_revocations_end_with_the_lease() -> None:
+    async with pool_of(jwt_service(max_size=1)) as pool:
+        async with pool.acquire("jwt") as tokens:
+            assert isinstance(tokens, JwtDouble)
+            token = tokens.sign({"sub": "u1"})
+            jti = tokens.revoke(token)
+            with pytest.raises(jwt.InvalidTokenError, match="revoked"):
+                tokens.verify(token)
+        async with pool.acquire("jwt") as again:
+            assert again is tokens
+            assert jti not in again.revoked
+            assert again.verify(token)["sub"] == "u1"
+
+
+def test_short_secret_and_unknown_algorithm_are_refused_at_build_time() -> None:
+    with pytest.raises(
+        ServiceConfigError, match=r"service 'jwt': secret=.* is 5 bytes; HS256 needs at least 32"
+    ):
+        jwt_service(secret="short")
+    with pytest.raises(ServiceConfigError, match="algorithm='ES999' is not supported"):
+        jwt_service(algorithm="ES999")
+
+
+def test_revoking_a_token_without_jti_is_refused() -> None:
+    double = jwt_service().factory()
+    with pytest.raises(ValueError, match="no 'jti'"):
+        double.revoke(jwt.encode({"sub": "x"}, b"k" * 32, algorithm="HS256"))
+
+
+def test_missing_pyjwt_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "jwt", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'mockpool\[jwt\]'"):
+        jwt_service()

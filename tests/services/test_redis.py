@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import fakeredis
+import pytest
+
+from mockpool import MockPool, ServiceSpec
+from mockpool.services import MissingExtraError, RedisDouble, redis_service, server_of
+
+from ._helpers import pool_of
+
+SEED: dict[str | bytes, Any] = {
+    "greeting": "hello",
+    "profile": {"name": "alice"},
+    "queue": ["a", "b"],
+    "tags": {"x", "y"},
+}
+
+
+@pytest.mark.asyncio
+async def test_a_later_lease_sees_a_clean_server_with_the_seed() -> None:
+    async with pool_of(redis_service(seed=SEED, max_size=1)) as pool:
+        async with pool.acquire("redis") as r:
+            assert await r.get("greeting") == b"hello"
+            await r.set("greeting", "changed")
+            await r.hset("profile", "name", "mallory")  # changes the stored hash in place
+            await r.rpush("queue", "c")
+            await r.set("mine", "1", ex=100)
+            await r.execute_command("SELECT", 3)
+            await r.set("elsewhere", "1")
+            server = server_of(r)
+            server.script_cache[b"sha"] = b"return 1"
+            server.connected = False
+        async with pool.acquire("redis") as r:
+            assert server_of(r) is server  # the same instance, reset
+            assert server.connected
+            assert server.script_cache == {}
+            assert await r.get("greeting") == b"hello"
+            assert await r.hgetall("profile") == {b"name": b"alice"}
+            assert await r.lrange("queue", 0, -1) == [b"a", b"b"]
+            assert await r.smembers("tags") == {b"x", b"y"}
+            assert await r.exists("mine") == 0
+            assert await r.dbsize() == len(SEED)
+            assert all(len(db) == 0 for num, db in server.dbs.items() if num != 0)
+        assert pool.stats("redis").created == 1
+
+
+@pytest.mark.asyncio
+async def test_connection_state_does_not_leak_and_sockets_do_not_pile_up() -> None:
+    async with pool_of(redis_service(max_size=1)) as pool:
+        for i in range(5):
+            async with pool.acquire("redis") as r:
+                assert not await r.client_getname()  # no name left by the previous lease
+                await r.client_setname(f"test-{i}")
+                await r.set("k", i)
+                server = server_of(r)
+        assert len(server.sockets) <= 2  # the sync client's and at most one async connection
+
+
+@pytest.mark.asyncio
+async def test_pubsub_subscriptions_end_with_the_lease() -> None:
+    async with pool_of(redis_service(max_size=1)) as pool:
+        async with pool.acquire("redis") as r:
+            pubsub = r.pubsub()
+            await pubsub.subscribe("news")
+            assert await r.publish("news", "hi") == 1
+            await pubsub.aclose()
+            server = server_of(r)
+            server.subscribers[b"news"].add(pubsub)  # a subscription the test forgot to end
+        async with pool.acquire("redis") as r:
+            assert await r.publish("news", "hi") == 0
+            assert not any(server.subscribers.values())
+
+
+@pytest.mark.asyncio
+async def test_decode_responses_and_the_pooled_instance() -> None:
+    spec = redis_service("cache", seed={"k": "v"}, decode_responses=True, max_size=1)
+    assert spec.name == "cache"
+    double = spec.factory()
+    assert isinstance(double, RedisDouble)
+    assert double.health()
+    assert spec.bind is not None
+    client = spec.bind(double)
+    assert isinstance(client, fakeredis.FakeAsyncRedis)
+    assert await client.get("k") == "v"
+    assert server_of(client) is double.server
+    await client.aclose()
+    double.close()
+
+
+@pytest.mark.asyncio
+async def test_snapshot_sees_data_expiry_scripts_and_connection() -> None:
+    double = redis_service(seed={"a": "1"}).factory()
+    pristine = double.snapshot()
+    assert pristine["dbs"] == {0: {b"a": (b"1", None)}}
+    double.sync.expire("a", 100)
+    with_ttl = double.snapshot()
+    assert with_ttl["dbs"][0][b"a"][1] is not None
+    double.server.script_cache[b"x"] = b"return 1"
+    double.server.connected = False
+    assert double.snapshot() != pristine
+    double.reset()
+    assert double.snapshot() == pristine
+    double.close()
+
+
+def test_each_event_loop_gets_its_own_client_on_the_same_server() -> None:
+    pool = MockPool(supervise=False)
+    pool.register(redis_service(max_size=1))
+    seen = []
+
+    async def one_test(value: str) -> None:
+        async with pool.acquire("redis") as r:
+            seen.append(r)
+            assert await r.get("k") is None  # nothing from the previous loop's test
+            await r.set("k", value)
+            # A blocking command needs a future on the client's loop: a client bound to the
+            # previous loop would fail here.
+            assert await r.blpop(["nothing"], timeout=0.01) is None
+
+    asyncio.run(one_test("first"))
+    asyncio.run(one_test("second"))
+    assert seen[0] is not seen[1]
+    assert server_of(seen[0]) is server_of(seen[1])
+    assert pool.stats("redis").created == 1
+
+
+def test_missing_fakeredis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fakeredis", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'mockpool\[redis\]'") as info:
+        redis_service()
+    assert isinstance(info.value, ImportError)
+    assert "'redis'" in str(info.value)
+
+
+def test_unsupported_seed_value_is_refused() -> None:
+    spec = redis_service(seed={"k": object()})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"seed\['k'\] is a object"):
+        spec.factory()
+
+
+def test_spec_options_pass_through() -> None:
+    spec = redis_service(min_size=2, max_size=3, reset_timeout=1.5)
+    assert isinstance(spec, ServiceSpec)
+    assert (spec.min_size, spec.max_size, spec.reset_timeout) == (2, 3, 1.5)
+    assert spec.bind is not None and spec.snapshot is not None and spec.restore is not None
