@@ -1,20 +1,974 @@
-"""The pytest plugin (entry point ``pytest11: mockpool``): a session-scoped, synchronous
-``mockpool`` fixture that returns the pool; tests write ``async with mockpool.acquire(...)``.
+"""The pytest plugin (entry point ``pytest11: mockpool``).
+
+Tests request the session-scoped, synchronous ``mockpool`` fixture and write
+``async with mockpool.acquire("redis") as redis:``. The plugin builds the pool on first use
+(built-ins named in ``mockpool_services``, then ``pytest_mockpool_register`` hooks), warms it
+from the history kept in pytest's cache, attributes leases to tests, fails tests that leak a
+lease, prints a ``mockpool`` summary and, under xdist, merges what the workers report.
+
+How a test's leases are attributed to it (``Lease.owner``, the ``lease_owner`` ContextVar):
+
+* The test body: around ``pytest_runtest_call`` the plugin sets ``lease_owner`` and swaps the
+  item's coroutine function for a wrapper that sets it again *inside* the coroutine, so it
+  holds whichever task runs the test (pytest-asyncio copies the caller's context; anyio runs
+  tests in a long-lived runner task that the caller's context never reaches).
+* pytest-asyncio-cooperative calls ``item.function`` itself, in one task per test, all in
+  one loop: the plugin replaces the function at collection by a function-like object with
+  the same ``__code__`` (cooperative reads the fixture names from it) whose call sets the
+  owner in that task.
+* Function-scoped fixtures: the owner is set around ``pytest_fixture_setup``; async fixtures
+  see it where the runner copies the caller's context (pytest-asyncio).
+
+Leaks are found per runner: sequential runners (plain pytest, pytest-asyncio, anyio) compare
+the held leases with those held before the test (so leases of session/module fixtures never
+count), cooperative ones select the leases whose owner is the test.
+
+Importing this module imports nothing but pytest and the standard library; the pool, the
+history and the built-in fakes are imported when first needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import functools
+import inspect
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-from .pool import MockPool
+if TYPE_CHECKING:
+    from .history import History
+    from .lease import Lease
+    from .pool import MockPool
 
-__all__ = ("mockpool",)
+__all__ = ("BUILTIN_SERVICES", "MockPoolLeakWarning", "mockpool")
+
+#: Built-in services that ``mockpool_services`` enables by name (``mockpool.services``).
+BUILTIN_SERVICES = ("redis", "database", "jwt", "http", "device_session")
+_DEVICE_SESSION_MEMBERS = ("redis", "jwt", "database")
+
+#: pytest cache key of the usage history (``pytest --cache-show 'mockpool/*'``).
+HISTORY_KEY = "mockpool/history"
+
+_LeakMode = Literal["fail", "warn", "off"]
+_LEAK_MODES: tuple[_LeakMode, ...] = ("fail", "warn", "off")
+
+
+class MockPoolLeakWarning(pytest.PytestWarning):
+    """A test ended while holding a lease (``mockpool_leaks = warn``)."""
+
+
+# == configuration ==============================================================================
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import _hookspecs
+
+    pluginmanager.add_hookspecs(_hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mockpool", "mockpool: pooled, pre-warmed async test doubles")
+    group.addoption(
+        "--mockpool-report",
+        metavar="PATH",
+        default=None,
+        help="write the pool's JSON report to PATH at the end of the run (overrides mockpool_report)",
+    )
+    group.addoption(
+        "--mockpool-leaks",
+        choices=_LEAK_MODES,
+        default=None,
+        help="what a lease still held when its test ends does: fail (default), warn, off",
+    )
+    parser.addini(
+        "mockpool_services",
+        "built-in services to register, by name: " + " ".join(BUILTIN_SERVICES),
+        type="args",
+        default=[],
+    )
+    parser.addini(
+        "mockpool_acquire_timeout", "default acquire wait bound in seconds, or 'none' (30)", default="30"
+    )
+    parser.addini(
+        "mockpool_max_total",
+        "bound on live instances across all services and xdist workers (divided among workers); "
+        "'none' for no bound",
+        default="none",
+    )
+    parser.addini(
+        "mockpool_max_size",
+        "bound on live instances of each built-in service across xdist workers (default: the service's own)",
+        default="none",
+    )
+    parser.addini(
+        "mockpool_history",
+        "learn from earlier runs (kept in pytest's cache under mockpool/)",
+        type="bool",
+        default=True,
+    )
+    parser.addini(
+        "mockpool_warm",
+        "pre-create what history and @pytest.mark.mockpool say the tests need, ahead of them",
+        type="bool",
+        default=True,
+    )
+    parser.addini(
+        "mockpool_supervise", "run the pool's supervisors in each test's loop", type="bool", default=True
+    )
+    parser.addini("mockpool_leaks", "lease held past its test: fail, warn or off", default="fail")
+    parser.addini(
+        "mockpool_report", "write the JSON report to this path (relative to the ini file)", default=""
+    )
+    parser.addini(
+        "mockpool_summary", "print the mockpool section of the terminal summary", type="bool", default=True
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    services: tuple[str, ...]
+    acquire_timeout: float | None
+    max_total: int | None
+    max_size: int | None
+    history: bool
+    warm: bool
+    supervise: bool
+    leaks: _LeakMode
+    report: Path | None
+    summary: bool
+
+    @staticmethod
+    def read(config: pytest.Config) -> _Settings:
+        services = tuple(str(s) for s in config.getini("mockpool_services"))
+        unknown = [s for s in services if s not in BUILTIN_SERVICES]
+        if unknown:
+            raise pytest.UsageError(
+                f"mockpool_services: unknown built-in service {', '.join(map(repr, unknown))}; the "
+                f"built-ins are {', '.join(BUILTIN_SERVICES)}. Register your own services with "
+                "the pytest_mockpool_register(pool, config) hook in a conftest.py"
+            )
+        leaks = config.getoption("mockpool_leaks") or str(config.getini("mockpool_leaks")).strip().lower()
+        if leaks not in _LEAK_MODES:
+            raise pytest.UsageError(f"mockpool_leaks = {leaks!r}: use one of {', '.join(_LEAK_MODES)}")
+        report: Path | None = None
+        if cli_report := config.getoption("mockpool_report"):
+            report = config.invocation_params.dir / cli_report
+        elif ini_report := str(config.getini("mockpool_report")).strip():
+            base = config.inipath.parent if config.inipath is not None else config.rootpath
+            report = base / ini_report
+        return _Settings(
+            services=services,
+            acquire_timeout=_number(config, "mockpool_acquire_timeout", float, minimum=0.0, exclusive=True),
+            max_total=_number(config, "mockpool_max_total", int, minimum=1),
+            max_size=_number(config, "mockpool_max_size", int, minimum=1),
+            history=bool(config.getini("mockpool_history")),
+            warm=bool(config.getini("mockpool_warm")),
+            supervise=bool(config.getini("mockpool_supervise")),
+            leaks=leaks,
+            report=report,
+            summary=bool(config.getini("mockpool_summary")),
+        )
+
+
+def _number(
+    config: pytest.Config, name: str, kind: type[int | float], *, minimum: float, exclusive: bool = False
+) -> Any:
+    raw = str(config.getini(name)).strip()
+    if raw.lower() in ("", "none"):
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (exclusive and value == minimum):
+        bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+        noun = "a whole number" if kind is int else "a number of seconds"
+        raise pytest.UsageError(f"{name} = {raw!r}: use {noun} {bound}, or 'none'")
+    return value
+
+
+# == per-session state ==========================================================================
+
+
+@dataclass
+class _Leak:
+    test: str
+    service: str
+    where: str
+    phase: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"test": self.test, "service": self.service, "where": self.where, "phase": self.phase}
+
+
+@dataclass
+class _State:
+    """What the plugin keeps for one pytest session (in ``config.stash``)."""
+
+    config: pytest.Config
+    settings: _Settings
+    #: ``gw0``... on an xdist worker, None elsewhere.
+    worker_id: str | None
+    #: Processes that share the run: xdist's worker count, else 1.
+    workers: int
+    #: Running the xdist controller (it runs no tests).
+    controller: bool
+    history: History | None = None
+    history_note: str | None = None
+    pool: MockPool | None = None
+    closed: bool = False
+    #: Services that ``@pytest.mark.mockpool(...)`` declares, by test id.
+    marked: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Services the collected tests are expected to use (marks and history), for warming.
+    planned: set[str] = field(default_factory=set)
+    #: Leases held by fixtures wider than a function, and allowed leaks: never a test's leak.
+    scoped: set[Lease[Any]] = field(default_factory=set)
+    leaks: list[_Leak] = field(default_factory=list)
+    #: What each process reported (one entry without xdist, one per worker with it).
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    warmed: dict[str, int] = field(default_factory=dict)
+
+    # -- the pool ------------------------------------------------------------------------------
+
+    def get_pool(self) -> MockPool:
+        if self.pool is not None:
+            return self.pool
+        if self.closed:
+            raise pytest.UsageError(
+                "mockpool: the session's pool is closed; the fixture was requested after the session ended"
+            )
+        from .pool import MockPool
+
+        s = self.settings
+        share = self.workers
+        pool = MockPool(
+            name="pytest" if self.worker_id is None else f"pytest-{self.worker_id}",
+            max_total=None if s.max_total is None else max(1, s.max_total // share),
+            default_timeout=s.acquire_timeout,
+            track_leases=True,
+            supervise=s.supervise,
+            history=self.history,
+            config=self.config,
+        )
+        _register_builtins(
+            pool, s.services, None if s.max_size is None else max(1, math.ceil(s.max_size / share))
+        )
+        self.config.hook.pytest_mockpool_register(pool=pool, config=self.config)
+        self.pool = pool
+        if s.warm:
+            self._warm(pool)
+        return pool
+
+    def _warm(self, pool: MockPool) -> None:
+        """Pre-create, per service: ``min_size``, or this worker's share of the peak that
+        history recorded for the services the collected tests use, whichever is larger."""
+        history = pool.history
+        targets: dict[str, int] = {}
+        for name, stats in pool.stats().items():
+            want = stats.min_size
+            if history.runs and (not self.planned or name in self.planned):
+                want = max(want, math.ceil(history.peak(name) / self.workers))
+            targets[name] = min(want, stats.max_size)
+        targets = {name: n for name, n in targets.items() if n > 0}
+        if not targets:
+            return
+        self.warmed = targets
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # No loop is running (every runner but cooperative): warm now, in a private loop,
+            # and wait. Instances are loop-agnostic; what binds to a loop is rebuilt per loop.
+            # A loop_factory keeps asyncio.Runner from resetting the thread's current loop.
+            with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+                runner.run(pool.warm(targets))
+        else:
+            # Cooperative calls fixtures inside its loop: create in the background there.
+            for name, count in targets.items():
+                pool.expect([name], count=count)
+
+    def services_for(self, item: pytest.Item | None) -> tuple[str, ...]:
+        if item is None:
+            return ()
+        marked = self.marked.get(item.nodeid, ())
+        if self.history is None:
+            return marked
+        return marked + self.history.services_for_test(item.nodeid)
+
+    def close(self) -> None:
+        """End the pool: record leases still held, close, and keep what to report."""
+        if self.closed:
+            return
+        self.closed = True
+        pool = self.pool
+        if pool is None:
+            return
+        # Every fixture is finalized by now: whatever is still held leaked (closing counts it).
+        for lease in pool.active_leases():
+            self.leaks.append(_leak(self.config, lease, lease.owner or "(no test: a fixture)", "session end"))
+        run = pool.run_record().to_dict() if self.settings.history else None
+        if not pool.closed and not _loop_running():
+            pool.close()
+        report = pool.report()
+        self.outputs.append(
+            {
+                "worker": self.worker_id,
+                "services": _services_payload(pool),
+                "leaks": [leak.to_dict() for leak in self.leaks],
+                "warmup_s": pool.warmup_s,
+                "warmed": dict(self.warmed),
+                "report": report.to_dict(),
+                "run": run,
+            }
+        )
+
+
+_STATE = pytest.StashKey[_State]()
+_USES_POOL = pytest.StashKey[bool]()
+_ALLOW_LEAK = pytest.StashKey[bool]()
+_BEFORE = pytest.StashKey["set[Lease[Any]]"]()
+_NEXT = pytest.StashKey["pytest.Item | None"]()
+
+
+def _state(config: pytest.Config) -> _State | None:
+    return config.stash.get(_STATE, None)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "mockpool(*services, allow_leak=False): the services this test acquires (the pool "
+        "creates them ahead of it); allow_leak=True lets a lease outlive the test.",
+    )
+    settings = _Settings.read(config)
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        worker_id: str | None = str(workerinput.get("workerid", "gw?"))
+        workers = int(workerinput.get("workercount", 1))
+        controller = False
+    else:
+        worker_id = None
+        numprocesses = getattr(config.option, "numprocesses", None)
+        distributed = (
+            isinstance(numprocesses, int)
+            and numprocesses > 0
+            and getattr(config.option, "dist", "no") != "no"
+        )
+        workers = int(numprocesses) if distributed else 1  # type: ignore[arg-type]
+        controller = distributed
+    state = _State(
+        config=config, settings=settings, worker_id=worker_id, workers=max(1, workers), controller=controller
+    )
+    if settings.history:
+        cached = workerinput.get("mockpool_history") if workerinput is not None else _read_cache(config)
+        if cached is not None or workerinput is None:
+            _load_history(state, cached)
+    config.stash[_STATE] = state
+
+
+def _read_cache(config: pytest.Config) -> object:
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        return None
+    return cache.get(HISTORY_KEY, None)
+
+
+def _load_history(state: _State, cached: object) -> None:
+    from .history import History
+
+    # A corrupt or foreign cache entry is ignored with a note in the summary, never a crash
+    # and never an error under filterwarnings=error.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state.history = History.from_cache(cached) if cached is not None else History()
+    if caught:
+        state.history_note = f"history in the cache ignored: {caught[0].message}"
+
+
+def _register_builtins(pool: MockPool, names: Sequence[str], max_size: int | None) -> None:
+    if not names:
+        return
+    from . import services as builtins
+
+    wanted = list(dict.fromkeys(names))
+    if "device_session" in wanted:
+        # The session service is built on these three; register them first if not named.
+        missing = [m for m in _DEVICE_SESSION_MEMBERS if m not in wanted]
+        wanted = [n for n in wanted if n != "device_session"] + missing + ["device_session"]
+    sizing: dict[str, Any] = {} if max_size is None else {"max_size": max_size}
+    makers: dict[str, Callable[[], Any]] = {
+        "redis": lambda: builtins.redis_service(**sizing),
+        # device_session stores its rows in the database service, which needs its tables.
+        "database": lambda: builtins.sql_service(
+            schema=builtins.DEVICE_SESSION_SCHEMA if "device_session" in wanted else None, **sizing
+        ),
+        "jwt": lambda: builtins.jwt_service(**sizing),
+        "http": lambda: builtins.http_service(**sizing),
+        "device_session": lambda: builtins.device_session_service(**sizing),
+    }
+    for name in wanted:
+        pool.register(makers[name]())
+
+
+# == header, collection =========================================================================
+
+
+def _runner(config: pytest.Config) -> str:
+    """The async test runners that are active, as the header and the report name them."""
+    pm = config.pluginmanager
+    found = []
+    if pm.has_plugin("asyncio-cooperative"):
+        found.append("asyncio-cooperative")
+    if pm.has_plugin("asyncio"):
+        mode = config.getoption("asyncio_mode", None) or config.getini("asyncio_mode")
+        try:
+            scope = config.getini("asyncio_default_test_loop_scope") or "function"
+        except ValueError:  # pytest-asyncio < 0.26 has no such option
+            scope = "function"
+        found.append(f"pytest-asyncio ({mode}, {scope} loop)")
+    if pm.has_plugin("anyio"):
+        found.append("anyio")
+    return " + ".join(found) or "none (sync tests only)"
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = _state(config)
+    if state is None:
+        return None
+    services = list(state.settings.services)
+    if config.pluginmanager.hook.pytest_mockpool_register.get_hookimpls():
+        services.append("+ pytest_mockpool_register")
+    workers = f"{state.workers} xdist workers" if state.controller else "no xdist"
+    return f"mockpool: services: {' '.join(services) or 'none yet'}; runner: {_runner(config)}; {workers}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """One pass over the items: marks, who uses the pool, the services to warm."""
+    state = _state(config)
+    if state is None:
+        return
+    cooperative = config.pluginmanager.has_plugin("asyncio-cooperative")
+    history = state.history
+    planned = state.planned
+    for item in items:
+        uses_pool = "mockpool" in getattr(item, "fixturenames", ())
+        item.stash[_USES_POOL] = uses_pool
+        mark = item.get_closest_marker("mockpool")
+        if mark is not None:
+            names = tuple(str(a) for a in mark.args)
+            if names:
+                state.marked[item.nodeid] = names
+                planned.update(names)
+            item.stash[_ALLOW_LEAK] = bool(mark.kwargs.get("allow_leak", False))
+        if history is not None and uses_pool:
+            planned.update(history.services_for_test(item.nodeid))
+        if cooperative and uses_pool and _is_cooperative(item):
+            fn = item.function  # type: ignore[attr-defined]
+            if inspect.iscoroutinefunction(fn):
+                item.obj = _OwnedFunction(fn, state, item.nodeid)  # type: ignore[attr-defined]
+
+
+def _is_cooperative(item: pytest.Item) -> bool:
+    # Cooperative runs the items carrying its mark on the item itself (own_markers).
+    return any(
+        m.name == "asyncio_cooperative" for m in item.own_markers
+    ) and item.config.pluginmanager.has_plugin("asyncio-cooperative")
+
+
+# == the test's run: owner, warming ahead, leaks ================================================
+
+
+async def _noop() -> None:
+    return None
+
+
+def _enter_test(state: _State, item: pytest.Item) -> None:
+    """At the start of a test's coroutine, in its loop: make sure this loop has the pool's
+    runtime (so the supervisors run while the test does), and create ahead what this test
+    and the next one will acquire."""
+    pool = state.pool
+    if pool is None or pool.closed:
+        return
+    if state.settings.supervise:
+        pool.spawn(_noop)
+    if state.settings.warm:
+        wanted = state.services_for(item) + state.services_for(item.stash.get(_NEXT, None))
+        if wanted:
+            pool.expect(wanted)
+
+
+def _owned(
+    fn: Callable[..., Coroutine[Any, Any, Any]], state: _State, item: pytest.Item
+) -> Callable[..., Any]:
+    from .lease import lease_owner
+
+    nodeid = item.nodeid
+
+    @functools.wraps(fn)
+    async def run_owned(*args: Any, **kwargs: Any) -> Any:
+        token = lease_owner.set(nodeid)
+        try:
+            _enter_test(state, item)
+            return await fn(*args, **kwargs)
+        finally:
+            lease_owner.reset(token)
+
+    return run_owned
+
+
+class _OwnedFunction:
+    """A test function for pytest-asyncio-cooperative that sets the lease owner in the
+    test's task. Function-like on purpose: cooperative reads the fixture names from
+    ``__code__`` and tests ``inspect.iscoroutinefunction``, which accepts an object with a
+    function's attributes; a ``functools.wraps`` wrapper would show ``(*args, **kwargs)``."""
+
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, Any]], state: _State, nodeid: str) -> None:
+        self.__wrapped__ = fn
+        self.__name__: str = fn.__name__
+        self.__qualname__: str = getattr(fn, "__qualname__", fn.__name__)
+        self.__module__ = fn.__module__
+        self.__doc__ = fn.__doc__
+        self.__code__ = fn.__code__
+        self.__defaults__ = fn.__defaults__
+        self.__kwdefaults__ = fn.__kwdefaults__
+        self.__annotations__ = fn.__annotations__
+        self.__dict__.update({k: v for k, v in fn.__dict__.items() if k not in self.__dict__})
+        self._state = state
+        self._nodeid = nodeid
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .lease import lease_owner
+
+        token = lease_owner.set(self._nodeid)
+        try:
+            state = self._state
+            pool = state.pool
+            if pool is not None and not pool.closed:
+                if state.settings.supervise:
+                    pool.spawn(_noop)
+                if state.settings.warm and (wanted := state.marked.get(self._nodeid, ())):
+                    pool.expect(wanted)
+            return await self.__wrapped__(*args, **kwargs)
+        finally:
+            lease_owner.reset(token)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    item.stash[_NEXT] = nextitem
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    state = _state(item.config)
+    if state is not None and state.pool is not None:
+        item.stash[_BEFORE] = set(state.pool.active_leases())
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    state = _state(request.config)
+    if state is None or state.pool is None:
+        result = yield
+        if state is not None and state.pool is not None and fixturedef.scope != "function":
+            state.scoped.update(state.pool.active_leases())
+        return result
+    from .lease import lease_owner
+
+    pool = state.pool
+    if fixturedef.scope == "function":
+        # Where contextvars flow into fixtures (pytest-asyncio, sync code), a function
+        # fixture's leases belong to its test.
+        token = lease_owner.set(request.node.nodeid)
+        try:
+            return (yield)
+        finally:
+            lease_owner.reset(token)
+    # A wider fixture's leases belong to no test: remember them so no test reports them.
+    token = lease_owner.set(None)
+    before = set(pool.active_leases())
+    try:
+        return (yield)
+    finally:
+        lease_owner.reset(token)
+        state.scoped.update(lease for lease in pool.active_leases() if lease not in before)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    state = _state(item.config)
+    if state is None or state.pool is None or not item.stash.get(_USES_POOL, False):
+        return (yield)
+    from .lease import lease_owner
+
+    pool = state.pool
+    if _is_cooperative(item):
+        # The test already ran in cooperative's loop; this is the replay that reports it.
+        # Other tests may still hold leases, so only this test's own count.
+        try:
+            result = yield
+        except BaseException as exc:
+            _check_leaks(
+                state, item, [le for le in pool.active_leases() if le.owner == item.nodeid], "call", exc
+            )
+            raise
+        _check_leaks(
+            state, item, [le for le in pool.active_leases() if le.owner == item.nodeid], "call", None
+        )
+        return result
+    at_call = set(pool.active_leases())
+    token = lease_owner.set(item.nodeid)
+    original = getattr(item, "obj", None)
+    swapped = original is not None and inspect.iscoroutinefunction(original)
+    if swapped:
+        item.obj = _owned(original, state, item)  # type: ignore[arg-type, attr-defined]
+    try:
+        result = yield
+    except BaseException as exc:
+        _check_leaks(state, item, _new_leases(state, pool, at_call), "call", exc)
+        raise
+    finally:
+        lease_owner.reset(token)
+        if swapped:
+            item.obj = original  # type: ignore[attr-defined]
+    _check_leaks(state, item, _new_leases(state, pool, at_call), "call", None)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    state = _state(item.config)
+    try:
+        result = yield
+    except BaseException as exc:
+        if state is not None and state.pool is not None and not _is_cooperative(item):
+            _check_leaks(
+                state, item, _new_leases(state, state.pool, item.stash.get(_BEFORE, set())), "teardown", exc
+            )
+        raise
+    if state is not None and state.pool is not None and not _is_cooperative(item):
+        # Function fixtures are finalized now: what this test's setup, body or fixtures
+        # acquired and still hold is its leak.
+        _check_leaks(
+            state, item, _new_leases(state, state.pool, item.stash.get(_BEFORE, set())), "teardown", None
+        )
+    return result
+
+
+def _new_leases(state: _State, pool: MockPool, before: set[Lease[Any]]) -> list[Lease[Any]]:
+    active = pool.active_leases()
+    state.scoped.intersection_update(active)
+    return [lease for lease in active if lease not in before and lease not in state.scoped]
+
+
+def _check_leaks(
+    state: _State, item: pytest.Item, leaked: list[Lease[Any]], phase: str, failure: BaseException | None
+) -> None:
+    """Take back the instances of leases ``item`` still holds and fail it (or warn)."""
+    if not leaked or state.settings.leaks == "off":
+        return
+    if item.stash.get(_ALLOW_LEAK, False):
+        state.scoped.update(leaked)
+        return
+    assert state.pool is not None
+    lines = []
+    for lease in leaked:
+        leak = _leak(state.config, lease, item.nodeid, phase)
+        state.leaks.append(leak)
+        lines.append(f"  service {leak.service!r}, acquired at {leak.where}")
+        state.pool.reclaim(lease)
+    where = "its body" if phase == "call" else "its fixtures or a task it started"
+    message = (
+        f"mockpool: {item.nodeid} ended still holding {len(leaked)} lease(s) taken in {where}:\n"
+        + "\n".join(lines)
+        + "\nThe instance was taken back and sent to recovery. Leave the 'async with "
+        "pool.acquire(...)' block (and await any task that holds a lease) before the test "
+        "ends, or mark the test @pytest.mark.mockpool(allow_leak=True) if the lease must "
+        "outlive it."
+    )
+    if state.settings.leaks == "warn":
+        item.warn(MockPoolLeakWarning(message))
+        return
+    if failure is not None:
+        failure.add_note(message)
+        return
+    pytest.fail(message, pytrace=False)
+
+
+def _leak(config: pytest.Config, lease: Lease[Any], test: str, phase: str) -> _Leak:
+    where = "an unknown line"
+    if lease.where is not None:
+        filename, line = lease.where
+        try:
+            filename = os.path.relpath(filename, config.rootpath)
+        except ValueError:  # another drive on Windows
+            pass
+        where = f"{filename}:{line}"
+    return _Leak(test=test, service=lease.service, where=where, phase=phase)
+
+
+# == the fixture ===============================================================================
 
 
 @pytest.fixture(scope="session")
-def mockpool() -> Iterator[MockPool]:
-    """The session's pool. Synchronous, so it works under any async runner."""
-    pool = MockPool(name="pytest", track_leases=True)
-    yield pool
+def mockpool(request: pytest.FixtureRequest) -> MockPool:
+    """The session's pool (one per xdist worker). Synchronous, so any runner can use it:
+    ``async with mockpool.acquire("redis") as redis: ...`` in the test."""
+    state = _state(request.config)
+    if state is None:  # pragma: no cover - pytest_configure always runs first
+        raise pytest.UsageError("mockpool: the plugin was not configured")
+    return state.get_pool()
+
+
+# == the end of the run: workers, history, summary, report =====================================
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _state(session.config)
+    if state is None:
+        return
+    state.close()
+    workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        # A worker: the controller merges, prints and writes the cache once.
+        if state.outputs:
+            out = state.outputs[-1]
+            workeroutput["mockpool_run"] = out.pop("run")
+            workeroutput["mockpool_stats"] = out
+        return
+    _save_history(state)
+    _write_report(state)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: hand each worker the history, so all warm from the same one."""
+    state = _state(node.config)
+    if state is not None and state.history is not None and state.history.runs:
+        node.workerinput["mockpool_history"] = state.history.to_dict()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: keep what a finished worker reported."""
+    state = _state(node.config)
+    output: Mapping[str, Any] | None = getattr(node, "workeroutput", None)
+    if state is None or not output or "mockpool_stats" not in output:
+        return
+    stats = dict(output["mockpool_stats"])
+    stats["run"] = output.get("mockpool_run")
+    state.outputs.append(stats)
+
+
+def _save_history(state: _State) -> None:
+    """Merge this run (all workers at once) into the cached history and write it: only here,
+    in the process that is not an xdist worker."""
+    cache = getattr(state.config, "cache", None)
+    if cache is None or not state.settings.history or state.history is None:
+        return
+    from .history import HistoryFormatError, RunRecord
+
+    runs = []
+    for out in state.outputs:
+        if out.get("run") is None:
+            continue
+        try:
+            runs.append(RunRecord.from_dict(out["run"]))
+        except HistoryFormatError as exc:
+            state.history_note = f"worker {out.get('worker')}: run record ignored: {exc}"
+    if not runs:
+        return
+    merged = state.history.merge(RunRecord.combine(runs))
+    cache.set(HISTORY_KEY, merged.to_dict())
+    state.history_note = (state.history_note + "; " if state.history_note else "") + (
+        f"history: {merged.runs} run(s) kept in pytest's cache ({HISTORY_KEY})"
+    )
+
+
+def _write_report(state: _State) -> None:
+    path = state.settings.report
+    if path is None or not state.outputs:
+        return
+    if len(state.outputs) == 1 and state.outputs[0].get("worker") is None:
+        data = dict(state.outputs[0]["report"])
+    else:
+        data = {
+            "pool": "pytest",
+            "services": {name: row.to_dict() for name, row in _merge(state.outputs).items()},
+            "workers": {str(out.get("worker")): out["report"] for out in state.outputs},
+        }
+    data["pytest"] = {
+        "runner": _runner(state.config),
+        "workers": state.workers if state.controller else 0,
+        "leaks": [leak for out in state.outputs for leak in out.get("leaks", ())],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _services_payload(pool: MockPool) -> dict[str, dict[str, Any]]:
+    """Per service, what the summary needs, as plain JSON (it crosses execnet): counters and
+    the kept wait samples, so percentiles merge exactly across workers."""
+    payload = {}
+    for name, stats in pool.stats().items():
+        payload[name] = {
+            "acquisitions": stats.acquisitions,
+            "hits": stats.hits,
+            "recoveries": stats.recoveries.total(),
+            "leaks": stats.leaks,
+            "degraded_leases": stats.degraded_leases,
+            "timeouts": stats.timeouts,
+            "waits": pool.service_pools[name].metrics.waits.values(),
+        }
+    return payload
+
+
+@dataclass
+class _Row:
+    acquisitions: int = 0
+    hits: int = 0
+    recoveries: int = 0
+    leaks: int = 0
+    degraded_leases: int = 0
+    timeouts: int = 0
+    waits: list[float] = field(default_factory=list)
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.acquisitions if self.acquisitions else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "acquisitions": self.acquisitions,
+            "hits": self.hits,
+            "hit_rate": self.hit_rate,
+            "wait_p50_s": _percentile(self.waits, 50),
+            "wait_p99_s": _percentile(self.waits, 99),
+            "recoveries": self.recoveries,
+            "leaks": self.leaks,
+            "degraded_leases": self.degraded_leases,
+            "timeouts": self.timeouts,
+        }
+
+
+def _merge(outputs: Iterable[Mapping[str, Any]]) -> dict[str, _Row]:
+    rows: dict[str, _Row] = {}
+    for out in outputs:
+        for name, s in out.get("services", {}).items():
+            row = rows.setdefault(name, _Row())
+            row.acquisitions += int(s["acquisitions"])
+            row.hits += int(s["hits"])
+            row.recoveries += int(s["recoveries"])
+            row.leaks += int(s["leaks"])
+            row.degraded_leases += int(s["degraded_leases"])
+            row.timeouts += int(s["timeouts"])
+            row.waits.extend(float(w) for w in s["waits"])
+    return rows
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), without numpy."""
+    if not values:
+        return 0.0
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def _secs(value: float) -> str:
+    if value >= 1:
+        return f"{value:.2f}s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.1f}ms"
+    return f"{value * 1e6:.0f}us"
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    state = _state(config)
+    if state is None or not state.settings.summary or state.worker_id is not None or not state.outputs:
+        return
+    rows = _merge(state.outputs)
+    tr = terminalreporter
+    processes = len(state.outputs)
+    tr.write_sep("=", "mockpool" + (f" ({processes} workers)" if state.controller else ""))
+    header = (
+        "service",
+        "acquisitions",
+        "hit rate",
+        "wait p50",
+        "wait p99",
+        "recoveries",
+        "leaks",
+        "degraded",
+    )
+    table = [header] + [
+        (
+            name,
+            str(r.acquisitions),
+            f"{100 * r.hit_rate:.1f}%",
+            _secs(_percentile(r.waits, 50)),
+            _secs(_percentile(r.waits, 99)),
+            str(r.recoveries),
+            str(r.leaks),
+            str(r.degraded_leases),
+        )
+        for name, r in rows.items()
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        tr.write_line(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    leaks = [leak for out in state.outputs for leak in out.get("leaks", ())]
+    if leaks:
+        tr.write_line(f"leaked leases ({len(leaks)}):")
+        for leak in leaks:
+            tr.write_line(
+                f"  {leak['test']}: {leak['service']!r} acquired at {leak['where']} ({leak['phase']})"
+            )
+    warmed: dict[str, int] = {}
+    for out in state.outputs:
+        for name, n in out.get("warmed", {}).items():
+            warmed[name] = warmed.get(name, 0) + int(n)
+    if warmed:
+        tr.write_line("warmed ahead: " + ", ".join(f"{name}={n}" for name, n in warmed.items()))
+    if state.history_note:
+        tr.write_line(state.history_note)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # sessionfinish does not run when the session never starts (usage errors): close here.
+    state = _state(config)
+    if state is not None and not state.closed and state.pool is not None and not _loop_running():
+        state.close()
