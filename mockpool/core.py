@@ -210,6 +210,15 @@ class ServiceCore:
         self.leased -= 1
         self.resetting += 1
 
+    def recycle(self, entry: Entry) -> Waiter | None:
+        """A lease ended and its instance is clean already (no reset, or a sync one that
+        succeeded): leased straight to the next waiter, or idle."""
+        if entry.state is not _LEASED:
+            self._expect(entry, _LEASED, "recycle")
+        self.leased -= 1
+        entry.leases += 1
+        return self._place(entry)
+
     def finish_reset(self, entry: Entry) -> Waiter | None:
         """The reset succeeded: hand the entry to the first live waiter, or make it idle."""
         self._expect(entry, _RESETTING, "finish_reset")

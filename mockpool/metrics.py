@@ -71,6 +71,7 @@ class ServiceMetrics:
         "leaks",
         "lease_errors",
         "misses",
+        "queued",
         "recoveries",
         "recovery_failures",
         "recovery_times",
@@ -85,6 +86,8 @@ class ServiceMetrics:
         self.acquisitions = 0
         self.hits = 0
         self.misses = 0
+        #: Acquisitions that joined the waiter queue (the rest were served at once).
+        self.queued = 0
         self.timeouts = 0
         self.cancellations = 0
         self.created = 0
@@ -106,6 +109,21 @@ class ServiceMetrics:
         self.holds = Ring()
         self.hold_ewma = 0.0
         self.wait_ewma = 0.0
+
+    def wait_percentiles(self, *qs: float) -> tuple[float, ...]:
+        """Percentiles of the wait of every acquisition. Served-at-once acquisitions (hits
+        that never queued) waited 0 s; they are counted, not stored, to keep the hot path
+        short, and weighed in here as the share of zeros."""
+        zeros = self.acquisitions - self.queued
+        total = zeros + self.waits.count
+        if total <= 0 or zeros <= 0:
+            return self.waits.percentiles(*qs)
+        share = zeros / total
+        if share >= 1.0:
+            return tuple(0.0 for _ in qs)
+        ranks = [max(0.0, (q / 100.0 - share) / (1.0 - share)) * 100.0 for q in qs]
+        above = self.waits.percentiles(*ranks)
+        return tuple(0.0 if q / 100.0 <= share else v for q, v in zip(qs, above, strict=True))
 
     def record_wait(self, seconds: float) -> None:
         self.waits.append(seconds)

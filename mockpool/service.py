@@ -94,8 +94,8 @@ class ServicePool:
         entry = core.take_idle()
         if entry is not None:
             self.metrics.hits += 1
-            self.metrics.record_wait(0.0)
             return entry
+        self.metrics.queued += 1
         fut: asyncio.Future[Entry] = loop.create_future()
         started = self.clock.now()
         if timeout is None:
@@ -403,25 +403,28 @@ class ServicePool:
             self.metrics.discards += 1
             self.to_recovery(entry, "discarded by the test")
             return None
-        core.begin_reset(entry)
-        reset = self.reset
-        if reset is None and entry.members is None and not self.verify_isolation:
-            core.finish_reset(entry)
-            self.metrics.resets += 1
-            return None
-        if entry.members is None and not self.verify_isolation and reset is not None:
+        if entry.members is None and not self.verify_isolation:
+            # The common case, kept short: no reset, or a sync one, runs inline while the
+            # entry is still leased (nothing awaits, so nothing can interleave).
+            reset = self.reset
+            if reset is None:
+                core.recycle(entry)
+                self.metrics.resets += 1
+                return None
             try:
                 result = reset(entry.instance)
             except Exception as exc:
+                core.begin_reset(entry)
                 self._reset_failed(entry, exc)
                 return None
             if result is None or not inspect.isawaitable(result):
-                core.finish_reset(entry)
+                core.recycle(entry)
                 self.metrics.resets += 1
                 return None
             pending: Any = result
         else:
             pending = None
+        core.begin_reset(entry)
         done: asyncio.Future[None] = running_loop(self.name).create_future()
         self.pool.spawn(self._reset_in_background, entry, pending, done)
         return done
@@ -563,7 +566,7 @@ class ServicePool:
 
     def stats(self) -> PoolStats:
         core, m = self.core, self.metrics
-        wait_p50, wait_p99 = m.waits.percentiles(50, 99)
+        wait_p50, wait_p99 = m.wait_percentiles(50, 99)
         hold_p50, hold_p99 = m.holds.percentiles(50, 99)
         rec50: dict[str, float] = {}
         rec99: dict[str, float] = {}
