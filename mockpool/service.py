@@ -55,8 +55,8 @@ class ServicePool:
         self.bind = spec.bind
         self.timeout = spec.acquire_timeout if spec.acquire_timeout is not None else pool.default_timeout
         #: Health-check instances idle longer than ``check_window`` when they are acquired.
-        self.check_on_acquire = False
-        self.check_window = 1.0
+        self.check_on_acquire = spec.check_idle_after is not None and spec.health_check is not None
+        self.check_window = spec.check_idle_after if spec.check_idle_after is not None else 1.0
         #: Compare each reset instance's snapshot with its pristine one (isolation-verify mode).
         self.verify_isolation = pool.isolation_verify
         #: Member service pools, in ``depends_on`` order (groups only).

@@ -48,6 +48,10 @@ class ServiceSpec:
     :param allow_degraded: permit recovery tiers 3 (``minimal``) and 4 (emergency stub).
     :param variants: alternative factories the adaptation supervisor may switch to.
     :param acquire_timeout: default wait bound for ``acquire`` (``None``: the pool's default).
+    :param health_interval: seconds between background checks of idle instances.
+    :param check_idle_after: health-check an instance on acquire when it sat idle longer than
+        this many seconds (``None``: only the background checks, until the adaptation
+        supervisor turns check-on-acquire on).
     """
 
     name: str
@@ -70,6 +74,7 @@ class ServiceSpec:
     health_timeout: float = 2.0
     destroy_timeout: float = 5.0
     health_interval: float = 2.0
+    check_idle_after: float | None = None
 
     def __post_init__(self) -> None:
         name: object = self.name
@@ -131,8 +136,9 @@ class ServiceSpec:
                 raise ServiceConfigError("variants", key, "keys must be non-empty names", service=name)
             _check_callable(f"variants[{key!r}]", variant, name)
         object.__setattr__(self, "variants", MappingProxyType(dict(self.variants)))
-        if self.acquire_timeout is not None:
-            _check_positive("acquire_timeout", self.acquire_timeout, name)
+        for optional in ("acquire_timeout", "check_idle_after"):
+            if getattr(self, optional) is not None:
+                _check_positive(optional, getattr(self, optional), name)
         for timeout in (*_TIMEOUTS, "health_interval"):
             _check_positive(timeout, getattr(self, timeout), name)
 

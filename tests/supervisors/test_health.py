@@ -1,0 +1,92 @@
+"""Health: periodic checks of idle instances, and the check on acquire after a long idle."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from mockpool import MockPool, ServiceConfigError, ServiceSpec
+from mockpool.clock import FakeClock
+
+
+class Double:
+    def __init__(self) -> None:
+        self.broken = False
+        self.checks = 0
+
+
+def _health(d: Double) -> bool:
+    d.checks += 1
+    return not d.broken
+
+
+async def _settle() -> None:
+    for _ in range(3):
+        await anyio.wait_all_tasks_blocked()
+
+
+@pytest.mark.asyncio
+async def test_periodic_check_sends_an_unhealthy_idle_instance_to_recovery() -> None:
+    clock = FakeClock()
+    pool = MockPool(clock=clock)
+    pool.register(
+        ServiceSpec(name="svc", factory=Double, health_check=_health, min_size=1, health_interval=2.0)
+    )
+    async with pool:
+        async with pool.acquire("svc") as d:
+            d.broken = True  # breaks in a way reset does not see
+        clock.advance(2.5)  # past the interval, jitter included (+-10 %)
+        await _settle()
+        stats = pool.stats("svc")
+        assert stats.health_checks >= 1
+        assert stats.health_failures == 1
+        assert stats.recoveries["factory"] == 1  # no snapshot: rebuilt from the factory
+        async with pool.acquire("svc") as again:
+            assert again is not d
+            assert not again.broken
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_healthy_idle_instances_are_checked_and_kept() -> None:
+    clock = FakeClock()
+    pool = MockPool(clock=clock)
+    pool.register(
+        ServiceSpec(name="svc", factory=Double, health_check=_health, min_size=2, health_interval=1.0)
+    )
+    async with pool:
+        await _settle()
+        for _ in range(3):
+            clock.advance(1.2)
+            await _settle()
+        stats = pool.stats("svc")
+        assert stats.health_checks >= 4  # two instances, several rounds
+        assert stats.health_failures == 0
+        assert stats.created == 2
+        assert stats.idle == 2
+
+
+@pytest.mark.asyncio
+async def test_check_on_acquire_after_a_long_idle_replaces_a_broken_instance() -> None:
+    clock = FakeClock()
+    pool = MockPool(clock=clock, supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=Double, health_check=_health, check_idle_after=5.0))
+    async with pool:
+        async with pool.acquire("svc") as first:
+            first.broken = True
+        async with pool.acquire("svc") as same:  # idle 0 s: no check, the same instance
+            assert same is first
+            assert first.checks == 0
+        clock.advance(6.0)
+        async with pool.acquire("svc") as d:
+            assert d is not first  # checked, found broken, recovered; the lease got another
+            assert not d.broken
+        assert first.checks == 1
+        stats = pool.stats("svc")
+        assert stats.health_failures == 1
+        pool.check_invariants()
+
+
+def test_check_idle_after_is_validated() -> None:
+    with pytest.raises(ServiceConfigError, match="check_idle_after"):
+        ServiceSpec(name="svc", factory=Double, check_idle_after=-1.0)
