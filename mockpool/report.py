@@ -46,6 +46,9 @@ class Report:
             ],
             "supervisor_errors": dict(self.supervisor_errors),
             "degraded_leases": {n: s.degraded_leases for n, s in self.services.items() if s.degraded_leases},
+            "isolation_failures": {
+                n: s.isolation_failures for n, s in self.services.items() if s.isolation_failures
+            },
             **dict(self.extra),
         }
 
@@ -111,6 +114,12 @@ class Report:
         degraded = {n: s.degraded_leases for n, s in self.services.items() if s.degraded_leases}
         if degraded:
             lines.append("degraded leases: " + ", ".join(f"{n}={c}" for n, c in degraded.items()))
+        leaky = {n: s.isolation_failures for n, s in self.services.items() if s.isolation_failures}
+        if leaky:
+            lines.append(
+                "isolation failures (reset left state behind; fix the reset hook): "
+                + ", ".join(f"{n}={c}" for n, c in leaky.items())
+            )
         if self.supervisor_errors:
             lines.append(
                 "supervisor errors: " + ", ".join(f"{n}={c}" for n, c in self.supervisor_errors.items())
