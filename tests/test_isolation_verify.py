@@ -14,13 +14,17 @@ class Store:
         self.audit: list[str] = []  # state the sloppy reset forgets
 
 
+def _restore(s: Store, state: tuple[dict[str, int], list[str]]) -> None:
+    s.data, s.audit = dict(state[0]), list(state[1])
+
+
 def _spec(reset: object) -> ServiceSpec:
     return ServiceSpec(
         name="store",
         factory=Store,
         reset=reset,  # type: ignore[arg-type]
         snapshot=lambda s: (dict(s.data), list(s.audit)),
-        restore=lambda s, state: (setattr(s, "data", dict(state[0])), setattr(s, "audit", list(state[1]))),
+        restore=_restore,
     )
 
 
