@@ -30,7 +30,7 @@ from .report import Event, Report
 from .runtime import Runtime
 from .service import ServicePool
 from .spec import ServiceSpec
-from .supervisors import start_all
+from .supervisors import start_all, warming
 
 if TYPE_CHECKING:
     from typing import Self
@@ -137,6 +137,8 @@ class MockPool:
         self.supervise = supervise
         self.budget = Budget(max_total)
         self.service_pools: dict[str, ServicePool] = {}
+        #: Unregistered services whose leased instances are still out: closed with the pool.
+        self._retired: list[ServicePool] = []
         self.events: list[Event] = []
         self.supervisor_errors: dict[str, int] = {}
         self.config = config
@@ -161,6 +163,8 @@ class MockPool:
         #: Services each test used, by test id (filled when leases are tracked).
         self.test_services: dict[str, set[str]] = {}
         self.warmup_s: float | None = None
+        #: Instances per service after the start-up warm (what history predicted, in effect).
+        self.warmed: dict[str, int] = {}
 
     # == registry =============================================================================
 
@@ -227,6 +231,8 @@ class MockPool:
                 "depend on it; unregister those first"
             )
         del self.service_pools[name]
+        self._retired = [s for s in self._retired if s.core.entries]  # drained ones are done
+        self._retired.append(svc)
         core = svc.core
         core.closed = True
         core.fail_waiters(svc.closed_error())
@@ -355,12 +361,8 @@ class MockPool:
 
     def warm_targets(self) -> dict[str, int]:
         """Instances to pre-create per service: ``max(min_size, predicted peak)``, capped by
-        ``max_size``. Group members need no entry: building a group leases its members."""
-        targets = {}
-        for name, svc in self.service_pools.items():
-            predicted = math.ceil(self.history.peak(name)) if self.history.runs else 0
-            targets[name] = min(svc.core.max_size, max(svc.core.min_size, predicted))
-        return targets
+        ``max_size``; group members at least what their groups hold (see ``warming``)."""
+        return warming.warm_targets(self)
 
     def elapsed(self) -> float:
         """Seconds since the pool was made, on the pool's clock (the run's time axis)."""
@@ -401,26 +403,13 @@ class MockPool:
                 stacklevel=2,
             )
 
-    async def warm(self, targets: Mapping[str, int] | None = None) -> float:
-        """Create instances until each service has its target (default ``min_size``), in
-        parallel, and wait for them. Returns the time it took in seconds."""
-        started = self.clock.now()
-        wanted = (
-            dict(targets)
-            if targets is not None
-            else {n: s.core.min_size for n, s in self.service_pools.items()}
-        )
-        async with anyio.create_task_group() as tg:
-            for name, target in wanted.items():
-                svc = self.service_pools.get(name)
-                if svc is None:
-                    continue
-                for _ in range(target - svc.core.size - svc.core.creating):
-                    if not svc.core.reserve_creation():
-                        break
-                    tg.start_soon(svc._create_one)
-        self.warmup_s = self.clock.now() - started
-        return self.warmup_s
+    async def warm(
+        self, targets: Mapping[str, int] | None = None, *, limit: int = warming.WARM_LIMIT
+    ) -> float:
+        """Create instances until each service has its target (default ``min_size``; group
+        members at least what their groups hold), at most ``limit`` at once, and wait for
+        them. Returns the time it took in seconds (also ``warmup_s``)."""
+        return await warming.warm(self, targets, limit=limit)
 
     async def aclose(self) -> None:
         """Close: fail waiters, wait (up to ``close_timeout``) for leases, destroy everything,
@@ -458,14 +447,16 @@ class MockPool:
             self.test_services.setdefault(owner, set()).add(service)
 
     def expect(self, services: Iterable[str], *, count: int = 1) -> int:
-        """Hint that ``services`` (and their members) will be acquired soon: make sure each
-        has ``count`` instances idle or on their way, creating in background. Unknown names
-        are ignored (history may name services this run did not register). Returns how many
-        creations were started. Needs a running loop; without one it does nothing."""
+        """Hint that ``services`` (and their members) will be acquired soon, in that order: make
+        sure each has ``count`` instances idle or on their way, creating in background. An item
+        that is not a service name is a test id, standing for the services history says that
+        test used. Unknown names are ignored (history may name services this run did not
+        register). Returns how many creations were started. Needs a running loop; without one
+        it does nothing."""
         if self.closed or asyncio._get_running_loop() is None:
             return 0
         started = 0
-        for name in _with_members(self.service_pools, services):
+        for name in _with_members(self.service_pools, warming.expected_services(self, services)):
             svc = self.service_pools[name]
             missing = count - len(svc.core.idle) - svc.core.creating + svc.core.shortfall()
             if missing > 0:
@@ -522,7 +513,7 @@ class MockPool:
 
     async def _destroy_all(self) -> None:
         # Groups first: destroying a group entry releases (and so destroys) its members.
-        for svc in reversed(list(self.service_pools.values())):
+        for svc in reversed([*self._retired, *self.service_pools.values()]):
             core = svc.core
             for entry in list(core.entries):
                 was_leased = entry.state.value in ("leased", "resetting")
@@ -564,6 +555,7 @@ class MockPool:
             events=tuple(self.events),
             supervisor_errors=dict(self.supervisor_errors),
             warmup_s=self.warmup_s,
+            extra={"learning": warming.learning_report(self)},
         )
 
     def record_event(self, service: str, trigger: str, response: str) -> Event:
