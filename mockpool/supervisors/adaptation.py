@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
+from ..errors import ServiceConfigError
 from ._base import run_supervised
 from .scaling import evict_idle, read_rss_mb
 
@@ -82,13 +83,12 @@ class AdaptationConfig:
         for name in ("hold_s", "rss_growth_mb", "error_rate", "wait_s", "interval_s", "check_window_s"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"AdaptationConfig.{name} must be a number > 0, not {value!r}")
-        if self.concurrency < 1 or self.min_samples < 0 or self.ceiling_factor < 1 or self.growth <= 1:
-            raise ValueError(
-                "AdaptationConfig: concurrency >= 1, min_samples >= 0, ceiling_factor >= 1, growth > 1"
-            )
-        if self.cooldown_s < 0:
-            raise ValueError("AdaptationConfig.cooldown_s must be >= 0")
+                raise ServiceConfigError(f"AdaptationConfig.{name}", value, "must be a number > 0")
+        for name, low in (("concurrency", 1), ("min_samples", 0), ("ceiling_factor", 1), ("cooldown_s", 0)):
+            if getattr(self, name) < low:
+                raise ServiceConfigError(f"AdaptationConfig.{name}", getattr(self, name), f"must be >= {low}")
+        if self.growth <= 1:
+            raise ServiceConfigError("AdaptationConfig.growth", self.growth, "must be > 1")
 
 
 @dataclass(frozen=True, slots=True)
