@@ -30,13 +30,11 @@ from .report import Event, Report
 from .runtime import Runtime
 from .service import ServicePool
 from .spec import ServiceSpec
-from .supervisors import start_all, warming
+from .supervisors import AdaptationConfig, ScalingConfig, start_all, warming
 
 if TYPE_CHECKING:
     from typing import Self
 
-    from .supervisors.adaptation import AdaptationConfig
-    from .supervisors.scaling import ScalingConfig
 
 __all__ = ("MockPool",)
 
@@ -127,6 +125,14 @@ class MockPool:
             raise ServiceConfigError("leak_threshold", leak_threshold, "must be seconds > 0 or None")
         if memory_budget_mb is not None and not (_is_number(memory_budget_mb) and memory_budget_mb > 0):
             raise ServiceConfigError("memory_budget_mb", memory_budget_mb, "must be megabytes > 0 or None")
+        for option, value, kind in (
+            ("adaptation", adaptation, AdaptationConfig),
+            ("scaling", scaling, ScalingConfig),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise ServiceConfigError(
+                    option, value, f"must be a mockpool.supervisors.{kind.__name__} or None"
+                )
         #: Supervisor settings (``None``: defaults); see ``mockpool.supervisors``.
         self.adaptation = adaptation
         self.scaling = scaling
@@ -455,13 +461,7 @@ class MockPool:
         it does nothing."""
         if self.closed or asyncio._get_running_loop() is None:
             return 0
-        started = 0
-        for name in _with_members(self.service_pools, warming.expected_services(self, services)):
-            svc = self.service_pools[name]
-            missing = count - len(svc.core.idle) - svc.core.creating + svc.core.shortfall()
-            if missing > 0:
-                started += svc.grow(missing)
-        return started
+        return warming.expect(self, services, count=count)
 
     def close(self) -> None:
         """Close from synchronous code (no running loop), e.g. a session fixture's teardown."""
@@ -595,23 +595,6 @@ class MockPool:
             for n, s in self.service_pools.items()
         )
         return f"<MockPool {self.name!r} {self._state.value} [{parts}]>"
-
-
-def _with_members(services: Mapping[str, ServicePool], names: Iterable[str]) -> list[str]:
-    """``names`` that are registered, members first, each once."""
-    ordered: list[str] = []
-
-    def visit(name: str) -> None:
-        svc = services.get(name)
-        if svc is None or name in ordered:
-            return
-        for dep in svc.spec.depends_on:
-            visit(dep)
-        ordered.append(name)
-
-    for name in names:
-        visit(name)
-    return ordered
 
 
 def _is_number(value: object) -> bool:

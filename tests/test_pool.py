@@ -358,3 +358,12 @@ class TestReport:
         assert text.splitlines()[0].startswith("mockpool report: pool 'p'")
         assert "svc" in text
         assert "<MockPool 'p' closed [svc: 0 in use" in repr(pool)
+
+
+def test_supervisor_settings_of_the_wrong_type_are_refused_at_once() -> None:
+    with pytest.raises(
+        ServiceConfigError, match=r"scaling='fast' must be a mockpool.supervisors.ScalingConfig"
+    ):
+        MockPool(scaling="fast")  # type: ignore[arg-type]
+    with pytest.raises(ServiceConfigError, match="adaptation="):
+        MockPool(adaptation={"error_rate": 0.5})  # type: ignore[arg-type]

@@ -14,6 +14,12 @@ Every ``interval_s`` (0.5 s) per service:
   instances nobody used in the window);
 * **memory budget**: when the process RSS (read once per tick through psutil) exceeds
   ``memory_budget_mb``, evict half of the evictable idle instances (at least one) per tick.
+
+Idle instances are evicted from the bottom of the idle stack (least recently used first; an
+acquire takes the top) and never below ``min_size``. Creating *ahead* of predicted demand is
+the warming supervisor's half of prediction (it runs once per usage window, see ``warming``);
+both use :func:`~mockpool.supervisors.warming.predict`, so predictive eviction never takes the
+pool below what warming creates for.
 """
 
 from __future__ import annotations

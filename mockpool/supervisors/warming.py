@@ -1,19 +1,31 @@
-"""Warming supervisor: the usage sampler and predictive warming.
+"""Warming: the start-up warm, ``expect()`` hints, the usage sampler and predictive warming.
 
-Once per ``pool.recorder.window_s`` it folds the pool's counters into this run's usage record
-(``pool.sample_usage()``; the hot path only bumps counters), then creates instances ahead of
-demand: what history says the next ``lookahead`` windows need
-(``pool.history.expected_demand``) and what the forecast of this run's demand so far says,
-each turned into instances by Little's law (demand rate x hold time).
+* **At start** (:func:`warm_targets`, :func:`warm`): per service, ``max(min_size, history's
+  decayed peak concurrency)``, capped by ``max_size``; a group member also gets at least what
+  the groups built on it will hold. The creations run in parallel, at most ``limit`` at once,
+  members before the groups built on them (so a group finds its members idle). With no
+  history, ``min_size`` only. The time it took is ``pool.warmup_s`` (and in the report).
+* **Hints** (:func:`expect`, :func:`expected_services`): ``pool.expect(...)`` takes the order of upcoming
+  work as service names or test ids; a test id stands for the services history says it used.
+* **While running** (:class:`WarmingSupervisor`): once per ``pool.recorder.window_s`` it folds
+  the pool's counters into this run's usage record (``pool.sample_usage()``; the hot path only
+  bumps counters), then creates instances ahead of demand: what history says the next
+  ``lookahead`` windows need (``pool.history.expected_demand``) and what the forecast of this
+  run's demand so far says, each turned into instances by Little's law (demand rate x hold
+  time). Over the memory budget it creates nothing (the scaler is evicting).
+* **Afterwards** (:func:`learning_report`): predicted against actual demand per service.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
@@ -24,7 +36,21 @@ if TYPE_CHECKING:
     from ..pool import MockPool
     from ..service import ServicePool
 
-__all__ = ("NeedInput", "Prediction", "WarmingSupervisor", "plan_need", "predict", "run")
+__all__ = (
+    "WARM_LIMIT",
+    "NeedInput",
+    "Prediction",
+    "WarmingSupervisor",
+    "expect",
+    "expected_services",
+    "learning_report",
+    "plan_need",
+    "predict",
+    "run",
+    "warm",
+    "warm_targets",
+    "with_group_members",
+)
 
 logger = logging.getLogger("mockpool.warming")
 
@@ -32,6 +58,174 @@ logger = logging.getLogger("mockpool.warming")
 LOOKAHEAD_WINDOWS = 2
 #: A run forecast needs this many complete windows before anyone acts on it.
 MIN_WINDOWS = 4
+#: Creations the start-up warm runs at once (``pool.warm(limit=...)``).
+WARM_LIMIT = 16
+
+
+# --------------------------------------------------------------------------- at start
+
+
+def warm_targets(pool: MockPool) -> dict[str, int]:
+    """Instances to pre-create per service: ``max(min_size, ceil(history.peak))``, capped by
+    ``max_size``, then raised for group members by :func:`with_group_members`. Without
+    history: ``min_size``."""
+    targets: dict[str, int] = {}
+    history = pool.history
+    for name, svc in pool.service_pools.items():
+        predicted = math.ceil(history.peak(name)) if history.runs else 0
+        targets[name] = min(svc.core.max_size, max(svc.core.min_size, predicted))
+    return with_group_members(pool.service_pools, targets)
+
+
+def with_group_members(services: Mapping[str, ServicePool], targets: Mapping[str, int]) -> dict[str, int]:
+    """``targets`` where each group member has at least what the groups built on it hold.
+
+    A group instance holds one instance of each member for its whole life (the member counts
+    as in use), so warming ``n`` groups takes ``n`` instances of each member. A member's
+    target is ``max(its own, the sum of its groups' targets)`` (its recorded peak
+    already counts the instances its groups held). Capped by each member's ``max_size``.
+    """
+    out = {name: n for name, n in targets.items() if name in services}
+    # Groups come after their members in registration order: walk backwards, so a group's
+    # target is final (raised by the groups built on it) before it raises its own members.
+    held: dict[str, int] = {}
+    for name in reversed(list(services)):
+        svc = services[name]
+        want = max(out.get(name, 0), held.get(name, 0))
+        want = min(want, svc.core.max_size)
+        if want > 0 or name in out:
+            out[name] = want
+        for member in svc.spec.depends_on:
+            held[member] = held.get(member, 0) + want
+    return {name: out[name] for name in services if name in out}
+
+
+def _depth(svc: ServicePool) -> int:
+    return 1 + max((_depth(m) for m in svc.members), default=-1)
+
+
+async def warm(pool: MockPool, targets: Mapping[str, int] | None = None, *, limit: int = WARM_LIMIT) -> float:
+    """Create instances until each service has its target, at most ``limit`` at once, and wait.
+
+    ``targets`` defaults to ``min_size`` per service; group members are raised to what their
+    groups hold (:func:`with_group_members`). Members are warmed before the groups built on
+    them, so each group takes idle members instead of queueing for them. A failed creation is
+    not retried here (the service's metrics and ``last_error`` have it). Sets and returns
+    ``pool.warmup_s``, in seconds on the pool's clock.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit!r}")
+    started = pool.clock.now()
+    services = pool.service_pools
+    wanted = dict(targets) if targets is not None else {n: s.core.min_size for n, s in services.items()}
+    wanted = with_group_members(services, wanted)
+    levels: dict[int, list[ServicePool]] = {}
+    for name in wanted:
+        svc = services[name]
+        levels.setdefault(_depth(svc), []).append(svc)
+    for depth in sorted(levels):
+        jobs: deque[ServicePool] = deque()
+        # Round robin over the level's services, so each gets going at once.
+        missing = {svc: wanted[svc.name] - svc.core.size - svc.core.creating for svc in levels[depth]}
+        while any(n > 0 for n in missing.values()):
+            for svc, n in missing.items():
+                if n > 0:
+                    jobs.append(svc)
+                    missing[svc] = n - 1
+        if not jobs:
+            continue
+
+        async def worker(jobs: deque[ServicePool] = jobs) -> None:
+            while jobs:
+                svc = jobs.popleft()
+                if svc.core.reserve_creation():
+                    await svc._create_one()
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(limit, len(jobs))):
+                tg.start_soon(worker)
+    pool.warmed = {name: services[name].core.size for name in wanted if name in services}
+    pool.warmup_s = pool.clock.now() - started
+    return pool.warmup_s
+
+
+# --------------------------------------------------------------------------- hints
+
+
+def expected_services(pool: MockPool, items: Iterable[str]) -> list[str]:
+    """Service names for ``items``, in order, each once: a registered service name stands for
+    itself, anything else is taken as a test id and stands for the services history says
+    that test used. Unknown names are dropped."""
+    services = pool.service_pools
+    history = pool.history
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        names = (item,) if item in services else history.services_for_test(item)
+        for name in names:
+            if name in services and name not in seen:
+                seen.add(name)
+                out.append(name)
+    return out
+
+
+def expect(pool: MockPool, items: Iterable[str], *, count: int = 1) -> int:
+    """What ``pool.expect`` does: make sure each service in ``items`` (see
+    :func:`expected_services`) has ``count`` instances idle or on their way, and that every
+    group instance to be built has its members coming too. Creations start in background,
+    members first, then in the order given. Returns how many were started."""
+    services = pool.service_pools
+    wanted = expected_services(pool, items)
+    demand = dict.fromkeys(wanted, count)
+    # Groups first (they follow their members in registration order): each group instance
+    # to build needs one spare instance of each member.
+    for name in reversed(list(services)):
+        svc = services[name]
+        build = demand.get(name, 0) - _available(svc)
+        if build > 0:
+            for member in svc.spec.depends_on:
+                demand[member] = demand.get(member, 0) + build
+    order = [n for n in services if n in demand and n not in wanted] + wanted
+    started = 0
+    for name in order:
+        svc = services[name]
+        missing = demand[name] - _available(svc)
+        if missing > 0:
+            started += svc.grow(missing)
+    return started
+
+
+def _available(svc: ServicePool) -> int:
+    """Instances of ``svc`` idle or on their way that no waiter is counting on yet."""
+    core = svc.core
+    return len(core.idle) + core.creating - core.shortfall()
+
+
+# --------------------------------------------------------------------------- afterwards
+
+
+def learning_report(pool: MockPool) -> dict[str, dict[str, Any]]:
+    """Per service, what history predicted against what this run did.
+
+    ``predicted_peak`` (history's decayed peak concurrency), ``warmed`` (instances present
+    after the start-up warm), ``actual_peak`` (this run's peak in use), ``predicted_acquisitions``
+    (history's decayed mean per run; None without history), ``actual_acquisitions`` and
+    ``hit_rate``.
+    """
+    history = pool.history
+    out: dict[str, dict[str, Any]] = {}
+    for name, svc in pool.service_pools.items():
+        stats = svc.stats()
+        hist = history.services.get(name)
+        out[name] = {
+            "predicted_peak": round(hist.peak, 3) if hist is not None else None,
+            "warmed": pool.warmed.get(name, 0),
+            "actual_peak": stats.peak_in_use,
+            "predicted_acquisitions": round(hist.acquisitions, 3) if hist is not None else None,
+            "actual_acquisitions": stats.acquisitions,
+            "hit_rate": stats.hit_rate,
+        }
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +319,9 @@ class WarmingSupervisor:
         if pool.closed:
             return window
         pool.sample_usage()
+        budget = pool.memory_budget_mb
+        if budget is not None and _rss_mb() > budget:
+            return pool.recorder.window_s
         for name, svc in list(pool.service_pools.items()):
             core = svc.core
             if core.closed:
@@ -137,6 +334,12 @@ class WarmingSupervisor:
                     logger.debug("service %r: warming %d ahead of predicted need %d", name, started, need)
         # The recorder may have doubled its window meanwhile (long runs): follow it.
         return pool.recorder.window_s
+
+
+def _rss_mb() -> float:
+    from .scaling import read_rss_mb  # scaling imports this module
+
+    return read_rss_mb()
 
 
 async def run(pool: MockPool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:

@@ -1,0 +1,367 @@
+"""Learning from earlier runs, end to end: warming from a history file, ``expect()`` hints,
+predictive warming, LRU eviction (predicted need and memory budget), predicted against actual
+demand in the report.
+
+Time is a :class:`~mockpool.clock.FakeClock` moved by hand, and events are ordered by explicit
+synchronisation (events, gates, checkpoints), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mockpool import MockPool, ServiceSpec
+from mockpool.clock import FakeClock
+from mockpool.history import History, UsageRecorder
+from mockpool.supervisors import scaling
+from mockpool.supervisors.scaling import ScalingConfig, ScalingSupervisor
+from mockpool.supervisors.warming import WarmingSupervisor, expected_services, with_group_members
+
+
+class Thing:
+    """A test double with an identity that shows in assertions."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.id = next(self._ids)
+
+    def __repr__(self) -> str:
+        return f"<Thing {self.id}>"
+
+
+def _history(
+    path: Path,
+    *,
+    peaks: dict[str, int],
+    demand: dict[str, list[int]] | None = None,
+    hold_s: float = 0.0,
+    tests: dict[str, list[str]] | None = None,
+) -> Path:
+    """Write a one-run history: each service's peak, demand per 1 s window, hold time."""
+    recorder = UsageRecorder(window_s=1.0)
+    for name, peak in peaks.items():
+        counts = (demand or {}).get(name, [])
+        recorder.record_window(name, 0.5, 0, peak)
+        for i, count in enumerate(counts):
+            recorder.record_window(name, i + 0.5, count, peak)
+        if hold_s:
+            recorder.record_release(name, hold_s)
+    for test_id, services in (tests or {}).items():
+        recorder.record_test(test_id, services)
+    History().merge(recorder.finish(duration_s=10.0)).save(path)
+    return path
+
+
+async def _until(condition: Callable[[], bool], *, rounds: int = 1000) -> None:
+    """Let background tasks run (one checkpoint at a time) until ``condition`` holds."""
+    for _ in range(rounds):
+        if condition():
+            return
+        await anyio.lowlevel.checkpoint()
+    raise AssertionError("condition not reached")
+
+
+# -- warming at start ------------------------------------------------------------------------
+
+
+class TestWarming:
+    @pytest.mark.asyncio
+    async def test_warms_the_predicted_peaks_with_group_members_and_reports_the_time(
+        self, tmp_path: Path
+    ) -> None:
+        path = _history(tmp_path / "h.json", peaks={"a": 3, "b": 9, "m": 2, "g": 4})
+        pool = MockPool(history=path, supervise=False, clock=FakeClock())
+        pool.register(ServiceSpec(name="a", factory=Thing))
+        pool.register(ServiceSpec(name="b", factory=Thing, max_size=5))  # capped
+        pool.register(ServiceSpec(name="c", factory=Thing, min_size=2))  # no history: min_size
+        pool.register(ServiceSpec(name="m", factory=Thing))
+        pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+        assert pool.warm_targets() == {"a": 3, "b": 5, "c": 2, "m": 4, "g": 4}
+        async with pool:
+            sizes = {name: s.size for name, s in pool.stats().items()}
+            # m: its recorded peak is 2, but the 4 groups hold 4 (they are built from idle ones)
+            assert sizes == {"a": 3, "b": 5, "c": 2, "m": 4, "g": 4}
+            assert pool.stats("m").misses == 0
+            assert pool.stats("g").idle == 4
+            assert pool.warmed == sizes
+            assert pool.warmup_s is not None
+            report = pool.report()
+            assert report.warmup_s == pool.warmup_s
+            assert "warm-up" in str(report)
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_without_history_only_min_size_is_created(self, tmp_path: Path) -> None:
+        made: list[str] = []
+
+        def maker(name: str) -> Callable[[], Thing]:
+            def make() -> Thing:
+                made.append(name)
+                return Thing()
+
+            return make
+
+        pool = MockPool(history=tmp_path / "missing.json", supervise=False)
+        pool.register(ServiceSpec(name="a", factory=maker("a"), min_size=2))
+        pool.register(ServiceSpec(name="b", factory=maker("b")))
+        async with pool:
+            assert sorted(made) == ["a", "a"]
+            assert pool.warmed == {"a": 2, "b": 0}
+
+    @pytest.mark.asyncio
+    async def test_creations_run_in_parallel_but_never_more_than_the_limit(self, tmp_path: Path) -> None:
+        limit, target = 3, 10
+        active = peak = 0
+        full = anyio.Event()
+        gate = anyio.Event()
+
+        async def factory() -> Thing:
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            if active == limit:
+                full.set()
+            try:
+                await gate.wait()
+            finally:
+                active -= 1
+            return Thing()
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="slow", factory=factory, max_size=20))
+        async with pool:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(pool.warm, {"slow": target}, limit=limit))
+                await full.wait()
+                # Every worker is blocked in the factory: the limit is reached, not exceeded.
+                await _until(lambda: pool.stats("slow").creating == limit)
+                assert active == limit
+                gate.set()
+            assert peak == limit
+            assert pool.stats("slow").size == target
+
+    def test_group_members_get_what_their_groups_hold(self) -> None:
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="r", factory=Thing, max_size=5))
+        pool.register(ServiceSpec(name="j", factory=Thing))
+        pool.register(ServiceSpec(name="s", factory=lambda r, j: (r, j), depends_on=("r", "j")))
+        pool.register(ServiceSpec(name="d", factory=lambda r: r, depends_on=("r",)))
+        targets = with_group_members(pool.service_pools, {"r": 1, "s": 2, "d": 2, "nope": 7})
+        assert targets == {"r": 4, "j": 2, "s": 2, "d": 2}
+        assert with_group_members(pool.service_pools, {"s": 4, "d": 4}) == {"r": 5, "j": 4, "s": 4, "d": 4}
+
+
+# -- creating ahead --------------------------------------------------------------------------
+
+
+class TestAhead:
+    @pytest.mark.asyncio
+    async def test_expect_a_test_id_creates_its_services_before_it_acquires(self, tmp_path: Path) -> None:
+        path = _history(
+            tmp_path / "h.json",
+            peaks={},
+            tests={"tests/test_x.py::test_a": ["a", "gone"], "tests/test_x.py::test_b": ["g"]},
+        )
+        pool = MockPool(history=path, supervise=False)
+        pool.register(ServiceSpec(name="a", factory=Thing))
+        pool.register(ServiceSpec(name="m", factory=Thing))
+        pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+        async with pool:
+            assert pool.stats("a").size == 0
+            assert expected_services(pool, ["tests/test_x.py::test_b", "a", "unknown::t"]) == ["g", "a"]
+            assert pool.expect(["tests/test_x.py::test_a", "tests/test_x.py::test_b"]) == 3
+            assert (pool.stats("a").creating, pool.stats("m").creating, pool.stats("g").creating) == (1, 1, 1)
+            await _until(lambda: pool.stats("a").idle == 1 and pool.stats("g").idle == 1)
+            # A hint for what is already there creates nothing more.
+            assert pool.expect(["a", "g"]) == 0
+            async with pool.acquire("a"), pool.acquire("g"):
+                pass
+            for name in ("a", "g"):
+                stats = pool.stats(name)
+                assert (stats.hits, stats.misses, stats.created) == (1, 0, 1)
+
+    @pytest.mark.asyncio
+    async def test_the_supervisor_creates_ahead_of_the_demand_history_predicts(self, tmp_path: Path) -> None:
+        # Earlier runs: nothing for 3 s, then 40 acquisitions per second held 0.5 s each
+        # (Little's law: 20 at once), with a recorded peak of 6.
+        path = _history(
+            tmp_path / "h.json",
+            peaks={"a": 6},
+            demand={"a": [0, 0, 0, 40, 40, 40]},
+            hold_s=0.5,
+        )
+        clock = FakeClock()
+        pool = MockPool(history=path, supervise=False, clock=clock)
+        pool.register(ServiceSpec(name="a", factory=Thing, max_size=32))
+        async with pool:
+            for name in pool.services:  # undo start's warm: the supervisor's job now
+                svc = pool.service_pools[name]
+                while (entry := svc.core.take_idle_for_removal()) is not None:
+                    svc.destroy_soon(entry)
+            supervisor = WarmingSupervisor(pool)
+            await supervisor.tick()  # t=0: the next 2 s are quiet
+            assert pool.stats("a").size + pool.stats("a").creating == 0
+            clock.advance(2.0)
+            await supervisor.tick()  # t=2: window 3 is quiet, window 4 will be busy
+            assert pool.stats("a").creating == 6  # min(10 over the 2 s lookahead, peak 6)
+            await _until(lambda: pool.stats("a").idle == 6)
+            async with AsyncExitStack() as stack:
+                for _ in range(6):
+                    await stack.enter_async_context(pool.acquire("a"))
+            assert pool.stats("a").misses == 0
+
+    @pytest.mark.asyncio
+    async def test_the_supervisor_creates_nothing_over_the_memory_budget(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = _history(tmp_path / "h.json", peaks={"a": 4}, demand={"a": [9, 9, 9]}, hold_s=0.5)
+        monkeypatch.setattr(scaling, "read_rss_mb", lambda: 1e9)
+        pool = MockPool(history=path, supervise=False, clock=FakeClock(), memory_budget_mb=100)
+        pool.register(ServiceSpec(name="a", factory=Thing))
+        async with pool:
+            svc = pool.service_pools["a"]
+            while (entry := svc.core.take_idle_for_removal()) is not None:
+                svc.destroy_soon(entry)
+            await WarmingSupervisor(pool).tick()
+            assert pool.stats("a").creating == 0
+
+
+# -- eviction --------------------------------------------------------------------------------
+
+
+async def _use_in_order(pool: MockPool, clock: FakeClock, name: str, n: int) -> list[Any]:
+    """Lease ``n`` instances at once, then release them one by one, 0.01 s apart on the
+    clock; returns the instances in release order (least recently used first)."""
+    leases = [pool.acquire(name) for _ in range(n)]
+    held = [await lease.__aenter__() for lease in leases]
+    for lease in leases:
+        clock.advance(0.01)
+        await lease.__aexit__(None, None, None)
+    return held
+
+
+class TestEviction:
+    @pytest.mark.asyncio
+    async def test_over_the_memory_budget_lru_idle_go_first_and_never_below_min_size(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        clock = FakeClock()
+        destroyed: list[Thing] = []
+        pool = MockPool(supervise=False, clock=clock, memory_budget_mb=100)
+        pool.register(ServiceSpec(name="a", factory=Thing, destroy=destroyed.append, min_size=1))
+        rss = [50.0]
+        monkeypatch.setattr(scaling, "read_rss_mb", lambda: rss[0])
+        async with pool:
+            order = await _use_in_order(pool, clock, "a", 4)
+            supervisor = ScalingSupervisor(pool)
+            await supervisor.tick()  # under the budget: nothing goes
+            assert destroyed == []
+            rss[0] = 500.0
+            for _ in range(5):
+                await supervisor.tick()
+                clock.advance(0.5)
+            # Half the evictable per tick (at least one), least recently used first...
+            assert destroyed == order[:3]
+            # ...and never below min_size: the most recently used one stays.
+            stats = pool.stats("a")
+            assert (stats.size, stats.idle) == (1, 1)
+            async with pool.acquire("a") as kept:
+                assert kept is order[3]
+            assert [e.trigger for e in pool.events] == ["RSS over memory budget"] * 3
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_idle_beyond_the_predicted_need_are_evicted_lru_first(self) -> None:
+        clock = FakeClock()
+        destroyed: list[Thing] = []
+        pool = MockPool(supervise=False, clock=clock, scaling=ScalingConfig(shrink_window_s=1.0))
+        pool.register(ServiceSpec(name="a", factory=Thing, destroy=destroyed.append, min_size=2))
+        async with pool:
+            order = await _use_in_order(pool, clock, "a", 5)
+            supervisor = ScalingSupervisor(pool)
+            await supervisor.tick()  # opens the first shrink window
+            assert destroyed == []
+            # Four quiet windows: this run's forecast predicts no demand (a trusted "none").
+            for _ in range(4):
+                clock.advance(1.0)
+                pool.sample_usage()
+            await supervisor.tick()
+            assert destroyed == order[:3]  # 5 idle, min_size 2: the 3 least recently used
+            assert pool.stats("a").size == 2
+            clock.advance(1.0)
+            pool.sample_usage()
+            await supervisor.tick()
+            assert pool.stats("a").size == 2  # the floor holds
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_an_instance_used_in_the_window_is_not_evicted(self) -> None:
+        clock = FakeClock()
+        pool = MockPool(supervise=False, clock=clock, scaling=ScalingConfig(shrink_window_s=1.0))
+        pool.register(ServiceSpec(name="a", factory=Thing))
+        async with pool:
+            await pool.warm({"a": 2})
+            supervisor = ScalingSupervisor(pool)
+            await supervisor.tick()
+            for _ in range(4):
+                clock.advance(1.0)
+                pool.sample_usage()
+            # Both instances busy at once during the window: the watermark (idle low) is 0.
+            async with pool.acquire("a"), pool.acquire("a"):
+                pass
+            await supervisor.tick()
+            assert pool.stats("a").size == 2
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+class TestReport:
+    @pytest.mark.asyncio
+    async def test_predicted_against_actual_demand_and_hit_rate(self, tmp_path: Path) -> None:
+        path = _history(tmp_path / "h.json", peaks={"a": 2}, demand={"a": [3, 1]})
+        pool = MockPool(history=path, supervise=False)
+        pool.register(ServiceSpec(name="a", factory=Thing))
+        pool.register(ServiceSpec(name="b", factory=Thing))
+        async with pool:
+            async with pool.acquire("a"), pool.acquire("a"), pool.acquire("a"):
+                pass  # the third waits for a creation: a miss
+            async with pool.acquire("b"):
+                pass
+            learning = pool.report().to_dict()["learning"]
+            assert learning["a"] == {
+                "predicted_peak": 2.0,
+                "warmed": 2,
+                "actual_peak": 3,
+                "predicted_acquisitions": 4.0,
+                "actual_acquisitions": 3,
+                "hit_rate": pytest.approx(2 / 3),
+            }
+            assert learning["b"]["predicted_peak"] is None
+            assert learning["b"]["predicted_acquisitions"] is None
+            assert (learning["b"]["actual_acquisitions"], learning["b"]["hit_rate"]) == (1, 0.0)
+            assert pool.stats("a").hit_rate == pytest.approx(2 / 3)
+
+    @pytest.mark.asyncio
+    async def test_a_second_run_warms_from_what_the_first_one_saved(self, tmp_path: Path) -> None:
+        path = tmp_path / "h.json"
+        rates = []
+        for _ in range(2):
+            pool = MockPool(history=path, supervise=False)
+            pool.register(ServiceSpec(name="a", factory=Thing, max_size=8))
+            async with pool:
+                async with AsyncExitStack() as stack:
+                    for _ in range(4):
+                        await stack.enter_async_context(pool.acquire("a"))
+                rates.append(pool.stats("a").hit_rate)
+        assert rates == [0.0, 1.0]
+        assert History.load(path).runs == 2
