@@ -114,6 +114,15 @@ class Report:
         degraded = {n: s.degraded_leases for n, s in self.services.items() if s.degraded_leases}
         if degraded:
             lines.append("degraded leases: " + ", ".join(f"{n}={c}" for n, c in degraded.items()))
+        learning = self.extra.get("learning")
+        if isinstance(learning, dict):
+            predicted = [
+                f"{n} peak {row['predicted_peak']:g}/{row['actual_peak']}"
+                for n, row in learning.items()
+                if row.get("predicted_peak") is not None
+            ]
+            if predicted:
+                lines.append("history predicted/actual: " + ", ".join(predicted))
         leaky = {n: s.isolation_failures for n, s in self.services.items() if s.isolation_failures}
         if leaky:
             lines.append(

@@ -350,6 +350,7 @@ class TestReport:
             assert learning["b"]["predicted_acquisitions"] is None
             assert (learning["b"]["actual_acquisitions"], learning["b"]["hit_rate"]) == (1, 0.0)
             assert pool.stats("a").hit_rate == pytest.approx(2 / 3)
+            assert "history predicted/actual: a peak 2/3" in str(pool.report())
 
     @pytest.mark.asyncio
     async def test_a_second_run_warms_from_what_the_first_one_saved(self, tmp_path: Path) -> None:
