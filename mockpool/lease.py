@@ -64,7 +64,13 @@ class Lease(Generic[T]):
             metrics.hits += 1  # a wait of 0 s, counted rather than stored (wait_percentiles)
         self._entry = entry
         if svc.bind is not None:
-            svc.bind_entry(entry)
+            try:
+                svc.bind_entry(entry)
+            except Exception as exc:
+                # The test never got the instance: it goes to recovery, the error to the test.
+                self._entry = None
+                svc.to_recovery(entry, f"bind raised {exc!r}")
+                raise
         if svc.check_on_acquire:
             entry = await svc.checked_on_acquire(self, entry)
         if entry.degraded:

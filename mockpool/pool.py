@@ -430,7 +430,7 @@ class MockPool:
             )
         if self._leases_out() and self.close_timeout > 0:
             self._lease_ended = asyncio.Event()
-            with anyio.move_on_after(self.close_timeout), anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout):
                 while self._leases_out():
                     await self._lease_ended.wait()
                     self._lease_ended.clear()
@@ -512,15 +512,23 @@ class MockPool:
             self._lease_ended.set()
 
     async def _destroy_all(self) -> None:
-        # Groups first: destroying a group entry releases (and so destroys) its members.
-        for svc in reversed([*self._retired, *self.service_pools.values()]):
+        pools = [*self._retired, *self.service_pools.values()]
+        # Members held by a group are destroyed with their own service, awaited here like every
+        # other instance (releasing them would spawn their destroy into a runtime that is about
+        # to end), and they are no leak.
+        held_by_groups = {
+            id(member)
+            for svc in pools
+            for entry in svc.core.entries
+            for member in (entry.members or {}).values()
+        }
+        for svc in reversed(pools):
             core = svc.core
             for entry in list(core.entries):
                 was_leased = entry.state.value in ("leased", "resetting")
                 core.remove(entry)
-                if was_leased:
+                if was_leased and id(entry) not in held_by_groups:
                     svc.metrics.leaks += 1
-                svc._release_members(entry.members)
                 entry.members = None
                 svc.metrics.destroyed += 1
                 await svc._destroy_instance(entry.instance)

@@ -40,6 +40,9 @@ class Runtime:
         #: never taken on the acquire/release path. Per loop: asyncio locks are loop-bound.
         self.structure = aiorwlock.RWLock()
         self._host = loop.create_task(self._run(), name=f"mockpool[{pool.name}] runtime")
+        # Not in _run's finally: a host cancelled before its first step never runs it, and
+        # whoever waits on ``finished`` (aclose) would wait for ever.
+        self._host.add_done_callback(self._ended)
 
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run ``fn(*args)`` in this runtime's task group (as soon as it exists)."""
@@ -63,9 +66,14 @@ class Runtime:
                 await anyio.sleep_forever()
         finally:
             self.tg = None
-            self.ready.set()
-            self.finished.set()
-            self.pool._runtime_ended(self)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.tg = None
+        self.ready.set()
+        self.finished.set()
+        self.pool._runtime_ended(self)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("pool %r: runtime ended with an error", self.pool.name, exc_info=task.exception())
 
     def cancel(self) -> None:
         """End this runtime: its supervisors and any background work still running."""

@@ -381,7 +381,9 @@ class ServicePool:
             loop = asyncio._get_running_loop()
             bound = entry.handle_loop
             if bound is None or bound() is not loop:  # type: ignore[operator]
-                entry.handle = bind(entry.instance)
+                # An emergency stub (recovery tier 4) is an autospec of the instance: binding
+                # it would call the real bind on a mock. The stub is its own handle.
+                entry.handle = entry.instance if entry.tier == "stub" else bind(entry.instance)
                 entry.handle_loop = weakref.ref(loop) if loop is not None else None
         return entry
 

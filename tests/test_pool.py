@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import looptime
 import pytest
 
 from mockpool import (
@@ -367,3 +368,69 @@ def test_supervisor_settings_of_the_wrong_type_are_refused_at_once() -> None:
         MockPool(scaling="fast")  # type: ignore[arg-type]
     with pytest.raises(ServiceConfigError, match="adaptation="):
         MockPool(adaptation={"error_rate": 0.5})  # type: ignore[arg-type]
+
+
+def test_close_gives_up_on_a_leaked_lease_after_close_timeout_and_destroys_it() -> None:
+    destroyed: list[object] = []
+
+    async def main() -> float:
+        pool = MockPool(close_timeout=5.0)
+        pool.register(ServiceSpec(name="svc", factory=dict, destroy=destroyed.append))
+        await pool.start()
+        leaked = pool.acquire("svc")
+        await leaked.__aenter__()  # never released
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await pool.aclose()
+        return loop.time() - started
+
+    loop = looptime.new_event_loop(start=0.0)  # virtual time: the 5 s pass at once
+    try:
+        waited = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert waited == pytest.approx(5.0, abs=0.01)
+    assert destroyed == [{}]
+
+
+@pytest.mark.asyncio
+async def test_a_bind_that_raises_sends_the_instance_to_recovery_not_to_limbo() -> None:
+    calls: list[int] = []
+
+    def bind(d: dict[str, int]) -> dict[str, int]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise AttributeError("bind failed")
+        return d
+
+    pool = MockPool()
+    pool.register(ServiceSpec(name="svc", factory=dict, bind=bind, max_size=1))
+    async with pool:
+        with pytest.raises(AttributeError, match="bind failed"):
+            async with pool.acquire("svc"):
+                pass
+        assert pool.stats("svc").in_use == 0
+        async with pool.acquire("svc", timeout=5.0) as d:  # recovered: the only slot is usable
+            assert d == {}
+        pool.check_invariants()
+
+
+def test_sync_close_awaits_group_members_async_destroy_from_a_fresh_loop() -> None:
+    destroyed: list[str] = []
+
+    class Member:
+        async def aclose(self) -> None:
+            destroyed.append("member")
+
+    pool = MockPool()
+    pool.register(ServiceSpec(name="member", factory=Member, destroy=Member.aclose))
+    pool.register(ServiceSpec(name="group", factory=lambda m: object(), depends_on=("member",)))
+
+    async def use() -> None:
+        async with pool.acquire("group"):
+            pass
+
+    asyncio.run(use())  # that loop and its runtime end here
+    pool.close()  # a new loop, whose runtime never starts: the destroy is awaited directly
+    assert destroyed == ["member"]
+    assert pool.stats("member").leaks == 0
