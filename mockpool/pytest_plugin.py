@@ -19,6 +19,17 @@ How a test's leases are attributed to it (``Lease.owner``, the ``lease_owner`` C
 * Function-scoped fixtures: the owner is set around ``pytest_fixture_setup``; async fixtures
   see it where the runner copies the caller's context (pytest-asyncio).
 
+Event loops: the pool's state is loop-agnostic; its runtime (waiter futures, background
+creations, supervisors) is per loop. At the start of each test's coroutine, in the test's loop,
+the wrapper above starts that loop's runtime and waits until the supervisors are up (a runtime
+cancelled mid-start hangs ``asyncio.Runner.close`` with anyio 4.16), then asks the pool for
+what this test and the next collected one will acquire (``pool.expect``). The runtime ends
+when the runner closes the loop. Cost and trade-offs: docs/pytest.md.
+
+pytest-asyncio-cooperative replaces a session fixture's function by an async caching wrapper,
+which would give sync tests a coroutine; ``pytest_fixture_setup`` restores the ``mockpool``
+fixture's own function.
+
 Leaks are found per runner: sequential runners (plain pytest, pytest-asyncio, anyio) compare
 the held leases with those held before the test (so leases of session/module fixtures never
 count), cooperative ones select the leases whose owner is the test.
@@ -231,6 +242,8 @@ class _State:
     planned: set[str] = field(default_factory=set)
     #: Leases held by fixtures wider than a function, and allowed leaks: never a test's leak.
     scoped: set[Lease[Any]] = field(default_factory=set)
+    #: Leases that tests marked ``allow_leak=True`` kept.
+    allowed: set[Lease[Any]] = field(default_factory=set)
     leaks: list[_Leak] = field(default_factory=list)
     #: What each process reported (one entry without xdist, one per worker with it).
     outputs: list[dict[str, Any]] = field(default_factory=list)
@@ -310,9 +323,15 @@ class _State:
         pool = self.pool
         if pool is None:
             return
-        # Every fixture is finalized by now: whatever is still held leaked (closing counts it).
+        # Every fixture is finalized by now: whatever is still held leaked (a lease a test
+        # was allowed to keep is not reported). Take the instances back, so that closing
+        # does not wait ``close_timeout`` for leases that will never end.
         for lease in pool.active_leases():
-            self.leaks.append(_leak(self.config, lease, lease.owner or "(no test: a fixture)", "session end"))
+            if lease not in self.allowed:
+                self.leaks.append(
+                    _leak(self.config, lease, lease.owner or "(no test: a fixture)", "session end")
+                )
+            pool.reclaim(lease)
         run = pool.run_record().to_dict() if self.settings.history else None
         if not pool.closed and not _loop_running():
             pool.close()
@@ -500,7 +519,18 @@ async def _noop() -> None:
     return None
 
 
-def _enter_test(state: _State, item: pytest.Item) -> None:
+async def _start_runtime(pool: MockPool) -> None:
+    """Start the pool's runtime in the running loop and wait until its supervisors are up.
+
+    Waiting matters: a runtime still starting its supervisors (inside anyio's
+    ``TaskGroup.start``) when the loop is torn down cannot be cancelled cleanly (anyio 4.16
+    waits, shielded, for a task that never ran), which hangs ``asyncio.Runner.close``.
+    Once ready, cancelling the runtime at loop close is immediate."""
+    pool.spawn(_noop)
+    await pool._runtime().wait_ready()
+
+
+async def _enter_test(state: _State, item: pytest.Item | None, wanted: tuple[str, ...]) -> None:
     """At the start of a test's coroutine, in its loop: make sure this loop has the pool's
     runtime (so the supervisors run while the test does), and create ahead what this test
     and the next one will acquire."""
@@ -508,11 +538,9 @@ def _enter_test(state: _State, item: pytest.Item) -> None:
     if pool is None or pool.closed:
         return
     if state.settings.supervise:
-        pool.spawn(_noop)
-    if state.settings.warm:
-        wanted = state.services_for(item) + state.services_for(item.stash.get(_NEXT, None))
-        if wanted:
-            pool.expect(wanted)
+        await _start_runtime(pool)
+    if state.settings.warm and wanted:
+        pool.expect(wanted)
 
 
 def _owned(
@@ -526,8 +554,15 @@ def _owned(
     async def run_owned(*args: Any, **kwargs: Any) -> Any:
         token = lease_owner.set(nodeid)
         try:
-            _enter_test(state, item)
-            return await fn(*args, **kwargs)
+            await _enter_test(
+                state, item, state.services_for(item) + state.services_for(item.stash.get(_NEXT, None))
+            )
+            result = await fn(*args, **kwargs)
+            # One loop turn before the runner may close a function-scoped loop: background
+            # tasks the pool spawned during the test's last step get to start, so cancelling
+            # them at loop close cannot leave a coroutine that was never awaited.
+            await asyncio.sleep(0)
+            return result
         finally:
             lease_owner.reset(token)
 
@@ -559,13 +594,7 @@ class _OwnedFunction:
 
         token = lease_owner.set(self._nodeid)
         try:
-            state = self._state
-            pool = state.pool
-            if pool is not None and not pool.closed:
-                if state.settings.supervise:
-                    pool.spawn(_noop)
-                if state.settings.warm and (wanted := state.marked.get(self._nodeid, ())):
-                    pool.expect(wanted)
+            await _enter_test(self._state, None, self._state.marked.get(self._nodeid, ()))
             return await self.__wrapped__(*args, **kwargs)
         finally:
             lease_owner.reset(token)
@@ -591,6 +620,13 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
 ) -> Generator[None, object, object]:
+    if fixturedef.argname == "mockpool":
+        # pytest-asyncio-cooperative swaps a session fixture's function for an async caching
+        # wrapper (``CachedFunction``), which would hand a coroutine to the sync tests it
+        # leaves to pytest; give pytest the plain fixture back.
+        wrapped = getattr(fixturedef.func, "wrapped_func", None)
+        if wrapped is not None:
+            fixturedef.func = wrapped  # type: ignore[misc]
     state = _state(request.config)
     if state is None or state.pool is None:
         result = yield
@@ -693,6 +729,7 @@ def _check_leaks(
         return
     if item.stash.get(_ALLOW_LEAK, False):
         state.scoped.update(leaked)
+        state.allowed.update(leaked)
         return
     assert state.pool is not None
     lines = []

@@ -1,0 +1,113 @@
+"""Helpers to build and run inner pytest sessions (``pytester``) for the plugin's tests.
+
+Every inner run names the plugins it runs with: other async runners installed next to
+mockpool are switched off with ``-p no:...`` (the anyio pattern), the looptime plugin too
+(it leaks event loops under pytest-asyncio 1.x), and the inner project writes its own
+``[tool.pytest.ini_options]`` with ``filterwarnings = error``.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: Never wanted in an inner run.
+BASE_FLAGS = ("-p", "no:looptime_plugin", "-p", "no:randomly")
+
+#: Plugins to switch off per async runner, so only that runner drives the inner tests.
+RUNNER_FLAGS = {
+    "asyncio": ("-p", "no:anyio", "-p", "no:asyncio-cooperative"),
+    "anyio": ("-p", "no:asyncio", "-p", "no:asyncio-cooperative"),
+    "cooperative": ("-p", "no:asyncio", "-p", "no:anyio"),
+}
+
+#: A conftest registering two custom services: a counter (isolation), a probe whose health
+#: check records the loop it ran in (the supervisors' progress while tests run). The probe
+#: is left out where it is not the point: with anyio 4.16, a health check the supervisor
+#: spawned just before a loop closes is cancelled before it starts, and its coroutine is
+#: reported "never awaited" when collected (see docs/pytest.md, known issues).
+CONFTEST = """
+import asyncio
+
+import probe
+
+from mockpool import ServiceSpec
+
+
+class Counter:
+    def __init__(self):
+        self.value = 0
+
+
+def _reset(counter):
+    counter.value = 0
+
+
+def _health(instance):
+    probe.CHECKED_LOOPS.add(id(asyncio.get_running_loop()))
+    return True
+
+
+PROBE_SERVICE = {probe}
+
+
+def pytest_mockpool_register(pool, config):
+    pool.register(ServiceSpec(name="counter", factory=Counter, reset=_reset, max_size=4))
+    if PROBE_SERVICE:
+        pool.register(
+            ServiceSpec(name="probe", factory=object, health_check=_health, health_interval=0.05, min_size=1)
+        )
+"""
+
+PROBE = "CHECKED_LOOPS = set()\n"
+
+
+def pyproject(**options: Any) -> str:
+    """``[tool.pytest.ini_options]`` with ``filterwarnings = error`` and ``options``."""
+    lines = ["[tool.pytest.ini_options]", 'filterwarnings = ["error"]']
+    for key, value in options.items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def conftest(*, probe: bool = True) -> str:
+    return CONFTEST.replace("{probe}", str(probe))
+
+
+def setup_project(
+    pytester: pytest.Pytester, *, ini: dict[str, Any] | None = None, probe: bool = True
+) -> None:
+    pytester.makepyprojecttoml(pyproject(**(ini or {})))
+    pytester.makeconftest(conftest(probe=probe))
+    pytester.makepyfile(probe=PROBE)
+
+
+def flags(runner: str, *extra: str, xdist: bool = False) -> list[str]:
+    out = [*BASE_FLAGS, *RUNNER_FLAGS[runner]]
+    if not xdist:
+        out += ["-p", "no:xdist"]
+    return out + list(extra)
+
+
+def dedent(source: str) -> str:
+    return textwrap.dedent(source).lstrip()
+
+
+@dataclass
+class Report:
+    """The JSON report an inner run wrote with ``--mockpool-report``."""
+
+    data: dict[str, Any]
+
+    @classmethod
+    def read(cls, path: Path) -> Report:
+        return cls(json.loads(path.read_text(encoding="utf-8")))
+
+    def service(self, name: str) -> dict[str, Any]:
+        services: dict[str, Any] = self.data["services"]
+        return dict(services[name])
