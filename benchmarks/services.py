@@ -5,7 +5,9 @@ Run: ``python benchmarks/services.py`` (``--quick`` for a short run). Each figur
 several rounds of the mean cost per lease, so a noisy neighbour inflates none of them.
 
 Targets: autospec of a 60-method class >= 50x, sql (4 tables + 1,000 rows) >= 50x, redis with
-200 seeded keys >= 20x.
+200 seeded keys >= 20x. The sqlalchemy line compares a pooled ``AsyncSession`` (template reloaded
+per lease) with what a test without a pool pays: a new aiosqlite engine, ``create_all``, the
+seed, a session, the write and ``dispose()``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from mockpool.services import (
     jwt_service,
     redis_service,
     sql_service,
+    sqlalchemy_service,
 )
 
 
@@ -71,6 +74,53 @@ class Case:
     write: Write
     members: tuple[ServiceSpec, ...] = ()
     target: float | None = None
+    #: What a test without a pool pays, when the spec's factory does not show it (a factory
+    #: that loads a template built once).
+    fresh: Callable[[], Awaitable[None]] | None = None
+
+
+def _sa_metadata() -> Any:
+    from sqlalchemy import Column, Integer, MetaData, String, Table
+
+    metadata = MetaData()
+    for name in ("users", "devices", "sessions_log", "events"):
+        Table(
+            name,
+            metadata,
+            Column("id", Integer, primary_key=True),
+            Column("name", String, nullable=False),
+            Column("value", Integer),
+        )
+    return metadata
+
+
+SA_METADATA = _sa_metadata()
+SA_SEED = {
+    table: [{"name": f"{table}-{i}", "value": i} for i in range(250)]
+    for table in ("users", "devices", "sessions_log", "events")
+}
+
+
+async def _sa_write(session: Any) -> None:
+    from sqlalchemy import insert
+
+    await session.execute(insert(SA_METADATA.tables["users"]).values(name="x", value=1))
+    await session.commit()
+
+
+async def _sa_fresh() -> None:
+    from sqlalchemy import insert
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    from sqlalchemy.pool import StaticPool
+
+    engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
+    async with engine.begin() as conn:
+        await conn.run_sync(SA_METADATA.create_all)
+        for table, rows in SA_SEED.items():
+            await conn.execute(insert(SA_METADATA.tables[table]), rows)
+    async with AsyncSession(engine) as session:
+        await _sa_write(session)
+    await engine.dispose()
 
 
 async def _redis_write(r: Any) -> None:
@@ -98,6 +148,12 @@ def _cases() -> list[Case]:
             sql_service(schema=SQL_SCHEMA, seed=_sql_seed),
             lambda db: db.execute("insert into users (name, value) values ('x', 1)"),
             target=50,
+        ),
+        Case(
+            "sqlalchemy AsyncSession, 4 tables + 1,000 rows",
+            sqlalchemy_service(metadata=SA_METADATA, seed=SA_SEED),
+            _sa_write,
+            fresh=_sa_fresh,
         ),
         Case("redis, 200 seeded keys", redis_service(seed=REDIS_SEED), _redis_write, target=20),
         Case("jwt (HS256)", jwt_service(), lambda j: j.revoke(j.sign({"sub": "u1"}))),
@@ -166,9 +222,8 @@ async def _measure(case: Case, *, rounds: int, budget: float) -> tuple[float, fl
 
         await pooled()  # binds the handle for this loop once
         pooled_s = await _rounds(pooled, rounds=rounds, budget=budget)
-    fresh_s = await _rounds(
-        lambda: _fresh_once(case.spec, case.members, case.write), rounds=rounds, budget=budget
-    )
+    fresh = case.fresh or (lambda: _fresh_once(case.spec, case.members, case.write))
+    fresh_s = await _rounds(fresh, rounds=rounds, budget=budget)
     return pooled_s, fresh_s
 
 
@@ -179,11 +234,14 @@ def _us(seconds: float) -> str:
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter rounds (noisier figures)")
+    parser.add_argument("--only", metavar="TEXT", help="run only the fakes whose label contains TEXT")
     args = parser.parse_args(argv)
     rounds, budget = (2, 0.1) if args.quick else (3, 0.4)
     rows = []
     missed = []
     for case in _cases():
+        if args.only and args.only not in case.label:
+            continue
         pooled_s, fresh_s = await _measure(case, rounds=rounds, budget=budget)
         ratio = fresh_s / pooled_s
         target = f">= {case.target:g}x" if case.target else ""

@@ -7,6 +7,8 @@ imports its optional library (an extra) only when called::
     pool.register(sql_service(schema="create table t (x)"))      # stdlib sqlite3
     pool.register(jwt_service())                                  # pip install 'mockpool[jwt]'
     pool.register(http_service(routes={"GET /ping": {"ok": True}}))  # pip install 'mockpool[http]'
+    pool.register(sqlalchemy_service(metadata=Base.metadata))     # pip install 'mockpool[sqlalchemy]'
+    pool.register(aiosqlite_service(schema="create table t (x)"))  # pip install 'mockpool[aiosqlite]'
     pool.register(autospec_service(PaymentClient))
     register_device_session(pool)                                 # redis + jwt + database + group
 """
@@ -14,6 +16,7 @@ imports its optional library (an extra) only when called::
 from __future__ import annotations
 
 from ._common import MissingExtraError
+from .aiosqlite import aiosqlite_service
 from .autospec import AutospecDouble, autospec_service
 from .device_session import (
     DEVICE_SESSION_SCHEMA,
@@ -23,11 +26,20 @@ from .device_session import (
     device_session_service,
     register_device_session,
 )
-from .http import HttpDouble, Route, RouteTable, UnmatchedRequestError, http_service
+from .http import (
+    HttpDouble,
+    Route,
+    RouteTable,
+    TransportDouble,
+    UnmatchedRequestError,
+    http_service,
+    http_transport_service,
+)
 from .jwt import JwtDouble, jwt_service
-from .redis import RedisDouble, redis_service, server_of
+from .redis import RedisDouble, redis_service, server_of, sync_redis_service
 from .registry import SEED_SCHEMA, Dashboard, dashboard_service, seed_registry, seed_specs
 from .sql import PooledConnection, sql_service
+from .sqlalchemy import SqlAlchemyDouble, sqlalchemy_service
 
 __all__ = (
     "DEVICE_SESSION_SCHEMA",
@@ -44,11 +56,15 @@ __all__ = (
     "Route",
     "RouteTable",
     "SessionError",
+    "SqlAlchemyDouble",
+    "TransportDouble",
     "UnmatchedRequestError",
+    "aiosqlite_service",
     "autospec_service",
     "dashboard_service",
     "device_session_service",
     "http_service",
+    "http_transport_service",
     "jwt_service",
     "redis_service",
     "register_device_session",
@@ -56,4 +72,6 @@ __all__ = (
     "seed_specs",
     "server_of",
     "sql_service",
+    "sqlalchemy_service",
+    "sync_redis_service",
 )

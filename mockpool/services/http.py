@@ -7,13 +7,17 @@ and friends are shortcuts to it, ``double.calls`` is the request history, and a 
 its own routes (``double.routes.add(...)``) or a handler (``double.handler = fn``). Reset
 clears history, lease routes, the lease handler, cookies and header changes. A client over a
 ``MockTransport`` holds nothing bound to an event loop, so no per-loop handle is needed.
+
+``double.transport`` is the ``httpx.MockTransport`` itself, for code that builds its own
+client; ``http_transport_service()`` pools the routed transport alone (a
+:class:`TransportDouble`), for code that wraps transports.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,7 +29,15 @@ if TYPE_CHECKING:
 
     from ..spec import ServiceSpec
 
-__all__ = ("HttpDouble", "Route", "RouteTable", "UnmatchedRequestError", "http_service")
+__all__ = (
+    "HttpDouble",
+    "Route",
+    "RouteTable",
+    "TransportDouble",
+    "UnmatchedRequestError",
+    "http_service",
+    "http_transport_service",
+)
 
 #: What a route answers: an ``httpx.Response``; a dict or list (JSON, 200); an int (that status,
 #: empty body); a str (text, 200); bytes (200); a tuple ``(status, body)`` or ``(status, body,
@@ -112,8 +124,15 @@ class RouteTable:
         return len(self.added) + len(self.base)
 
 
-class HttpDouble:
-    """A fake HTTP service: an ``httpx.AsyncClient`` whose transport answers from routes."""
+class TransportDouble:
+    """A fake HTTP service as a transport: an ``httpx.MockTransport`` that answers from routes.
+
+    ``double.transport`` is the transport to hand to code that builds or wraps its own client
+    (``httpx.AsyncClient(transport=RetryTransport(double.transport))``). A lease may add
+    routes (``double.routes.add(...)``) or set a handler (``double.handler = fn``); reset
+    drops both and the call history. With only sync responders the transport also serves a
+    sync ``httpx.Client``.
+    """
 
     def __init__(
         self,
@@ -121,56 +140,46 @@ class HttpDouble:
         routes: tuple[Route, ...],
         *,
         name: str,
-        base_url: str,
         on_unmatched: Literal["404", "raise"],
     ) -> None:
         self._httpx = httpx_module
         self.name = name
         self.on_unmatched = on_unmatched
         self.routes = RouteTable(routes)
-        #: Every request the client sent during the lease, in order.
+        #: Every request the transport received during the lease, in order.
         self.calls: list[httpx.Request] = []
         #: A lease-wide handler ``(request) -> response-like``, tried before the routes; when it
         #: returns None the routes answer.
         self.handler: Callable[[httpx.Request], Any] | None = None
         self.transport: httpx.MockTransport = httpx_module.MockTransport(self._handle)
-        self.client: httpx.AsyncClient = httpx_module.AsyncClient(transport=self.transport, base_url=base_url)
-        self._base_url = self.client.base_url
-        self._headers = self.client.headers.copy()
-
-    # -- shortcuts to the client -------------------------------------------------------------
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.request(method, url, **kwargs)
-
-    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.get(url, **kwargs)
-
-    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.post(url, **kwargs)
-
-    async def put(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.put(url, **kwargs)
-
-    async def patch(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.patch(url, **kwargs)
-
-    async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.delete(url, **kwargs)
 
     def calls_to(self, method: str, path: str) -> list[httpx.Request]:
         """The recorded requests with this method and exact path."""
         method = method.upper()
         return [r for r in self.calls if r.method == method and r.url.path == path]
 
-    # -- the transport's handler -------------------------------------------------------------
+    # -- the transport's handler: sync unless a responder is async ---------------------------
 
-    async def _handle(self, request: httpx.Request) -> httpx.Response:
+    def _handle(self, request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
         self.calls.append(request)
         if self.handler is not None:
-            answer = await _call(self.handler, request)
+            answer = self.handler(request)
+            if inspect.isawaitable(answer):
+                return self._after_async_handler(answer, request)
             if answer is not None:
                 return self._response(answer, request)
+        return self._route(request)
+
+    async def _after_async_handler(self, pending: Awaitable[Any], request: httpx.Request) -> httpx.Response:
+        answer = await pending
+        if answer is not None:
+            return self._response(answer, request)
+        response = self._route(request)
+        if inspect.isawaitable(response):
+            response = await response
+        return response
+
+    def _route(self, request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
         found = self.routes.match(request.method, request.url.path)
         if found is None:
             return self._unmatched(request)
@@ -178,10 +187,16 @@ class HttpDouble:
         request.extensions["path_params"] = params
         answer = route.response
         if callable(answer) and not isinstance(answer, self._httpx.Response):
-            answer = await _call(answer, request)
+            answer = answer(request)
+            if inspect.isawaitable(answer):
+                return self._after_async_route(answer, request)
             if answer is None:
                 answer = 204
         return self._response(answer, request)
+
+    async def _after_async_route(self, pending: Awaitable[Any], request: httpx.Request) -> httpx.Response:
+        answer = await pending
+        return self._response(204 if answer is None else answer, request)
 
     def _unmatched(self, request: httpx.Request) -> httpx.Response:
         known = [str(route) for route in self.routes]
@@ -228,6 +243,70 @@ class HttpDouble:
         self.calls.clear()
         self.routes.clear()
         self.handler = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": len(self.calls),
+            "added_routes": tuple(str(route) for route in self.routes.added),
+            "handler": self.handler is not None,
+        }
+
+    def restore(self, state: object) -> None:
+        del state  # the pristine state is the one reset returns to
+        self.reset()
+
+    def health(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {len(self.routes)} routes, {len(self.calls)} calls>"
+
+
+class HttpDouble(TransportDouble):
+    """A fake HTTP service: an ``httpx.AsyncClient`` over the routed ``MockTransport``.
+
+    ``double.client`` is the client to hand to code under test, ``double.transport`` its
+    transport, ``double.get(...)`` and friends are shortcuts to the client.
+    """
+
+    def __init__(
+        self,
+        httpx_module: Any,
+        routes: tuple[Route, ...],
+        *,
+        name: str,
+        base_url: str,
+        on_unmatched: Literal["404", "raise"],
+    ) -> None:
+        super().__init__(httpx_module, routes, name=name, on_unmatched=on_unmatched)
+        self.client: httpx.AsyncClient = httpx_module.AsyncClient(transport=self.transport, base_url=base_url)
+        self._base_url = self.client.base_url
+        self._headers = self.client.headers.copy()
+
+    # -- shortcuts to the client -------------------------------------------------------------
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.request(method, url, **kwargs)
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.get(url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.post(url, **kwargs)
+
+    async def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.put(url, **kwargs)
+
+    async def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.patch(url, **kwargs)
+
+    async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.delete(url, **kwargs)
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        super().reset()
         client = self.client
         client.cookies.clear()
         if client.headers != self._headers:
@@ -237,33 +316,17 @@ class HttpDouble:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "calls": len(self.calls),
-            "added_routes": tuple(str(route) for route in self.routes.added),
-            "handler": self.handler is not None,
+            **super().snapshot(),
             "cookies": dict(self.client.cookies),
             "headers": tuple(self.client.headers.multi_items()),
             "base_url": str(self.client.base_url),
         }
-
-    def restore(self, state: object) -> None:
-        del state  # the pristine state is the one reset returns to
-        self.reset()
 
     def health(self) -> bool:
         return not self.client.is_closed
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-    def __repr__(self) -> str:
-        return f"<HttpDouble {self.name!r} {len(self.routes)} routes, {len(self.calls)} calls>"
-
-
-async def _call(fn: Callable[[httpx.Request], Any], request: httpx.Request) -> Any:
-    result = fn(request)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def _parse_key(key: RouteKey, service: str) -> tuple[str, str]:
@@ -296,10 +359,7 @@ def http_service(
     :param base_url: the client's base URL; routes match the request's path.
     :raises MissingExtraError: httpx is not installed (``pip install 'mockpool[http]'``).
     """
-    httpx_mod = require("httpx", extra="http", service=name)
-    if on_unmatched not in ("404", "raise"):
-        raise ValueError(f"service {name!r}: on_unmatched={on_unmatched!r} must be '404' or 'raise'")
-    table = tuple(Route(*_parse_key(key, name), response) for key, response in (routes or {}).items())
+    httpx_mod, table = _routes(name, routes, on_unmatched)
 
     def factory() -> HttpDouble:
         return HttpDouble(httpx_mod, table, name=name, base_url=base_url, on_unmatched=on_unmatched)
@@ -315,4 +375,48 @@ def http_service(
         destroy=HttpDouble.aclose,
         min_size=min_size,
         max_size=max_size,
+    )
+
+
+def http_transport_service(
+    name: str = "http_transport",
+    *,
+    routes: Mapping[RouteKey, Responder] | None = None,
+    on_unmatched: Literal["404", "raise"] = "404",
+    min_size: int = 0,
+    max_size: int = 64,
+    **options: Any,
+) -> ServiceSpec:
+    """Like :func:`http_service` without the client: tests receive a :class:`TransportDouble`
+    whose ``transport`` (an ``httpx.MockTransport``) goes to code that builds or wraps its own
+    client. Routes, ``handler``, ``calls`` and reset work as in :func:`http_service`.
+
+    :raises MissingExtraError: httpx is not installed (``pip install 'mockpool[http]'``).
+    """
+    httpx_mod, table = _routes(name, routes, on_unmatched)
+
+    def factory() -> TransportDouble:
+        return TransportDouble(httpx_mod, table, name=name, on_unmatched=on_unmatched)
+
+    return build_spec(
+        name,
+        options,
+        factory=factory,
+        reset=TransportDouble.reset,
+        health_check=TransportDouble.health,
+        snapshot=TransportDouble.snapshot,
+        restore=TransportDouble.restore,
+        min_size=min_size,
+        max_size=max_size,
+    )
+
+
+def _routes(
+    name: str, routes: Mapping[RouteKey, Responder] | None, on_unmatched: str
+) -> tuple[Any, tuple[Route, ...]]:
+    httpx_mod = require("httpx", extra="http", service=name)
+    if on_unmatched not in ("404", "raise"):
+        raise ValueError(f"service {name!r}: on_unmatched={on_unmatched!r} must be '404' or 'raise'")
+    return httpx_mod, tuple(
+        Route(*_parse_key(key, name), response) for key, response in (routes or {}).items()
     )

@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
     from ..spec import ServiceSpec
 
-__all__ = ("RedisDouble", "client_like", "loop_ref", "redis_service", "server_of", "snapshot_server")
+__all__ = (
+    "RedisDouble",
+    "client_like",
+    "loop_ref",
+    "redis_service",
+    "server_of",
+    "snapshot_server",
+    "sync_redis_service",
+)
 
 #: A seed value: a string (str, bytes, int or float), a hash (a mapping), a list (list or
 #: tuple) or a set.
@@ -43,6 +51,7 @@ class RedisDouble:
     _pristine: dict[int, list[tuple[bytes, Any, float | None, type]]] = field(default_factory=dict)
     _config: dict[bytes, bytes] = field(default_factory=dict)
     _clients: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    _sync_handle: fakeredis.FakeRedis | None = None
 
     def client(self) -> fakeredis.FakeAsyncRedis:
         """A new async client on this server, for the running event loop."""
@@ -51,6 +60,17 @@ class RedisDouble:
             server=self.server, decode_responses=self.decode_responses
         )
         self._clients.add(client)
+        return client
+
+    def sync_client(self) -> fakeredis.FakeRedis:
+        """A sync client on this server (``decode_responses`` as configured), made once: a sync
+        client holds nothing bound to an event loop. For sync halves of a suite."""
+        client = self._sync_handle
+        if client is None:
+            fakeredis_mod = require("fakeredis", extra="redis", service="redis")
+            client = fakeredis_mod.FakeRedis(server=self.server, decode_responses=self.decode_responses)
+            self._clients.add(client)
+            self._sync_handle = client
         return client
 
     def reset(self) -> None:
@@ -102,8 +122,9 @@ class RedisDouble:
         return bool(self.server.connected and (sync is None or sync.ping()))
 
     def close(self) -> None:
-        if self.sync is not None:
-            self.sync.close()
+        for client in (self.sync, self._sync_handle):
+            if client is not None:
+                client.close()
 
 
 def snapshot_server(server: fakeredis.FakeServer) -> dict[str, Any]:
@@ -167,7 +188,47 @@ def redis_service(
     :param version: the redis version fakeredis emulates.
     :param options: other :class:`~mockpool.ServiceSpec` fields (timeouts, ``acquire_timeout``...).
     :raises MissingExtraError: fakeredis is not installed (``pip install 'mockpool[redis]'``).
+
+    The pooled :class:`RedisDouble` exposes its ``FakeServer`` (``double.server``; from the
+    handle a test got, :func:`server_of`), so a library that builds its own connection pool
+    can point it at the same server.
     """
+    return _redis_spec(
+        name, seed, db, decode_responses, version, min_size, max_size, options, bind=RedisDouble.client
+    )
+
+
+def sync_redis_service(
+    name: str = "redis_sync",
+    *,
+    seed: Mapping[Any, SeedValue] | None = None,
+    db: int = 0,
+    decode_responses: bool = False,
+    version: tuple[int, ...] = (7, 4),
+    min_size: int = 0,
+    max_size: int = 64,
+    **options: Any,
+) -> ServiceSpec:
+    """Like :func:`redis_service`, but tests receive a sync ``fakeredis.FakeRedis`` client:
+    for the sync halves of a suite. Same seed, reset and snapshot; replies are bytes unless
+    ``decode_responses=True``, as with redis-py."""
+    return _redis_spec(
+        name, seed, db, decode_responses, version, min_size, max_size, options, bind=RedisDouble.sync_client
+    )
+
+
+def _redis_spec(
+    name: str,
+    seed: Mapping[Any, SeedValue] | None,
+    db: int,
+    decode_responses: bool,
+    version: tuple[int, ...],
+    min_size: int,
+    max_size: int,
+    options: dict[str, Any],
+    *,
+    bind: Any,
+) -> ServiceSpec:
     fakeredis_mod = require("fakeredis", extra="redis", service=name)
     seed_items = dict(seed or {})
 
@@ -195,7 +256,7 @@ def redis_service(
         name,
         options,
         factory=factory,
-        bind=RedisDouble.client,
+        bind=bind,
         reset=RedisDouble.reset,
         health_check=RedisDouble.health,
         snapshot=RedisDouble.snapshot,

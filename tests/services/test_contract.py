@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mockpool import MockPoolError, ServiceSpec
 from mockpool.clock import FakeClock as CoreFakeClock
@@ -15,13 +17,17 @@ from mockpool.services import (
     DeviceSessionService,
     HttpDouble,
     JwtDouble,
+    aiosqlite_service,
     autospec_service,
     device_session_service,
     http_service,
+    http_transport_service,
     jwt_service,
     redis_service,
     server_of,
     sql_service,
+    sqlalchemy_service,
+    sync_redis_service,
 )
 from mockpool.services.registry import seed_specs
 from mockpool.testing import ContractError, FakeClock, check_double_contract
@@ -45,9 +51,29 @@ async def _dirty_redis(r: Any) -> None:
     server.connected = False
 
 
+def _dirty_sync_redis(r: Any) -> None:
+    r.set("new", "1")
+    r.hset("profile", "name", "mallory")
+    server_of(r).script_cache[b"sha1"] = b"return 1"
+
+
 def _dirty_sql(db: sqlite3.Connection) -> None:
     db.execute("insert into t values (99)")
     db.execute("create table scratch (x)")
+
+
+async def _dirty_aiosqlite(db: Any) -> None:
+    await db.execute("insert into t values (99)")  # left uncommitted
+    await db.execute("pragma user_version = 7")
+    db.row_factory = sqlite3.Row
+
+
+async def _dirty_sqlalchemy(session: Any) -> None:
+    await session.execute(text("insert into t values (99)"))
+    await session.commit()
+    session.add(_Row(x=5))
+    await session.flush()  # a transaction left open, an object in the identity map
+    session.info["k"] = 1
 
 
 def _dirty_jwt(tokens: JwtDouble) -> None:
@@ -59,6 +85,12 @@ async def _dirty_http(api: HttpDouble) -> None:
     api.handler = lambda request: None
     await api.get("/a")
     api.client.headers["x-test"] = "1"
+
+
+def _dirty_transport(fake: Any) -> None:
+    fake.routes.add("GET", "/lease", 200)
+    fake.handler = lambda request: None
+    fake.calls.append(object())
 
 
 def _dirty_autospec(m: Any) -> None:
@@ -78,6 +110,15 @@ async def _dirty_dashboard(dashboard: Dashboard) -> None:
     dashboard.db.execute("insert into users (id, name) values ('u9', 'Zed')")
 
 
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Row(_Base):
+    __tablename__ = "t"
+    x: Mapped[int] = mapped_column(primary_key=True)
+
+
 @dataclass(frozen=True)
 class Case:
     spec: ServiceSpec
@@ -89,10 +130,19 @@ _SEED = {spec.name: spec for spec in seed_specs()}
 
 CASES = {
     "redis": Case(redis_service(seed={"profile": {"name": "alice"}, "a": "1"}), _dirty_redis),
+    "redis-sync": Case(sync_redis_service(seed={"profile": {"name": "alice"}, "a": "1"}), _dirty_sync_redis),
     "sql": Case(sql_service(schema="create table t (x)", seed="insert into t values (1)"), _dirty_sql),
+    "aiosqlite": Case(
+        aiosqlite_service(schema="create table t (x)", migrations=["insert into t values (1)"]),
+        _dirty_aiosqlite,
+    ),
+    "sqlalchemy": Case(
+        sqlalchemy_service(metadata=_Base.metadata, seed={"t": [{"x": 1}]}), _dirty_sqlalchemy
+    ),
     "jwt-hs256": Case(jwt_service(), _dirty_jwt),
     "jwt-rs256": Case(jwt_service(algorithm="RS256"), _dirty_jwt),
     "http": Case(http_service(routes={"GET /a": {"a": 1}}), _dirty_http),
+    "http-transport": Case(http_transport_service(routes={"GET /a": {"a": 1}}), _dirty_transport),
     "autospec": Case(autospec_service(Mailer), _dirty_autospec),
     "device_session": Case(
         device_session_service(),

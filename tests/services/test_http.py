@@ -8,7 +8,14 @@ import httpx
 import pytest
 
 from mockpool import MockPool
-from mockpool.services import HttpDouble, MissingExtraError, UnmatchedRequestError, http_service
+from mockpool.services import (
+    HttpDouble,
+    MissingExtraError,
+    TransportDouble,
+    UnmatchedRequestError,
+    http_service,
+    http_transport_service,
+)
 
 from ._helpers import pool_of
 
@@ -124,3 +131,65 @@ def test_missing_httpx_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_on_unmatched_is_refused() -> None:
     with pytest.raises(ValueError, match="on_unmatched='ignore' must be '404' or 'raise'"):
         http_service(on_unmatched="ignore")  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_the_lease_exposes_its_mock_transport_for_clients_the_code_builds() -> None:
+    spec = http_service(routes={"GET /a": {"a": 1}}, max_size=1)
+    async with pool_of(spec) as pool, pool.acquire("http") as api:
+        assert isinstance(api.transport, httpx.MockTransport)
+        async with httpx.AsyncClient(transport=api.transport, base_url="http://other") as own:
+            assert (await own.get("/a")).json() == {"a": 1}
+        assert [str(r.url) for r in api.calls] == ["http://other/a"]
+
+
+class _CountingTransport(httpx.AsyncBaseTransport):
+    """What code that wraps transports does (retries, auth, metrics)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.seen = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen += 1
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.asyncio
+async def test_the_transport_service_serves_wrapped_transports_and_each_lease_sets_its_own() -> None:
+    spec = http_transport_service(routes={"GET /a": {"a": 1}}, max_size=1)
+    assert spec.name == "http_transport"
+    async with pool_of(spec) as pool:
+        async with pool.acquire("http_transport") as fake:
+            assert isinstance(fake, TransportDouble)
+            assert not hasattr(fake, "client")
+            wrapped = _CountingTransport(fake.transport)
+            fake.routes.add("GET", "/lease", 201)
+
+            async def handler(request: httpx.Request) -> Any:
+                return {"handled": True} if request.url.path == "/h" else None
+
+            fake.handler = handler
+            async with httpx.AsyncClient(transport=wrapped, base_url="http://svc") as client:
+                assert (await client.get("/a")).json() == {"a": 1}
+                assert (await client.get("/lease")).status_code == 201
+                assert (await client.get("/h")).json() == {"handled": True}
+            assert wrapped.seen == 3
+            assert len(fake.calls_to("GET", "/a")) == 1
+        async with pool.acquire("http_transport") as fake:
+            assert fake.calls == []
+            assert fake.handler is None
+            async with httpx.AsyncClient(transport=fake.transport) as client:
+                assert (await client.get("http://svc/lease")).status_code == 404
+                assert (await client.get("http://svc/h")).status_code == 404
+
+
+def test_a_sync_client_works_over_sync_routes() -> None:
+    spec = http_transport_service(routes={"GET /a": {"a": 1}, "GET /fn": lambda request: "hi"})
+    fake = spec.factory()
+    fake.handler = lambda request: 418 if request.url.path == "/tea" else None
+    with httpx.Client(transport=fake.transport, base_url="http://svc") as client:
+        assert client.get("/a").json() == {"a": 1}
+        assert client.get("/fn").text == "hi"
+        assert client.get("/tea").status_code == 418
+    assert len(fake.calls) == 3

@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 
 from mockpool import MockPool, ServiceSpec
-from mockpool.services import MissingExtraError, RedisDouble, redis_service, server_of
+from mockpool.services import MissingExtraError, RedisDouble, redis_service, server_of, sync_redis_service
 
 from ._helpers import pool_of
 
@@ -147,3 +147,54 @@ def test_spec_options_pass_through() -> None:
     assert isinstance(spec, ServiceSpec)
     assert (spec.min_size, spec.max_size, spec.reset_timeout) == (2, 3, 1.5)
     assert spec.bind is not None and spec.snapshot is not None and spec.restore is not None
+
+
+@pytest.mark.asyncio
+async def test_replies_are_bytes_by_default_like_redis_py() -> None:
+    specs = (redis_service(seed={"k": "v"}), redis_service("text", seed={"k": "v"}, decode_responses=True))
+    async with pool_of(*specs) as pool, pool.acquire("redis") as raw, pool.acquire("text") as text:
+        assert await raw.get("k") == b"v"
+        assert await text.get("k") == "v"
+
+
+@pytest.mark.asyncio
+async def test_a_library_that_builds_its_own_pool_reaches_the_same_server() -> None:
+    import redis.asyncio
+
+    async with pool_of(redis_service(seed={"k": "v"}, max_size=1)) as pool:
+        async with pool.acquire("redis") as r:
+            own_pool = redis.asyncio.ConnectionPool(
+                connection_class=fakeredis.FakeAsyncRedisConnection, server=server_of(r)
+            )
+            other = redis.asyncio.Redis(connection_pool=own_pool)
+            await other.set("from-library", "1")
+            assert await r.get("from-library") == b"1"
+            assert await other.get("k") == b"v"
+            await other.aclose()
+            await own_pool.aclose()
+        async with pool.acquire("redis") as r:
+            assert await r.get("from-library") is None
+
+
+@pytest.mark.asyncio
+async def test_the_sync_variant_gives_a_sync_client_with_the_same_reset() -> None:
+    spec = sync_redis_service(seed=SEED, max_size=1)
+    assert spec.name == "redis_sync"
+    async with pool_of(spec) as pool:
+        async with pool.acquire("redis_sync") as r:
+            assert isinstance(r, fakeredis.FakeRedis)
+            assert r.get("greeting") == b"hello"
+            r.set("greeting", "changed")
+            r.execute_command("SELECT", 3)  # type: ignore[no-untyped-call]
+            r.set("elsewhere", "1")
+            first = r
+        async with pool.acquire("redis_sync") as r:
+            assert r is first
+            assert r.get("greeting") == b"hello"
+            assert r.get("elsewhere") is None  # back on db 0
+            assert len(server_of(r).dbs[3]) == 0
+    text = sync_redis_service(seed={"k": "v"}, decode_responses=True)
+    double = text.factory()
+    assert text.bind is not None
+    assert text.bind(double).get("k") == "v"
+    double.close()

@@ -87,3 +87,23 @@ def test_a_failing_schema_closes_the_connection_and_raises() -> None:
 def test_schema_of_the_wrong_type_is_refused() -> None:
     with pytest.raises(TypeError, match=r"service 'database': schema= must be SQL text or a callable"):
         sql_service(schema=42)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_a_thread_backed_wrapper_can_use_the_leased_connection() -> None:
+    """Wrappers such as aiosqlite run every call on a worker thread: the pooled connection
+    (made with check_same_thread=False) works there, and reset still works after."""
+    import asyncio
+
+    async with pool_of(sql_service(schema=SCHEMA, seed=SEED, max_size=1)) as pool:
+        async with pool.acquire("database") as db:
+
+            def write() -> int:
+                db.execute("insert into users (name) values ('from-thread')")
+                return int(db.execute("select count(*) from users").fetchone()[0])
+
+            assert await asyncio.to_thread(write) == 3
+            assert db.execute("select count(*) from users").fetchone() == (3,)
+        async with pool.acquire("database") as db:
+            count = await asyncio.to_thread(lambda: db.execute("select count(*) from users").fetchone())
+            assert count == (2,)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from mockpool.services import MissingExtraError, aiosqlite_service
+
+from ._helpers import pool_of
+
+SCHEMA = "create table users (id integer primary key, name text not null);"
+MIGRATIONS = (
+    "alter table users add column email text;",
+    "insert into users (name, email) values ('alice', 'a@example.com');",
+)
+
+
+@pytest.mark.asyncio
+async def test_a_later_lease_sees_the_template_with_migrations_applied() -> None:
+    async with pool_of(aiosqlite_service(schema=SCHEMA, migrations=MIGRATIONS, max_size=1)) as pool:
+        async with pool.acquire("aiosqlite") as db:
+            assert isinstance(db, aiosqlite.Connection)
+            assert list(await db.execute_fetchall("pragma user_version")) == [(2,)]
+            await db.execute("insert into users (name) values ('bob')")
+            await db.commit()
+            await db.execute("delete from users")  # left uncommitted
+            await db.execute("create table scratch (x)")
+            db.row_factory = sqlite3.Row
+            first = db
+        async with pool.acquire("aiosqlite") as db:
+            assert db is first
+            assert db.row_factory is None
+            assert not db.in_transaction
+            rows = await db.execute_fetchall("select name, email from users")
+            assert list(rows) == [("alice", "a@example.com")]
+            tables = await db.execute_fetchall("select name from sqlite_master where type = 'table'")
+            assert list(tables) == [("users",)]
+        assert pool.stats("aiosqlite").created == 1
+
+
+@pytest.mark.asyncio
+async def test_closing_the_connection_in_a_test_does_not_close_the_pooled_one() -> None:
+    async with pool_of(aiosqlite_service(schema=SCHEMA, max_size=1)) as pool:
+        async with pool.acquire("aiosqlite") as db:
+            await db.close()
+            async with db:  # code under test that manages the connection it was given
+                await db.execute("insert into users (name) values ('x')")
+            assert list(await db.execute_fetchall("select count(*) from users")) == [(1,)]
+        async with pool.acquire("aiosqlite") as db:
+            assert list(await db.execute_fetchall("select count(*) from users")) == [(0,)]
+        stats = pool.stats("aiosqlite")
+        assert (stats.created, stats.reset_failures, stats.recoveries.total()) == (1, 0, 0)
+
+
+@pytest.mark.asyncio
+async def test_closing_the_pool_closes_every_connection_and_ends_its_thread() -> None:
+    seen: list[Any] = []
+    spec = aiosqlite_service(schema=SCHEMA, min_size=2)
+    async with pool_of(spec) as pool, pool.acquire("aiosqlite") as a, pool.acquire("aiosqlite") as b:
+        seen += [a, b]
+        assert all(conn._thread.daemon and conn._thread.is_alive() for conn in seen)
+    for conn in seen:
+        conn._thread.join(timeout=30)
+        assert not conn._thread.is_alive()
+        assert conn._connection is None
+
+
+@pytest.mark.asyncio
+async def test_the_template_is_built_once() -> None:
+    builds = []
+
+    def schema(conn: sqlite3.Connection) -> None:
+        builds.append(threading.get_ident())
+        conn.execute("create table t (x)")
+
+    async with pool_of(aiosqlite_service(schema=schema, min_size=3)) as pool:
+        assert pool.stats("aiosqlite").size == 3
+    assert len(builds) == 1
+
+
+def test_bad_steps_are_refused_and_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(TypeError, match="migrations= must be SQL text or a callable"):
+        aiosqlite_service(migrations=[42])  # type: ignore[list-item]
+    monkeypatch.setitem(__import__("sys").modules, "aiosqlite", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'mockpool\[aiosqlite\]'"):
+        aiosqlite_service()
