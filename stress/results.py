@@ -1,0 +1,216 @@
+"""What a stress run found: the figures (``--json``), the checks, and the summary table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mockpool import PoolStats
+
+from .runner import Outcome, RunOutcomes
+
+__all__ = ("Check", "StressResult")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One end-of-run check: its name, whether it held, and what was seen."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class StressResult:
+    """One run of the suite (the pool phase, and the baseline when asked)."""
+
+    tests: int
+    seed: int
+    faults: float
+    outcomes: RunOutcomes
+    stats: Mapping[str, PoolStats]
+    peak_rss_mb: float
+    warmup_s: float | None
+    degraded_seen: int
+    checks: list[Check] = field(default_factory=list)
+    injected: Mapping[str, int] = field(default_factory=dict)
+    events: int = 0
+    supervisor_errors: Mapping[str, int] = field(default_factory=dict)
+    baseline: RunOutcomes | None = None
+    baseline_double_s: float | None = None
+    baseline_peak_rss_mb: float | None = None
+    #: Per service, ms per double ``(pooled, fresh)``, and the ratio over the tests' mix.
+    double_cost_ms: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    double_speedup: float | None = None
+
+    # -- figures ------------------------------------------------------------------------------
+
+    @property
+    def ok(self) -> bool:
+        failed = self.outcomes.counts[Outcome.FAILED]
+        base_failed = self.baseline.counts[Outcome.FAILED] if self.baseline is not None else 0
+        return failed == 0 and base_failed == 0 and all(c.ok for c in self.checks)
+
+    @property
+    def hit_rate(self) -> float:
+        hits = sum(s.hits for s in self.stats.values())
+        served = sum(s.hits + s.misses for s in self.stats.values())
+        return hits / served if served else 0.0
+
+    @property
+    def leaks(self) -> int:
+        return sum(s.leaks for s in self.stats.values())
+
+    def recoveries(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for s in self.stats.values():
+            for tier, count in s.recoveries.items():
+                totals[tier] = totals.get(tier, 0) + count
+        return totals
+
+    @property
+    def degraded(self) -> int:
+        return sum(s.degraded_leases for s in self.stats.values())
+
+    @property
+    def speedup(self) -> float | None:
+        if self.baseline is None or self.outcomes.wall_s <= 0:
+            return None
+        return self.baseline.wall_s / self.outcomes.wall_s
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.outcomes
+        counts = out.counts
+        data: dict[str, Any] = {
+            "tests": self.tests,
+            "passed": counts[Outcome.PASSED],
+            "failed": counts[Outcome.FAILED],
+            "injected_failures": counts[Outcome.INJECTED],
+            "cancelled": counts[Outcome.CANCELLED],
+            "ok": self.ok,
+            "wall_s": round(out.wall_s, 4),
+            "tests_per_s": round(self.tests / out.wall_s, 1) if out.wall_s else None,
+            "per_test_ms": round(1e3 * out.wall_s / self.tests, 4) if self.tests else None,
+            "warmup_s": None if self.warmup_s is None else round(self.warmup_s, 4),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "hit_rate": round(self.hit_rate, 4),
+            "leaks": self.leaks,
+            "recoveries": self.recoveries(),
+            "recovery_failures": sum(s.recovery_failures for s in self.stats.values()),
+            "degraded": self.degraded,
+            "seed": self.seed,
+            "faults": self.faults,
+            "faults_injected": dict(sorted(self.injected.items())),
+            "adaptations": self.events,
+            "supervisor_errors": dict(self.supervisor_errors),
+            "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in self.checks},
+            "failures": [{"test": t, "error": e} for t, e in out.failures[:50]],
+            "services": {name: s.to_dict() for name, s in self.stats.items()},
+        }
+        if self.baseline is not None:
+            base = self.baseline
+            data["baseline_wall_s"] = round(base.wall_s, 4)
+            data["baseline_passed"] = base.counts[Outcome.PASSED]
+            data["baseline_failed"] = base.counts[Outcome.FAILED]
+            data["speedup"] = round(self.speedup or 0.0, 2)
+            data["baseline_double_s"] = (
+                None if self.baseline_double_s is None else round(self.baseline_double_s, 4)
+            )
+            data["double_speedup"] = None if self.double_speedup is None else round(self.double_speedup, 1)
+            data["double_cost_ms"] = {
+                n: {"pooled": round(p, 4), "fresh": round(f, 4)} for n, (p, f) in self.double_cost_ms.items()
+            }
+            data["baseline_peak_rss_mb"] = (
+                None if self.baseline_peak_rss_mb is None else round(self.baseline_peak_rss_mb, 1)
+            )
+        return data
+
+    def write_json(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+
+    # -- the summary --------------------------------------------------------------------------
+
+    def print_summary(self, console: Console) -> None:
+        table = Table(title=f"mockpool stress: {self.tests} tests, seed {self.seed}, faults {self.faults:g}")
+        for column in ("service", "size", "peak", "acq", "hit %", "wait p50", "wait p99", "resets"):
+            table.add_column(column, justify="left" if column == "service" else "right")
+        for column in ("reset fail", "health fail", "recoveries", "degraded", "leaks", "timeouts"):
+            table.add_column(column, justify="right")
+        for name, s in self.stats.items():
+            table.add_row(
+                name,
+                str(s.size),
+                str(s.peak_in_use),
+                str(s.acquisitions),
+                f"{100 * s.hit_rate:.1f}",
+                _secs(s.wait_p50_s),
+                _secs(s.wait_p99_s),
+                str(s.resets),
+                str(s.reset_failures),
+                str(s.health_failures),
+                _tiers(s.recoveries),
+                str(s.degraded_leases),
+                str(s.leaks),
+                str(s.timeouts),
+            )
+        console.print(table)
+        d = self.to_dict()
+        line = (
+            f"passed {d['passed']}  failed {d['failed']}  injected {d['injected_failures']}  "
+            f"cancelled {d['cancelled']}  |  wall {d['wall_s']:.2f}s  {d['tests_per_s']} tests/s  "
+            f"peak RSS {d['peak_rss_mb']} MB  hit rate {100 * d['hit_rate']:.1f}%  leaks {d['leaks']}  "
+            f"degraded {d['degraded']}"
+        )
+        console.print(line)
+        if self.injected:
+            console.print(
+                "faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(self.injected.items()))
+            )
+        if self.baseline is not None:
+            console.print(
+                f"baseline (fresh doubles): wall {d['baseline_wall_s']:.2f}s, "
+                f"of which making/destroying doubles {d['baseline_double_s']:.2f}s; "
+                f"speedup {d['speedup']:.2f}x (wall)"
+            )
+        if self.double_cost_ms:
+            console.print(
+                f"a double alone (acquire+release vs build+destroy, serial): {d['double_speedup']}x "
+                "over the tests' mix"
+            )
+            console.print(
+                "  ms per double (pooled / fresh): "
+                + ", ".join(f"{n} {p:.3f}/{f:.3f}" for n, (p, f) in self.double_cost_ms.items()),
+                highlight=False,
+            )
+        for check in self.checks:
+            mark = "[green]ok[/green]" if check.ok else "[red]FAILED[/red]"
+            console.print(f"  {mark}  {check.name}: {check.detail}", highlight=False)
+        for test, error in self.outcomes.failures[:20]:
+            console.print(Text.assemble(("  failed ", "red"), f"{test}: {error}"), highlight=False)
+        if len(self.outcomes.failures) > 20:
+            console.print(f"  ... and {len(self.outcomes.failures) - 20} more")
+        console.print("[bold green]OK[/bold green]" if self.ok else "[bold red]FAILED[/bold red]")
+
+
+def _tiers(counts: Mapping[str, int]) -> str:
+    parts = [f"{tier[0]}{n}" for tier, n in counts.items() if n]
+    return " ".join(parts) or "0"
+
+
+def _secs(value: float) -> str:
+    if value >= 1:
+        return f"{value:.2f}s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.1f}ms"
+    return f"{value * 1e6:.0f}us"

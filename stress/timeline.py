@@ -1,0 +1,90 @@
+"""The run over time: one :class:`Sample` every ``interval_s`` (tests running, leases held,
+pool size and waiters per service, hits, RSS), for the progress bar, the plot and peak RSS.
+
+Sampling reads ``pool.stats()`` (numpy percentiles included), so it stays off the hot path:
+ten times a second costs well under 1 % of a run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import psutil  # type: ignore[import-untyped]  # no stubs installed
+
+from mockpool import MockPool
+
+from .runner import RunOutcomes
+
+__all__ = ("Sample", "Timeline", "held_by_groups")
+
+_MB = 1024 * 1024
+
+
+def held_by_groups(pool: MockPool) -> dict[str, int]:
+    """Instances of each member service that its groups hold (one per group instance)."""
+    held: dict[str, int] = {}
+    for name, stats in pool.stats().items():
+        for member in pool.service_pools[name].spec.depends_on:
+            held[member] = held.get(member, 0) + stats.size
+    return held
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    t_s: float
+    running: int
+    done: int
+    in_use: int
+    size: dict[str, int]
+    waiting: dict[str, int]
+    hits: int
+    served: int
+    rss_mb: float
+
+
+@dataclass
+class Timeline:
+    """Samples of one pool run; ``peak_rss_mb`` also counts samples taken outside it."""
+
+    pool: MockPool | None
+    interval_s: float = 0.1
+    samples: list[Sample] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    outcomes: RunOutcomes | None = None
+    _process: psutil.Process = field(default_factory=psutil.Process)
+    _t0: float = field(default_factory=time.perf_counter)
+
+    def rss(self) -> float:
+        rss = float(self._process.memory_info().rss) / _MB
+        self.peak_rss_mb = max(self.peak_rss_mb, rss)
+        return rss
+
+    def sample(self) -> Sample:
+        stats = self.pool.stats() if self.pool is not None else {}
+        out = self.outcomes
+        groups_hold = held_by_groups(self.pool) if self.pool is not None else {}
+        sample = Sample(
+            t_s=time.perf_counter() - self._t0,
+            running=out.running if out is not None else 0,
+            done=out.done if out is not None else 0,
+            # Leases the tests hold: members held by their group are not the tests'.
+            in_use=sum(max(0, s.in_use - groups_hold.get(n, 0)) for n, s in stats.items()),
+            size={n: s.size for n, s in stats.items()},
+            waiting={n: s.waiting for n, s in stats.items()},
+            hits=sum(s.hits for s in stats.values()),
+            served=sum(s.hits + s.misses for s in stats.values()),
+            rss_mb=self.rss(),
+        )
+        self.samples.append(sample)
+        return sample
+
+    async def run(self, on_sample: Callable[[Sample], None] | None = None) -> None:
+        """Sample until cancelled."""
+        while True:
+            sample = self.sample()
+            if on_sample is not None:
+                on_sample(sample)
+            await anyio.sleep(self.interval_s)
