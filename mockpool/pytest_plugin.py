@@ -928,22 +928,18 @@ def _merge(outputs: Iterable[Mapping[str, Any]]) -> dict[str, _Row]:
 
 
 def _percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), without numpy."""
+    """numpy's percentile, imported at the end of the session rather than with the plugin."""
     if not values:
         return 0.0
-    data = sorted(values)
-    pos = (len(data) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+    import numpy as np
+
+    return float(np.percentile(values, q))
 
 
 def _secs(value: float) -> str:
-    if value >= 1:
-        return f"{value:.2f}s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.1f}ms"
-    return f"{value * 1e6:.0f}us"
+    from .report import format_seconds  # the pool's modules load when the pool is first used
+
+    return format_seconds(value)
 
 
 def pytest_terminal_summary(

@@ -84,9 +84,9 @@ class Report:
                     str(s.waiting),
                     str(s.acquisitions),
                     f"{100 * s.hit_rate:.1f}",
-                    _secs(s.wait_p50_s),
-                    _secs(s.wait_p99_s),
-                    _secs(s.hold_ewma_s),
+                    format_seconds(s.wait_p50_s),
+                    format_seconds(s.wait_p99_s),
+                    format_seconds(s.hold_ewma_s),
                     str(s.resets),
                     str(s.recoveries.total()),
                     str(s.degraded_leases),
@@ -97,7 +97,7 @@ class Report:
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = [f"mockpool report: pool {self.pool!r}"]
         if self.warmup_s is not None:
-            lines[0] += f", warm-up {_secs(self.warmup_s)}"
+            lines[0] += f", warm-up {format_seconds(self.warmup_s)}"
         for i, row in enumerate(rows):
             lines.append(
                 "  ".join(
@@ -136,7 +136,8 @@ class Report:
         return "\n".join(lines)
 
 
-def _secs(value: float) -> str:
+def format_seconds(value: float) -> str:
+    """A duration for a table: ``1.23s``, ``4.5ms`` or ``67us``."""
     if value >= 1:
         return f"{value:.2f}s"
     if value >= 1e-3:

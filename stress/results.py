@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mockpool import PoolStats
+from mockpool.report import format_seconds
 
 from .runner import Outcome, RunOutcomes
 
@@ -154,8 +155,8 @@ class StressResult:
                 str(s.peak_in_use),
                 str(s.acquisitions),
                 f"{100 * s.hit_rate:.1f}",
-                _secs(s.wait_p50_s),
-                _secs(s.wait_p99_s),
+                format_seconds(s.wait_p50_s),
+                format_seconds(s.wait_p99_s),
                 str(s.resets),
                 str(s.reset_failures),
                 str(s.health_failures),
@@ -206,11 +207,3 @@ class StressResult:
 def _tiers(counts: Mapping[str, int]) -> str:
     parts = [f"{tier[0]}{n}" for tier, n in counts.items() if n]
     return " ".join(parts) or "0"
-
-
-def _secs(value: float) -> str:
-    if value >= 1:
-        return f"{value:.2f}s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.1f}ms"
-    return f"{value * 1e6:.0f}us"
