@@ -110,7 +110,9 @@ class ServicePool:
                 self._arm_timer(loop, waiter.deadline)
         core.add_waiter(waiter)
         try:
-            if core.shortfall() > 0:
+            # At max_size (the contended steady state) there is nothing to create: skip the
+            # call. Below it, ensure_creations also makes room under the pool-wide cap.
+            if len(core.entries) + core.creating < core.max_size and core.shortfall() > 0:
                 self.ensure_creations()
             entry = await fut
         except BaseException as exc:
