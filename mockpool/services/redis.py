@@ -50,6 +50,8 @@ class RedisDouble:
     sync: fakeredis.FakeRedis | None = None
     _pristine: dict[int, list[tuple[bytes, Any, float | None, type]]] = field(default_factory=dict)
     _config: dict[bytes, bytes] = field(default_factory=dict)
+    #: The items reset (or the seeding) last stored, per db and key: reset skips those untouched.
+    _written: dict[int, dict[bytes, Any]] = field(default_factory=dict)
     _clients: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
     _sync_handle: fakeredis.FakeRedis | None = None
 
@@ -78,15 +80,33 @@ class RedisDouble:
         server = self.server
         # Under the server's lock, as commands run: clearing wakes clients watching a key.
         with server.lock:
-            for db in server.dbs.values():
-                if db:
+            for num, db in server.dbs.items():
+                if db and num not in self._pristine:
                     db.clear()
             for num, items in self._pristine.items():
                 db = server.dbs[num]
+                written = self._written.setdefault(num, {})
+                # Rewriting every seeded key (and Database.clear's wake-up per key) cost about
+                # 1 ms for 200 keys. A string key still holding the very item and bytes object
+                # reset wrote last time is untouched (bytes are immutable, and every command
+                # that changes a string stores a new bytes object); it stays.
+                if len(db) != len(items) or any(key not in written for key in db):
+                    for key in [key for key in db if key not in written]:
+                        del db[key]
                 for key, value, expireat, item_cls in items:
+                    current: Any = written.get(key)
+                    if (
+                        current is not None
+                        and type(value) is bytes
+                        and current.value is value
+                        and current.expireat == expireat
+                        and db.get(key) is current
+                    ):
+                        continue
                     item = item_cls(_copy(value))
                     item.expireat = expireat
                     db[key] = item
+                    written[key] = item
             # Connection state (SELECT, CLIENT SETNAME, MULTI, subscriptions) would outlive the
             # lease in the pooled client's connections: kill every connection but the sync
             # client's, as CLIENT KILL would, and make our clients open new ones on next use.

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import fakeredis
@@ -198,3 +199,25 @@ async def test_the_sync_variant_gives_a_sync_client_with_the_same_reset() -> Non
     assert text.bind is not None
     assert text.bind(double).get("k") == "v"
     double.close()
+
+
+@pytest.mark.asyncio
+async def test_reset_restores_every_way_a_seeded_string_can_change_across_many_leases() -> None:
+    seed = {f"k{i}": f"v{i}" for i in range(5)}
+    async with pool_of(redis_service(seed=seed, max_size=1)) as pool:
+        changes: list[Callable[[Any], Awaitable[Any]]] = [
+            lambda r: r.set("k0", "other"),
+            lambda r: r.set("k1", "v1"),  # the same text, a new value
+            lambda r: r.append("k2", "!"),
+            lambda r: r.expire("k3", 100),
+            lambda r: r.delete("k4"),
+            lambda r: r.set("extra", "1"),
+            lambda r: r.rename("k0", "moved"),
+        ]
+        for change in [*changes, *changes]:  # twice: later resets skip what stayed untouched
+            async with pool.acquire("redis") as r:
+                assert {k: await r.get(k) for k in seed} == {k: v.encode() for k, v in seed.items()}
+                assert await r.dbsize() == len(seed)
+                assert await r.ttl("k3") == -1
+                await change(r)
+        assert pool.stats("redis").created == 1
