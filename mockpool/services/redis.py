@@ -107,15 +107,20 @@ class RedisDouble:
                     item.expireat = expireat
                     db[key] = item
                     written[key] = item
-            # Connection state (SELECT, CLIENT SETNAME, MULTI, subscriptions) would outlive the
-            # lease in the pooled client's connections: kill every connection but the sync
-            # client's, as CLIENT KILL would, and make our clients open new ones on next use.
+            # Connection state (SELECT, CLIENT SETNAME, MULTI, WATCH, subscriptions, unread
+            # replies) would outlive the lease in the pooled clients' connections. If any
+            # connection has some, kill every connection but the sync client's, as CLIENT KILL
+            # would, and make our clients open new ones on next use. Reconnecting costs more
+            # than the rest of the reset, so connections that are all clean are kept.
             keep = _socket_of(self.sync)
-            for sock in list(server.sockets):
-                if sock is not keep:
-                    sock.kill()
-        for client in list(self._clients):
-            _forget_connections(client)
+            dirty = any(sock is not keep and not _clean_socket(sock) for sock in server.sockets)
+            if dirty:
+                for sock in list(server.sockets):
+                    if sock is not keep:
+                        sock.kill()
+        if dirty:
+            for client in list(self._clients):
+                _forget_connections(client)
         server.script_cache.clear()
         # Subscriptions of a finished lease are dead: nothing may publish to them any more.
         server.subscribers.clear()
@@ -315,6 +320,39 @@ def _socket_of(client: Any) -> Any:
         return None
     conns = getattr(client.connection_pool, "_available_connections", ())
     return getattr(conns[0], "_sock", None) if conns else None
+
+
+#: What a connection's fake socket looks like with no state a lease could leave behind. A
+#: missing attribute (another fakeredis version) reads as dirty, so the safe path is taken.
+_CLEAN_SOCKET: dict[str, Any] = {
+    "_db_num": 0,
+    "_pubsub": 0,
+    "_transaction": None,
+    "_in_transaction": False,
+    "_killed": False,
+    "_paused": False,
+    "_blocked": False,
+    "_reply_off": False,
+    "_reply_skip": False,
+    "_reply_skip_next": False,
+    "_no_evict": False,
+    "_no_touch": False,
+}
+_MISSING = object()
+
+
+def _clean_socket(sock: Any) -> bool:
+    """True when the connection carries no state from the lease that used it."""
+    state = vars(sock)
+    if any(state.get(name, _MISSING) != value for name, value in _CLEAN_SOCKET.items()):
+        return False
+    if state.get("_watches", _MISSING) != set():
+        return False
+    info = state.get("_client_info")
+    if not isinstance(info, Mapping) or info.get("name") not in ("", None):
+        return False
+    responses = state.get("responses")
+    return responses is not None and responses.empty()
 
 
 def _forget_connections(client: Any) -> None:

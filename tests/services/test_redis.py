@@ -221,3 +221,27 @@ async def test_reset_restores_every_way_a_seeded_string_can_change_across_many_l
                 assert await r.ttl("k3") == -1
                 await change(r)
         assert pool.stats("redis").created == 1
+
+
+@pytest.mark.asyncio
+async def test_clean_connections_are_kept_and_dirty_ones_replaced() -> None:
+    async with pool_of(redis_service(max_size=1)) as pool:
+        async with pool.acquire("redis") as r:
+            await r.set("k", "1")
+            server = server_of(r)
+            first = set(server.sockets)
+        async with pool.acquire("redis") as r:
+            await r.get("k")
+            assert set(server.sockets) == first  # nothing left behind: the connection stays
+            await r.execute_command("SELECT", 2)  # state a later lease must not inherit
+        async with pool.acquire("redis") as r:
+            await r.set("where", "db0")
+            assert await r.dbsize() == 1  # back on db 0, on a new connection
+            assert set(server.sockets) != first
+            pipe = r.pipeline(transaction=True)
+            await pipe.watch("where")  # WATCH holds the connection's state too
+            pipe.multi()
+            pipe.set("where", "x")
+            await pipe.reset()
+        async with pool.acquire("redis") as r:
+            assert await r.get("where") is None
