@@ -334,7 +334,12 @@ class _State:
             pool.reclaim(lease)
         run = pool.run_record().to_dict() if self.settings.history else None
         if not pool.closed and not _loop_running():
-            pool.close()
+            # Not pool.close(): asyncio.run sets the thread's current loop and then clears it,
+            # dropping the loop a runner left there. pytest-asyncio 0.23 leaves one after each
+            # test; dropped, it is collected unclosed (ResourceWarning). A loop_factory keeps
+            # the current loop as it is, as in _warm.
+            with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+                runner.run(pool.aclose())
         report = pool.report()
         self.outputs.append(
             {
@@ -546,6 +551,7 @@ async def _enter_test(state: _State, item: pytest.Item | None, wanted: tuple[str
 def _owned(
     fn: Callable[..., Coroutine[Any, Any, Any]], state: _State, item: pytest.Item
 ) -> Callable[..., Any]:
+    from .errors import MockPoolError
     from .lease import lease_owner
 
     nodeid = item.nodeid
@@ -554,6 +560,8 @@ def _owned(
     async def run_owned(*args: Any, **kwargs: Any) -> Any:
         token = lease_owner.set(nodeid)
         try:
+            if asyncio._get_running_loop() is None:
+                return await _off_asyncio(state, nodeid, fn(*args, **kwargs), MockPoolError)
             await _enter_test(
                 state, item, state.services_for(item) + state.services_for(item.stash.get(_NEXT, None))
             )
@@ -567,6 +575,47 @@ def _owned(
             lease_owner.reset(token)
 
     return run_owned
+
+
+async def _off_asyncio(
+    state: _State, nodeid: str, test: Coroutine[Any, Any, Any], own_error: type[Exception]
+) -> Any:
+    """Run a test's coroutine under an async library that is not asyncio (anyio's trio
+    backend): there is no runtime to start, and acquiring must say that mockpool runs on
+    asyncio. An acquire that waits says so itself (``hooks.running_loop``); one served at once
+    by an idle (warmed) instance cannot, without a check on the fast path: it may even work, or
+    fail later inside a loop-bound instance (fakeredis: "no running event loop"). So a test
+    that acquired here fails with the same explanation, or its error gets it as a note.
+    (``own_error`` is ``MockPoolError``, imported by the caller: no import runs in a coroutine.)"""
+    pool = state.pool
+    try:
+        result = await test
+    except own_error:
+        raise  # the acquire's own message
+    except BaseException as exc:
+        if (message := _off_asyncio_message(pool, nodeid)) is not None:
+            exc.add_note(message)
+        raise
+    if (message := _off_asyncio_message(pool, nodeid)) is not None:
+        pytest.fail(message, pytrace=False)
+    return result
+
+
+def _off_asyncio_message(pool: MockPool | None, nodeid: str) -> str | None:
+    used = sorted(pool.test_services.get(nodeid, ())) if pool is not None else []
+    if not used:
+        return None
+    try:
+        import sniffio
+
+        library = sniffio.current_async_library()
+    except Exception:
+        library = "an async library that is not asyncio"
+    return (
+        f"mockpool: {nodeid} acquired {', '.join(map(repr, used))} under {library}; mockpool runs "
+        "on asyncio (under anyio, use the asyncio backend; trio is not supported). An idle "
+        "instance served the acquire at once, before anything could check the loop."
+    )
 
 
 class _OwnedFunction:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-#: Never wanted in an inner run.
+#: Never wanted in an inner run (``-p no:randomly`` last: ``flags(randomly=True)`` drops it).
 BASE_FLAGS = ("-p", "no:looptime_plugin", "-p", "no:randomly")
 
 #: Plugins to switch off per async runner, so only that runner drives the inner tests.
@@ -87,8 +87,13 @@ def setup_project(
     pytester.makepyfile(probe=PROBE)
 
 
-def flags(runner: str, *extra: str, xdist: bool = False) -> list[str]:
-    out = [*BASE_FLAGS, *RUNNER_FLAGS[runner]]
+def flags(runner: str, *extra: str, xdist: bool = False, randomly: bool = False) -> list[str]:
+    """The flags of an inner run under ``runner``; ``xdist`` leaves xdist on, ``randomly``
+    turns pytest-randomly on (it is off by default, like in the project's own addopts)."""
+    base = list(BASE_FLAGS)
+    if randomly:
+        base = [*base[:-2], "-p", "randomly"]
+    out = [*base, *RUNNER_FLAGS[runner]]
     if not xdist:
         out += ["-p", "no:xdist"]
     return out + list(extra)
@@ -111,3 +116,78 @@ class Report:
     def service(self, name: str) -> dict[str, Any]:
         services: dict[str, Any] = self.data["services"]
         return dict(services[name])
+
+
+#: pytest-asyncio variants of the runner matrix: (mode, default loop scope, the test's mark).
+ASYNCIO_VARIANTS = {
+    "strict-function": ("strict", "function", "@pytest.mark.asyncio"),
+    "strict-session": ("strict", "session", "@pytest.mark.asyncio(loop_scope='session')"),
+    "auto-function": ("auto", "function", ""),
+    "auto-session": ("auto", "session", ""),
+}
+
+#: The runner matrix's inner tests (test_runners.py, test_runner_breadth.py): two tests that
+#: would see each other's redis writes if an instance were not reset (or were shared), a
+#: custom service registered by the hook, a test that waits until the pool's supervisors ran
+#: a health check *in its own loop*, and a sync test. ``{mark}`` is the runner's mark.
+RUNNER_BODY = """
+import asyncio
+
+import probe
+import pytest
+
+{mark}
+async def test_redis_first(mockpool):
+    async with mockpool.acquire("redis") as r:
+        assert await r.get("shared") is None, "another test's write is visible"
+        await r.set("shared", "first")
+
+
+{mark}
+async def test_redis_second(mockpool):
+    async with mockpool.acquire("redis") as r:
+        assert await r.get("shared") is None, "another test's write is visible"
+        await r.set("shared", "second")
+
+
+{mark}
+async def test_counter(mockpool):
+    async with mockpool.acquire("counter") as c:
+        assert c.value == 0
+        c.value += 1
+
+
+{mark}
+async def test_supervisors_run_in_this_loop(mockpool):
+    me = id(asyncio.get_running_loop())
+    for _ in range(1000):  # waits for a condition (bounded), does not order events
+        if me in probe.CHECKED_LOOPS:
+            break
+        await asyncio.sleep(0.005)
+    assert me in probe.CHECKED_LOOPS
+
+
+def test_sync_reads_the_pool(mockpool):
+    assert {{"redis", "counter", "probe"}} <= set(mockpool.services)
+    assert mockpool.stats("counter").max_size == 4
+"""
+
+
+def check_runner_run(
+    pytester: pytest.Pytester,
+    result: pytest.RunResult,
+    *,
+    passed: int = 5,
+    counters: int = 1,
+    redis: int = 2,
+) -> Report:
+    """All passed, no cross-loop error, no coroutine left unawaited, and the report (written
+    with ``--mockpool-report=report.json``) counts the acquisitions and no leak."""
+    result.assert_outcomes(passed=passed)
+    result.stdout.no_fnmatch_line("*different*loop*")
+    result.stdout.no_fnmatch_line("*never awaited*")
+    report = Report.read(pytester.path / "report.json")
+    assert report.service("redis")["acquisitions"] == redis
+    assert report.service("counter")["acquisitions"] == counters
+    assert report.service("redis")["leaks"] == 0
+    return report
