@@ -228,13 +228,16 @@ class ServiceCore:
 
     # -- waiting -----------------------------------------------------------------------------
 
-    def add_waiter(self, waiter: Waiter) -> None:
+    def add_waiter(self, waiter: Waiter, *, first: bool = False) -> None:
+        """Queue ``waiter`` last, or ``first`` (a group being built: it serves a queue of its own)."""
         if self.idle:
             raise MockPoolError(
                 f"service {self.name!r}: a waiter was queued while {len(self.idle)} instances "
                 "were idle; this is a mockpool bug, please report it"
             )
         self.waiters[waiter] = None
+        if first:
+            self.waiters.move_to_end(waiter, last=False)
 
     def remove_waiter(self, waiter: Waiter) -> bool:
         """Forget a waiter that gave up; False if it was already served or removed."""

@@ -83,8 +83,9 @@ class ServicePool:
 
     # == acquiring ============================================================================
 
-    async def wait_for_entry(self, lease: Lease[Any], timeout: float | None) -> Entry:
-        """The slow path: queue as a waiter, trigger creations, wait (bounded) for an entry."""
+    async def wait_for_entry(self, lease: Lease[Any], timeout: float | None, *, first: bool = False) -> Entry:
+        """The slow path: queue as a waiter (``first``: at the front), trigger creations, wait
+        (bounded) for an entry."""
         core = self.core
         if core.closed:
             raise self.closed_error()
@@ -108,7 +109,7 @@ class ServicePool:
             # task, so a timeout cannot race a cancellation or lose a handed-over entry.
             if self._timer is None or waiter.deadline < self._timer_at or self._timer_loop is not loop:
                 self._arm_timer(loop, waiter.deadline)
-        core.add_waiter(waiter)
+        core.add_waiter(waiter, first=first)
         try:
             # At max_size (the contended steady state) there is nothing to create: skip the
             # call. Below it, ensure_creations also makes room under the pool-wide cap.
@@ -373,8 +374,13 @@ class ServicePool:
                 member.release_entry(entry)
 
     async def wait_for_entry_internal(self) -> Entry:
-        """An acquire on behalf of a group being built (no lease object, no timeout of its own)."""
-        return await self.wait_for_entry(_NO_LEASE, self.timeout)
+        """An acquire on behalf of a group being built (no lease object, no timeout of its own).
+
+        It queues first: the group instance it completes serves a whole queue of group leases,
+        while behind the member's queue of direct leases the group's waiters would all starve
+        (in the stress suite, device_session had no instance for the first second of the run).
+        """
+        return await self.wait_for_entry(_NO_LEASE, self.timeout, first=True)
 
     def bind_entry(self, entry: Entry) -> Entry:
         """Refresh the loop-bound handle of an entry for the running loop (``spec.bind``)."""

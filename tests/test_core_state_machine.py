@@ -43,14 +43,15 @@ class CoreMachine(RuleBasedStateMachine):
 
     # -- rules ----------------------------------------------------------------------------
 
-    @rule()
-    def acquire(self) -> None:
+    @rule(first=st.booleans())
+    def acquire(self, first: bool) -> None:
         entry = self.core.take_idle()
         if entry is not None:
             self.held.append(entry)
             return
         waiter = Waiter(self.loop.create_future(), 0.0)
-        self.core.add_waiter(waiter)
+        # first: a group being built queues at the front of its members' queues.
+        self.core.add_waiter(waiter, first=first)
         self.waiting.append(waiter)
         while self.core.shortfall() > 0 and self.core.reserve_creation():
             self.creations += 1

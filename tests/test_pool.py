@@ -312,6 +312,42 @@ class TestGroups:
             pool.check_invariants()
 
 
+    @pytest.mark.asyncio
+    async def test_a_group_being_built_is_served_before_direct_waiters_of_its_member(self) -> None:
+        """The member's one instance is held; a direct acquire of the member queues, then a
+        group acquire (whose creation needs the member) queues behind it. The release goes to
+        the group's creation: the group then serves a queue of its own, while a direct waiter
+        first would leave every group waiter starving behind the member's queue."""
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=1))
+        pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+        order: list[str] = []
+
+        async def use(name: str) -> None:
+            async with pool.acquire(name):
+                order.append(name)
+
+        async with pool:
+            held = pool.acquire("m")
+            await held.__aenter__()
+            direct = asyncio.create_task(use("m"))
+            while pool.stats("m").waiting < 1:
+                await asyncio.sleep(0)
+            group = asyncio.create_task(use("g"))
+            while pool.stats("m").waiting < 2:  # the group's creation waits for the member
+                await asyncio.sleep(0)
+            await held.__aexit__(None, None, None)
+            await group
+            assert order == ["g"]
+            assert not direct.done(), "the direct waiter was served while the group held m"
+            assert pool.stats("m").waiting == 1
+            # The idle group keeps its member: the direct waiter gets it back when the group goes.
+            pool.unregister("g")
+            await direct
+            assert order == ["g", "m"]
+            pool.check_invariants()
+
+
 class TestLoops:
     def test_one_pool_serves_many_event_loops(self) -> None:
         """pytest-asyncio gives each test its own loop; the pool serves them all."""
