@@ -360,10 +360,14 @@ class MockPool:
         """Start the runtime of the current loop (supervisors) and warm the pool: ``min_size``
         of each service, or the peak concurrency history predicts, whichever is larger."""
         self._check_open("start it again")
+        started = self.clock.now()
         runtime = self._runtime()
         self._state = _State.OPEN
         await runtime.wait_ready()
         await self.warm(self.warm_targets())
+        # From the start: the scaling supervisor's min_size floor may have done the creating
+        # while the runtime started, and that is warm-up too.
+        self.warmup_s = self.clock.now() - started
 
     def warm_targets(self) -> dict[str, int]:
         """Instances to pre-create per service: ``max(min_size, predicted peak)``, capped by

@@ -24,6 +24,7 @@ import anyio
 from rich.console import Console
 
 from mockpool import MockPool, MockPoolError
+from mockpool.supervisors import AdaptationConfig
 
 from .baseline import FreshUse, double_costs
 from .faults import FaultInjector
@@ -123,7 +124,14 @@ async def run(args: argparse.Namespace) -> tuple[StressResult, Timeline]:
         injector.count_tests([c.fault for c in cases])
     # Every test starts at once and waiters are served first come, first served, so the last
     # ones wait about as long as the run itself: the bound grows with the number of tests.
-    pool = MockPool(name="stress", history=args.history, default_timeout=30.0 + 0.01 * args.tests)
+    pool = MockPool(
+        name="stress",
+        history=args.history,
+        default_timeout=30.0 + 0.01 * args.tests,
+        # The graph's sizes are the ceiling (see stress.graph): in one CPU-bound loop, an
+        # instance more is creation time taken from the tests, not a shorter wait.
+        adaptation=AdaptationConfig(ceiling_factor=1),
+    )
     register_graph(pool, stress_specs(wrap=injector.wrap if injector is not None else None))
     use = PoolUse(pool)
     timeline = Timeline(pool)

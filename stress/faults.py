@@ -35,6 +35,12 @@ class InjectedHookError(RuntimeError):
     """A factory or reset hook failed on purpose."""
 
 
+#: A warm pool creates a few dozen instances a run against thousands of resets: at the plain
+#: rate a run would see about one factory failure, or none. Factories fail this many times as
+#: often, so every run exercises the factory failures (at warm-up, and in recovery's tier 2).
+FACTORY_SCALE = 5.0
+
+
 class FaultInjector:
     """Decides, from ``seed``, which hook calls and which tests fail; counts what it injected."""
 
@@ -46,8 +52,8 @@ class FaultInjector:
         #: Injected faults by kind: factory, reset, health, raise, discard, cancel.
         self.injected: Counter[str] = Counter()
 
-    def _hit(self, kind: str) -> bool:
-        if self.rate and self._rng.random() < self.rate:
+    def _hit(self, kind: str, scale: float = 1.0) -> bool:
+        if self.rate and self._rng.random() < self.rate * scale:
             self.injected[kind] += 1
             return True
         return False
@@ -61,7 +67,7 @@ class FaultInjector:
         name = spec.name
 
         def failing_factory(*members: Any) -> Any:
-            if self._hit("factory"):
+            if self._hit("factory", FACTORY_SCALE):
                 raise InjectedHookError(f"{name}: factory failure injected")
             return factory(*members)
 

@@ -1,42 +1,124 @@
-"""The service graph the stress suite runs against: the seed's, from
-:func:`mockpool.services.seed_specs`, sized for many concurrent tests.
+"""The service graph the stress suite runs against: the seed's, with production-sized doubles.
 
-``seed_specs`` gives each member twice the groups' ``max_size`` ("room for every group instance
-and as many direct leases"), but ``database`` is a member of *two* groups (``device_session``
-and ``dashboard``): at full size the groups would own all of it and a test acquiring the
-database directly would wait for ever (groups keep their members). It gets three times here.
+The names and the edges are the seed's (:func:`mockpool.services.seed_specs`); the doubles are
+the ones DESIGN prices, as a real suite of that application would build them for each test:
+
+    plex, youtube      ``create_autospec`` of a 60-method client (:mod:`stress.clients`)
+    cache              fakeredis with 200 seeded keys (the Plex metadata cache)
+    redis, jwt         fakeredis; PyJWT (HS256)
+    database           SQLite, 4 tables: users, sessions, and a Plex library of 1,000 items
+                       with its watch history
+    device_session     group: redis + jwt + database
+    dashboard          group: database + cache + plex
+
+Sizes. Groups get ``max_size`` (1), members room for each group built on them plus as many
+direct leases (plex, youtube, cache, redis, jwt: 2; ``database``, a member of two groups: 3),
+and every service is warmed to its size before the first test: 15 instances for 1,199 tests,
+DESIGN's "a few dozen instances serve the same 1,199 concurrent tests". Small on purpose: the
+tests share one event loop and are CPU-bound, so a second instance of a service never runs a
+test sooner, it only costs its creation (40-90 ms for a 60-method autospec). Measured with
+``python -m stress --baseline``: groups of 1 run the 1,199 tests in 1.8-2.0 s (20-23x the
+baseline), groups of 2 in 2.3-2.5 s (16-17x), groups of 32 grown by adaptation in 10-20 s.
+The stress pool therefore caps adaptation's growth at these sizes (``stress.cli``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import sqlite3
 from collections.abc import Callable
 
 from mockpool import MockPool, ServiceSpec
-from mockpool.services import seed_specs
+from mockpool.services import (
+    SEED_SCHEMA,
+    autospec_service,
+    dashboard_service,
+    device_session_service,
+    jwt_service,
+    redis_service,
+    sql_service,
+)
+from mockpool.services.registry import SEED_USERS
 
-__all__ = ("GROUP_MAX_SIZE", "register_graph", "stress_specs")
+from .clients import PlexService, YouTubeService
+
+__all__ = (
+    "CACHE_KEYS",
+    "GROUP_MAX_SIZE",
+    "LIBRARY_ITEMS",
+    "cache_seed",
+    "register_graph",
+    "stress_specs",
+)
 
 #: ``max_size`` of the groups (device_session, dashboard); members get more (see above).
-GROUP_MAX_SIZE = 32
+GROUP_MAX_SIZE = 1
+#: Rows in the database's ``library_items`` table.
+LIBRARY_ITEMS = 1000
+#: Keys seeded into the cache (``plex:item:<n>``).
+CACHE_KEYS = 200
+
+LIBRARY_SCHEMA = """
+create table library_items (
+    rating_key integer primary key,
+    section text not null,
+    title text not null,
+    year integer not null,
+    rating real not null,
+    added_at real not null
+);
+create index library_by_section on library_items (section, year);
+create table watch_history (
+    user_id text not null,
+    rating_key integer not null references library_items (rating_key),
+    watched_at real not null
+);
+"""
+
+
+def _library_row(n: int) -> tuple[int, str, str, int, float, float]:
+    section = "1" if n % 3 else "2"
+    return (n, section, f"Title {n:04d}", 1980 + n % 45, (n * 37 % 100) / 10, 1.7e9 + n * 60)
+
+
+def _seed_database(conn: sqlite3.Connection) -> None:
+    conn.executemany("insert into users (id, name, plan) values (?, ?, ?)", SEED_USERS)
+    conn.executemany(
+        "insert into library_items values (?, ?, ?, ?, ?, ?)", map(_library_row, range(1, LIBRARY_ITEMS + 1))
+    )
+
+
+def cache_seed() -> dict[str, str]:
+    """The cache's seeded keys: Plex metadata of the first :data:`CACHE_KEYS` library items."""
+    return {
+        f"plex:item:{n}": json.dumps({"ratingKey": n, "section": s, "title": t, "year": y})
+        for n, s, t, y, _, _ in map(_library_row, range(1, CACHE_KEYS + 1))
+    }
 
 
 def stress_specs(
     *, max_size: int = GROUP_MAX_SIZE, wrap: Callable[[ServiceSpec], ServiceSpec] | None = None
 ) -> list[ServiceSpec]:
-    """The seed's graph, members first; ``wrap`` (fault injection) is applied to each spec."""
-    specs = seed_specs(max_size=max_size)
-    groups_of: dict[str, int] = {}
-    for spec in specs:
-        for member in spec.depends_on:
-            groups_of[member] = groups_of.get(member, 0) + 1
-    sized = []
-    for spec in specs:
-        if not spec.depends_on:
-            # Room for each group built on it, plus as many direct leases.
-            spec = dataclasses.replace(spec, max_size=(groups_of.get(spec.name, 0) + 1) * max_size)
-        sized.append(wrap(spec) if wrap is not None else spec)
-    return sized
+    """The graph, members first, each service warmed to its size (``min_size = max_size``);
+    ``wrap`` (fault injection) is applied to each spec."""
+    member, database = 2 * max_size, 3 * max_size
+    specs = [
+        autospec_service(PlexService, name="plex", min_size=member, max_size=member),
+        autospec_service(YouTubeService, name="youtube", min_size=member, max_size=member),
+        redis_service("cache", decode_responses=True, seed=cache_seed(), min_size=member, max_size=member),
+        redis_service("redis", min_size=member, max_size=member),
+        jwt_service("jwt", min_size=member, max_size=member),
+        sql_service(
+            "database",
+            schema=SEED_SCHEMA + LIBRARY_SCHEMA,
+            seed=_seed_database,
+            min_size=database,
+            max_size=database,
+        ),
+        device_session_service(min_size=max_size, max_size=max_size),
+        dashboard_service(min_size=max_size, max_size=max_size),
+    ]
+    return [wrap(spec) for spec in specs] if wrap is not None else specs
 
 
 def register_graph(pool: MockPool, specs: list[ServiceSpec]) -> tuple[str, ...]:

@@ -87,6 +87,13 @@ class StressResult:
             return None
         return self.baseline.wall_s / self.outcomes.wall_s
 
+    @property
+    def speedup_with_warmup(self) -> float | None:
+        """The speedup when the pooled run also pays for its warm-up (the baseline has none)."""
+        if self.baseline is None or self.outcomes.wall_s <= 0:
+            return None
+        return self.baseline.wall_s / (self.outcomes.wall_s + (self.warmup_s or 0.0))
+
     def to_dict(self) -> dict[str, Any]:
         out = self.outcomes
         counts = out.counts
@@ -122,6 +129,7 @@ class StressResult:
             data["baseline_passed"] = base.counts[Outcome.PASSED]
             data["baseline_failed"] = base.counts[Outcome.FAILED]
             data["speedup"] = round(self.speedup or 0.0, 2)
+            data["speedup_with_warmup"] = round(self.speedup_with_warmup or 0.0, 2)
             data["baseline_double_s"] = (
                 None if self.baseline_double_s is None else round(self.baseline_double_s, 4)
             )
@@ -171,7 +179,7 @@ class StressResult:
             f"passed {d['passed']}  failed {d['failed']}  injected {d['injected_failures']}  "
             f"cancelled {d['cancelled']}  |  wall {d['wall_s']:.2f}s  {d['tests_per_s']} tests/s  "
             f"peak RSS {d['peak_rss_mb']} MB  hit rate {100 * d['hit_rate']:.1f}%  leaks {d['leaks']}  "
-            f"degraded {d['degraded']}"
+            f"degraded {d['degraded']}  |  warm-up {d['warmup_s'] or 0:.2f}s"
         )
         console.print(line)
         if self.injected:
@@ -182,7 +190,8 @@ class StressResult:
             console.print(
                 f"baseline (fresh doubles): wall {d['baseline_wall_s']:.2f}s, "
                 f"of which making/destroying doubles {d['baseline_double_s']:.2f}s; "
-                f"speedup {d['speedup']:.2f}x (wall)"
+                f"speedup {d['speedup']:.2f}x (wall), {d['speedup_with_warmup']:.2f}x counting the "
+                "pool's warm-up"
             )
         if self.double_cost_ms:
             console.print(

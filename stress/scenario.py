@@ -13,11 +13,15 @@ lease (the error must come out unchanged) or discard the instance (recovery must
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+from .clients import PLEX_SECTIONS
+from .graph import CACHE_KEYS, LIBRARY_ITEMS
 
 __all__ = (
     "KINDS",
@@ -101,21 +105,26 @@ async def on_stub(held: Held, case: Case) -> bool:
 
 
 async def cache_test(use: Use, case: Case) -> None:
-    """The seed's cache (redis, str replies): strings with TTL, hashes, counters."""
+    """The seed's cache (redis, str replies, 200 seeded keys): strings with TTL, hashes, counters."""
     async with use("cache") as held:
         if await on_stub(held, case):
             return
         redis = held.instance
-        assert await redis.dbsize() == 0, f"cache not clean: {await redis.keys('*')}"
+        assert await redis.dbsize() == CACHE_KEYS, f"cache not pristine: {await redis.dbsize()} keys"
+        seeded = f"plex:item:{case.index % CACHE_KEYS + 1}"
+        assert json.loads(await redis.get(seeded))["ratingKey"] == case.index % CACHE_KEYS + 1
         key, tag = f"k:{case.index}", f"h:{case.index}"
         await redis.set(key, case.token, ex=60)
         await redis.hset(tag, mapping={"owner": str(case.index), "kind": case.kind})
         assert await redis.incrby("hits", case.index + 1) == case.index + 1
+        await redis.set(seeded, case.token)
         await case.checkpoint(held)
         assert await redis.get(key) == case.token
+        assert await redis.get(seeded) == case.token
         assert await redis.hgetall(tag) == {"owner": str(case.index), "kind": case.kind}
         assert 0 < await redis.ttl(key) <= 60
-        assert sorted(await redis.keys("*")) == sorted([key, tag, "hits"])
+        assert sorted(await redis.keys("[kh]*")) == sorted([key, tag, "hits"])
+        assert await redis.dbsize() == CACHE_KEYS + 3
 
 
 async def redis_test(use: Use, case: Case) -> None:
@@ -140,21 +149,32 @@ async def redis_test(use: Use, case: Case) -> None:
 
 
 async def database_test(use: Use, case: Case) -> None:
-    """The database (sqlite in memory): the seed users are there, nobody else's rows are."""
+    """The database (SQLite, 1,000 library items): the seed rows are there, nobody else's are."""
     async with use("database") as held:
         if await on_stub(held, case):
             return
         db = held.instance
         assert db.execute("select count(*) from users").fetchone() == (3,), "users not pristine"
         assert db.execute("select count(*) from sessions").fetchone() == (0,), "sessions not clean"
-        user = f"t{case.index}"
+        assert db.execute("select count(*), max(rating_key) from library_items").fetchone() == (
+            LIBRARY_ITEMS,
+            LIBRARY_ITEMS,
+        ), "library not pristine"
+        assert db.execute("select count(*) from watch_history").fetchone() == (0,), "history not clean"
+        user, item = f"t{case.index}", case.index % LIBRARY_ITEMS + 1
         with db:
             db.execute("insert into users (id, name, plan) values (?, ?, 'plus')", (user, case.token))
             db.execute("update users set plan = 'gold' where id = 'u2'")
+            db.execute("update library_items set title = ? where rating_key = ?", (case.token, item))
+            db.execute("insert into watch_history values (?, ?, 0)", (user, item))
         await case.checkpoint(held)
         rows = db.execute("select id, plan from users order by id").fetchall()
         assert rows == sorted([(user, "plus"), ("u1", "plus"), ("u2", "gold"), ("u3", "free")])
         assert db.execute("select name from users where id = ?", (user,)).fetchone() == (case.token,)
+        watched = db.execute(
+            "select i.title from watch_history h join library_items i using (rating_key)"
+        ).fetchall()
+        assert watched == [(case.token,)]
 
 
 async def jwt_test(use: Use, case: Case) -> None:
@@ -180,42 +200,49 @@ async def jwt_test(use: Use, case: Case) -> None:
 
 
 async def plex_test(use: Use, case: Case) -> None:
-    """Plex over http: library sections, a section's items, a 404, a route of the test's own."""
+    """The Plex client (an autospec'd 60-method PlexService): configure, call, check the calls."""
     async with use("plex") as held:
         if await on_stub(held, case):
             return
         plex = held.instance
-        assert plex.calls == [] and not plex.routes.added, "plex has another test's history"
-        sections = (await plex.get("/library/sections")).json()["MediaContainer"]["Directory"]
-        assert [s["title"] for s in sections] == ["Movies", "TV Shows"]
-        plex.routes.add("GET", f"/mine/{case.index}", {"owner": case.index})
+        assert plex.mock_calls == [], f"plex has another test's calls: {plex.mock_calls[:3]}"
+        assert not isinstance(plex.library_sections.return_value, list), "another test's answer"
+        plex.library_sections.return_value = PLEX_SECTIONS
+        plex.search.side_effect = lambda query, **kw: [{"title": query, "owner": case.index}]
+        assert [s["title"] for s in await plex.library_sections()] == ["Movies", "TV Shows"]
+        await plex.refresh_section("2", force=True)
         await case.checkpoint(held)
-        items = (await plex.get("/library/sections/2/all")).json()["MediaContainer"]["Metadata"]
-        assert {i["type"] for i in items} == {"show"}
-        assert (await plex.get("/library/sections/9/all")).status_code == 404
-        assert (await plex.get(f"/mine/{case.index}")).json() == {"owner": case.index}
-        assert [c.url.path for c in plex.calls] == [
-            "/library/sections",
-            "/library/sections/2/all",
-            "/library/sections/9/all",
-            f"/mine/{case.index}",
-        ]
+        assert await plex.search(case.token, limit=1) == [{"title": case.token, "owner": case.index}]
+        try:
+            await plex.refresh_section("2", "unexpected")
+        except TypeError:
+            pass  # the autospec checks signatures
+        else:
+            raise AssertionError("an autospec'd method accepted a wrong signature")
+        plex.refresh_section.assert_awaited_once_with("2", force=True)
+        plex.search.assert_awaited_once_with(case.token, limit=1)
+        assert [c[0] for c in plex.method_calls] == ["library_sections", "refresh_section", "search"]
 
 
 async def youtube_test(use: Use, case: Case) -> None:
-    """YouTube over http: video metadata, a download request, the call history."""
+    """The YouTube client (an autospec'd 60-method YouTubeService): a download's whole life."""
     async with use("youtube") as held:
         if await on_stub(held, case):
             return
         youtube = held.instance
-        assert youtube.calls == [], "youtube has another test's history"
+        assert youtube.mock_calls == [], "youtube has another test's calls"
         video = f"v{case.index}"
-        body = (await youtube.get(f"/videos/{video}")).json()
-        assert body["id"] == video and body["snippet"]["title"] == f"Video {video}"
+        youtube.video.return_value = {"id": video, "title": f"Video {video}", "duration": "PT3M33S"}
+        youtube.request_download.return_value = {"id": f"dl-{video}", "status": "queued"}
+        youtube.download_status.side_effect = [{"status": "running"}, {"status": "done"}]
+        assert (await youtube.video(video))["title"] == f"Video {video}"
+        download = await youtube.request_download(video, format_id="137")
         await case.checkpoint(held)
-        response = await youtube.post("/downloads", json={"video_id": video})
-        assert response.status_code == 202 and response.json() == {"id": f"dl-{video}", "status": "queued"}
-        assert [c.method for c in youtube.calls] == ["GET", "POST"]
+        statuses = [(await youtube.download_status(download["id"]))["status"] for _ in range(2)]
+        assert statuses == ["running", "done"]
+        youtube.request_download.assert_awaited_once_with(video, format_id="137")
+        assert youtube.download_status.await_count == 2
+        assert youtube.watch_url(video) is not None and youtube.watch_url.call_count == 1
 
 
 async def device_session_test(use: Use, case: Case) -> None:
@@ -251,9 +278,10 @@ async def dashboard_test(use: Use, case: Case) -> None:
         if await on_stub(held, case):
             return
         dashboard = held.instance
-        db = dashboard.db
+        db, plex = dashboard.db, dashboard.plex
         assert await dashboard.cache.get("plex:sections") is None, "another test's cache is visible"
-        assert dashboard.plex.calls == [], "plex has another test's history"
+        assert plex.mock_calls == [], "plex has another test's calls"
+        plex.library_sections.return_value = [*PLEX_SECTIONS, {"key": "9", "title": case.token}]
         user = f"t{case.index}"
         with db:
             db.execute("insert into users (id, name, plan) values (?, ?, 'plus')", (user, case.token))
@@ -268,10 +296,10 @@ async def dashboard_test(use: Use, case: Case) -> None:
             "user": case.token,
             "plan": "plus",
             "sessions": 1,
-            "sections": ["Movies", "TV Shows"],
+            "sections": ["Movies", "TV Shows", case.token],
         }
         assert (await dashboard.summary("u1"))["sessions"] == 0
-        assert len(dashboard.plex.calls) == 1, "the second summary should come from the cache"
+        plex.library_sections.assert_awaited_once_with()  # the second summary read the cache
 
 
 async def watch_party_test(use: Use, case: Case) -> None:
@@ -280,14 +308,15 @@ async def watch_party_test(use: Use, case: Case) -> None:
         if await on_stub(yt, case):
             return
         video = f"w{case.index}"
-        assert (await yt.instance.get(f"/videos/{video}")).status_code == 200
+        yt.instance.video.return_value = {"id": video}
+        assert (await yt.instance.video(video)) == {"id": video}
         async with use("device_session") as held:
             if await on_stub(held, case):
                 return
             session = await held.instance.create_session(f"u{case.index}", "tv")
             await case.checkpoint(held)
             assert await held.instance.active_sessions(f"u{case.index}") == [session.session_id]
-        assert [c.url.path for c in yt.instance.calls] == [f"/videos/{video}"]
+        yt.instance.video.assert_awaited_once_with(video)
 
 
 #: Every kind of test and its weight in the mix (the seed's graph, groups weighted up).

@@ -10,6 +10,7 @@ import pytest
 
 from mockpool import (
     AcquireTimeout,
+    FakeClock,
     DependencyError,
     MockPool,
     PoolClosedError,
@@ -395,6 +396,23 @@ class TestReport:
         assert text.splitlines()[0].startswith("mockpool report: pool 'p'")
         assert "svc" in text
         assert "<MockPool 'p' closed [svc: 0 in use" in repr(pool)
+
+
+    @pytest.mark.asyncio
+    async def test_warmup_s_counts_the_creations_made_while_the_runtime_started(self) -> None:
+        """The scaling supervisor's min_size floor may create everything before ``warm`` runs;
+        that is warm-up too. Each creation costs 1 s on the fake clock: warmup_s is all of it."""
+        clock = FakeClock()
+
+        def factory() -> dict[str, int]:
+            clock.advance(1.0)
+            return {}
+
+        pool = MockPool(clock=clock)
+        pool.register(ServiceSpec(name="svc", factory=factory, min_size=3, max_size=3))
+        async with pool:
+            assert pool.stats("svc").size == 3
+            assert pool.warmup_s == 3.0
 
 
 def test_supervisor_settings_of_the_wrong_type_are_refused_at_once() -> None:

@@ -100,9 +100,13 @@ def _youtube_download(request: httpx.Request) -> Any:
 
 class Dashboard:
     """The seed's dashboard controller: a user's overview from the database, the Plex library
-    (cached in redis for ``cache_ttl`` seconds) and the user's live sessions."""
+    (cached in redis for ``cache_ttl`` seconds) and the user's live sessions.
 
-    def __init__(self, db: sqlite3.Connection, cache: Any, plex: HttpDouble, *, cache_ttl: int = 60) -> None:
+    ``plex`` is the Plex server's HTTP API (an :class:`HttpDouble`), or a Plex client with an
+    async ``library_sections()`` (an autospec'd ``PlexService``, as the stress suite's graph has).
+    """
+
+    def __init__(self, db: sqlite3.Connection, cache: Any, plex: Any, *, cache_ttl: int = 60) -> None:
         self.db = db
         self.cache = cache
         self.plex = plex
@@ -115,9 +119,12 @@ class Dashboard:
         if cached is not None:
             sections: list[dict[str, Any]] = json.loads(cached)
             return sections
-        response = await self.plex.get("/library/sections")
-        response.raise_for_status()
-        sections = response.json()["MediaContainer"]["Directory"]
+        if isinstance(self.plex, HttpDouble):
+            response = await self.plex.get("/library/sections")
+            response.raise_for_status()
+            sections = response.json()["MediaContainer"]["Directory"]
+        else:
+            sections = await self.plex.library_sections()
         await self.cache.set("plex:sections", json.dumps(sections), ex=self.cache_ttl)
         return sections
 
@@ -149,7 +156,7 @@ class Dashboard:
         return {
             "cache": snapshot_server(server_of(self.cache)),
             "users": self.db.execute("select * from users order by id").fetchall(),
-            "plex_calls": len(self.plex.calls),
+            "plex_calls": len(self.plex.calls if isinstance(self.plex, HttpDouble) else self.plex.mock_calls),
         }
 
     def restore(self, state: object) -> None:
@@ -170,9 +177,9 @@ def dashboard_service(
     **options: Any,
 ) -> ServiceSpec:
     """The dashboard as a group over ``database`` (with ``users`` and ``sessions``), ``cache``
-    (a redis) and ``plex`` (an http service)."""
+    (a redis) and ``plex`` (an http service, or an autospec'd Plex client)."""
 
-    def factory(db: sqlite3.Connection, cache_client: Any, plex_double: HttpDouble) -> Dashboard:
+    def factory(db: sqlite3.Connection, cache_client: Any, plex_double: Any) -> Dashboard:
         return Dashboard(db, cache_client, plex_double, cache_ttl=cache_ttl)
 
     return build_spec(

@@ -3,7 +3,17 @@ from __future__ import annotations
 import pytest
 
 from mockpool import MockPool
-from mockpool.services import Dashboard, DeviceSessionService, HttpDouble, seed_registry
+from mockpool.services import (
+    SEED_SCHEMA,
+    Dashboard,
+    DeviceSessionService,
+    HttpDouble,
+    autospec_service,
+    dashboard_service,
+    redis_service,
+    seed_registry,
+    sql_service,
+)
 
 NAMES = ("plex", "youtube", "cache", "redis", "jwt", "database", "device_session", "dashboard")
 
@@ -82,3 +92,28 @@ async def test_device_session_and_dashboard_share_nothing_between_leases() -> No
             assert await again.active_sessions("u1") == []
         assert pool.stats("database").created == 2
         pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_the_dashboard_also_takes_an_autospecd_plex_client() -> None:
+    """The stress graph's plex is a ``create_autospec`` of a Plex client, not the HTTP API."""
+
+    class PlexClient:
+        async def library_sections(self) -> list[dict[str, str]]:
+            raise NotImplementedError
+
+    pool = MockPool(supervise=False)
+    pool.register(autospec_service(PlexClient, name="plex", max_size=2))
+    pool.register(redis_service("cache", decode_responses=True, max_size=2))
+    pool.register(
+        sql_service("database", schema=SEED_SCHEMA, seed="insert into users values ('u1', 'A', 'plus')")
+    )
+    pool.register(dashboard_service(max_size=1))
+    async with pool:
+        async with pool.acquire("dashboard") as dashboard:
+            dashboard.plex.library_sections.return_value = [{"title": "Movies"}]
+            assert (await dashboard.summary("u1"))["sections"] == ["Movies"]
+            assert (await dashboard.summary("u1"))["sections"] == ["Movies"]  # from the cache
+            dashboard.plex.library_sections.assert_awaited_once_with()
+        async with pool.acquire("dashboard") as dashboard:
+            assert dashboard.plex.mock_calls == [] and await dashboard.cache.get("plex:sections") is None
