@@ -10,8 +10,8 @@ import pytest
 
 from mockpool import (
     AcquireTimeout,
-    FakeClock,
     DependencyError,
+    FakeClock,
     MockPool,
     PoolClosedError,
     RecoveryFailedError,
@@ -312,7 +312,6 @@ class TestGroups:
             assert pool.stats("a").in_use == 1  # held by the idle group entry
             pool.check_invariants()
 
-
     @pytest.mark.asyncio
     async def test_a_group_being_built_is_served_before_direct_waiters_of_its_member(self) -> None:
         """The member's one instance is held; a direct acquire of the member queues, then a
@@ -396,7 +395,6 @@ class TestReport:
         assert text.splitlines()[0].startswith("mockpool report: pool 'p'")
         assert "svc" in text
         assert "<MockPool 'p' closed [svc: 0 in use" in repr(pool)
-
 
     @pytest.mark.asyncio
     async def test_warmup_s_counts_the_creations_made_while_the_runtime_started(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -112,8 +112,18 @@ class RedisDouble:
             # connection has some, kill every connection but the sync client's, as CLIENT KILL
             # would, and make our clients open new ones on next use. Reconnecting costs more
             # than the rest of the reset, so connections that are all clean are kept.
+            # Sockets that are not our clients' belong to a connection pool a library built on
+            # the server during the lease (``server_of``). fakeredis's async connections drop
+            # their socket without closing it, so each such pool left one behind for good,
+            # and this loop grew with every lease. The lease is over: close them.
             keep = _socket_of(self.sync)
-            dirty = any(sock is not keep and not _clean_socket(sock) for sock in server.sockets)
+            own = _sockets_of(self._clients)
+            dirty = False
+            for sock in list(server.sockets):
+                if sock is not keep and sock not in own:
+                    sock.kill()
+                elif sock is not keep and not _clean_socket(sock):
+                    dirty = True
             if dirty:
                 for sock in list(server.sockets):
                     if sock is not keep:
@@ -353,6 +363,18 @@ def _clean_socket(sock: Any) -> bool:
         return False
     responses = state.get("responses")
     return responses is not None and responses.empty()
+
+
+def _sockets_of(clients: Iterable[Any]) -> set[Any]:
+    """The fake sockets under our clients' connections, idle and in use."""
+    out = set()
+    for client in clients:
+        pool = client.connection_pool
+        for conn in (*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())):
+            sock = getattr(conn, "_sock", None)
+            if sock is not None:
+                out.add(sock)
+    return out
 
 
 def _forget_connections(client: Any) -> None:

@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ServiceConfigError
 from ._common import build_spec, require
 from .aiosqlite import Template, open_pooled_connection
 
@@ -51,19 +53,34 @@ Seed = Mapping[str, Sequence[Mapping[str, Any]]] | Callable[["Session"], object]
 class SqlAlchemyDouble:
     """One pooled database: its aiosqlite connection, an engine over it and a session."""
 
-    def __init__(self, conn: PooledAioConnection, engine: AsyncEngine, session: AsyncSession) -> None:
+    def __init__(
+        self,
+        conn: PooledAioConnection,
+        engine: AsyncEngine,
+        session: AsyncSession,
+        pragmas: Mapping[str, str] | None = None,
+    ) -> None:
         self.conn = conn
         self.engine = engine
         self.session = session
+        self.pragmas = dict(pragmas or {})
         self._session_info = dict(session.info)
 
     def handle(self) -> AsyncSession:
         return self.session
 
+    async def apply_pragmas(self) -> None:
+        """Set the connection's pragmas (``sqlalchemy_service(pragmas=)``): they live on the
+        connection, not in the database image, so the template cannot carry them."""
+        for name, value in self.pragmas.items():
+            await self.conn.execute_fetchall(f"PRAGMA {name} = {value}")
+
     async def reset(self) -> None:
-        """Close the session (rollback, identity map emptied), reload the template."""
+        """Close the session (rollback, identity map emptied), reload the template, set the
+        pragmas again (a test may have changed one)."""
         await self._reset_session()
         await self.conn.reset()
+        await self.apply_pragmas()
 
     async def _reset_session(self) -> None:
         session = self.session
@@ -76,6 +93,9 @@ class SqlAlchemyDouble:
         """The database image, whether a transaction is open, and the session's state."""
         state = await self.conn.snapshot()
         session = self.session
+        state["pragmas"] = {
+            name: (await self.conn.execute_fetchall(f"PRAGMA {name}")) for name in self.pragmas
+        }
         state["session"] = {
             "objects": len(session.identity_map) + len(session.new) + len(session.deleted),
             "in_transaction": session.in_transaction(),
@@ -86,6 +106,7 @@ class SqlAlchemyDouble:
     async def restore(self, state: dict[str, Any]) -> None:
         await self._reset_session()
         await self.conn.restore(state)
+        await self.apply_pragmas()
 
     async def health(self) -> bool:
         return await self.conn.health()
@@ -115,6 +136,7 @@ def sqlalchemy_service(
     seed: Seed | None = None,
     engine_options: Mapping[str, Any] | None = None,
     session_options: Mapping[str, Any] | None = None,
+    pragmas: Mapping[str, str | int | bool] | None = None,
     min_size: int = 0,
     max_size: int = 64,
     **options: Any,
@@ -126,6 +148,9 @@ def sqlalchemy_service(
         ``create_all``, into the template.
     :param engine_options: more keywords for ``create_async_engine`` (e.g. ``echo=True``).
     :param session_options: keywords for ``AsyncSession`` (e.g. ``expire_on_commit=False``).
+    :param pragmas: SQLite pragmas of the pooled connection (``{"foreign_keys": "ON"}``), set
+        when it is made and again on every reset, and part of its snapshot: what a classic
+        fixture does in a ``connect`` event listener.
     :param options: other :class:`~mockpool.ServiceSpec` fields.
     :raises MissingExtraError: SQLAlchemy or aiosqlite is not installed
         (``pip install 'mockpool[sqlalchemy]'``).
@@ -144,6 +169,7 @@ def sqlalchemy_service(
         raise TypeError(f"service {name!r}: seed= by table name needs metadata= to find the tables")
     engine_kw = dict(engine_options or {})
     session_kw = dict(session_options or {})
+    pragma_sql = _pragmas(name, pragmas or {})
 
     def build(raw: sqlite3.Connection) -> None:
         engine = sa.create_engine("sqlite://", creator=lambda: raw, poolclass=sa_pool.StaticPool)
@@ -186,10 +212,12 @@ def sqlalchemy_service(
                 **engine_kw,
             )
             session: AsyncSession = sa_async.AsyncSession(engine, **session_kw)
+            double = SqlAlchemyDouble(conn, engine, session, pragma_sql)
+            await double.apply_pragmas()
         except BaseException:
             conn.shut()
             raise
-        return SqlAlchemyDouble(conn, engine, session)
+        return double
 
     return build_spec(
         name,
@@ -204,6 +232,26 @@ def sqlalchemy_service(
         min_size=min_size,
         max_size=max_size,
     )
+
+
+_PRAGMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PRAGMA_VALUE = re.compile(r"-?[A-Za-z0-9_]+")
+
+
+def _pragmas(service: str, pragmas: Mapping[Any, object]) -> dict[str, str]:
+    """Validated pragma names and values, rendered for ``PRAGMA name = value`` (no quoting:
+    only names, keywords and numbers are accepted)."""
+    out = {}
+    for key, value in pragmas.items():
+        rendered = str(int(value)) if isinstance(value, bool | int) else value
+        if not isinstance(key, str) or not _PRAGMA_NAME.fullmatch(key):
+            raise ServiceConfigError("pragmas", key, "is not a pragma name", service=service)
+        if not isinstance(rendered, str) or not _PRAGMA_VALUE.fullmatch(rendered):
+            raise ServiceConfigError(
+                "pragmas", value, f"is not a value for PRAGMA {key} (a keyword or a number)", service=service
+            )
+        out[key] = rendered
+    return out
 
 
 def _destroy(double: SqlAlchemyDouble) -> asyncio.Future[None] | None:

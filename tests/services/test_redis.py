@@ -178,6 +178,30 @@ async def test_a_library_that_builds_its_own_pool_reaches_the_same_server() -> N
 
 
 @pytest.mark.asyncio
+async def test_sockets_of_a_library_pool_do_not_pile_up_across_leases() -> None:
+    """fakeredis's async connections drop their socket without closing it, so each pool a
+    library built on the server left one on it; reset walked them all (teardown grew with
+    every lease). Reset closes every socket that is not the pooled clients'."""
+    import redis.asyncio
+
+    counts = []
+    async with pool_of(redis_service(max_size=1)) as pool:
+        for _ in range(20):
+            async with pool.acquire("redis") as r:
+                server = server_of(r)
+                own_pool = redis.asyncio.ConnectionPool(
+                    connection_class=fakeredis.FakeAsyncRedisConnection, server=server
+                )
+                other = redis.asyncio.Redis(connection_pool=own_pool)
+                await other.set("from-library", "1")
+                await other.aclose()
+                await own_pool.aclose()
+                assert await r.get("from-library") == b"1"
+            counts.append(len(server.sockets))
+    assert max(counts) <= 1, counts
+
+
+@pytest.mark.asyncio
 async def test_the_sync_variant_gives_a_sync_client_with_the_same_reset() -> None:
     spec = sync_redis_service(seed=SEED, max_size=1)
     assert spec.name == "redis_sync"

@@ -9,6 +9,7 @@ from sqlalchemy import ForeignKey, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from mockpool import MockPool
 from mockpool.services import MissingExtraError, SqlAlchemyDouble, sqlalchemy_service
 
 from ._helpers import pool_of
@@ -140,3 +141,30 @@ def test_options_are_checked_and_the_extra_is_named(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "sqlalchemy.ext.asyncio", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'mockpool\[sqlalchemy\]'"):
         sqlalchemy_service(metadata=Base.metadata)
+
+
+@pytest.mark.asyncio
+async def test_pragmas_are_set_on_the_pooled_connection_and_again_at_each_reset() -> None:
+    """``PRAGMA foreign_keys`` lives on the connection, not in the template: without
+    ``pragmas=`` a test that turned it off left it off for the next lease."""
+    spec = sqlalchemy_service(metadata=Base.metadata, seed=SEED, pragmas={"foreign_keys": "ON"}, max_size=1)
+    pool = MockPool(supervise=False, isolation_verify=True)
+    pool.register(spec)
+    async with pool:
+        async with pool.acquire("sqlalchemy") as session:
+            assert (await session.execute(text("pragma foreign_keys"))).scalar() == 1
+            session.add(Device(id=1, user_id=99))
+            with pytest.raises(Exception, match="FOREIGN KEY"):
+                await session.commit()
+            await session.rollback()
+            await session.execute(text("pragma foreign_keys = OFF"))
+        async with pool.acquire("sqlalchemy") as session:
+            assert (await session.execute(text("pragma foreign_keys"))).scalar() == 1
+        assert pool.stats("sqlalchemy").isolation_failures == 0
+
+
+def test_pragmas_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"pragmas='foreign keys' is not a pragma name"):
+        sqlalchemy_service(pragmas={"foreign keys": "ON"})
+    with pytest.raises(ValueError, match=r"is not a value for PRAGMA journal_mode"):
+        sqlalchemy_service(pragmas={"journal_mode": "wal; drop table users"})
