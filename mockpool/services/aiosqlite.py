@@ -79,7 +79,9 @@ if TYPE_CHECKING:
         """An ``aiosqlite.Connection`` that only the pool closes (see the module doc)."""
 
         template: bytes
+        setup: tuple[str, ...]
         _settings: tuple[Any, Any, Any]
+        _conn: sqlite3.Connection
 
         async def run(self, fn: Callable[..., Any], *args: Any) -> Any: ...
         async def load(self, image: bytes) -> None: ...
@@ -108,6 +110,9 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
         __doc__ = "An ``aiosqlite.Connection`` that only the pool closes (see the module doc)."
 
         template: bytes = b""
+        #: SQL run after every load, in the same call on the worker thread (connection-level
+        #: settings such as pragmas, which the image does not carry).
+        setup: tuple[str, ...] = ()
         _settings: tuple[Any, Any, Any] = (None, str, "")
         _owned = True
         _connection: sqlite3.Connection | None  # set by aiosqlite.Connection.__init__
@@ -153,6 +158,8 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
                     conn.rollback()
                 conn.deserialize(image)
                 conn.row_factory, conn.text_factory, conn.isolation_level = self._settings
+                for sql in self.setup:
+                    conn.execute(sql)
 
             await self.run(load)
 

@@ -71,16 +71,19 @@ class SqlAlchemyDouble:
 
     async def apply_pragmas(self) -> None:
         """Set the connection's pragmas (``sqlalchemy_service(pragmas=)``): they live on the
-        connection, not in the database image, so the template cannot carry them."""
-        for name, value in self.pragmas.items():
-            await self.conn.execute_fetchall(f"PRAGMA {name} = {value}")
+        connection, not in the database image, so the template cannot carry them. Every later
+        load of the template (reset, restore) sets them again in the same worker-thread call."""
+        setup = tuple(f"PRAGMA {name} = {value}" for name, value in self.pragmas.items())
+        self.conn.setup = setup
+        if setup:
+            raw = self.conn._conn
+            await self.conn.run(lambda: [raw.execute(sql) for sql in setup])
 
     async def reset(self) -> None:
-        """Close the session (rollback, identity map emptied), reload the template, set the
-        pragmas again (a test may have changed one)."""
+        """Close the session (rollback, identity map emptied), reload the template (and the
+        pragmas: a test may have changed one)."""
         await self._reset_session()
         await self.conn.reset()
-        await self.apply_pragmas()
 
     async def _reset_session(self) -> None:
         session = self.session
@@ -106,7 +109,6 @@ class SqlAlchemyDouble:
     async def restore(self, state: dict[str, Any]) -> None:
         await self._reset_session()
         await self.conn.restore(state)
-        await self.apply_pragmas()
 
     async def health(self) -> bool:
         return await self.conn.health()

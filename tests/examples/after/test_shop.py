@@ -1,0 +1,9 @@
+"""The shop's tests on a pooled session (bodies in ``tests/examples/cases.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..cases import *
+
+pytestmark = pytest.mark.asyncio
