@@ -173,6 +173,23 @@ def test_sync_reads_the_pool(mockpool):
 """
 
 
+def setup_asyncio_project(pytester: pytest.Pytester, variant: str) -> tuple[str, str]:
+    """A project with :data:`RUNNER_BODY` under pytest-asyncio's ``variant`` (a key of
+    :data:`ASYNCIO_VARIANTS`); returns its ``(mode, loop scope)``."""
+    mode, scope, mark = ASYNCIO_VARIANTS[variant]
+    setup_project(
+        pytester,
+        ini={
+            "mockpool_services": "redis",
+            "asyncio_mode": mode,
+            "asyncio_default_fixture_loop_scope": scope,
+            "asyncio_default_test_loop_scope": scope,
+        },
+    )
+    pytester.makepyfile(test_matrix=dedent(RUNNER_BODY.format(mark=mark)))
+    return mode, scope
+
+
 def check_runner_run(
     pytester: pytest.Pytester,
     result: pytest.RunResult,

@@ -22,6 +22,7 @@ from ._inner import (
     dedent,
     flags,
     pyproject,
+    setup_asyncio_project,
     setup_project,
 )
 from ._venvs import Venv, VenvSpec
@@ -116,17 +117,7 @@ def test_pytest74_asyncio023(pytester: pytest.Pytester, venv: Venv, mode: str) -
 @pytest.mark.parametrize("venv", [PYTEST8], indirect=True, ids=["pytest8-asyncio1"])
 @pytest.mark.parametrize("variant", sorted(ASYNCIO_VARIANTS))
 def test_pytest8_asyncio1(pytester: pytest.Pytester, venv: Venv, variant: str) -> None:
-    mode, scope, mark = ASYNCIO_VARIANTS[variant]
-    setup_project(
-        pytester,
-        ini={
-            "mockpool_services": "redis",
-            "asyncio_mode": mode,
-            "asyncio_default_fixture_loop_scope": scope,
-            "asyncio_default_test_loop_scope": scope,
-        },
-    )
-    pytester.makepyfile(test_matrix=dedent(RUNNER_BODY.format(mark=mark)))
+    mode, scope = setup_asyncio_project(pytester, variant)
     result = _run_in(pytester, venv, *flags("asyncio", "--mockpool-report=report.json"))
     result.stdout.fnmatch_lines(["platform * pytest-8.*", "plugins: *asyncio-1.*"])
     check_runner_run(pytester, result)

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 import pytest
 
-from ._inner import ASYNCIO_VARIANTS, RUNNER_BODY, check_runner_run, dedent, flags, setup_project
+from ._inner import (
+    ASYNCIO_VARIANTS,
+    RUNNER_BODY,
+    check_runner_run,
+    dedent,
+    flags,
+    setup_asyncio_project,
+    setup_project,
+)
 
 INNER_TIMEOUT_S = 30
 
@@ -39,17 +47,7 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 @pytest.mark.parametrize("variant", sorted(ASYNCIO_VARIANTS))
 def test_pytest_asyncio(pytester: pytest.Pytester, variant: str) -> None:
-    mode, scope, mark = ASYNCIO_VARIANTS[variant]
-    setup_project(
-        pytester,
-        ini={
-            "mockpool_services": "redis",
-            "asyncio_mode": mode,
-            "asyncio_default_fixture_loop_scope": scope,
-            "asyncio_default_test_loop_scope": scope,
-        },
-    )
-    pytester.makepyfile(test_matrix=dedent(RUNNER_BODY.format(mark=mark)))
+    mode, scope = setup_asyncio_project(pytester, variant)
     result = _run(pytester, *flags("asyncio", "--mockpool-report=report.json"))
     check_runner_run(pytester, result)
     result.stdout.fnmatch_lines([f"mockpool: *runner: pytest-asyncio ({mode}, {scope} loop)*"])
