@@ -70,6 +70,8 @@ class ServicePool:
         #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
         self.peak_total = 0
         self._sampled_acquisitions = 0
+        #: ``creations_settled`` callers waiting for the creations in flight to end.
+        self._settled_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._timer_loop: asyncio.AbstractEventLoop | None = None
@@ -233,7 +235,25 @@ class ServicePool:
 
     # == creating =============================================================================
 
+    async def creations_settled(self) -> None:
+        """Return once no creation of this service is in flight (``warm`` waits so for the
+        ones it did not start: the scaling supervisor's ``min_size`` floor starts them too)."""
+        while self.core.creating:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._settled_waiters.append(fut)
+            await fut
+
     async def _create_one(self) -> None:
+        try:
+            await self._create()
+        finally:
+            if not self.core.creating and self._settled_waiters:
+                waiters, self._settled_waiters = self._settled_waiters, []
+                for fut in waiters:
+                    if not fut.done():
+                        fut.get_loop().call_soon_threadsafe(_settle, fut)
+
+    async def _create(self) -> None:
         core = self.core
         started = self.clock.now()
         try:
@@ -633,3 +653,8 @@ class _NoLease:
 
 
 _NO_LEASE: Any = _NoLease()
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

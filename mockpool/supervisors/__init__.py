@@ -33,8 +33,14 @@ SUPERVISORS = (
 
 
 async def start_all(pool: MockPool, tg: TaskGroup) -> None:
-    """Start every supervisor of ``pool`` in ``tg`` and return once each reported ready."""
+    """Start every supervisor of ``pool`` in ``tg`` (each runs from the loop's next step).
+
+    ``start_soon``, not ``TaskGroup.start``: a supervisor reports ready as its first act, so
+    waiting for it bought no ordering, and under anyio 4.16 a task cancelled before its first
+    step never reports to ``start``, which then waited for ever when the loop closed while a
+    runtime was starting (short-lived loops: a test's own ``asyncio.run``).
+    """
     for name, run in SUPERVISORS:
         if name == "leaks" and pool.leak_threshold is None:
             continue
-        await tg.start(run, pool, name=f"mockpool[{pool.name}] {name}")
+        tg.start_soon(run, pool, name=f"mockpool[{pool.name}] {name}")

@@ -132,8 +132,6 @@ async def warm(pool: MockPool, targets: Mapping[str, int] | None = None, *, limi
                 if n > 0:
                     jobs.append(svc)
                     missing[svc] = n - 1
-        if not jobs:
-            continue
 
         async def worker(jobs: deque[ServicePool] = jobs) -> None:
             while jobs:
@@ -141,9 +139,15 @@ async def warm(pool: MockPool, targets: Mapping[str, int] | None = None, *, limi
                 if svc.core.reserve_creation():
                     await svc._create_one()
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(min(limit, len(jobs))):
-                tg.start_soon(worker)
+        if jobs:
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(limit, len(jobs))):
+                    tg.start_soon(worker)
+        # Creations started elsewhere (the scaling supervisor's min_size floor) were counted as
+        # on their way: wait for them too, so the next level's groups find idle members and
+        # warmup_s is the whole warm-up.
+        for svc in levels[depth]:
+            await svc.creations_settled()
     pool.warmed = {name: services[name].core.size for name in wanted if name in services}
     pool.warmup_s = pool.clock.now() - started
     return pool.warmup_s
