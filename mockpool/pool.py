@@ -299,9 +299,10 @@ class MockPool:
 
     # == background work ======================================================================
 
-    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` in the running loop's runtime, starting that runtime if needed."""
-        self._runtime().spawn(fn, *args)
+    def spawn(self, fn: Callable[..., Any], *args: Any, on_drop: Callable[[], None] | None = None) -> None:
+        """Run ``fn(*args)`` in the running loop's runtime, starting that runtime if needed;
+        ``on_drop`` runs instead if that runtime ends before the task started."""
+        self._runtime().spawn(fn, *args, on_drop=on_drop)
 
     def _runtime(self) -> Runtime:
         loop = running_loop(self.name)

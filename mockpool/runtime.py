@@ -23,7 +23,19 @@ if TYPE_CHECKING:
 
 __all__ = ("Runtime",)
 
+
 logger = logging.getLogger("mockpool")
+
+
+class _Job:
+    """A spawned task that must be settled if it never runs: its coroutine (made at spawn, so
+    it can be closed unrun) and the ``on_drop`` callback."""
+
+    __slots__ = ("coro", "on_drop")
+
+    def __init__(self, on_drop: Callable[[], None]) -> None:
+        self.on_drop = on_drop
+        self.coro: Coroutine[Any, Any, Any] | None = None
 
 
 class Runtime:
@@ -34,6 +46,8 @@ class Runtime:
         self.loop = loop
         self.tg: TaskGroup | None = None
         self._pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = []
+        #: Spawned jobs with an ``on_drop`` that have not taken their first step yet.
+        self._unstarted: set[_Job] = set()
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()
         #: Guards structural changes that span awaits (unregister, resize, recovered swaps);
@@ -44,13 +58,37 @@ class Runtime:
         # whoever waits on ``finished`` (aclose) would wait for ever.
         self._host.add_done_callback(self._ended)
 
-    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        """Run ``fn(*args)`` in this runtime's task group (as soon as it exists)."""
+    def spawn(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, Any]],
+        *args: Any,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
+        """Run ``fn(*args)`` in this runtime's task group (as soon as it exists).
+
+        ``on_drop`` runs instead if the runtime ends before the task took its first step (its
+        loop closed right after the spawn): what the task would have settled (a reserved
+        creation, an entry being reset or recovered) must not stay reserved for ever.
+        """
+        if on_drop is not None:
+            # anyio 4.16 wraps each task's coroutine in its own; a task cancelled before its
+            # first step never starts ours, which would then warn "never awaited". Made here,
+            # it can be closed unrun when the runtime ends (``_ended``).
+            job = _Job(on_drop)
+            coro = job.coro = self._run_job(job, fn, args)
+            self._unstarted.add(job)
+            fn, args = _given, (coro,)
         tg = self.tg
         if tg is not None:
             tg.start_soon(fn, *args)
         else:
             self._pending.append((fn, args))
+
+    async def _run_job(
+        self, job: _Job, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]
+    ) -> None:
+        self._unstarted.discard(job)
+        await fn(*args)
 
     async def _run(self) -> None:
         try:
@@ -69,6 +107,15 @@ class Runtime:
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self.tg = None
+        # Every child has ended by now (the task group waited); the jobs still here never ran.
+        dropped, self._unstarted = self._unstarted, set()
+        for job in dropped:
+            if job.coro is not None:
+                job.coro.close()
+            try:
+                job.on_drop()
+            except Exception:
+                logger.exception("pool %r: settling a background task that never ran", self.pool.name)
         self.ready.set()
         self.finished.set()
         self.pool._runtime_ended(self)
@@ -85,3 +132,9 @@ class Runtime:
 
     async def wait_ready(self) -> None:
         await self.ready.wait()
+
+
+def _given(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
+    """For ``start_soon``: hand over a coroutine made beforehand (anyio awaits what the
+    function returns)."""
+    return coro

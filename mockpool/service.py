@@ -11,6 +11,7 @@ anyio's shields) cannot strand an instance half-reset.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import weakref
@@ -223,13 +224,13 @@ class ServicePool:
                 if core.size + core.creating < core.max_size and pool.make_room(self):
                     continue
                 break
-            pool.spawn(self._create_one)
+            pool.spawn(self._create_one, on_drop=self._creation_dropped)
 
     def grow(self, count: int) -> int:
         """Start up to ``count`` background creations (warming, scaling); return how many."""
         started = 0
         while started < count and self.core.reserve_creation():
-            self.pool.spawn(self._create_one)
+            self.pool.spawn(self._create_one, on_drop=self._creation_dropped)
             started += 1
         return started
 
@@ -247,11 +248,20 @@ class ServicePool:
         try:
             await self._create()
         finally:
-            if not self.core.creating and self._settled_waiters:
-                waiters, self._settled_waiters = self._settled_waiters, []
-                for fut in waiters:
-                    if not fut.done():
-                        fut.get_loop().call_soon_threadsafe(_settle, fut)
+            self._wake_settled()
+
+    def _creation_dropped(self) -> None:
+        """A spawned creation never ran (its loop closed first): release its reservation, or
+        the service would count an instance on its way for ever and never create another."""
+        self.core.cancel_creation()
+        self._wake_settled()
+
+    def _wake_settled(self) -> None:
+        if not self.core.creating and self._settled_waiters:
+            waiters, self._settled_waiters = self._settled_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.get_loop().call_soon_threadsafe(_settle, fut)
 
     async def _create(self) -> None:
         core = self.core
@@ -456,8 +466,25 @@ class ServicePool:
             pending = None
         core.begin_reset(entry)
         done: asyncio.Future[None] = running_loop(self.name).create_future()
-        self.pool.spawn(self._reset_in_background, entry, pending, done)
+        self.pool.spawn(
+            self._reset_in_background,
+            entry,
+            pending,
+            done,
+            on_drop=lambda: self._reset_dropped(entry, pending, done),
+        )
         return done
+
+    def _reset_dropped(self, entry: Entry, pending: Any, done: asyncio.Future[None]) -> None:
+        """The background reset never ran (its loop closed first): as for one interrupted
+        mid-way, park the entry for recovery by the next runtime."""
+        if inspect.iscoroutine(pending):
+            pending.close()  # the reset hook's coroutine will not run: no "never awaited"
+        if entry.state is EntryState.RESETTING:
+            self.core.begin_recovery(entry)
+            self.orphans.append(entry)
+        if not done.done():
+            done.set_result(None)
 
     async def _reset_in_background(self, entry: Entry, pending: Any, done: asyncio.Future[None]) -> None:
         try:
@@ -512,7 +539,7 @@ class ServicePool:
     def to_recovery(self, entry: Entry, reason: str) -> None:
         """Send an entry (leased, resetting, checking or idle) to the recovery ladder."""
         self.core.begin_recovery(entry)
-        self.pool.spawn(self.recover, entry, reason)
+        self.pool.spawn(self.recover, entry, reason, on_drop=functools.partial(self.orphans.append, entry))
 
     async def recover(self, entry: Entry, reason: str) -> None:
         """Tiers in order: restore the pristine snapshot, recreate from the factory, the
@@ -533,7 +560,12 @@ class ServicePool:
                     self.core.remove(entry)
                     self._retire_closed(entry, already_removed=True)
                 else:
-                    self.pool.spawn(self.recover, entry, "interrupted by the end of its event loop")
+                    self.pool.spawn(
+                        self.recover,
+                        entry,
+                        "interrupted by the end of its event loop",
+                        on_drop=functools.partial(self.orphans.append, entry),
+                    )
 
     # == destroying ===========================================================================
 
@@ -556,7 +588,7 @@ class ServicePool:
             logger.warning("service %r: destroy failed: %r", self.name, exc)
             return
         if inspect.isawaitable(result):
-            self.pool.spawn(self._await_destroy, result)
+            self.pool.spawn(self._await_destroy, result, on_drop=lambda: _close(result))
 
     async def _await_destroy(self, awaitable: Any) -> None:
         try:
@@ -658,3 +690,9 @@ _NO_LEASE: Any = _NoLease()
 def _settle(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _close(awaitable: Any) -> None:
+    """Close a coroutine that will never be awaited (no "never awaited" warning)."""
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()

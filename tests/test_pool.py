@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import looptime
@@ -486,3 +487,67 @@ def test_sync_close_awaits_group_members_async_destroy_from_a_fresh_loop() -> No
     pool.close()  # a new loop, whose runtime never starts: the destroy is awaited directly
     assert destroyed == ["member"]
     assert pool.stats("member").leaks == 0
+
+
+class TestTasksThatNeverRan:
+    """A loop that ends right after the pool spawned background work cancels those tasks before
+    their first step (pytest-asyncio closes each test's loop; a test's acquire may be waiting).
+    What they would have settled must not stay reserved, and no coroutine may warn "never
+    awaited" (fatal under ``filterwarnings = error``)."""
+
+    def test_a_creation_spawned_as_its_loop_ends_does_not_block_the_service(self) -> None:
+        pool = MockPool(supervise=False, default_timeout=2.0)
+        pool.register(ServiceSpec(name="svc", factory=dict, max_size=1))
+
+        async def queue_and_leave() -> None:
+            waiting = asyncio.create_task(pool.acquire("svc").__aenter__())
+            await asyncio.sleep(0)  # the waiter queued and a creation was spawned
+            waiting.cancel()  # ... and the loop ends before the creation's first step
+
+        asyncio.run(queue_and_leave())
+        assert pool.stats("svc").creating == 0  # was 1 for ever: every later acquire timed out
+
+        async def use() -> dict[str, int]:
+            async with pool.acquire("svc") as instance:
+                return dict(instance)
+
+        assert asyncio.run(use()) == {}
+        gc.collect()  # a coroutine left unawaited would warn here
+        pool.check_invariants()
+        pool.close()
+
+    def test_a_background_reset_that_never_ran_is_recovered_by_the_next_loop(self) -> None:
+        resets: list[dict[str, int]] = []
+
+        async def reset(instance: dict[str, int]) -> None:
+            instance.clear()
+            resets.append(instance)
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=dict, reset=reset, max_size=1))
+
+        svc = pool.service_pools["svc"]
+
+        lease = pool.acquire("svc")
+
+        async def dirty() -> None:
+            (await lease.__aenter__())["left"] = 1
+
+        async def release_and_leave() -> None:
+            # First thing in a new loop: the release spawns the async reset into this loop's
+            # runtime, which is not even up yet; the loop ends before either takes a step.
+            assert lease._entry is not None
+            svc.release_entry(lease._entry)
+
+        asyncio.run(dirty())
+        asyncio.run(release_and_leave())
+        assert pool.stats("svc").recovering == 1 and len(svc.orphans) == 1  # parked, not lost
+
+        async def use() -> dict[str, int]:
+            async with pool.acquire("svc") as instance:
+                return dict(instance)
+
+        assert asyncio.run(use()) == {}
+        gc.collect()
+        pool.check_invariants()
+        pool.close()
