@@ -18,6 +18,8 @@ import aiorwlock
 import anyio
 from anyio.abc import TaskGroup
 
+from .hooks import given
+
 if TYPE_CHECKING:
     from .pool import MockPool
 
@@ -77,7 +79,7 @@ class Runtime:
             job = _Job(on_drop)
             coro = job.coro = self._run_job(job, fn, args)
             self._unstarted.add(job)
-            fn, args = _given, (coro,)
+            fn, args = given, (coro,)
         tg = self.tg
         if tg is not None:
             tg.start_soon(fn, *args)
@@ -132,9 +134,3 @@ class Runtime:
 
     async def wait_ready(self) -> None:
         await self.ready.wait()
-
-
-def _given(coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
-    """For ``start_soon``: hand over a coroutine made beforehand (anyio awaits what the
-    function returns)."""
-    return coro

@@ -11,17 +11,19 @@ service heals by itself once its factory works again.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from ..core import Entry, EntryState
-from ..hooks import call_hook
+from ..hooks import call_hook, given
 from ._base import run_supervised
 from .recovery import swap_instance
 
@@ -209,12 +211,20 @@ class HealthSupervisor:
         for gone in set(self.due) - set(pool.service_pools):
             del self.due[gone]
         if checks or replacements:
-            # Checks run concurrently: a hanging check costs one health_timeout, not one each.
-            async with anyio.create_task_group() as tg:
-                for svc, entry in checks:
-                    tg.start_soon(check_entry, svc, entry)
-                for svc, entry in replacements:
-                    tg.start_soon(replace_degraded, svc, entry)
+            coros: list[Coroutine[Any, Any, object]] = [check_entry(svc, entry) for svc, entry in checks]
+            coros += [replace_degraded(svc, entry) for svc, entry in replacements]
+            try:
+                # Checks run concurrently: a hanging check costs one health_timeout, not one each.
+                async with anyio.create_task_group() as tg:
+                    for coro in coros:
+                        tg.start_soon(given, coro, name=f"mockpool[{pool.name}] health check")
+            finally:
+                # A loop closing mid-round cancels the tasks before their first step, and
+                # anyio 4.16 then never starts the coroutine it was given: close those, or they
+                # warn "never awaited" (fatal under filterwarnings = error).
+                for coro in coros:
+                    if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                        coro.close()
         return max(next_tick - (pool.clock.now() - now), 0.0)
 
 

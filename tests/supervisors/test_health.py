@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+
 import anyio
 import pytest
 
 from mockpool import MockPool, ServiceConfigError, ServiceSpec
 from mockpool.clock import FakeClock
+from mockpool.supervisors.health import HealthSupervisor
 
 
 class Double:
@@ -90,3 +94,25 @@ async def test_check_on_acquire_after_a_long_idle_replaces_a_broken_instance() -
 def test_check_idle_after_is_validated() -> None:
     with pytest.raises(ServiceConfigError, match="check_idle_after"):
         ServiceSpec(name="svc", factory=Double, check_idle_after=-1.0)
+
+
+def test_checks_a_closing_loop_never_started_are_closed_unrun() -> None:
+    """``asyncio.run`` ends right after a health round spawned its checks: the checks are
+    cancelled before their first step. Their coroutines must be closed, not left to warn
+    "never awaited" (fatal under ``filterwarnings = error``), and the entries stay usable."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=Double, health_check=_health, min_size=2, max_size=2))
+    supervisor = HealthSupervisor(pool)
+
+    async def round_then_leave() -> None:
+        await pool.start()
+        supervisor.due["svc"] = pool.clock.now()  # due now
+        # The tick's first step comes in the loop's last iteration, beside this coroutine's
+        # end: it spawns the checks, and the loop stops before they take a step.
+        asyncio.get_running_loop().create_task(supervisor.tick())
+
+    asyncio.run(round_then_leave())
+    gc.collect()  # an unrun coroutine would warn here
+    assert pool.stats("svc").idle == 2  # nothing was taken for a check that never ran
+    assert [e.instance.checks for e in pool.service_pools["svc"].core.entries] == [0, 0]
+    pool.close()
