@@ -52,6 +52,7 @@ class Entry:
     __slots__ = (
         "created_at",
         "degraded",
+        "fingerprint",
         "handle",
         "handle_loop",
         "id",
@@ -76,6 +77,8 @@ class Entry:
         self.last_used = now
         self.leases = 0
         self.pristine = pristine
+        #: What the instance looked like new (``spec.fingerprint``), kept in isolation-verify mode.
+        self.fingerprint: Any = None
         #: Recovery tier that produced it: None (factory), "minimal" or "stub".
         self.tier: str | None = None
         self.degraded = False

@@ -109,7 +109,9 @@ class Lease(Generic[T]):
             # An async reset runs in the background; wait for it so the instance is back when
             # the block ends. If this task is cancelled meanwhile, the reset still finishes and
             # places the instance; the cancellation propagates.
-            await pending
+            dirty = await pending
+            if dirty is not None:
+                svc.pool.note_isolation_failure(self.owner, dirty)
 
     # -- the lease's own API ---------------------------------------------------------------
 

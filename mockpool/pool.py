@@ -24,6 +24,7 @@ from .core import Budget
 from .errors import DependencyError, MockPoolError, PoolClosedError, ServiceConfigError, UnknownServiceError
 from .history import History, MockPoolHistoryWarning, RunRecord, UsageRecorder
 from .hooks import running_loop
+from .isolation import IsolationError
 from .lease import Lease
 from .metrics import PoolStats
 from .report import Event, Report
@@ -168,6 +169,7 @@ class MockPool:
         self._sampled_at = 0.0
         #: Services each test used, by test id (filled when leases are tracked).
         self.test_services: dict[str, set[str]] = {}
+        self._isolation_failures: dict[str, list[IsolationError]] = {}
         self.warmup_s: float | None = None
         #: Instances per service after the start-up warm (what history predicted, in effect).
         self.warmed: dict[str, int] = {}
@@ -457,6 +459,16 @@ class MockPool:
         if owner is not None:
             self.test_services.setdefault(owner, set()).add(service)
 
+    def note_isolation_failure(self, owner: str | None, error: IsolationError) -> None:
+        """Record that the lease of ``owner`` (a test id, when tracking leases) left state that
+        its reset did not clean; the pytest plugin fails that test (:meth:`take_isolation_failures`)."""
+        if owner is not None and self.track_leases:
+            self._isolation_failures.setdefault(owner, []).append(error)
+
+    def take_isolation_failures(self, owner: str) -> list[IsolationError]:
+        """The isolation failures the leases of ``owner`` left, forgetting them."""
+        return self._isolation_failures.pop(owner, [])
+
     def expect(self, services: Iterable[str], *, count: int = 1) -> int:
         """Hint that ``services`` (and their members) will be acquired soon, in that order: make
         sure each has ``count`` instances idle or on their way, creating in background. An item
@@ -568,7 +580,14 @@ class MockPool:
             events=tuple(self.events),
             supervisor_errors=dict(self.supervisor_errors),
             warmup_s=self.warmup_s,
-            extra={"learning": warming.learning_report(self)},
+            extra={
+                "learning": warming.learning_report(self),
+                "isolation": {
+                    n: s.last_isolation_failure
+                    for n, s in self.service_pools.items()
+                    if s.last_isolation_failure is not None
+                },
+            },
         )
 
     def record_event(self, service: str, trigger: str, response: str) -> Event:

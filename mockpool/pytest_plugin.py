@@ -724,6 +724,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         _check_leaks(
             state, item, [le for le in pool.active_leases() if le.owner == item.nodeid], "call", None
         )
+        _check_isolation(pool, item)
         return result
     at_call = set(pool.active_leases())
     token = lease_owner.set(item.nodeid)
@@ -761,7 +762,22 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         _check_leaks(
             state, item, _new_leases(state, state.pool, item.stash.get(_BEFORE, set())), "teardown", None
         )
+        _check_isolation(state.pool, item)
     return result
+
+
+def _check_isolation(pool: MockPool, item: pytest.Item) -> None:
+    """Fail a test whose leases left state that the reset did not clean (isolation-verify
+    mode): the next test would have seen it, had the pool not caught it and recovered."""
+    found = pool.take_isolation_failures(item.nodeid)
+    if found:
+        pytest.fail(
+            f"mockpool: {item.nodeid} left state that the reset did not clean:\n"
+            + "\n".join(f"  {error}" for error in found)
+            + "\nThe pool caught it (mockpool_isolation_verify) and sent the instance to recovery; "
+            "the next test would otherwise have seen it.",
+            pytrace=False,
+        )
 
 
 def _new_leases(state: _State, pool: MockPool, before: set[Lease[Any]]) -> list[Lease[Any]]:

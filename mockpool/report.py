@@ -129,6 +129,9 @@ class Report:
                 "isolation failures (reset left state behind; fix the reset hook): "
                 + ", ".join(f"{n}={c}" for n, c in leaky.items())
             )
+            found = self.extra.get("isolation")
+            if isinstance(found, dict):
+                lines.extend(f"  {n}, last found: {detail}" for n, detail in found.items())
         if self.supervisor_errors:
             lines.append(
                 "supervisor errors: " + ", ".join(f"{n}={c}" for n, c in self.supervisor_errors.items())

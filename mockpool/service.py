@@ -24,6 +24,7 @@ import anyio
 from .core import Entry, EntryState, ServiceCore, Waiter
 from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFailedError
 from .hooks import call_hook, running_loop
+from .isolation import IsolationError, difference, fingerprint_hook
 from .metrics import RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts
 from .supervisors.recovery import recover_entry
 
@@ -68,6 +69,8 @@ class ServicePool:
         #: the next runtime to start resumes their recovery.
         self.orphans: list[Entry] = []
         self.last_error: BaseException | None = None
+        #: What the last failed isolation check found (isolation-verify mode), for the report.
+        self.last_isolation_failure: str | None = None
         #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
         self.peak_total = 0
         self._sampled_acquisitions = 0
@@ -369,10 +372,18 @@ class ServicePool:
             pristine = None
             if spec.snapshot is not None:
                 pristine = await call_hook(spec.snapshot, instance, timeout=spec.reset_timeout)
+            fingerprint = None
+            if self.verify_isolation:
+                fingerprint = (
+                    pristine
+                    if spec.fingerprint is None
+                    else await call_hook(spec.fingerprint, instance, timeout=spec.reset_timeout)
+                )
         except BaseException:
             await self._destroy_instance(instance)
             raise
         entry = Entry(instance, now=self.clock.now(), pristine=pristine)
+        entry.fingerprint = fingerprint
         if tier is not None:
             entry.tier = tier
             entry.degraded = True
@@ -427,9 +438,10 @@ class ServicePool:
 
     # == releasing ============================================================================
 
-    def release_entry(self, entry: Entry, *, discard: bool = False) -> asyncio.Future[None] | None:
+    def release_entry(self, entry: Entry, *, discard: bool = False) -> asyncio.Future[IsolationError | None] | None:
         """End a lease: reset and give back, or send to recovery. Returns a future to wait on
-        when the reset runs in the background (async reset), else None (all done).
+        when the reset runs in the background (async reset, groups, isolation-verify mode),
+        else None (all done). The future's result is the isolation failure the lease left, if any.
         """
         core = self.core
         if entry.state is EntryState.DESTROYED:
@@ -465,7 +477,7 @@ class ServicePool:
         else:
             pending = None
         core.begin_reset(entry)
-        done: asyncio.Future[None] = running_loop(self.name).create_future()
+        done: asyncio.Future[IsolationError | None] = running_loop(self.name).create_future()
         self.pool.spawn(
             self._reset_in_background,
             entry,
@@ -475,7 +487,7 @@ class ServicePool:
         )
         return done
 
-    def _reset_dropped(self, entry: Entry, pending: Any, done: asyncio.Future[None]) -> None:
+    def _reset_dropped(self, entry: Entry, pending: Any, done: asyncio.Future[IsolationError | None]) -> None:
         """The background reset never ran (its loop closed first): as for one interrupted
         mid-way, park the entry for recovery by the next runtime."""
         if inspect.iscoroutine(pending):
@@ -486,7 +498,9 @@ class ServicePool:
         if not done.done():
             done.set_result(None)
 
-    async def _reset_in_background(self, entry: Entry, pending: Any, done: asyncio.Future[None]) -> None:
+    async def _reset_in_background(
+        self, entry: Entry, pending: Any, done: asyncio.Future[IsolationError | None]
+    ) -> None:
         try:
             try:
                 with anyio.fail_after(self.spec.reset_timeout):
@@ -502,6 +516,8 @@ class ServicePool:
                 raise
             except Exception as exc:
                 self._reset_failed(entry, exc)
+                if isinstance(exc, IsolationError) and not done.done():
+                    done.set_result(exc)
                 return
             self.core.finish_reset(entry)
             self.metrics.resets += 1
@@ -511,22 +527,29 @@ class ServicePool:
 
     async def full_reset(self, entry: Entry) -> None:
         """Reset an entry (group members first), then verify isolation if asked to."""
+        services = self.pool.service_pools
         if entry.members:
-            services = self.pool.service_pools
             for name, member_entry in entry.members.items():
                 member = services[name]
                 if member.reset is not None:
                     await call_hook(member.reset, member_entry.instance, timeout=member.spec.reset_timeout)
         if self.reset is not None:
             await call_hook(self.reset, entry.instance, timeout=self.spec.reset_timeout)
-        if self.verify_isolation and self.spec.snapshot is not None:
-            state = await call_hook(self.spec.snapshot, entry.instance, timeout=self.spec.reset_timeout)
-            if state != entry.pristine:
-                self.metrics.isolation_failures += 1
-                raise MockPoolError(
-                    f"service {self.name!r}: isolation check failed: after reset the instance's "
-                    "snapshot differs from its pristine one; the reset hook misses some state"
-                )
+        if self.verify_isolation:
+            # The group's own state, then each member's: a test reaches both.
+            checks = [(self, entry), *((services[n], e) for n, e in (entry.members or {}).items())]
+            for svc, checked in checks:
+                hook = fingerprint_hook(svc.spec)
+                if hook is None or checked.fingerprint is None:
+                    continue
+                now = await call_hook(hook, checked.instance, timeout=svc.spec.reset_timeout)
+                if now != checked.fingerprint:
+                    detail = difference(checked.fingerprint, now)
+                    if svc is not self:
+                        detail = f"member {svc.name!r}: {detail}"
+                    self.metrics.isolation_failures += 1
+                    self.last_isolation_failure = detail
+                    raise IsolationError(self.name, detail)
 
     def _reset_failed(self, entry: Entry, exc: BaseException) -> None:
         self.metrics.reset_failures += 1

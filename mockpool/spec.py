@@ -21,7 +21,7 @@ __all__ = ("Hook", "ServiceSpec")
 #: when that is awaitable.
 Hook = Callable[..., Any]
 
-_HOOKS = ("reset", "health_check", "snapshot", "restore", "destroy", "minimal", "bind")
+_HOOKS = ("reset", "health_check", "snapshot", "restore", "destroy", "minimal", "bind", "fingerprint")
 _TIMEOUTS = ("create_timeout", "reset_timeout", "health_timeout", "destroy_timeout")
 
 
@@ -42,6 +42,10 @@ class ServiceSpec:
     :param minimal: tier-3 fallback factory, used only with ``allow_degraded=True``.
     :param bind: ``(instance) -> handle`` for doubles whose client is bound to an event loop;
         called once per instance and loop, and the handle is what the test receives.
+    :param fingerprint: ``(instance) -> value`` that tells a used instance from a new one:
+        everything a test can leave behind, data and settings alike (pragmas, options,
+        callbacks, attributes). With ``isolation_verify`` the pool compares it after every
+        reset with the value taken at creation. Default: ``snapshot``.
     :param min_size: instances kept alive even when idle.
     :param max_size: bound on instances alive at once for this service.
     :param depends_on: services this one is built on; leased with it as one unit.
@@ -63,6 +67,7 @@ class ServiceSpec:
     destroy: Hook | None = None
     minimal: Hook | None = None
     bind: Hook | None = None
+    fingerprint: Hook | None = None
     min_size: int = 0
     max_size: int = 64
     depends_on: tuple[str, ...] = ()

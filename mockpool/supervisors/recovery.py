@@ -132,6 +132,7 @@ def swap_instance(entry: Entry, fresh: Entry) -> None:
     entry.handle = fresh.instance
     entry.handle_loop = None
     entry.pristine = fresh.pristine
+    entry.fingerprint = fresh.fingerprint
     entry.tier = fresh.tier
     entry.degraded = fresh.degraded
 

@@ -1,9 +1,5 @@
-"""Helpers for testing code that uses mockpool, and for testing your own doubles.
-
-:func:`check_double_contract` checks that a :class:`~mockpool.ServiceSpec` keeps the promise
-the pool relies on: a reset instance cannot be told apart from a fresh one.
-:class:`~mockpool.clock.FakeClock` is re-exported for tests that drive the pool's time.
-"""
+""":func:`check_double_contract`: a reset instance cannot be told apart from a fresh one, as its
+``snapshot`` hook sees it."""
 
 from __future__ import annotations
 
@@ -12,12 +8,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .clock import FakeClock
-from .errors import MockPoolError
-from .hooks import call_hook
-from .spec import ServiceSpec
+from ..errors import MockPoolError
+from ..hooks import call_hook
+from ..isolation import difference
+from ..spec import ServiceSpec
 
-__all__ = ("ContractError", "FakeClock", "check_double_contract")
+__all__ = ("ContractError", "check_double_contract")
 
 
 class ContractError(MockPoolError, AssertionError):
@@ -155,32 +151,4 @@ async def _destroy(item: _Built) -> None:
 def _same(name: str, expected: Any, actual: Any, problem: str) -> None:
     if expected == actual:
         return
-    raise ContractError(f"service {name!r}: {problem}: {_difference(expected, actual)}")
-
-
-def _difference(expected: Any, actual: Any) -> str:
-    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
-        parts = [
-            f"{key}: fresh {_short(expected.get(key, _MISSING))} != now {_short(actual.get(key, _MISSING))}"
-            for key in [*expected, *(k for k in actual if k not in expected)]
-            if expected.get(key, _MISSING) != actual.get(key, _MISSING)
-        ]
-        return "; ".join(parts)
-    if isinstance(expected, bytes) and isinstance(actual, bytes):
-        at = next((i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b), None)
-        where = f"first at byte {at}" if at is not None else "one is a prefix of the other"
-        return f"{len(expected)} bytes fresh vs {len(actual)} bytes now, {where}"
-    return f"fresh {_short(expected)} != now {_short(actual)}"
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-_MISSING = _Missing()
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
+    raise ContractError(f"service {name!r}: {problem}: {difference(expected, actual)}")
