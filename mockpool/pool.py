@@ -154,6 +154,11 @@ class MockPool:
             weakref.WeakKeyDictionary()
         )
         self._lease_ended: asyncio.Event | None = None
+        #: The task that closes the pool (it outlives a cancelled ``aclose``).
+        self._close_task: asyncio.Task[None] | None = None
+        self._history_saved = False
+        #: Instances taken off the books by closing and not destroyed yet.
+        self._undestroyed: list[tuple[ServicePool, Any]] = []
         self._started_at = self.clock.now()
         #: What earlier runs recorded (empty without history); drives warming and prediction.
         self.history_path: Path | None = None
@@ -361,13 +366,24 @@ class MockPool:
 
     async def start(self) -> None:
         """Start the runtime of the current loop (supervisors) and warm the pool: ``min_size``
-        of each service, or the peak concurrency history predicts, whichever is larger."""
+        of each service, or the peak concurrency history predicts, whichever is larger.
+
+        A start that is cancelled or fails undoes itself: the pool is closed, what the warm-up
+        made is destroyed, and the cancellation (or error) propagates.
+        """
         self._check_open("start it again")
         started = self.clock.now()
         runtime = self._runtime()
         self._state = _State.OPEN
-        await runtime.wait_ready()
-        await self.warm(self.warm_targets())
+        try:
+            await runtime.wait_ready()
+            await self.warm(self.warm_targets())
+        except BaseException:
+            # Shielded: the undo must finish before the cancellation propagates (each step of
+            # closing is bounded by its own timeout).
+            with anyio.CancelScope(shield=True):
+                await self._close_shielded()
+            raise
         # From the start: the scaling supervisor's min_size floor may have done the creating
         # while the runtime started, and that is warm-up too.
         self.warmup_s = self.clock.now() - started
@@ -426,9 +442,30 @@ class MockPool:
 
     async def aclose(self) -> None:
         """Close: fail waiters, wait (up to ``close_timeout``) for leases, destroy everything,
-        end the supervisors. Idempotent."""
-        if self.closed:
+        end the supervisors. Idempotent.
+
+        The work runs in a task of its own: if the caller is cancelled (a timeout around
+        ``aclose``), closing goes on in the background and the cancellation propagates. If
+        the loop ends before it finished, the next ``aclose`` (in any loop) finishes it.
+        """
+        if self._state is _State.CLOSED:
             return
+        await self._close_shielded()
+
+    async def _close_shielded(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._close_task
+        if task is None or (task.done() and self._state is not _State.CLOSED) or task.get_loop() is not loop:
+            other = task.get_loop() if task is not None else None
+            if task is not None and other is not None and other is not loop and other.is_running():
+                # Closing is under way in a loop of another thread: wait for it there.
+                await asyncio.shield(_done_in(task, loop))
+                return
+            task = self._close_task = loop.create_task(self._close(), name=f"mockpool[{self.name}] close")
+        # shield(): a cancelled caller stops waiting, the close goes on.
+        await asyncio.shield(task)
+
+    async def _close(self) -> None:
         self._state = _State.CLOSING
         for svc in self.service_pools.values():
             svc.core.closed = True
@@ -437,19 +474,19 @@ class MockPool:
             )
         if self._leases_out() and self.close_timeout > 0:
             self._lease_ended = asyncio.Event()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout):
+            with anyio.move_on_after(self.close_timeout):
                 while self._leases_out():
                     await self._lease_ended.wait()
                     self._lease_ended.clear()
-        self.save_history()
-        with anyio.CancelScope(shield=True):
-            await self._destroy_all()
+        if not self._history_saved:
+            self._history_saved = True
+            self.save_history()
+        await self._destroy_all()
         current = asyncio.get_running_loop()
         for loop, runtime in list(self._runtimes.items()):
             if loop is current:
                 runtime.cancel()
-                with anyio.CancelScope(shield=True):
-                    await runtime.finished.wait()
+                await runtime.finished.wait()
             elif not loop.is_closed():
                 loop.call_soon_threadsafe(runtime.cancel)
         self._state = _State.CLOSED
@@ -539,6 +576,8 @@ class MockPool:
             for entry in svc.core.entries
             for member in (entry.members or {}).values()
         }
+        # Off the books first (a late release must not place them), then destroyed; a close cut
+        # short by the end of its loop leaves the rest in _undestroyed for the next aclose.
         for svc in reversed(pools):
             core = svc.core
             for entry in list(core.entries):
@@ -548,7 +587,11 @@ class MockPool:
                     svc.metrics.leaks += 1
                 entry.members = None
                 svc.metrics.destroyed += 1
-                await svc._destroy_instance(entry.instance)
+                self._undestroyed.append((svc, entry.instance))
+        while self._undestroyed:
+            svc, instance = self._undestroyed[0]
+            await svc._destroy_instance(instance)
+            self._undestroyed.pop(0)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -631,3 +674,19 @@ class MockPool:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _done_in(task: asyncio.Task[None], loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """A future of ``loop`` that completes when ``task`` (of another, running loop) is done."""
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def settle() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    def on_done(_: asyncio.Task[None]) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(settle)
+
+    task.get_loop().call_soon_threadsafe(task.add_done_callback, on_done)
+    return fut

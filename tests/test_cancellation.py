@@ -4,10 +4,14 @@ cancellation propagates."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+import anyio
+import looptime
 import pytest
 
-from mockpool import AcquireTimeout, MockPool, ServiceSpec
+from mockpool import AcquireTimeout, MockPool, PoolClosedError, ServiceSpec
 
 
 def _pool(**spec: object) -> MockPool:
@@ -217,3 +221,119 @@ async def test_wait_for_around_acquire_cancels_cleanly() -> None:
             assert pool.stats("svc").waiting == 0
         pool.check_invariants()
         assert pool.stats("svc").idle == 1
+
+
+class SlowDestroy:
+    """Instances whose async destroy takes ``delay`` seconds of loop time."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.destroyed: list[int] = []
+        self.made = 0
+
+    def factory(self) -> dict[str, int]:
+        self.made += 1
+        return {"id": self.made}
+
+    async def destroy(self, instance: dict[str, int]) -> None:
+        await asyncio.sleep(self.delay)
+        self.destroyed.append(instance["id"])
+
+
+def test_a_cancelled_close_finishes_in_the_background() -> None:
+    slow = SlowDestroy(delay=1.0)
+
+    async def main() -> None:
+        pool = MockPool(supervise=True)
+        pool.register(ServiceSpec(name="slow", factory=slow.factory, destroy=slow.destroy, min_size=3))
+        await pool.start()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await pool.aclose()
+        assert pool.closed  # closing, not open: no new acquires
+        await pool.aclose()  # waits for the close under way to finish
+        assert sorted(slow.destroyed) == [1, 2, 3]
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]  # supervisors ended
+        assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")
+
+    loop = looptime.new_event_loop(start=0.0)  # virtual time: the destroy's second passes at once
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def _run_then_end_the_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """What ``asyncio.run`` does (run, cancel what is left, close), on a virtual-time loop."""
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+
+            async def settle() -> None:
+                await asyncio.gather(*left, return_exceptions=True)
+
+            loop.run_until_complete(settle())
+    finally:
+        loop.close()
+
+
+def test_a_close_cut_short_by_the_end_of_its_loop_is_finished_by_the_next_aclose() -> None:
+    slow = SlowDestroy(delay=1.0)
+    pool = MockPool()
+    pool.register(ServiceSpec(name="slow", factory=slow.factory, destroy=slow.destroy, min_size=3))
+
+    async def start_then_give_up_closing() -> None:
+        await pool.start()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await pool.aclose()
+        # The loop now ends, cancelling the close task in the first instance's destroy.
+
+    _run_then_end_the_loop(start_then_give_up_closing)
+    assert pool.closed and slow.destroyed == []
+
+    async def close_again() -> None:
+        await pool.aclose()
+
+    _run_then_end_the_loop(close_again)
+    # The instance whose destroy was cut short is destroyed again: destroy hooks must be
+    # idempotent, as close() methods are.
+    assert sorted(slow.destroyed) == [1, 2, 3]
+    assert pool.stats("slow").size == 0
+    assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")
+
+
+def test_a_cancelled_start_undoes_itself() -> None:
+    made: list[int] = []
+    destroyed: list[int] = []
+    gate = asyncio.Event()
+
+    async def factory() -> int:
+        made.append(len(made) + 1)
+        if len(made) > 4:
+            await gate.wait()  # the fifth creation never finishes: the start is cancelled there
+        return made[-1]
+
+    async def main() -> None:
+        pool = MockPool()
+        pool.register(ServiceSpec(name="svc", factory=factory, destroy=destroyed.append, min_size=5))
+        with anyio.move_on_after(0.5) as scope:
+            async with pool:
+                raise AssertionError("the start should not have finished")
+        assert scope.cancelled_caught
+        assert pool.closed
+        assert sorted(destroyed) == [1, 2, 3, 4]
+        assert pool.stats("svc").size == 0
+        with pytest.raises(PoolClosedError):
+            pool.acquire("svc")
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
