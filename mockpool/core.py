@@ -19,6 +19,7 @@ import asyncio
 import enum
 import itertools
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 from .errors import MockPoolError
@@ -139,14 +140,26 @@ class ServiceCore:
         "max_size",
         "min_size",
         "name",
+        "on_retire",
         "peak_in_use",
         "recovering",
         "resetting",
         "waiters",
     )
 
-    def __init__(self, name: str, *, min_size: int, max_size: int, budget: Budget) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        min_size: int,
+        max_size: int,
+        budget: Budget,
+        on_retire: Callable[[Entry], None] | None = None,
+    ) -> None:
         self.name = name
+        #: Called with an entry dropped because ``max_size`` was lowered while it was out; the
+        #: caller destroys its instance.
+        self.on_retire = on_retire
         self.min_size = min_size
         self.max_size = max_size
         self.budget = budget
@@ -264,6 +277,12 @@ class ServiceCore:
         return failed
 
     def _place(self, entry: Entry) -> Waiter | None:
+        if len(self.entries) > self.max_size:
+            # max_size was lowered while this instance was out: it goes, instead of back.
+            self._drop(entry)
+            if self.on_retire is not None:
+                self.on_retire(entry)
+            return None
         waiters = self.waiters
         while waiters:
             waiter, _ = waiters.popitem(last=False)
@@ -418,8 +437,9 @@ class ServiceCore:
             raise broken("size != idle + in_use + checking + recovering")
         if self.creating < 0:
             raise broken("creating < 0")
-        if self.size + self.creating > self.max_size and not self.closed:
-            raise broken(f"size + creating > max_size={self.max_size}")
+        if self.size > self.max_size and self.idle:
+            # Above a lowered max_size, instances go as they come back; none may sit idle.
+            raise broken(f"an instance is idle while size > max_size={self.max_size}")
         if self.idle and self.waiters:
             raise broken("a waiter is queued while an instance is idle")
         for waiter in self.waiters:

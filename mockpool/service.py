@@ -49,7 +49,13 @@ class ServicePool:
         self.spec = spec
         self.name = spec.name
         self.clock = pool.clock
-        self.core = ServiceCore(spec.name, min_size=spec.min_size, max_size=spec.max_size, budget=pool.budget)
+        self.core = ServiceCore(
+            spec.name,
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            budget=pool.budget,
+            on_retire=self.destroy_soon,
+        )
         self.metrics = ServiceMetrics()
         self.factory: Callable[..., Any] = spec.factory
         self.variant: str | None = None

@@ -18,7 +18,8 @@ class CoreMachine(RuleBasedStateMachine):
         super().__init__()
         # Futures of a loop that never runs: the core only sets them, never awaits.
         self.loop = asyncio.new_event_loop()
-        self.core = ServiceCore("svc", min_size=0, max_size=3, budget=Budget(None))
+        self.retired: list[Entry] = []
+        self.core = ServiceCore("svc", min_size=0, max_size=3, budget=Budget(None), on_retire=self.retired.append)
         self.held: list[Entry] = []
         self.waiting: list[Waiter] = []
         self.recovering: list[Entry] = []
@@ -137,6 +138,15 @@ class CoreMachine(RuleBasedStateMachine):
         entry = self.core.take_idle_for_removal()
         assert entry is not None and entry.state is EntryState.DESTROYED
 
+    @rule(max_size=st.integers(1, 4))
+    def resize(self, max_size: int) -> None:
+        """Lower or raise max_size while instances are out: idle ones beyond it go now, the
+        others as they come back (``on_retire``)."""
+        core = self.core
+        core.max_size = max_size
+        while core.size > max_size and core.take_idle_for_removal() is not None:
+            pass
+
     # -- invariants -----------------------------------------------------------------------
 
     @invariant()
@@ -148,7 +158,9 @@ class CoreMachine(RuleBasedStateMachine):
         assert core.leased == len(self.held)
         assert core.recovering == len(self.recovering)
         assert core.creating == self.creations
-        assert core.size + core.creating <= core.max_size
+        # Above a lowered max_size only while instances are out; they go as they come back.
+        assert core.size <= core.max_size or not core.idle
+        assert all(e.state is EntryState.DESTROYED and e not in core.entries for e in self.retired)
         assert core.waiting == len(self.waiting)
         # Nobody waits while an instance is idle.
         assert not (core.idle and core.waiters)

@@ -551,3 +551,27 @@ class TestTasksThatNeverRan:
         gc.collect()
         pool.check_invariants()
         pool.close()
+
+
+@pytest.mark.asyncio
+async def test_lowering_max_size_while_leased_destroys_the_extra_instances_as_they_come_back() -> None:
+    destroyed: list[object] = []
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=object, destroy=destroyed.append, max_size=4))
+    async with pool:
+        leases = [pool.acquire("svc") for _ in range(4)]
+        for lease in leases:
+            await lease.__aenter__()
+        await pool.resize("svc", max_size=2)
+        pool.check_invariants()
+        for lease in leases:
+            await lease.__aexit__(None, None, None)
+            pool.check_invariants()
+        stats = pool.stats("svc")
+        assert (stats.size, stats.idle, stats.max_size) == (2, 2, 2)
+        assert len(destroyed) == 2 and stats.destroyed == 2
+        # The bound holds from now on: 3 concurrent leases get 2 instances.
+        async with pool.acquire("svc"), pool.acquire("svc"):
+            with pytest.raises(AcquireTimeout):
+                async with pool.acquire("svc", timeout=0):
+                    pass
