@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
-from anyio.abc import TaskGroup
 
 from .clock import Clock, SystemClock
 from .core import Budget
@@ -157,6 +156,8 @@ class MockPool:
         #: The task that closes the pool (it outlives a cancelled ``aclose``).
         self._close_task: asyncio.Task[None] | None = None
         self._history_saved = False
+        #: Runtimes of loops closed under them (see ``settle_closed_loops``).
+        self._abandoned: list[Runtime] = []
         #: Instances taken off the books by closing and not destroyed yet.
         self._undestroyed: list[tuple[ServicePool, Any]] = []
         self._started_at = self.clock.now()
@@ -317,19 +318,28 @@ class MockPool:
         if runtime is None or not runtime.running:
             if self._state is _State.CLOSED:
                 raise PoolClosedError(f"pool {self.name!r} is closed")
+            self.settle_closed_loops()
             runtime = Runtime(self, loop)
             self._runtimes[loop] = runtime
         return runtime
+
+    def settle_closed_loops(self) -> None:
+        """Settle the background work of loops that were closed without cancelling it (a
+        runner's choice, not ours): reservations are released, entries parked for recovery."""
+        for loop, runtime in list(self._runtimes.items()):
+            if loop.is_closed():
+                runtime.abandon()
+                # Kept, with the coroutines frozen in it: never finalized, never run twice.
+                self._abandoned.append(runtime)
 
     def _runtime_ended(self, runtime: Runtime) -> None:
         if self._runtimes.get(runtime.loop) is runtime:
             del self._runtimes[runtime.loop]
 
-    async def _start_supervisors(self, tg: TaskGroup) -> None:
+    def _start_supervisors(self, runtime: Runtime) -> None:
         if not self.supervise or self._state in (_State.CLOSING, _State.CLOSED):
             return
-
-        await start_all(self, tg)
+        start_all(self, runtime)
 
     def make_room(self, svc: ServicePool) -> bool:
         """At the pool-wide cap, destroy the least recently used idle instance of another

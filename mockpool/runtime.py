@@ -10,6 +10,7 @@ session-wide pool serves tests that each run in their own loop (pytest-asyncio's
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ class _Job:
 
     __slots__ = ("coro", "on_drop")
 
-    def __init__(self, on_drop: Callable[[], None]) -> None:
+    def __init__(self, on_drop: Callable[[], None] | None) -> None:
         self.on_drop = on_drop
         self.coro: Coroutine[Any, Any, Any] | None = None
 
@@ -47,9 +48,10 @@ class Runtime:
         self.pool = pool
         self.loop = loop
         self.tg: TaskGroup | None = None
-        self._pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = []
-        #: Spawned jobs with an ``on_drop`` that have not taken their first step yet.
+        self._pending: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...], str | None]] = []
+        #: Spawned jobs that have not taken their first step yet, and those under way.
         self._unstarted: set[_Job] = set()
+        self._running: set[_Job] = set()
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()
         #: Guards structural changes that span awaits (unregister, resize, recovered swaps);
@@ -65,43 +67,48 @@ class Runtime:
         fn: Callable[..., Coroutine[Any, Any, Any]],
         *args: Any,
         on_drop: Callable[[], None] | None = None,
+        name: str | None = None,
     ) -> None:
         """Run ``fn(*args)`` in this runtime's task group (as soon as it exists).
 
-        ``on_drop`` runs instead if the runtime ends before the task took its first step (its
-        loop closed right after the spawn): what the task would have settled (a reserved
-        creation, an entry being reset or recovered) must not stay reserved for ever.
+        If the runtime ends before the task took its first step (its loop closed right after
+        the spawn), the task's coroutine is closed unrun and ``on_drop`` runs instead: what the
+        task would have settled (a reserved creation, an entry being reset or recovered) must
+        not stay reserved for ever.
         """
-        if on_drop is not None:
-            # anyio 4.16 wraps each task's coroutine in its own; a task cancelled before its
-            # first step never starts ours, which would then warn "never awaited". Made here,
-            # it can be closed unrun when the runtime ends (``_ended``).
-            job = _Job(on_drop)
-            coro = job.coro = self._run_job(job, fn, args)
-            self._unstarted.add(job)
-            fn, args = given, (coro,)
+        # anyio 4.16 wraps each task's coroutine in its own; a task cancelled before its first
+        # step never starts ours, which would then warn "never awaited" (fatal under
+        # filterwarnings = error). Made here, it can be closed unrun when the runtime ends.
+        job = _Job(on_drop)
+        coro = job.coro = self._run_job(job, fn, args)
+        self._unstarted.add(job)
+        fn, args = given, (coro,)
         tg = self.tg
         if tg is not None:
-            tg.start_soon(fn, *args)
+            tg.start_soon(fn, *args, name=name)
         else:
-            self._pending.append((fn, args))
+            self._pending.append((fn, args, name))
 
     async def _run_job(
         self, job: _Job, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]
     ) -> None:
         self._unstarted.discard(job)
-        await fn(*args)
+        self._running.add(job)
+        try:
+            await fn(*args)
+        finally:
+            self._running.discard(job)
 
     async def _run(self) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 self.tg = tg
                 pending, self._pending = self._pending, []
-                for fn, args in pending:
-                    tg.start_soon(fn, *args)
+                for fn, args, name in pending:
+                    tg.start_soon(fn, *args, name=name)
                 for svc in list(self.pool.service_pools.values()):
                     svc.resume_orphans()
-                await self.pool._start_supervisors(tg)
+                self.pool._start_supervisors(self)
                 self.ready.set()
                 await anyio.sleep_forever()
         finally:
@@ -110,19 +117,39 @@ class Runtime:
     def _ended(self, task: asyncio.Task[None]) -> None:
         self.tg = None
         # Every child has ended by now (the task group waited); the jobs still here never ran.
-        dropped, self._unstarted = self._unstarted, set()
-        for job in dropped:
-            if job.coro is not None:
-                job.coro.close()
-            try:
-                job.on_drop()
-            except Exception:
-                logger.exception("pool %r: settling a background task that never ran", self.pool.name)
+        self._settle(self._unstarted)
+        self._unstarted = set()
         self.ready.set()
         self.finished.set()
         self.pool._runtime_ended(self)
         if not task.cancelled() and task.exception() is not None:
             logger.error("pool %r: runtime ended with an error", self.pool.name, exc_info=task.exception())
+
+    def abandon(self) -> None:
+        """Settle the work of a runtime whose loop was closed without cancelling its tasks
+        (pytest-asyncio 0.23's ``event_loop`` fixture does that): they will never run again.
+
+        Jobs that never started are closed unrun; jobs frozen mid-way are left as they are
+        (closing them would run their cleanup a second time, outside any loop) and kept
+        referenced by the pool, so that the garbage collector never finalizes them either.
+        Both kinds hand what they held back through ``on_drop``.
+        """
+        self.tg = None
+        jobs = self._unstarted | self._running
+        self._unstarted, self._running = set(), set()
+        self._settle(jobs)
+        self.pool._runtime_ended(self)
+
+    def _settle(self, jobs: set[_Job]) -> None:
+        for job in jobs:
+            if job.coro is not None and inspect.getcoroutinestate(job.coro) == inspect.CORO_CREATED:
+                job.coro.close()
+            if job.on_drop is None:
+                continue
+            try:
+                job.on_drop()
+            except Exception:
+                logger.exception("pool %r: settling a background task that did not finish", self.pool.name)
 
     def cancel(self) -> None:
         """End this runtime: its supervisors and any background work still running."""

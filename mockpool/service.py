@@ -102,6 +102,9 @@ class ServicePool:
         if core.closed:
             raise self.closed_error()
         loop = running_loop(self.name)
+        if core.creating or core.resetting or core.recovering:
+            # Work in flight may be frozen in a loop that was closed under it.
+            self.pool.settle_closed_loops()
         if self.orphans:
             self.resume_orphans()
         entry = core.take_idle()
@@ -269,7 +272,7 @@ class ServicePool:
         if not self.core.creating and self._settled_waiters:
             waiters, self._settled_waiters = self._settled_waiters, []
             for fut in waiters:
-                if not fut.done():
+                if not fut.done() and not fut.get_loop().is_closed():
                     fut.get_loop().call_soon_threadsafe(_settle, fut)
 
     async def _create(self) -> None:
@@ -444,7 +447,9 @@ class ServicePool:
 
     # == releasing ============================================================================
 
-    def release_entry(self, entry: Entry, *, discard: bool = False) -> asyncio.Future[IsolationError | None] | None:
+    def release_entry(
+        self, entry: Entry, *, discard: bool = False
+    ) -> asyncio.Future[IsolationError | None] | None:
         """End a lease: reset and give back, or send to recovery. Returns a future to wait on
         when the reset runs in the background (async reset, groups, isolation-verify mode),
         else None (all done). The future's result is the isolation failure the lease left, if any.
@@ -496,12 +501,12 @@ class ServicePool:
     def _reset_dropped(self, entry: Entry, pending: Any, done: asyncio.Future[IsolationError | None]) -> None:
         """The background reset never ran (its loop closed first): as for one interrupted
         mid-way, park the entry for recovery by the next runtime."""
-        if inspect.iscoroutine(pending):
+        if inspect.iscoroutine(pending) and inspect.getcoroutinestate(pending) == inspect.CORO_CREATED:
             pending.close()  # the reset hook's coroutine will not run: no "never awaited"
         if entry.state is EntryState.RESETTING:
             self.core.begin_recovery(entry)
             self.orphans.append(entry)
-        if not done.done():
+        if not done.done() and not done.get_loop().is_closed():
             done.set_result(None)
 
     async def _reset_in_background(
@@ -722,6 +727,7 @@ def _settle(fut: asyncio.Future[None]) -> None:
 
 
 def _close(awaitable: Any) -> None:
-    """Close a coroutine that will never be awaited (no "never awaited" warning)."""
-    if inspect.iscoroutine(awaitable):
+    """Close a coroutine that will never be awaited (no "never awaited" warning); one frozen
+    mid-way in a closed loop is left alone."""
+    if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED:
         awaitable.close()

@@ -19,7 +19,9 @@ class CoreMachine(RuleBasedStateMachine):
         # Futures of a loop that never runs: the core only sets them, never awaits.
         self.loop = asyncio.new_event_loop()
         self.retired: list[Entry] = []
-        self.core = ServiceCore("svc", min_size=0, max_size=3, budget=Budget(None), on_retire=self.retired.append)
+        self.core = ServiceCore(
+            "svc", min_size=0, max_size=3, budget=Budget(None), on_retire=self.retired.append
+        )
         self.held: list[Entry] = []
         self.waiting: list[Waiter] = []
         self.recovering: list[Entry] = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar
 
 import looptime
 import pytest
@@ -575,3 +577,108 @@ async def test_lowering_max_size_while_leased_destroys_the_extra_instances_as_th
             with pytest.raises(AcquireTimeout):
                 async with pool.acquire("svc", timeout=0):
                     pass
+
+
+def test_supervisors_whose_loop_ends_before_their_first_step_never_warn() -> None:
+    """asyncio.run ending mid-release started a runtime whose supervisors the loop cancelled
+    before they ran: "coroutine 'run' was never awaited", fatal under filterwarnings=error."""
+    pool = MockPool(supervise=True)
+
+    async def reset(instance: dict[str, int]) -> None:
+        instance.clear()
+
+    pool.register(ServiceSpec(name="svc", factory=dict, reset=reset))
+
+    async def start_a_runtime_and_leave() -> None:
+        # Starts this loop's runtime lazily. The runtime's host takes its first step (and spawns
+        # the supervisors) in the loop step that stops asyncio.run's loop: the supervisors are
+        # cancelled before they ever ran.
+        pool.spawn(asyncio.sleep, 0)
+
+    for _ in range(3):
+        asyncio.run(start_a_runtime_and_leave())
+        gc.collect()  # an unawaited coroutine warns here (an error under filterwarnings)
+    pool.close()
+
+
+class TestLoopsClosedWithoutCancelling:
+    """pytest-asyncio 0.23's ``event_loop`` fixture closes a test's loop without cancelling its
+    tasks: background work started there (warming, ``expect``) is frozen mid-way for good. It
+    must be settled when the pool next runs, in any loop."""
+
+    #: The closed loops, kept alive: their frozen tasks must not be garbage-collected, which
+    #: would run their cleanup and hide the bug.
+    closed: ClassVar[list[asyncio.AbstractEventLoop]] = []
+
+    def _close_without_cancelling(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        loop = asyncio.new_event_loop()
+        self.closed.append(loop)
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()  # what the 0.23 fixture does: pending tasks stay pending, unrun
+
+    def test_a_creation_frozen_in_a_closed_loop_is_settled_by_the_next_acquire(self) -> None:
+        gate = asyncio.Event()
+        made: list[int] = []
+
+        async def factory() -> int:
+            if not made:
+                made.append(0)
+                await gate.wait()  # the first creation freezes here with its loop
+            made.append(len(made))
+            return made[-1]
+
+        pool = MockPool(default_timeout=5.0)
+        pool.register(ServiceSpec(name="db", factory=factory, max_size=1))
+
+        async def warm_then_end() -> None:
+            assert pool.expect(["db"]) == 1
+            for _ in range(5):
+                await asyncio.sleep(0)  # the creation starts, and waits on the gate
+            assert pool.stats("db").creating == 1
+
+        self._close_without_cancelling(warm_then_end)
+
+        async def use() -> int:
+            async with pool.acquire("db", timeout=3) as instance:
+                return int(instance)
+
+        assert asyncio.run(use()) == 1  # was AcquireTimeout: size=0, in_use=0, waiting=1
+        stats = pool.stats("db")
+        assert (stats.size, stats.creating) == (1, 0)
+        pool.check_invariants()
+        pool.close()
+
+    def test_a_reset_frozen_in_a_closed_loop_is_recovered_by_the_next_loop(self) -> None:
+        gate = asyncio.Event()
+        resets: list[int] = []
+
+        async def reset(instance: dict[str, int]) -> None:
+            resets.append(1)
+            if len(resets) == 1:
+                await gate.wait()  # the first reset freezes with its loop
+            instance.clear()
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=dict, reset=reset, max_size=1))
+
+        async def use_and_leave_mid_reset() -> None:
+            lease = pool.acquire("svc")
+            instance = await lease.__aenter__()
+            instance["dirty"] = 1
+            release = asyncio.ensure_future(lease.__aexit__(None, None, None))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert not release.done()  # frozen in the reset
+
+        self._close_without_cancelling(use_and_leave_mid_reset)
+
+        async def use() -> dict[str, int]:
+            async with pool.acquire("svc", timeout=3) as instance:
+                return dict(instance)
+
+        assert asyncio.run(use()) == {}
+        assert sum(pool.stats("svc").recoveries.values()) == 1
+        pool.check_invariants()
+        pool.close()

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from anyio.abc import TaskGroup
-
 from . import adaptation, health, leaks, scaling, warming
 from .adaptation import AdaptationConfig
 from .scaling import ScalingConfig
 
 if TYPE_CHECKING:
     from ..pool import MockPool
+    from ..runtime import Runtime
 
 __all__ = ("SUPERVISORS", "AdaptationConfig", "ScalingConfig", "start_all")
 
@@ -32,15 +31,16 @@ SUPERVISORS = (
 )
 
 
-async def start_all(pool: MockPool, tg: TaskGroup) -> None:
-    """Start every supervisor of ``pool`` in ``tg`` (each runs from the loop's next step).
+def start_all(pool: MockPool, runtime: Runtime) -> None:
+    """Start every supervisor of ``pool`` in ``runtime`` (each runs from the loop's next step).
 
-    ``start_soon``, not ``TaskGroup.start``: a supervisor reports ready as its first act, so
-    waiting for it bought no ordering, and under anyio 4.16 a task cancelled before its first
-    step never reports to ``start``, which then waited for ever when the loop closed while a
-    runtime was starting (short-lived loops: a test's own ``asyncio.run``).
+    Through ``Runtime.spawn``, like all background work: a supervisor whose task is cancelled
+    before its first step (a loop that closes right after the runtime started, as
+    ``asyncio.run`` does mid-release) has its coroutine closed unrun, with no "coroutine 'run'
+    was never awaited" warning. Not ``TaskGroup.start``: under anyio 4.16 a task cancelled
+    before its first step never reports to ``start``, which then waits for ever.
     """
     for name, run in SUPERVISORS:
         if name == "leaks" and pool.leak_threshold is None:
             continue
-        tg.start_soon(run, pool, name=f"mockpool[{pool.name}] {name}")
+        runtime.spawn(run, pool, name=f"mockpool[{pool.name}] {name}")
