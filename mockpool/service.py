@@ -573,7 +573,7 @@ class ServicePool:
     def to_recovery(self, entry: Entry, reason: str) -> None:
         """Send an entry (leased, resetting, checking or idle) to the recovery ladder."""
         self.core.begin_recovery(entry)
-        self.pool.spawn(self.recover, entry, reason, on_drop=functools.partial(self.orphans.append, entry))
+        self.pool.spawn(self.recover, entry, reason, on_drop=functools.partial(self.orphan, entry))
 
     async def recover(self, entry: Entry, reason: str) -> None:
         """Tiers in order: restore the pristine snapshot, recreate from the factory, the
@@ -585,6 +585,15 @@ class ServicePool:
             if entry.state is EntryState.RECOVERING:
                 self.orphans.append(entry)
             raise
+
+    def orphan(self, entry: Entry) -> None:
+        """Park an entry whose recovery was cut short (its loop ended) for the next runtime.
+
+        A method, not ``self.orphans.append``: ``resume_orphans`` replaces the list, and an
+        ``on_drop`` bound to the old one would park the entry where nobody looks (the entry
+        stayed "recovering" for good).
+        """
+        self.orphans.append(entry)
 
     def resume_orphans(self) -> None:
         orphans, self.orphans = self.orphans, []
@@ -598,7 +607,7 @@ class ServicePool:
                         self.recover,
                         entry,
                         "interrupted by the end of its event loop",
-                        on_drop=functools.partial(self.orphans.append, entry),
+                        on_drop=functools.partial(self.orphan, entry),
                     )
 
     # == destroying ===========================================================================
