@@ -7,6 +7,7 @@ from .clock import FakeClock as FakeClock
 from .clock import SystemClock as SystemClock
 from .errors import AcquireTimeout as AcquireTimeout
 from .errors import DependencyError as DependencyError
+from .errors import HookTimeout as HookTimeout
 from .errors import MockPoolError as MockPoolError
 from .errors import PoolClosedError as PoolClosedError
 from .errors import RecoveryFailedError as RecoveryFailedError
@@ -28,6 +29,7 @@ __all__ = (
     "DependencyError",
     "Event",
     "FakeClock",
+    "HookTimeout",
     "Lease",
     "MockPool",
     "MockPoolError",

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 __all__ = (
     "AcquireTimeout",
     "DependencyError",
+    "HookTimeout",
     "MockPoolError",
     "PoolClosedError",
     "RecoveryFailedError",
@@ -51,7 +52,17 @@ class AcquireTimeout(MockPoolError, TimeoutError):
     """Raised when no instance became available within the acquire timeout."""
 
     def __init__(
-        self, service: str, timeout: float, *, size: int, in_use: int, waiting: int, max_size: int
+        self,
+        service: str,
+        timeout: float,
+        *,
+        size: int,
+        in_use: int,
+        waiting: int,
+        max_size: int,
+        creating: int = 0,
+        max_total: int | None = None,
+        advice: str | None = None,
     ) -> None:
         self.service = service
         self.timeout = timeout
@@ -59,10 +70,45 @@ class AcquireTimeout(MockPoolError, TimeoutError):
         self.in_use = in_use
         self.waiting = waiting
         self.max_size = max_size
+        self.creating = creating
+        self.max_total = max_total
+        total = f", max_total={max_total}" if max_total is not None else ""
+        if advice is None:
+            advice = (
+                f"the service is at max_size={max_size}: raise max_size, pass a longer timeout=, "
+                "or look for tests that hold leases too long"
+            )
         super().__init__(
             f"no {service!r} instance became available within {timeout:g} s "
-            f"(size={size}, in_use={in_use}, waiting={waiting}, max_size={max_size}); "
-            f"raise max_size, pass a longer timeout=, or look for tests that hold leases too long"
+            f"(size={size}, in_use={in_use}, waiting={waiting}, creating={creating}, "
+            f"max_size={max_size}{total}); {advice}"
+        )
+
+
+#: The ``ServiceSpec`` field that bounds each hook.
+TIMEOUT_FIELDS = {
+    "factory": "create_timeout",
+    "minimal": "create_timeout",
+    "snapshot": "reset_timeout",
+    "restore": "reset_timeout",
+    "reset": "reset_timeout",
+    "fingerprint": "reset_timeout",
+    "health_check": "health_timeout",
+    "destroy": "destroy_timeout",
+}
+
+
+class HookTimeout(MockPoolError, TimeoutError):
+    """A hook (factory, reset, health check...) did not finish within its timeout."""
+
+    def __init__(self, service: str, hook: str, timeout: float) -> None:
+        self.service = service
+        self.hook = hook
+        self.timeout = timeout
+        field = TIMEOUT_FIELDS.get(hook, "its timeout")
+        super().__init__(
+            f"service {service!r}: the {hook} hook did not finish within {timeout:g} s ({field}); "
+            f"make it faster, or raise {field}= on the ServiceSpec"
         )
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
 
-from .errors import MockPoolError
+from .errors import HookTimeout, MockPoolError
 
 T = TypeVar("T")
 
-__all__ = ("call_hook", "given", "running_loop")
+__all__ = ("call_hook", "deadline", "given", "running_loop")
 
 
 def running_loop(service: str) -> asyncio.AbstractEventLoop:
@@ -27,15 +28,28 @@ def running_loop(service: str) -> asyncio.AbstractEventLoop:
     return loop
 
 
-async def call_hook(hook: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
-    """Call a sync or async hook; an async one is bounded by ``timeout`` (TimeoutError)."""
+@contextmanager
+def deadline(service: str, hook: str, timeout: float) -> Iterator[None]:
+    """``anyio.fail_after(timeout)`` whose timeout names the service and the hook."""
+    with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise HookTimeout(service, hook, timeout)
+
+
+async def call_hook(
+    hook: Callable[..., Any], *args: Any, timeout: float | None = None, service: str = "", name: str = "hook"
+) -> Any:
+    """Call a sync or async hook; an async one is bounded by ``timeout`` (:class:`HookTimeout`
+    naming ``service`` and the hook's ``name``)."""
     result = hook(*args)
     if not inspect.isawaitable(result):
         return result
     if timeout is None:
         return await result
-    with anyio.fail_after(timeout):
+    with deadline(service, name, timeout):
         return await result
+    raise AssertionError("unreachable: the deadline raised")  # pragma: no cover
 
 
 def given(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:

@@ -41,7 +41,7 @@ async def take_fingerprint(spec: ServiceSpec, instance: Any) -> Any:
     hook = fingerprint_hook(spec)
     if hook is None:
         return None
-    return await call_hook(hook, instance, timeout=spec.reset_timeout)
+    return await call_hook(hook, instance, timeout=spec.reset_timeout, service=spec.name, name="fingerprint")
 
 
 def difference(expected: Any, actual: Any) -> str:

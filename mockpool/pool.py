@@ -208,10 +208,39 @@ class MockPool:
                 f"{'it' if len(missing) == 1 else 'them'} first (registered: "
                 f"{', '.join(map(repr, sorted(self.service_pools))) or 'none'})"
             )
+        self._check_fits_max_total(spec)
         svc = ServicePool(self, spec)
         svc.members = tuple(self.service_pools[dep] for dep in spec.depends_on)
         self.service_pools[spec.name] = svc
         return spec
+
+    def footprint(self, name: str) -> int:
+        """Instances one instance of ``name`` takes: itself and, for a group, its members'."""
+        spec = self.service_pools[name].spec
+        return 1 + sum(self.footprint(dep) for dep in spec.depends_on)
+
+    def _check_fits_max_total(self, spec: ServiceSpec) -> None:
+        max_total = self.budget.max_total
+        if max_total is None:
+            return
+        each = 1 + sum(self.footprint(dep) for dep in spec.depends_on)
+        members = f" (itself and its members {', '.join(spec.depends_on)})" if spec.depends_on else ""
+        if each > max_total:
+            raise ServiceConfigError(
+                "depends_on",
+                spec.depends_on,
+                f"makes one instance take {each} instances{members}, more than the pool's "
+                f"max_total={max_total}; raise max_total",
+                service=spec.name,
+            )
+        if spec.min_size * each > max_total:
+            raise ServiceConfigError(
+                "min_size",
+                spec.min_size,
+                f"needs {spec.min_size * each} instances{members}, more than the pool's "
+                f"max_total={max_total}; lower min_size or raise max_total",
+                service=spec.name,
+            )
 
     @overload
     def service(self, name: F, /) -> F: ...

@@ -23,7 +23,7 @@ import anyio
 
 from .core import Entry, EntryState, ServiceCore, Waiter
 from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFailedError
-from .hooks import call_hook, running_loop
+from .hooks import call_hook, deadline, running_loop
 from .isolation import IsolationError, difference, fingerprint_hook
 from .metrics import RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts
 from .supervisors.recovery import recover_entry
@@ -175,10 +175,40 @@ class ServicePool:
             in_use=core.in_use,
             waiting=core.waiting,
             max_size=core.max_size,
+            creating=core.creating,
+            max_total=core.budget.max_total,
+            advice=self.why_no_instance(),
         )
         core.remove_waiter(waiter)
         self.metrics.timeouts += 1
         fut.set_exception(error)
+
+    def why_no_instance(self) -> str:
+        """Which bound kept a waiter waiting, and what to change (for ``AcquireTimeout``)."""
+        core = self.core
+        if core.size + core.creating >= core.max_size:
+            return (
+                f"the service is at max_size={core.max_size}: raise max_size, pass a longer "
+                "timeout=, or look for tests that hold leases too long"
+            )
+        if not core.budget.has_room():
+            return (
+                f"the pool is at max_total={core.budget.max_total} instances across its services: "
+                "raise max_total, or lower other services' max_size"
+            )
+        for member in self.members:
+            mc = member.core
+            if not mc.idle and mc.size + mc.creating >= mc.max_size:
+                return (
+                    f"member {member.name!r} is at its max_size={mc.max_size}, shared by its own "
+                    f"leases and the groups built on it: raise {member.name!r}'s max_size"
+                )
+        if core.creating:
+            return (
+                f"{core.creating} instance(s) were being created and none was ready in time: the "
+                "factory is slow; pass a longer timeout= or make the factory faster"
+            )
+        return "no instance could be made in time; see the service's last error in pool.report()"
 
     def _abandon(self, waiter: Waiter, exc: BaseException) -> None:
         """The waiting task stopped waiting (cancelled, timed out, failed): nothing may be lost."""
@@ -203,7 +233,13 @@ class ServicePool:
         while check is not None and self.clock.now() - entry.last_used > self.check_window:
             self.metrics.health_checks += 1
             try:
-                ok = await call_hook(check, entry.instance, timeout=self.spec.health_timeout)
+                ok = await call_hook(
+                    check,
+                    entry.instance,
+                    timeout=self.spec.health_timeout,
+                    service=self.name,
+                    name="health_check",
+                )
                 failure = "returned False" if ok is False else None
             except _CANCELLED:
                 # The test never saw the instance: pass it on unchanged and propagate.
@@ -374,19 +410,34 @@ class ServicePool:
 
     async def _build(self, factory: Callable[..., Any], args: list[Any], *, tier: str | None) -> Entry:
         spec = self.spec
-        instance = await call_hook(factory, *args, timeout=spec.create_timeout)
-        if inspect.iscoroutine(instance):  # pragma: no cover - call_hook awaits awaitables
-            raise MockPoolError(f"service {self.name!r}: the factory returned a coroutine")
+        instance = await call_hook(
+            factory, *args, timeout=spec.create_timeout, service=self.name, name=tier or "factory"
+        )
+        if instance is None:
+            hook = "minimal factory" if tier == "minimal" else "factory"
+            raise MockPoolError(
+                f"service {self.name!r}: the {hook} {_hook_name(factory)} returned None; it must "
+                "return the instance tests receive (a factory that sets something up still "
+                "returns the double)"
+            )
         try:
             pristine = None
             if spec.snapshot is not None:
-                pristine = await call_hook(spec.snapshot, instance, timeout=spec.reset_timeout)
+                pristine = await call_hook(
+                    spec.snapshot, instance, timeout=spec.reset_timeout, service=self.name, name="snapshot"
+                )
             fingerprint = None
             if self.verify_isolation:
                 fingerprint = (
                     pristine
                     if spec.fingerprint is None
-                    else await call_hook(spec.fingerprint, instance, timeout=spec.reset_timeout)
+                    else await call_hook(
+                        spec.fingerprint,
+                        instance,
+                        timeout=spec.reset_timeout,
+                        service=self.name,
+                        name="fingerprint",
+                    )
                 )
         except BaseException:
             await self._destroy_instance(instance)
@@ -514,7 +565,7 @@ class ServicePool:
     ) -> None:
         try:
             try:
-                with anyio.fail_after(self.spec.reset_timeout):
+                with deadline(self.name, "reset", self.spec.reset_timeout):
                     if pending is not None:
                         await pending
                     else:
@@ -543,9 +594,17 @@ class ServicePool:
             for name, member_entry in entry.members.items():
                 member = services[name]
                 if member.reset is not None:
-                    await call_hook(member.reset, member_entry.instance, timeout=member.spec.reset_timeout)
+                    await call_hook(
+                        member.reset,
+                        member_entry.instance,
+                        timeout=member.spec.reset_timeout,
+                        service=name,
+                        name="reset",
+                    )
         if self.reset is not None:
-            await call_hook(self.reset, entry.instance, timeout=self.spec.reset_timeout)
+            await call_hook(
+                self.reset, entry.instance, timeout=self.spec.reset_timeout, service=self.name, name="reset"
+            )
         if self.verify_isolation:
             # The group's own state, then each member's: a test reaches both.
             checks = [(self, entry), *((services[n], e) for n, e in (entry.members or {}).items())]
@@ -553,7 +612,13 @@ class ServicePool:
                 hook = fingerprint_hook(svc.spec)
                 if hook is None or checked.fingerprint is None:
                     continue
-                now = await call_hook(hook, checked.instance, timeout=svc.spec.reset_timeout)
+                now = await call_hook(
+                    hook,
+                    checked.instance,
+                    timeout=svc.spec.reset_timeout,
+                    service=svc.name,
+                    name="fingerprint",
+                )
                 if now != checked.fingerprint:
                     detail = difference(checked.fingerprint, now)
                     if svc is not self:
@@ -635,7 +700,7 @@ class ServicePool:
 
     async def _await_destroy(self, awaitable: Any) -> None:
         try:
-            with anyio.fail_after(self.spec.destroy_timeout):
+            with deadline(self.name, "destroy", self.spec.destroy_timeout):
                 await awaitable
         except Exception as exc:
             logger.warning("service %r: destroy failed: %r", self.name, exc)
@@ -646,7 +711,9 @@ class ServicePool:
             return
         try:
             with anyio.CancelScope(shield=True):
-                await call_hook(destroy, instance, timeout=self.spec.destroy_timeout)
+                await call_hook(
+                    destroy, instance, timeout=self.spec.destroy_timeout, service=self.name, name="destroy"
+                )
         except Exception as exc:
             logger.warning("service %r: destroy failed: %r", self.name, exc)
 
@@ -740,3 +807,7 @@ def _close(awaitable: Any) -> None:
     mid-way in a closed loop is left alone."""
     if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED:
         awaitable.close()
+
+
+def _hook_name(hook: Callable[..., Any]) -> str:
+    return getattr(hook, "__qualname__", None) or repr(hook)

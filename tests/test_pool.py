@@ -15,6 +15,7 @@ from mockpool import (
     AcquireTimeout,
     DependencyError,
     FakeClock,
+    HookTimeout,
     MockPool,
     PoolClosedError,
     RecoveryFailedError,
@@ -135,8 +136,10 @@ class TestAcquire:
                 async with pool.acquire("svc", timeout=0.001):
                     pass  # pragma: no cover
         assert isinstance(caught.value, TimeoutError)
-        assert str(caught.value).startswith(
-            "no 'svc' instance became available within 0.001 s (size=1, in_use=1, waiting=1, max_size=1)"
+        assert str(caught.value) == (
+            "no 'svc' instance became available within 0.001 s (size=1, in_use=1, waiting=1, "
+            "creating=0, max_size=1); the service is at max_size=1: raise max_size, pass a longer "
+            "timeout=, or look for tests that hold leases too long"
         )
 
     @pytest.mark.asyncio
@@ -682,3 +685,80 @@ class TestLoopsClosedWithoutCancelling:
         assert sum(pool.stats("svc").recoveries.values()) == 1
         pool.check_invariants()
         pool.close()
+
+
+class TestErrorsNameTheRealCause:
+    @pytest.mark.asyncio
+    async def test_a_hook_timeout_names_the_hook_and_its_timeout(self) -> None:
+        async def slow_factory() -> object:
+            await asyncio.Event().wait()
+            return object()
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="slow", factory=slow_factory, create_timeout=0.01))
+        async with pool:
+            with pytest.raises(RecoveryFailedError) as caught:
+                async with pool.acquire("slow", timeout=5):
+                    pass  # pragma: no cover
+        assert isinstance(caught.value.__cause__, HookTimeout)
+        assert str(caught.value.__cause__) == (
+            "service 'slow': the factory hook did not finish within 0.01 s (create_timeout); "
+            "make it faster, or raise create_timeout= on the ServiceSpec"
+        )
+        assert "last error: HookTimeout: service 'slow': the factory hook" in str(caught.value)
+
+    @pytest.mark.asyncio
+    async def test_acquire_timeout_names_max_total_when_that_is_the_bound(self) -> None:
+        pool = MockPool(supervise=False, max_total=1)
+        pool.register(ServiceSpec(name="a", factory=object))
+        pool.register(ServiceSpec(name="b", factory=object))
+        async with pool, pool.acquire("a"):
+            with pytest.raises(AcquireTimeout) as caught:
+                async with pool.acquire("b", timeout=0.001):
+                    pass  # pragma: no cover
+        message = str(caught.value)
+        assert "(size=0, in_use=0, waiting=1, creating=0, max_size=64, max_total=1)" in message
+        assert "the pool is at max_total=1 instances across its services: raise max_total" in message
+
+    @pytest.mark.asyncio
+    async def test_acquire_timeout_names_a_group_member_at_its_max_size(self) -> None:
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="redis", factory=object, max_size=1))
+        pool.register(ServiceSpec(name="session", factory=lambda r: {"r": r}, depends_on=("redis",)))
+        async with pool, pool.acquire("redis"):
+            with pytest.raises(AcquireTimeout) as caught:
+                async with pool.acquire("session", timeout=0.001):
+                    pass  # pragma: no cover
+        assert "member 'redis' is at its max_size=1" in str(caught.value)
+        assert "raise 'redis''s max_size" in str(caught.value)
+
+    def test_register_refuses_what_max_total_can_never_hold(self) -> None:
+        pool = MockPool(max_total=3)
+        with pytest.raises(
+            ServiceConfigError, match=r"min_size=4 needs 4 instances, more than the pool's max_total=3"
+        ):
+            pool.register(ServiceSpec(name="big", factory=object, min_size=4))
+        for name in ("redis", "jwt", "db"):
+            pool.register(ServiceSpec(name=name, factory=object))
+        with pytest.raises(ServiceConfigError) as caught:
+            pool.register(
+                ServiceSpec(name="session", factory=lambda *m: m, depends_on=("redis", "jwt", "db"))
+            )
+        assert str(caught.value) == (
+            "service 'session': depends_on=('redis', 'jwt', 'db') makes one instance take 4 instances "
+            "(itself and its members redis, jwt, db), more than the pool's max_total=3; raise max_total"
+        )
+
+    @pytest.mark.asyncio
+    async def test_a_factory_that_returns_none_is_an_error_naming_it(self) -> None:
+        def make_nothing() -> None:
+            return None
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=make_nothing))
+        async with pool:
+            with pytest.raises(RecoveryFailedError) as caught:
+                async with pool.acquire("svc", timeout=5):
+                    pass  # pragma: no cover
+        assert "the factory TestErrorsNameTheRealCause" in str(caught.value.__cause__)
+        assert "make_nothing returned None" in str(caught.value.__cause__)

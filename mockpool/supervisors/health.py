@@ -103,7 +103,13 @@ async def check_entry(svc: ServicePool, entry: Entry) -> bool:
     svc.metrics.health_checks += 1
     failure: str | None = None
     try:
-        ok = await call_hook(spec.health_check, entry.instance, timeout=spec.health_timeout)
+        ok = await call_hook(
+            spec.health_check,
+            entry.instance,
+            timeout=spec.health_timeout,
+            service=svc.name,
+            name="health_check",
+        )
     except asyncio.CancelledError:
         # The loop or the pool is ending mid-check: the instance's health is unknown, so it
         # goes to recovery in the next runtime; the cancellation propagates.

@@ -37,7 +37,13 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
 
     async def healthy(instance: Any) -> None:
         if spec.health_check is not None:
-            ok = await call_hook(spec.health_check, instance, timeout=spec.health_timeout)
+            ok = await call_hook(
+                spec.health_check,
+                instance,
+                timeout=spec.health_timeout,
+                service=svc.name,
+                name="health_check",
+            )
             if ok is False:
                 raise UnhealthyError(f"service {svc.name!r}: health check returned False")
 
@@ -59,7 +65,14 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
     if spec.restore is not None and entry.pristine is not None and not entry.degraded:
         tried.append("snapshot")
         try:
-            await call_hook(spec.restore, entry.instance, entry.pristine, timeout=spec.reset_timeout)
+            await call_hook(
+                spec.restore,
+                entry.instance,
+                entry.pristine,
+                timeout=spec.reset_timeout,
+                service=svc.name,
+                name="restore",
+            )
             await _reset_members(svc, entry)
             await healthy(entry.instance)
         except Exception as exc:
@@ -144,4 +157,10 @@ async def _reset_members(svc: ServicePool, entry: Entry) -> None:
     for name, member_entry in entry.members.items():
         member = services[name]
         if member.reset is not None:
-            await call_hook(member.reset, member_entry.instance, timeout=member.spec.reset_timeout)
+            await call_hook(
+                member.reset,
+                member_entry.instance,
+                timeout=member.spec.reset_timeout,
+                service=name,
+                name="reset",
+            )
