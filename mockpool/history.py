@@ -604,12 +604,7 @@ class History:
         """Read a history file. Missing: empty history. Unusable: empty history and a warning."""
         p = Path(path)
         try:
-            with p.open("rb") as f:
-                raw = f.read(_MAX_FILE_BYTES + 1)
-            if len(raw) > _MAX_FILE_BYTES:
-                raise ValueError(f"larger than {_MAX_FILE_BYTES} bytes")
-            data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-            return History.from_dict(data)
+            return History._read(p)
         except FileNotFoundError:
             return History()
         except (OSError, ValueError, RecursionError) as exc:  # JSON and Unicode errors are ValueErrors
@@ -619,6 +614,39 @@ class History:
                 stacklevel=2,
             )
             return History()
+
+    @staticmethod
+    def open(path: str | os.PathLike[str]) -> tuple[History, Path]:
+        """Load the history at ``path`` for a run, and say where the run should save it.
+
+        That is ``path`` itself, unless it holds something this version cannot read (a newer
+        version's history, another tool's JSON, a damaged file): that file is never
+        overwritten. A warning says so, and the run reads and writes the file beside it,
+        ``<stem>.mockpool-v<VERSION><suffix>``.
+        """
+        p = Path(path)
+        try:
+            return History._read(p), p
+        except FileNotFoundError:
+            return History(), p
+        except (OSError, ValueError, RecursionError) as exc:
+            beside = p.with_name(f"{p.stem}.mockpool-v{VERSION}{p.suffix}")
+            warnings.warn(
+                f"mockpool: cannot use history file {str(p)!r} ({type(exc).__name__}: {exc}); it is "
+                f"left as it is, and this run's history is kept beside it in {str(beside)!r}",
+                MockPoolHistoryWarning,
+                stacklevel=2,
+            )
+            return History.load(beside), beside
+
+    @staticmethod
+    def _read(p: Path) -> History:
+        with p.open("rb") as f:
+            raw = f.read(_MAX_FILE_BYTES + 1)
+        if len(raw) > _MAX_FILE_BYTES:
+            raise ValueError(f"larger than {_MAX_FILE_BYTES} bytes")
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return History.from_dict(data)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a temp file in the same directory, fsync, then ``os.replace``.

@@ -166,8 +166,8 @@ class MockPool:
         if isinstance(history, History):
             self.history = history
         elif history is not None:
-            self.history_path = Path(history)
-            self.history = History.load(self.history_path)
+            # A file this version cannot read is kept; the run then uses the one beside it.
+            self.history, self.history_path = History.open(history)
         else:
             self.history = History()
         #: What this run records, fed by the usage sampler once per window.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mockpool.history as history_module
+from mockpool import MockPool, ServiceSpec
 from mockpool.history import (
     FORMAT,
     VERSION,
@@ -623,3 +625,35 @@ def test_from_dict_only_ever_raises_format_errors(data: object) -> None:
         assert math.isfinite(h.peak(name))
         h.forecast(name)
     assert History.from_dict(json.loads(json.dumps(h.to_dict(), allow_nan=False))) == h
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"format": "mockpool-history", "version": 99, "window_s": 1.0, "runs": 1}',
+        b'{"some": "other tool"}',
+    ],
+    ids=["a future version", "another tool's json"],
+)
+def test_a_pool_never_overwrites_a_history_file_it_cannot_read(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "history.json"
+    path.write_bytes(content)
+    beside = tmp_path / "history.mockpool-v1.json"
+    with pytest.warns(MockPoolHistoryWarning) as record:
+        pool = MockPool(history=path)
+    assert str(record[0].message).endswith(
+        f"left as it is, and this run's history is kept beside it in {str(beside)!r}"
+    )
+    pool.register(ServiceSpec(name="svc", factory=dict))
+
+    async def run() -> None:
+        async with pool, pool.acquire("svc"):
+            pass
+
+    asyncio.run(run())
+    assert path.read_bytes() == content  # kept byte for byte
+    assert History.load(beside).runs == 1
+    # The next run learns from the file beside it, and says so again.
+    with pytest.warns(MockPoolHistoryWarning, match="kept beside it"):
+        again = MockPool(history=path)
+    assert again.history.runs == 1 and again.history_path == beside
