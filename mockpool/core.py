@@ -133,6 +133,8 @@ class ServiceCore:
         "checking",
         "closed",
         "creating",
+        "creations_begun",
+        "creations_ended",
         "entries",
         "idle",
         "idle_low",
@@ -170,6 +172,9 @@ class ServiceCore:
         # FIFO waiters; an OrderedDict gives O(1) removal of a cancelled waiter from the middle.
         self.waiters: OrderedDict[Waiter, None] = OrderedDict()
         self.creating = 0
+        #: Creations reserved and ended so far (``creations_settled`` waits on these).
+        self.creations_begun = 0
+        self.creations_ended = 0
         self.leased = 0
         self.resetting = 0
         self.checking = 0
@@ -308,6 +313,7 @@ class ServiceCore:
         if not self.can_grow():
             return False
         self.creating += 1
+        self.creations_begun += 1
         self.budget.total += 1
         return True
 
@@ -316,6 +322,7 @@ class ServiceCore:
         if self.creating <= 0:
             raise MockPoolError(f"service {self.name!r}: cancel_creation without a reservation")
         self.creating -= 1
+        self.creations_ended += 1
         self.budget.total -= 1
 
     def add_created(self, entry: Entry) -> Waiter | None:
@@ -323,6 +330,7 @@ class ServiceCore:
         if self.creating <= 0:
             raise MockPoolError(f"service {self.name!r}: add_created without a reservation")
         self.creating -= 1
+        self.creations_ended += 1
         self.entries.add(entry)
         return self._place(entry)
 
@@ -437,6 +445,8 @@ class ServiceCore:
             raise broken("size != idle + in_use + checking + recovering")
         if self.creating < 0:
             raise broken("creating < 0")
+        if self.creations_begun - self.creations_ended != self.creating:
+            raise broken("creations begun - ended != creating")
         if self.size > self.max_size and self.idle:
             # Above a lowered max_size, instances go as they come back; none may sit idle.
             raise broken(f"an instance is idle while size > max_size={self.max_size}")

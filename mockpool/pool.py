@@ -89,6 +89,7 @@ class MockPool:
     :param leak_threshold: seconds after which a held lease is reported as a leak (None: off;
         turns lease tracking on).
     :param memory_budget_mb: process RSS above which idle instances are evicted (None: off).
+    :param seed: seeds the supervisors' random jitter, so that a run reproduces.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class MockPool:
         scaling: ScalingConfig | None = None,
         leak_threshold: float | None = None,
         memory_budget_mb: float | None = None,
+        seed: int = 0,
     ) -> None:
         if max_total is not None and not (_is_number(max_total) and int(max_total) == max_total >= 1):
             raise ServiceConfigError("max_total", max_total, "must be a whole number >= 1 or None")
@@ -141,6 +143,9 @@ class MockPool:
         # Leak reports name where each lease was acquired, which needs lease tracking.
         self.track_leases = track_leases or leak_threshold is not None
         self.supervise = supervise
+        if not isinstance(seed, int) or isinstance(seed, bool):  # type: ignore[redundant-expr,unused-ignore]
+            raise ServiceConfigError("seed", seed, "must be an integer")
+        self.seed = seed
         self.budget = Budget(max_total)
         self.service_pools: dict[str, ServicePool] = {}
         #: Unregistered services whose leased instances are still out: closed with the pool.

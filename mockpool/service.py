@@ -285,9 +285,16 @@ class ServicePool:
     # == creating =============================================================================
 
     async def creations_settled(self) -> None:
-        """Return once no creation of this service is in flight (``warm`` waits so for the
-        ones it did not start: the scaling supervisor's ``min_size`` floor starts them too)."""
-        while self.core.creating:
+        """Return once the creations in flight now have ended (``warm`` waits so for the ones
+        it did not start: the scaling supervisor's ``min_size`` floor starts them too).
+
+        Only those: creations started later are not waited for. A failing factory that the
+        floor keeps restarting would otherwise keep a creation in flight for ever, and
+        ``start()`` would never return.
+        """
+        core = self.core
+        target = core.creations_begun
+        while core.creations_ended < target:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._settled_waiters.append(fut)
             await fut
@@ -305,7 +312,8 @@ class ServicePool:
         self._wake_settled()
 
     def _wake_settled(self) -> None:
-        if not self.core.creating and self._settled_waiters:
+        """A creation ended: let ``creations_settled`` callers check whether theirs have."""
+        if self._settled_waiters:
             waiters, self._settled_waiters = self._settled_waiters, []
             for fut in waiters:
                 if not fut.done() and not fut.get_loop().is_closed():

@@ -762,3 +762,44 @@ class TestErrorsNameTheRealCause:
                     pass  # pragma: no cover
         assert "the factory TestErrorsNameTheRealCause" in str(caught.value.__cause__)
         assert "make_nothing returned None" in str(caught.value.__cause__)
+
+
+@pytest.mark.asyncio
+async def test_creations_settled_waits_only_for_the_creations_in_flight_when_called() -> None:
+    """The start livelock: warm waited in creations_settled while the scaling floor kept
+    restarting a failing creation, so 'creating' never reached 0 and start() never returned."""
+    gates = [asyncio.Event(), asyncio.Event()]
+    started: list[int] = []
+
+    async def factory() -> int:
+        started.append(len(started))
+        await gates[started[-1]].wait()
+        return started[-1]
+
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=factory))
+    svc = pool.service_pools["svc"]
+    async with pool:
+        assert svc.grow(1) == 1
+        settled = asyncio.ensure_future(svc.creations_settled())
+        await asyncio.sleep(0)
+        assert svc.grow(1) == 1  # a later creation, still in flight when the first ends
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert started == [0, 1] and not settled.done()
+        gates[0].set()
+        await asyncio.wait_for(settled, 5)
+        assert svc.core.creating == 1  # returned with the later one in flight
+        gates[1].set()
+        await svc.creations_settled()
+        pool.check_invariants()
+
+
+def test_the_health_jitter_is_seeded_from_the_pool() -> None:
+    from mockpool.supervisors.health import HealthSupervisor
+
+    draws = [HealthSupervisor(MockPool(seed=7)).rng.random() for _ in range(2)]
+    assert draws[0] == draws[1]
+    assert HealthSupervisor(MockPool(seed=8)).rng.random() != draws[0]
+    with pytest.raises(ServiceConfigError, match="seed"):
+        MockPool(seed="7")  # type: ignore[arg-type]

@@ -178,7 +178,8 @@ class HealthSupervisor:
 
     def __init__(self, pool: MockPool, *, rng: random.Random | None = None) -> None:
         self.pool = pool
-        self.rng = rng if rng is not None else random.Random()
+        # Seeded from the pool: a run (and a hang, if there is one) reproduces.
+        self.rng = rng if rng is not None else random.Random(pool.seed)
         self.due: dict[str, float] = {}
 
     async def tick(self) -> float:
