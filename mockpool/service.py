@@ -14,6 +14,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import typing
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -95,9 +96,12 @@ class ServicePool:
 
     # == acquiring ============================================================================
 
-    async def wait_for_entry(self, lease: Lease[Any], timeout: float | None, *, first: bool = False) -> Entry:
+    async def wait_for_entry(
+        self, lease: Lease[Any], timeout: float | None, *, first: bool = False, reported: float | None = None
+    ) -> Entry:
         """The slow path: queue as a waiter (``first``: at the front), trigger creations, wait
-        (bounded) for an entry."""
+        (bounded) for an entry. ``reported``: the timeout an ``AcquireTimeout`` names, when
+        ``timeout`` is what is left of it."""
         core = self.core
         if core.closed:
             raise self.closed_error()
@@ -117,7 +121,7 @@ class ServicePool:
         if timeout is None:
             waiter = Waiter(fut, started)
         else:
-            waiter = Waiter(fut, started, timeout, loop.time() + timeout)
+            waiter = Waiter(fut, started, timeout if reported is None else reported, loop.time() + timeout)
             # One timer per service, armed for the earliest deadline, instead of one per
             # waiter: per-waiter timers cost a heap push and pop each and made contended
             # acquires 40 % slower. The timer sets the waiter's future; it never cancels the
@@ -208,6 +212,13 @@ class ServicePool:
                 f"{core.creating} instance(s) were being created and none was ready in time: the "
                 "factory is slow; pass a longer timeout= or make the factory faster"
             )
+        if core.recovering or core.checking:
+            last = self.last_error
+            cause = f" (last error: {type(last).__name__}: {last})" if last is not None else ""
+            return (
+                f"{core.recovering + core.checking} instance(s) were being checked or recovered and "
+                f"none came back in time{cause}; fix what breaks them, or pass a longer timeout="
+            )
         return "no instance could be made in time; see the service's last error in pool.report()"
 
     def _abandon(self, waiter: Waiter, exc: BaseException) -> None:
@@ -230,6 +241,10 @@ class ServicePool:
         an unhealthy one goes to recovery and the lease waits for another. Returns the entry
         to use. Turned on by the adaptation supervisor (``check_on_acquire``)."""
         check = self.spec.health_check
+        # The retries share the acquire's timeout: one bound for the whole acquire, or a
+        # service whose checks keep failing (and whose recovery keeps serving) never lets go.
+        timeout = lease._timeout
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while check is not None and self.clock.now() - entry.last_used > self.check_window:
             self.metrics.health_checks += 1
             try:
@@ -249,13 +264,31 @@ class ServicePool:
                 raise
             except Exception as exc:
                 failure = f"raised {exc!r}"
+                self.last_error = exc
             if failure is None:
                 break
             self.metrics.health_failures += 1
             lease._entry = None
             if entry.state is EntryState.LEASED:
                 self.to_recovery(entry, f"check on acquire {failure}")
-            entry = await self.wait_for_entry(lease, lease._timeout)
+            if deadline is not None:
+                timeout = deadline - asyncio.get_running_loop().time()
+                if timeout <= 0:
+                    core = self.core
+                    self.metrics.timeouts += 1
+                    raise AcquireTimeout(
+                        self.name,
+                        lease._timeout or 0.0,
+                        size=core.size,
+                        in_use=core.in_use,
+                        waiting=core.waiting,
+                        max_size=core.max_size,
+                        creating=core.creating,
+                        max_total=core.budget.max_total,
+                        advice=f"every instance offered failed its health check on acquire (the last "
+                        f"one {failure}); fix the health_check hook or what makes the instances fail it",
+                    )
+            entry = await self.wait_for_entry(lease, timeout, reported=lease._timeout)
             lease._entry = entry
             if self.bind is not None:
                 self.bind_entry(entry)
@@ -380,6 +413,8 @@ class ServicePool:
             self.metrics.create_failures += 1
             entry = await self._build_degraded(args, first, members)
         entry.members = members
+        if members and any(m.degraded for m in members.values()):
+            entry.degraded = True  # built on a degraded member: a lesser double too
         entry.variant = self.variant
         return entry
 
@@ -409,12 +444,19 @@ class ServicePool:
         return entry
 
     def _stub_template(self) -> type | None:
+        """The class an emergency stub imitates: what tests receive from a working instance
+        (with a ``bind`` hook, the bound handle's class, learned when one was bound), else the
+        class the factory declares (a class, or a function's return annotation), so that a
+        service whose factory never worked can still be stubbed."""
+        if self.bind is not None:
+            return self._handle_type
         for entry in self.core.entries:
             if not entry.degraded:
                 return type(entry.instance)
-        return self._known_type
+        return self._known_type or declared_type(self.spec.factory)
 
     _known_type: type | None = None
+    _handle_type: type | None = None
 
     async def _build(self, factory: Callable[..., Any], args: list[Any], *, tier: str | None) -> Entry:
         spec = self.spec
@@ -498,9 +540,14 @@ class ServicePool:
             loop = asyncio._get_running_loop()
             bound = entry.handle_loop
             if bound is None or bound() is not loop:  # type: ignore[operator]
-                # An emergency stub (recovery tier 4) is an autospec of the instance: binding
-                # it would call the real bind on a mock. The stub is its own handle.
-                entry.handle = entry.instance if entry.tier == "stub" else bind(entry.instance)
+                # An emergency stub (recovery tier 4) imitates the handle already: binding it
+                # would call the real bind on a mock. The stub is its own handle.
+                if entry.tier == "stub":
+                    entry.handle = entry.instance
+                else:
+                    entry.handle = bind(entry.instance)
+                    if self._handle_type is None:
+                        self._handle_type = _imitated(entry.handle)
                 entry.handle_loop = weakref.ref(loop) if loop is not None else None
         return entry
 
@@ -819,3 +866,24 @@ def _close(awaitable: Any) -> None:
 
 def _hook_name(hook: Callable[..., Any]) -> str:
     return getattr(hook, "__qualname__", None) or repr(hook)
+
+
+def declared_type(factory: Callable[..., Any]) -> type | None:
+    """The class ``factory`` makes, when it says: the class itself, or the return annotation of
+    a function (``def make() -> RedisDouble``); None otherwise."""
+    if isinstance(factory, type):
+        return factory
+    try:
+        hint = typing.get_type_hints(factory).get("return")
+    except Exception:  # unresolvable annotations, builtins without hints: nothing declared
+        return None
+    return hint if isinstance(hint, type) and hint is not type(None) else None
+
+
+def _imitated(handle: Any) -> type | None:
+    """The class a stub of ``handle`` must imitate: the class it is, or, for a mock made with a
+    spec (an autospec double), the class it imitates."""
+    if isinstance(handle, mock.NonCallableMock):
+        spec_class = handle._spec_class
+        return spec_class if isinstance(spec_class, type) else None
+    return type(handle)

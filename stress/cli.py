@@ -58,8 +58,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         metavar="RATE",
-        help="probability of each fault: factory, reset and health failures, cancellations, "
-        "exceptions inside leases, discards (0)",
+        help="probability of each fault, from 0 to 1/3: reset and health failures, cancellations, "
+        "exceptions inside leases, discards; factories fail 5x as often (always from 0.2 on, so "
+        "recovery serves degraded doubles). Tested from 0 to 0.3 over several seeds: only the "
+        "tests drawn to fail fail (0)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the report as JSON")
     parser.add_argument("--plot", type=Path, metavar="PATH", help="plot the run over time (PNG)")
@@ -255,23 +257,27 @@ def _accounting(result: StressResult, injector: FaultInjector | None) -> list[Ch
         )
     )
     if injector is not None:
-        counts = result.outcomes.counts
+        out = result.outcomes
+        counts = out.counts
         asked = result.injected
         checks.append(
             Check(
                 "injected test faults",
                 counts[Outcome.INJECTED] == asked.get("raise", 0)
-                and counts[Outcome.CANCELLED] <= asked.get("cancel", 0),
+                and counts[Outcome.CANCELLED] == out.cancels_delivered,
                 f"{counts[Outcome.INJECTED]}/{asked.get('raise', 0)} raised errors came out unchanged; "
-                f"{counts[Outcome.CANCELLED]}/{asked.get('cancel', 0)} cancellations landed before the end",
+                f"{counts[Outcome.CANCELLED]}/{out.cancels_delivered} cancellations delivered to a "
+                f"running test ended it cancelled ({asked.get('cancel', 0)} drawn; the others "
+                "finished first)",
             )
         )
         discards = sum(s.discards for s in result.stats.values())
         checks.append(
             Check(
                 "discards reached recovery",
-                discards >= asked.get("discard", 0) - asked.get("cancel", 0),
-                f"{discards} discards counted, {asked.get('discard', 0)} asked",
+                discards == out.discarded,
+                f"the pool counted {discards} discards, the tests that passed made {out.discarded} "
+                f"({asked.get('discard', 0)} drawn)",
             )
         )
     return checks

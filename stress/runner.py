@@ -39,6 +39,10 @@ class RunOutcomes:
     failures: list[tuple[str, str]] = field(default_factory=list)
     started: int = 0
     wall_s: float = 0.0
+    #: Cancellations the runner delivered to a test still running (each must end it cancelled).
+    cancels_delivered: int = 0
+    #: Tests drawn to discard their instance that passed (each discarded once).
+    discarded: int = 0
 
     @property
     def done(self) -> int:
@@ -88,7 +92,12 @@ async def _run_one(use: Use, case: Case, out: RunOutcomes) -> None:
     try:
         if case.fault == "cancel":
             task = asyncio.create_task(run_case(use, case), name=f"stress {case.id}")
-            timer = asyncio.get_running_loop().call_later(case.cancel_after_s, task.cancel)
+
+            def deliver(task: asyncio.Task[None] = task) -> None:
+                if task.cancel():  # False once the test has finished
+                    out.cancels_delivered += 1
+
+            timer = asyncio.get_running_loop().call_later(case.cancel_after_s, deliver)
             try:
                 await task
             except asyncio.CancelledError:
@@ -112,6 +121,8 @@ async def _run_one(use: Use, case: Case, out: RunOutcomes) -> None:
         if case.fault == "raise":
             outcome = Outcome.FAILED
             out.failures.append((case.id, "the exception injected inside the lease did not come out"))
+        elif case.fault == "discard" and outcome is Outcome.PASSED:
+            out.discarded += 1
     out.counts[outcome] += 1
 
 

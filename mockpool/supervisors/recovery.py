@@ -3,6 +3,11 @@
 Triggered by a failed reset, a failed health check or ``lease.discard()``. Tiers 3 and 4 give a
 degraded double and run only for services with ``allow_degraded=True``. The total time from the
 trigger to a working instance is recorded under the tier that produced it.
+
+A group is recovered members first: each member is reset, or else restored or rebuilt in place
+(its own ladder, while it stays leased to the group), so a member's failure costs that member,
+not the group. A group whose members were rebuilt is rebuilt over them (its snapshot would
+still point at the old ones).
 """
 
 from __future__ import annotations
@@ -27,6 +32,35 @@ class UnhealthyError(MockPoolError):
     """A restored or rebuilt instance failed its health check."""
 
 
+async def _check_health(svc: ServicePool, instance: Any) -> None:
+    spec = svc.spec
+    if spec.health_check is not None:
+        ok = await call_hook(
+            spec.health_check, instance, timeout=spec.health_timeout, service=svc.name, name="health_check"
+        )
+        if ok is False:
+            raise UnhealthyError(f"service {svc.name!r}: health check returned False")
+
+
+async def _restore(svc: ServicePool, entry: Entry) -> None:
+    """Tier 1: put the pristine snapshot back, then check health."""
+    spec = svc.spec
+    assert spec.restore is not None
+    await call_hook(
+        spec.restore,
+        entry.instance,
+        entry.pristine,
+        timeout=spec.reset_timeout,
+        service=svc.name,
+        name="restore",
+    )
+
+
+def _can_restore(svc: ServicePool, entry: Entry) -> bool:
+    # A minimal instance has a snapshot of its own (taken when it was built); a stub has none.
+    return svc.spec.restore is not None and entry.pristine is not None and entry.tier != "stub"
+
+
 async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
     """Bring ``entry`` (state RECOVERING) back to a working instance, or remove it."""
     spec, core, clock = svc.spec, svc.core, svc.clock
@@ -35,19 +69,10 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
     last: BaseException | None = None
     logger.info("service %r: recovering entry #%d (%s)", svc.name, entry.id, reason)
 
-    async def healthy(instance: Any) -> None:
-        if spec.health_check is not None:
-            ok = await call_hook(
-                spec.health_check,
-                instance,
-                timeout=spec.health_timeout,
-                service=svc.name,
-                name="health_check",
-            )
-            if ok is False:
-                raise UnhealthyError(f"service {svc.name!r}: health check returned False")
-
     def succeed(tier: str) -> None:
+        if entry.members:
+            # A group is degraded when any of its members is: the test runs on a lesser double.
+            entry.degraded = entry.tier is not None or any(m.degraded for m in entry.members.values())
         svc.metrics.recoveries[tier] += 1
         svc.metrics.recovery_times[tier].append(clock.now() - started)
         if core.closed:
@@ -61,67 +86,67 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
         svc.destroy_soon(entry)
         return
 
-    # Tier 1: restore the pristine snapshot taken right after creation.
-    if spec.restore is not None and entry.pristine is not None and not entry.degraded:
-        tried.append("snapshot")
-        try:
-            await call_hook(
-                spec.restore,
-                entry.instance,
-                entry.pristine,
-                timeout=spec.reset_timeout,
-                service=svc.name,
-                name="restore",
-            )
-            await _reset_members(svc, entry)
-            await healthy(entry.instance)
-        except Exception as exc:
-            last = exc
-        else:
-            succeed("snapshot")
-            return
+    try:
+        members_rebuilt = await _recover_members(svc, entry)
+    except Exception as exc:
+        tried.append("members")
+        last = exc
+    else:
+        # Tier 1: restore the pristine snapshot taken right after creation.
+        if not members_rebuilt and _can_restore(svc, entry):
+            tried.append("snapshot")
+            try:
+                await _restore(svc, entry)
+                await _check_health(svc, entry.instance)
+            except Exception as exc:
+                last = exc
+            else:
+                succeed("snapshot")
+                return
 
-    # Tiers 2 and 3: a new instance from the factory, then from the minimal factory.
-    ladder: list[tuple[str, Any]] = [("factory", svc.factory)]
-    if spec.allow_degraded and spec.minimal is not None:
-        ladder.append(("minimal", spec.minimal))
-    args = [m.handle for m in entry.members.values()] if entry.members else []
-    old = entry.instance
-    for tier, factory in ladder:
-        tried.append(tier)
-        try:
-            await _reset_members(svc, entry)
-            fresh = await svc._build(factory, args, tier=None if tier == "factory" else tier)
-        except Exception as exc:
-            last = exc
-            continue
-        try:
-            await healthy(fresh.instance)
-        except BaseException as exc:
-            # The new instance is ours until it is swapped in: close it, never leak it.
-            await svc._destroy_instance(fresh.instance)
-            if not isinstance(exc, Exception):
-                raise
-            last = exc
-            continue
-        swap_instance(entry, fresh)
-        # Serve first, clean up after: a slow destroy must not delay the waiting acquirers
-        # nor count as recovery time.
-        succeed(tier)
-        await svc._destroy_instance(old)
-        return
-
-    # Tier 4: an emergency stub that keeps the instance's interface.
-    if spec.allow_degraded:
-        tried.append("stub")
-        template = type(old) if not entry.degraded else svc._known_type
-        if template is not None:
-            stub = Entry(mock.create_autospec(template, instance=True), now=clock.now())
-            stub.tier, stub.degraded = "stub", True
-            swap_instance(entry, stub)
-            succeed("stub")
+        # Tiers 2 and 3: a new instance from the factory, then from the minimal factory.
+        ladder: list[tuple[str, Any]] = [("factory", svc.factory)]
+        if spec.allow_degraded and spec.minimal is not None:
+            ladder.append(("minimal", spec.minimal))
+        old = entry.instance
+        for tier, factory in ladder:
+            tried.append(tier)
+            try:
+                fresh = await svc._build(
+                    factory, _member_handles(svc, entry), tier=None if tier == "factory" else tier
+                )
+            except Exception as exc:
+                last = exc
+                continue
+            try:
+                await _check_health(svc, fresh.instance)
+            except BaseException as exc:
+                # The new instance is ours until it is swapped in: close it, never leak it.
+                await svc._destroy_instance(fresh.instance)
+                if not isinstance(exc, Exception):
+                    raise
+                last = exc
+                continue
+            swap_instance(entry, fresh)
+            # Serve first, clean up after: a slow destroy must not delay the waiting acquirers
+            # nor count as recovery time.
+            succeed(tier)
+            svc.metrics.destroyed += 1
             await svc._destroy_instance(old)
             return
+
+        # Tier 4: an emergency stub that keeps the instance's interface.
+        if spec.allow_degraded:
+            tried.append("stub")
+            template = svc._stub_template()
+            if template is not None:
+                stub = Entry(mock.create_autospec(template, instance=True), now=clock.now())
+                stub.tier, stub.degraded = "stub", True
+                swap_instance(entry, stub)
+                succeed("stub")
+                svc.metrics.destroyed += 1
+                await svc._destroy_instance(old)
+                return
 
     # Every allowed tier failed: the instance is destroyed and counted.
     svc.metrics.recovery_failures += 1
@@ -150,17 +175,98 @@ def swap_instance(entry: Entry, fresh: Entry) -> None:
     entry.degraded = fresh.degraded
 
 
-async def _reset_members(svc: ServicePool, entry: Entry) -> None:
+def _member_handles(svc: ServicePool, entry: Entry) -> list[Any]:
+    """The members' handles for the running loop, in ``depends_on`` order (a group's factory
+    arguments)."""
     if not entry.members:
-        return
+        return []
     services = svc.pool.service_pools
+    return [services[name].bind_entry(member).handle for name, member in entry.members.items()]
+
+
+async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
+    """Make every member of a group entry clean; True if any member's instance was rebuilt.
+
+    Each member is reset; a member whose reset fails is restored from its snapshot, or else
+    rebuilt from its own factories, in place (it stays leased to the group). Raises when a
+    member cannot be made to work at all.
+    """
+    if not entry.members:
+        return False
+    services = svc.pool.service_pools
+    rebuilt = False
     for name, member_entry in entry.members.items():
         member = services[name]
         if member.reset is not None:
-            await call_hook(
-                member.reset,
-                member_entry.instance,
-                timeout=member.spec.reset_timeout,
-                service=name,
-                name="reset",
+            try:
+                await call_hook(
+                    member.reset,
+                    member_entry.instance,
+                    timeout=member.spec.reset_timeout,
+                    service=name,
+                    name="reset",
+                )
+                continue
+            except Exception as exc:
+                member.metrics.reset_failures += 1
+                member.last_error = exc
+        else:
+            continue
+        rebuilt |= await _recover_member(member, member_entry)
+    return rebuilt
+
+
+async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
+    """Restore or rebuild a member whose reset failed; True if its instance was replaced."""
+    started = member.clock.now()
+    last: Exception | None = None
+    if _can_restore(member, member_entry):
+        try:
+            await _restore(member, member_entry)
+            await _check_health(member, member_entry.instance)
+        except Exception as exc:
+            last = exc
+        else:
+            member.metrics.recoveries["snapshot"] += 1
+            member.metrics.recovery_times["snapshot"].append(member.clock.now() - started)
+            return False
+    ladder: list[tuple[str, Any]] = [("factory", member.factory)]
+    if member.spec.allow_degraded and member.spec.minimal is not None:
+        ladder.append(("minimal", member.spec.minimal))
+    for tier, factory in ladder:
+        try:
+            fresh = await member._build(
+                factory, _member_handles(member, member_entry), tier=None if tier == "factory" else tier
             )
+        except Exception as exc:
+            last = exc
+            continue
+        try:
+            await _check_health(member, fresh.instance)
+        except BaseException as exc:
+            await member._destroy_instance(fresh.instance)
+            if not isinstance(exc, Exception):
+                raise
+            last = exc
+            continue
+        old = member_entry.instance
+        swap_instance(member_entry, fresh)
+        member.metrics.recoveries[tier] += 1
+        member.metrics.recovery_times[tier].append(member.clock.now() - started)
+        member.metrics.destroyed += 1
+        await member._destroy_instance(old)
+        return True
+    template = member._stub_template() if member.spec.allow_degraded else None
+    if template is not None:
+        old = member_entry.instance
+        stub = Entry(mock.create_autospec(template, instance=True), now=member.clock.now())
+        stub.tier, stub.degraded = "stub", True
+        swap_instance(member_entry, stub)
+        member.metrics.recoveries["stub"] += 1
+        member.metrics.recovery_times["stub"].append(member.clock.now() - started)
+        member.metrics.destroyed += 1
+        await member._destroy_instance(old)
+        return True
+    member.metrics.recovery_failures += 1
+    tiers = ["snapshot", *(t for t, _ in ladder), *(["stub"] if member.spec.allow_degraded else [])]
+    raise RecoveryFailedError(member.name, tiers, last) from last

@@ -18,7 +18,7 @@ import anyio
 import looptime
 import pytest
 
-from mockpool import AcquireTimeout, MockPool, PoolClosedError, RecoveryFailedError, ServiceSpec
+from mockpool import AcquireTimeout, Lease, MockPool, PoolClosedError, RecoveryFailedError, ServiceSpec
 from mockpool.supervisors import AdaptationConfig, ScalingConfig
 
 from .conftest import Double, LoopClock
@@ -112,13 +112,15 @@ async def acquirer(pool: MockPool, role: int, rng: random.Random) -> None:
     await asyncio.sleep(rng.random() * 0.5)
     try:
         if role == 0:  # a plain test
-            async with pool.acquire("svc", timeout=3.0) as d:
-                d.state["mine"] = role
+            lease = pool.acquire("svc", timeout=3.0)
+            async with lease as d:
+                _write(lease, d, role)
                 await asyncio.sleep(rng.random() * 0.3)
         elif role == 1:  # cancelled while waiting or holding
             with anyio.move_on_after(rng.random() * 0.6):
-                async with pool.acquire("svc", timeout=3.0) as d:
-                    d.state["mine"] = role
+                lease = pool.acquire("svc", timeout=3.0)
+                async with lease as d:
+                    _write(lease, d, role)
                     await asyncio.sleep(1.0)
         elif role == 2:  # the body raises
             with pytest.raises(BodyError):
@@ -132,6 +134,15 @@ async def acquirer(pool: MockPool, role: int, rng: random.Random) -> None:
                 lease.discard()
     except (AcquireTimeout, RecoveryFailedError):
         pass  # expected while the factory (or snapshot) is broken
+
+
+def _write(lease: Lease[Double], d: Double, role: int) -> None:
+    """What a test writes; an emergency stub (tier 4: an autospec of ``Double``, made even when
+    the factory never worked) has no instance attributes, and is only checked to be flagged."""
+    if lease.tier == "stub":
+        assert lease.degraded
+        return
+    d.state["mine"] = role
 
 
 async def watch(pool: MockPool) -> None:
