@@ -163,13 +163,16 @@ class AutospecDouble:
 
     def fingerprint(self) -> dict[str, Any]:
         """Every attribute of every mock of the tree and of its class, keyed ``child.attribute``
-        and ``type(child).attribute``: an isolation failure names what was left behind."""
+        and ``type(child).attribute``, so an isolation failure names what was left behind.
+        Mocks made during a lease (a return value and what was configured on it) are
+        rendered whole."""
+        tree = {id(node.obj) for node in self._nodes}
         out: dict[str, Any] = {}
         for node in self._nodes:
             for key, value in vars(node.obj).items():
-                out[f"{node.name}.{key}"] = _comparable(value)
+                out[f"{node.name}.{key}"] = _comparable(value, tree)
             for key, value in vars(node.cls).items():
-                out[f"type({node.name}).{key}"] = _comparable(value)
+                out[f"type({node.name}).{key}"] = _comparable(value, tree)
         return out
 
     def health(self) -> bool:
@@ -191,14 +194,21 @@ def _copy(value: Any) -> Any:
     return type(value)(value) if type(value) in _CONTAINERS else value
 
 
-def _comparable(value: Any) -> Any:
-    """Containers by content (a call appended shows), everything else by identity (a mock's
-    ``==`` can be configured by the test, and must not hide a replacement)."""
+def _comparable(value: Any, tree: set[int], seen: frozenset[int] = frozenset()) -> Any:
+    """Containers by content (a call appended shows), plain values by value, the tree's mocks
+    and other objects by identity (a mock's ``==`` can be configured, and must not hide a
+    replacement), mocks made during a lease by identity and content."""
     if type(value) in _CONTAINERS:
         items = value.items() if isinstance(value, dict) else enumerate(value)
-        return (type(value).__name__, tuple((k, _comparable(v)) for k, v in items))
+        return (type(value).__name__, tuple((k, _comparable(v, tree, seen)) for k, v in items))
     if value is None or type(value) in (str, bytes, int, float, bool):
         return value
+    if isinstance(value, mock.NonCallableMock) and id(value) not in tree and id(value) not in seen:
+        inner = seen | {id(value)}
+        state = tuple(
+            (k, _comparable(v, tree, inner)) for k, v in vars(value).items() if k not in _UPWARD
+        )
+        return (type(value).__name__, id(value), state)
     return (type(value).__name__, id(value))
 
 

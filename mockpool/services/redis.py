@@ -79,6 +79,7 @@ class RedisDouble:
     def __post_init__(self) -> None:
         if not self._template:
             self._template = _server_template(self.server)
+        _DOUBLES[id(self.server)] = self
 
     def client(self) -> fakeredis.FakeAsyncRedis:
         """A new async client on this server, for the running event loop."""
@@ -215,6 +216,11 @@ class RedisDouble:
                 client.close()
 
 
+#: The pooled doubles by ``id()`` of their server, for :func:`client_like` (weak: a double
+#: destroyed by the pool is forgotten).
+_DOUBLES: weakref.WeakValueDictionary[int, RedisDouble] = weakref.WeakValueDictionary()
+
+
 class _ClientTemplate:
     """A client's attributes and its connection pool's settings when it was made."""
 
@@ -344,9 +350,15 @@ def server_of(client: Any) -> fakeredis.FakeServer:
 
 def client_like(client: Any) -> fakeredis.FakeAsyncRedis:
     """A new async client of the same class, server and ``decode_responses`` as ``client``, for
-    the running loop; for composite services that hold a member's loop-bound client."""
+    the running loop; for composite services that hold a member's loop-bound client. On a
+    pooled server the client is the double's own: its reset restores it and keeps its
+    connection, as for the clients it hands out."""
+    server = server_of(client)
+    double = _DOUBLES.get(id(server))
+    if double is not None and double.server is server:
+        return double.client()
     decode = client.connection_pool.connection_kwargs.get("decode_responses", False)
-    fresh: fakeredis.FakeAsyncRedis = type(client)(server=server_of(client), decode_responses=decode)
+    fresh: fakeredis.FakeAsyncRedis = type(client)(server=server, decode_responses=decode)
     return fresh
 
 
