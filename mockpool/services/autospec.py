@@ -23,6 +23,7 @@ comparison per mock and per class.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from operator import is_not
 from typing import Any
 from unittest import mock
@@ -70,10 +71,10 @@ class _Node:
     def __init__(self, name: str, obj: mock.NonCallableMock) -> None:
         self.name = name
         self.obj = obj
-        self.state: dict[str, Any] = vars(obj)
+        self.state: dict[str, Any] = obj.__dict__
         self.pristine = {key: _copy(value) for key, value in self.state.items()}
         self.cls = type(obj)
-        self.cls_state = vars(self.cls)
+        self.cls_state: Mapping[str, Any] = vars(self.cls)
         self.cls_keys = tuple(self.cls_state)
         self.cls_values = tuple(self.cls_state.values())
         self._watch()
@@ -205,9 +206,7 @@ def _comparable(value: Any, tree: set[int], seen: frozenset[int] = frozenset()) 
         return value
     if isinstance(value, mock.NonCallableMock) and id(value) not in tree and id(value) not in seen:
         inner = seen | {id(value)}
-        state = tuple(
-            (k, _comparable(v, tree, inner)) for k, v in vars(value).items() if k not in _UPWARD
-        )
+        state = tuple((k, _comparable(v, tree, inner)) for k, v in vars(value).items() if k not in _UPWARD)
         return (type(value).__name__, id(value), state)
     return (type(value).__name__, id(value))
 

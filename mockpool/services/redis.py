@@ -73,7 +73,9 @@ class RedisDouble:
     #: The items reset (or the seeding) last stored, per db and key: reset skips those untouched.
     _written: dict[int, dict[bytes, Any]] = field(default_factory=dict)
     #: The clients handed out, each with its state when made.
-    _clients: weakref.WeakKeyDictionary[Any, _ClientTemplate] = field(default_factory=weakref.WeakKeyDictionary)
+    _clients: weakref.WeakKeyDictionary[Any, _ClientTemplate] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
     _sync_handle: fakeredis.FakeRedis | None = None
 
     def __post_init__(self) -> None:
@@ -236,12 +238,17 @@ class _ClientTemplate:
     def changed(self, client: Any) -> list[str]:
         """The attributes (``connection_pool.<name>`` for the pool's) that differ."""
         state = vars(client)
-        names = [name for name in {*state, *self.state} if state.get(name, _MISSING) != self.state.get(name, _MISSING)]
+        names = [
+            name
+            for name in {*state, *self.state}
+            if state.get(name, _MISSING) != self.state.get(name, _MISSING)
+        ]
         pool_state = vars(self.pool)
         names += [
             f"connection_pool.{name}"
             for name in {*pool_state, *self.pool_state}
-            if name not in _POOL_LIVE and pool_state.get(name, _MISSING) != self.pool_state.get(name, _MISSING)
+            if name not in _POOL_LIVE
+            and pool_state.get(name, _MISSING) != self.pool_state.get(name, _MISSING)
         ]
         return names
 
@@ -263,7 +270,9 @@ class _ClientTemplate:
 
 
 #: A connection pool's attributes that change with use, not with settings.
-_POOL_LIVE = frozenset(("_available_connections", "_in_use_connections", "_created_connections", "_lock", "pid"))
+_POOL_LIVE = frozenset(
+    ("_available_connections", "_in_use_connections", "_created_connections", "_lock", "pid")
+)
 #: Server attributes with rules of their own: the data (reset in place), the lock, the
 #: connections (reset closes them), the id counter (ids only grow, as on a real server).
 _SERVER_OWN = frozenset(("dbs", "lock", "sockets", "closed_sockets", "_next_client_id"))
@@ -311,8 +320,8 @@ def _wake_blocked(server: fakeredis.FakeServer) -> None:
     whose event loop is closed raises, and would on every later write: drop it, nothing
     else will."""
     for db in server.dbs.values():
-        callbacks = getattr(db, "_change_callbacks", None)
-        for callback in list(callbacks or ()):
+        callbacks: set[Any] = getattr(db, "_change_callbacks", set())
+        for callback in list(callbacks):
             try:
                 callback()
             except RuntimeError:  # "Event loop is closed"

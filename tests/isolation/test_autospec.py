@@ -198,14 +198,20 @@ DIRTIERS = [
 @pytest.mark.parametrize("isolation_verify", [False, True], ids=["verify-off", "verify-on"])
 async def test_every_case_is_reset_and_seen_by_the_fingerprint(isolation_verify: bool) -> None:
     report = await check_isolation(
-        autospec_service(ApiClient), DIRTIERS, pristine=_pristine, isolation_verify=isolation_verify, strict=True
+        autospec_service(ApiClient),
+        DIRTIERS,
+        pristine=_pristine,
+        isolation_verify=isolation_verify,
+        strict=True,
     )
     assert {case.outcome for case in report.cases} == {"reset"}
 
 
 @pytest.mark.asyncio
 async def test_many_concurrent_leases_over_few_instances_stay_isolated() -> None:
-    await check_isolation(autospec_service(ApiClient), DIRTIERS, pristine=_pristine, strict=True, tasks=64, instances=3)
+    await check_isolation(
+        autospec_service(ApiClient), DIRTIERS, pristine=_pristine, strict=True, tasks=64, instances=3
+    )
 
 
 @pytest.mark.asyncio

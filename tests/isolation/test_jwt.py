@@ -98,10 +98,18 @@ DIRTIERS = [
 @pytest.mark.asyncio
 @pytest.mark.parametrize("isolation_verify", [False, True], ids=["verify-off", "verify-on"])
 @pytest.mark.parametrize("algorithm", ["HS256", "RS256"])
-async def test_every_case_is_reset_and_seen_by_the_fingerprint(isolation_verify: bool, algorithm: str) -> None:
-    dirtiers = DIRTIERS if algorithm == "HS256" else [d for d in DIRTIERS if d.name not in ("algorithm", "keys")]
+async def test_every_case_is_reset_and_seen_by_the_fingerprint(
+    isolation_verify: bool, algorithm: str
+) -> None:
+    dirtiers = (
+        DIRTIERS if algorithm == "HS256" else [d for d in DIRTIERS if d.name not in ("algorithm", "keys")]
+    )
     report = await check_isolation(
-        jwt_service(algorithm=algorithm), dirtiers, pristine=_pristine, isolation_verify=isolation_verify, strict=True
+        jwt_service(algorithm=algorithm),
+        dirtiers,
+        pristine=_pristine,
+        isolation_verify=isolation_verify,
+        strict=True,
     )
     assert {case.outcome for case in report.cases} == {"reset"}
 

@@ -194,7 +194,9 @@ def _not_paused(r: Any) -> None:
 
 async def _library_pool(r: Any) -> None:
     """A library that builds its own pool on the server, named, and never closed."""
-    own = redis.asyncio.ConnectionPool(connection_class=fakeredis.FakeAsyncRedisConnection, server=server_of(r))
+    own = redis.asyncio.ConnectionPool(
+        connection_class=fakeredis.FakeAsyncRedisConnection, server=server_of(r)
+    )
     library = redis.asyncio.Redis(connection_pool=own)
     _LEFT_OPEN.append(library)
     await library.client_setname("library")
@@ -206,7 +208,7 @@ async def _no_library_connection(r: Any) -> None:
 
 def _server_attribute(r: Any) -> None:
     # What FUNCTION LOAD leaves (its engine, made on first use), or a test's own marker.
-    server_of(r)._lua_functions = object()
+    server_of(r)._lua_functions = object()  # type: ignore[attr-defined]
 
 
 def _no_server_attribute(r: Any) -> None:
@@ -293,7 +295,9 @@ async def test_every_case_is_reset_and_seen_by_the_fingerprint(isolation_verify:
 async def test_many_concurrent_leases_over_few_instances_stay_isolated() -> None:
     # The cases that stay local to their lease; an outage or a pause would stall the other
     # leases sharing the instance at that moment, which is the point of pausing.
-    shared = [d for d in DIRTIERS if d.name not in ("outage left on", "CLIENT PAUSE", "BLPOP task left running")]
+    shared = [
+        d for d in DIRTIERS if d.name not in ("outage left on", "CLIENT PAUSE", "BLPOP task left running")
+    ]
     report = await check_isolation(
         redis_service(seed=SEED), shared, pristine=_pristine, strict=True, tasks=60, instances=3
     )
@@ -324,7 +328,11 @@ async def test_the_sync_variant_restores_its_client_and_connection() -> None:
             lambda r: r.execute_command("SELECT", 2),
             gone=lambda r: r.dbsize() == len(SEED),
         ),
-        Dirtier("ACL SETUSER", lambda r: r.acl_setuser("m", enabled=True), gone=lambda r: r.acl_users() == ["default"]),
+        Dirtier(
+            "ACL SETUSER",
+            lambda r: r.acl_setuser("m", enabled=True),
+            gone=lambda r: r.acl_users() == ["default"],
+        ),
     ]
     for verify in (False, True):
         await check_isolation(
