@@ -48,9 +48,16 @@ class _Node:
     mock can run, and make, its ``__eq__``).
 
     A value set, replaced or deleted changes the objects in the mock's (or its class's)
-    ``__dict__``. Containers changed in place are watched apart: call records only grow (a call
-    appends to the mock's and its parents' lists); the children dict changes length, or, where
+    ``__dict__``; so does a call (``called``, ``call_count``), and a return value made on first
+    use. Containers changed in place are watched on the mocks that have children: a child's
+    call appends to its parents' records; the children dict changes length, or, where
     ``create_autospec`` left placeholders for attributes, gets a mock in their place.
+
+    A mock without children (a method: most of the tree) is watched more cheaply: its
+    ``__dict__`` by identity, its children dict and its class by length (configuring a magic
+    method, or a property set on its class, adds an entry). What gets past that is code that
+    appends to a method's call lists by hand or replaces an entry of a method's class in place;
+    the fingerprint still sees both.
     """
 
     __slots__ = (
@@ -59,10 +66,14 @@ class _Node:
         "cls_keys",
         "cls_state",
         "cls_values",
+        "containers",
+        "has_placeholders",
         "name",
         "obj",
+        "parent",
         "placeholders",
         "pristine",
+        "record_keys",
         "records",
         "state",
         "values",
@@ -73,6 +84,14 @@ class _Node:
         self.obj = obj
         self.state: dict[str, Any] = obj.__dict__
         self.pristine = {key: _copy(value) for key, value in self.state.items()}
+        #: The containers, copied anew at each restore; of those, the call records.
+        self.containers = tuple(key for key, value in self.pristine.items() if type(value) in _CONTAINERS)
+        self.record_keys = tuple(
+            k for k in self.containers if type(self.pristine[k]) in _LISTS and not self.pristine[k]
+        )
+        children = self.pristine.get("_mock_children", {})
+        self.parent = bool(children)
+        self.has_placeholders = any(isinstance(v, mock._SpecState) for v in children.values())
         self.cls = type(obj)
         self.cls_state: Mapping[str, Any] = vars(self.cls)
         self.cls_keys = tuple(self.cls_state)
@@ -82,23 +101,23 @@ class _Node:
     def _watch(self) -> None:
         state = self.state
         self.values = tuple(state.values())
-        self.records = [v for v in self.values if type(v) in _LISTS and not v]
+        self.records = [state[key] for key in self.record_keys]
         children = state.get("_mock_children", {})
         self.children: tuple[dict[str, Any], int] = (children, len(children))
-        self.placeholders = (
-            tuple(children.values()) if any(isinstance(v, mock._SpecState) for v in children.values()) else ()
-        )
+        self.placeholders = tuple(children.values()) if self.has_placeholders else ()
 
     def changed(self) -> bool:
         state, cls_state = self.state, self.cls_state
+        if len(state) != len(self.values) or any(map(is_not, state.values(), self.values)):
+            return True
         children, count = self.children
+        if len(children) != count or len(cls_state) != len(self.cls_values):
+            return True
+        if not self.parent:
+            return False
         return (
-            len(state) != len(self.values)
-            or any(map(is_not, state.values(), self.values))
-            or any(map(len, self.records))
-            or len(children) != count
+            any(map(len, self.records))
             or any(map(is_not, children.values(), self.placeholders))
-            or len(cls_state) != len(self.cls_values)
             or any(map(is_not, cls_state.values(), self.cls_values))
         )
 
@@ -106,7 +125,9 @@ class _Node:
         state = self.state
         # Written straight into __dict__: Mock's __setattr__ would add its own bookkeeping.
         state.clear()
-        state.update({key: _copy(value) for key, value in self.pristine.items()})
+        state.update(self.pristine)
+        for key in self.containers:
+            state[key] = _copy(self.pristine[key])
         self._watch()
         cls, cls_state = self.cls, self.cls_state
         for key in [key for key in cls_state if key not in self.cls_keys]:
