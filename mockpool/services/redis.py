@@ -70,6 +70,8 @@ class RedisDouble:
     _pristine: dict[int, list[tuple[bytes, Any, float | None, type]]] = field(default_factory=dict)
     #: The server's attributes at creation, but for its data, lock and connections.
     _template: dict[str, Any] = field(default_factory=dict)
+    #: The template as :func:`_render` sees it, to compare with.
+    _template_seen: dict[str, Any] = field(default_factory=dict)
     #: The items reset (or the seeding) last stored, per db and key: reset skips those untouched.
     _written: dict[int, dict[bytes, Any]] = field(default_factory=dict)
     #: The clients handed out, each with its state when made.
@@ -81,6 +83,7 @@ class RedisDouble:
     def __post_init__(self) -> None:
         if not self._template:
             self._template = _server_template(self.server)
+        self._template_seen = {name: _render(value) for name, value in self._template.items()}
         _DOUBLES[id(self.server)] = self
 
     def client(self) -> fakeredis.FakeAsyncRedis:
@@ -114,7 +117,7 @@ class RedisDouble:
             renew = self._end_connections(server, force=bool(stale))
         for client in list(self._clients) if renew else stale:
             _forget_connections(client)
-        _restore_server(server, self._template)
+        _restore_server(server, self._template, self._template_seen)
 
     def _restore_data(self, server: fakeredis.FakeServer) -> None:
         for num, db in server.dbs.items():
@@ -282,14 +285,16 @@ def _server_template(server: fakeredis.FakeServer) -> dict[str, Any]:
     return {name: copy.deepcopy(value) for name, value in vars(server).items() if name not in _SERVER_OWN}
 
 
-def _restore_server(server: fakeredis.FakeServer, template: Mapping[str, Any]) -> None:
-    """Put back every server attribute that differs from the template, as a new copy of it;
-    delete those the template lacks (the functions engine, anything a test added)."""
+def _restore_server(server: fakeredis.FakeServer, template: Mapping[str, Any], seen: Mapping[str, Any]) -> None:
+    """Put back every server attribute that differs from the template (``seen``: as
+    :func:`_render` sees it), as a new copy of it; delete those the template lacks (the
+    functions engine, anything a test added)."""
     state = vars(server)
-    for name in [name for name in state if name not in template and name not in _SERVER_OWN]:
-        del state[name]
+    if len(state) != len(template) + len(_SERVER_OWN):
+        for name in [name for name in state if name not in template and name not in _SERVER_OWN]:
+            del state[name]
     for name, value in template.items():
-        if _render(state.get(name, _MISSING)) != _render(value):
+        if _render(state.get(name, _MISSING)) != seen[name]:
             state[name] = copy.deepcopy(value)
 
 
@@ -300,6 +305,8 @@ def _render(value: Any) -> Any:
     if isinstance(value, weakref.WeakSet):
         return len(value)
     if isinstance(value, Mapping):
+        if not value:
+            return ()
         if all(isinstance(v, weakref.WeakSet) for v in value.values()):
             return frozenset(key for key, subs in value.items() if subs)  # live subscriptions
         return ("map", tuple((_render(k), _render(v)) for k, v in value.items()))
