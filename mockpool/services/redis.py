@@ -528,7 +528,12 @@ _CLEAN_SOCKET: dict[str, Any] = {
     "_no_evict": False,
     "_no_touch": False,
 }
-_MISSING: Any = type("_Missing", (), {"__repr__": lambda self: "<missing>"})()
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
 
 
 def _socket_dirt(sock: Any) -> str | None:
