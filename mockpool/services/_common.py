@@ -8,7 +8,7 @@ from typing import Any
 
 from ..spec import ServiceSpec
 
-__all__ = ("MissingExtraError", "build_spec", "require")
+__all__ = ("MissingExtraError", "build_spec", "fingerprint_of", "require")
 
 
 class MissingExtraError(ImportError):
@@ -35,3 +35,19 @@ def build_spec(name: str, options: dict[str, Any], **hooks: Any) -> ServiceSpec:
     """A ServiceSpec from a fake's hooks; the caller's ``options`` (sizing, timeouts, even a
     hook) take precedence over the fake's defaults."""
     return ServiceSpec(name=name, **{**hooks, **options})
+
+
+def fingerprint_of(obj: Any, *, bound: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object's attributes as comparable values: plain values by value, other objects by
+    identity (a member handle or a method swapped by a test is seen). ``bound`` names the
+    attributes that legitimately change with the event loop, and the object each should hold
+    now: they compare as "bound" when they hold it."""
+    out: dict[str, Any] = {}
+    for name, value in vars(obj).items():
+        if bound is not None and name in bound and value is bound[name]:
+            out[name] = "bound"
+        elif value is None or type(value) in (str, bytes, int, float, bool):
+            out[name] = value
+        else:
+            out[name] = (type(value).__name__, id(value))
+    return out

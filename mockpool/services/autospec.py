@@ -1,14 +1,30 @@
-"""``autospec_service(cls)``: pooled ``create_autospec`` mocks, reset with ``reset_mock``.
+"""``autospec_service(cls)``: pooled ``create_autospec`` mocks, restored from a structural snapshot.
 
 ``create_autospec`` walks the class and builds a signature-checked child per method, which is
-slow (tens of milliseconds for a 60-method class); ``reset_mock`` is cheap. The pooled instance
-is an :class:`AutospecDouble` holding the mock and what it looked like new; tests receive the
-mock itself (through ``bind``). Reset forgets calls, configured return values and side effects,
-and undoes attributes the test set or replaced, so signatures stay checked.
+slow (tens of milliseconds for a 60-method class), so the mock is the expensive part and cannot
+be replaced per lease. The pooled instance is an :class:`AutospecDouble` holding the mock and a
+structural snapshot taken at creation; tests receive the mock itself (through ``bind``).
+
+Clean by construction, for each kind of state a test can reach:
+
+- every mock in the tree (the mock, each method child, an ``AsyncMock``'s ``__code__`` mock):
+  its ``__dict__`` (calls, return values and their chains, side effects, attributes set or
+  deleted, ``configure_mock``, ``attach_mock``, ``mock_add_spec``, ``seal``) is rebuilt from
+  the snapshot whenever it differs from it, with new empty call lists and a new children dict;
+- each of those mocks' own class (every mock has one): attributes set on it (a
+  ``PropertyMock``, a configured magic method, ``__signature__``) are undone, deleted ones put
+  back;
+- mocks made during a lease (return-value chains, attributes read for the first time) hang off
+  restored state only, so they are dropped with it and made again on next use.
+
+Only the mocks whose state differs are rebuilt; telling them apart is one C-level dict
+comparison per mock and per class.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from operator import is_not
 from typing import Any
 from unittest import mock
 
@@ -17,52 +33,140 @@ from ._common import build_spec
 
 __all__ = ("AutospecDouble", "autospec_service")
 
+#: Container types a mock keeps its state in and changes in place (call lists, the children
+#: dict): the snapshot holds copies, so an append shows as a difference, and a restore hands
+#: out new copies.
+_CONTAINERS = frozenset((list, dict, mock._CallList))
+_LISTS = frozenset((list, mock._CallList))
+#: Back-references up the tree: a walk down it must not follow them.
+_UPWARD = frozenset(("_mock_parent", "_mock_new_parent"))
+
+
+class _Node:
+    """One mock of the tree: what its ``__dict__`` and its class held at creation, and the
+    objects they hold now, to find a change by identity in a few C-level passes (``==`` on a
+    mock can run, and make, its ``__eq__``).
+
+    A value set, replaced or deleted changes the objects in the mock's (or its class's)
+    ``__dict__``; so does a call (``called``, ``call_count``), and a return value made on first
+    use. Containers changed in place are watched on the mocks that have children: a child's
+    call appends to its parents' records; the children dict changes length, or, where
+    ``create_autospec`` left placeholders for attributes, gets a mock in their place.
+
+    A mock without children (a method: most of the tree) is watched more cheaply: its
+    ``__dict__`` by identity, its children dict and its class by length (configuring a magic
+    method, or a property set on its class, adds an entry). What gets past that is code that
+    appends to a method's call lists by hand or replaces an entry of a method's class in place;
+    the fingerprint still sees both.
+    """
+
+    __slots__ = (
+        "children",
+        "cls",
+        "cls_keys",
+        "cls_state",
+        "cls_values",
+        "containers",
+        "has_placeholders",
+        "name",
+        "obj",
+        "parent",
+        "placeholders",
+        "pristine",
+        "record_keys",
+        "records",
+        "state",
+        "values",
+    )
+
+    def __init__(self, name: str, obj: mock.NonCallableMock) -> None:
+        self.name = name
+        self.obj = obj
+        self.state: dict[str, Any] = obj.__dict__
+        self.pristine = {key: _copy(value) for key, value in self.state.items()}
+        #: The containers, copied anew at each restore; of those, the call records.
+        self.containers = tuple(key for key, value in self.pristine.items() if type(value) in _CONTAINERS)
+        self.record_keys = tuple(
+            k for k in self.containers if type(self.pristine[k]) in _LISTS and not self.pristine[k]
+        )
+        children = self.pristine.get("_mock_children", {})
+        self.parent = bool(children)
+        self.has_placeholders = any(isinstance(v, mock._SpecState) for v in children.values())
+        self.cls = type(obj)
+        self.cls_state: Mapping[str, Any] = vars(self.cls)
+        self.cls_keys = tuple(self.cls_state)
+        self.cls_values = tuple(self.cls_state.values())
+        self._watch()
+
+    def _watch(self) -> None:
+        state = self.state
+        self.values = tuple(state.values())
+        self.records = [state[key] for key in self.record_keys]
+        children = state.get("_mock_children", {})
+        self.children: tuple[dict[str, Any], int] = (children, len(children))
+        self.placeholders = tuple(children.values()) if self.has_placeholders else ()
+
+    def changed(self) -> bool:
+        state, cls_state = self.state, self.cls_state
+        if len(state) != len(self.values) or any(map(is_not, state.values(), self.values)):
+            return True
+        children, count = self.children
+        if len(children) != count or len(cls_state) != len(self.cls_values):
+            return True
+        if not self.parent:
+            return False
+        return (
+            any(map(len, self.records))
+            or any(map(is_not, children.values(), self.placeholders))
+            or any(map(is_not, cls_state.values(), self.cls_values))
+        )
+
+    def restore(self) -> None:
+        state = self.state
+        # Written straight into __dict__: Mock's __setattr__ would add its own bookkeeping.
+        state.clear()
+        state.update(self.pristine)
+        for key in self.containers:
+            state[key] = _copy(self.pristine[key])
+        self._watch()
+        cls, cls_state = self.cls, self.cls_state
+        for key in [key for key in cls_state if key not in self.cls_keys]:
+            delattr(cls, key)
+        for key, value in zip(self.cls_keys, self.cls_values, strict=True):
+            if cls_state.get(key, _MISSING) is not value:
+                setattr(cls, key, value)
+
 
 class AutospecDouble:
-    """A ``create_autospec(cls, instance=True)`` mock and its pristine attributes."""
+    """A ``create_autospec(cls, instance=True)`` mock and its structural snapshot."""
 
-    __slots__ = ("_attrs", "_children", "mock")
+    __slots__ = ("_nodes", "mock")
 
     def __init__(self, cls: type, **autospec_options: Any) -> None:
         m = mock.create_autospec(cls, instance=True, **autospec_options)
         self.mock: Any = m
-        self._attrs = {k: v for k, v in vars(m).items() if _is_attribute(k)}
-        self._children = dict(m._mock_children)
+        self._nodes = _tree(m)
 
     def handle(self) -> Any:
         return self.mock
 
     def reset(self) -> None:
-        m = self.mock
-        state = vars(m)
-        for key in [k for k in state if k not in self._attrs and _is_attribute(k)]:
-            del state[key]
-        for key, value in self._attrs.items():
-            if state.get(key) is not value:
-                state[key] = value
-        children = m._mock_children
-        if len(children) != len(self._children):
-            for key in [k for k in children if k not in self._children]:
-                del children[key]
-        for key, child in self._children.items():
-            if children.get(key) is not child:
-                children[key] = child
-        # reset_mock() walks every child (60 for a 60-method client), each through Mock's slow
-        # __setattr__: about 0.4 ms. Only the children a test touched need it; the others are
-        # still as create_autospec left them. The parent's own records are reset last.
-        for child in children.values():
-            if isinstance(child, mock.NonCallableMock) and _touched(child):
-                child.reset_mock(return_value=True, side_effect=True)
-        if _touched(m) or m.method_calls:
-            _reset_own_records(m)
+        """Rebuild every mock, and every mock's class, that differs from the snapshot."""
+        for node in [node for node in self._nodes if node.changed()]:
+            node.restore()
 
     def snapshot(self) -> dict[str, Any]:
-        """Calls, attributes changed or added, and children configured by a test."""
+        """Calls, attributes changed or added, and children configured by a test: the same
+        for any two instances of one class, so a fresh and a reset one compare equal."""
         m = self.mock
+        root = self._nodes[0]
         state = vars(m)
-        changed = sorted(k for k in state if _is_attribute(k) and state[k] is not self._attrs.get(k))
+        changed = sorted(
+            k for k in state if _is_attribute(k) and state[k] is not root.pristine.get(k, _MISSING)
+        )
         children = m._mock_children
-        replaced = sorted(k for k in children if children[k] is not self._children.get(k))
+        pristine_children = root.pristine["_mock_children"]
+        replaced = sorted(k for k in children if children[k] is not pristine_children.get(k))
         configured = sorted(
             name
             for name, child in (("", m), *children.items())
@@ -79,11 +183,79 @@ class AutospecDouble:
         del state  # the pristine state is the one reset returns to
         self.reset()
 
+    def fingerprint(self) -> dict[str, Any]:
+        """Every attribute of every mock of the tree and of its class, keyed ``child.attribute``
+        and ``type(child).attribute``, so an isolation failure names what was left behind.
+        Mocks made during a lease (a return value and what was configured on it) are
+        rendered whole."""
+        tree = {id(node.obj) for node in self._nodes}
+        out: dict[str, Any] = {}
+        for node in self._nodes:
+            for key, value in vars(node.obj).items():
+                out[f"{node.name}.{key}"] = _comparable(value, tree)
+            for key, value in vars(node.cls).items():
+                out[f"type({node.name}).{key}"] = _comparable(value, tree)
+        return out
+
     def health(self) -> bool:
         return isinstance(self.mock, mock.NonCallableMock)
 
     def __repr__(self) -> str:
         return f"<AutospecDouble {self.mock!r}>"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
+
+
+def _copy(value: Any) -> Any:
+    return type(value)(value) if type(value) in _CONTAINERS else value
+
+
+def _comparable(value: Any, tree: set[int], seen: frozenset[int] = frozenset()) -> Any:
+    """Containers by content (a call appended shows), plain values by value, the tree's mocks
+    and other objects by identity (a mock's ``==`` can be configured, and must not hide a
+    replacement), mocks made during a lease by identity and content."""
+    if type(value) in _CONTAINERS:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        return (type(value).__name__, tuple((k, _comparable(v, tree, seen)) for k, v in items))
+    if value is None or type(value) in (str, bytes, int, float, bool):
+        return value
+    if isinstance(value, mock.NonCallableMock) and id(value) not in tree and id(value) not in seen:
+        inner = seen | {id(value)}
+        state = tuple((k, _comparable(v, tree, inner)) for k, v in vars(value).items() if k not in _UPWARD)
+        return (type(value).__name__, id(value), state)
+    return (type(value).__name__, id(value))
+
+
+def _tree(root: mock.NonCallableMock) -> list[_Node]:
+    """Every mock reachable from ``root`` (children, and mocks in a mock's ``__dict__`` such
+    as an ``AsyncMock``'s ``__code__``), each with its snapshot."""
+    nodes: list[_Node] = []
+    seen: set[int] = set()
+    pending: list[tuple[str, mock.NonCallableMock]] = [("mock", root)]
+    while pending:
+        name, obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        nodes.append(_Node(name, obj))
+        for key, value in vars(obj).items():
+            if key in _UPWARD:
+                continue
+            if key == "_mock_children":
+                pending.extend(
+                    (f"{name}.{child}", sub)
+                    for child, sub in value.items()
+                    if isinstance(sub, mock.NonCallableMock)
+                )
+            elif isinstance(value, mock.NonCallableMock):
+                pending.append((f"{name}.{key}", value))
+    return nodes
 
 
 #: Bookkeeping ``reset_mock`` itself rewrites; everything else public was set by create_autospec
@@ -95,32 +267,6 @@ _BOOKKEEPING = frozenset(
 
 def _is_attribute(name: str) -> bool:
     return not name.startswith("_") and name not in _BOOKKEEPING
-
-
-def _touched(child: mock.NonCallableMock) -> bool:
-    """Called, given a side effect or a return value (even a mock one, made on first call)."""
-    state = vars(child)
-    return bool(
-        state.get("_mock_called")
-        or state.get("_mock_mock_calls")
-        or state.get("_mock_side_effect") is not None
-        or state.get("_mock_return_value", mock.DEFAULT) is not mock.DEFAULT
-    )
-
-
-def _reset_own_records(m: mock.NonCallableMock) -> None:
-    """What ``m.reset_mock(return_value=True, side_effect=True)`` does to ``m`` itself, without
-    walking its children (the caller reset those that needed it)."""
-    ret = vars(m).get("_mock_return_value", mock.DEFAULT)
-    if isinstance(ret, mock.NonCallableMock) and ret is not m:
-        ret.reset_mock(return_value=True, side_effect=True)
-    m.called = False
-    m.call_args = None
-    m.call_count = 0
-    for records in ("mock_calls", "call_args_list", "method_calls"):
-        setattr(m, records, mock._CallList())
-    m.return_value = mock.DEFAULT
-    m.side_effect = None
 
 
 def _configured(child: mock.NonCallableMock) -> bool:
@@ -161,6 +307,7 @@ def autospec_service(
         health_check=AutospecDouble.health,
         snapshot=AutospecDouble.snapshot,
         restore=AutospecDouble.restore,
+        fingerprint=AutospecDouble.fingerprint,
         min_size=min_size,
         max_size=max_size,
     )

@@ -7,6 +7,11 @@ it in the database's ``sessions`` table. As a group (``depends_on=("redis", "jwt
 the four as one unit, and resets each member with the member's own reset on release. Register
 the database with ``sql_service(schema=DEVICE_SESSION_SCHEMA)``, or use
 :func:`register_device_session`, which registers all four.
+
+Clean by construction: the members are reset by their own resets (the pool runs them first);
+the service's own attributes (``ttl``, ``prefix``, the member handles, a method a test patched
+on it) are rebuilt from a copy taken at creation, with the redis client bound to the loop the
+service was last bound to.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServiceConfigError
-from ._common import build_spec
+from ._common import build_spec, fingerprint_of
 from .jwt import JwtDouble, jwt_service
 from .redis import client_like, loop_ref, redis_service, server_of, snapshot_server
 from .sql import sql_service
@@ -73,6 +78,10 @@ class DeviceSessionService:
     """Device sessions over a redis client (live sessions, TTL), a :class:`JwtDouble` (tokens)
     and a sqlite connection (the ``sessions`` table, the durable record)."""
 
+    # ``__dict__`` holds what a test can change; the pristine copy and the loop binding live
+    # in slots, out of its reach.
+    __slots__ = ("__dict__", "_bound", "_template")
+
     def __init__(
         self, redis: Any, jwt: JwtDouble, db: sqlite3.Connection, *, ttl: int = 3600, prefix: str = "session:"
     ) -> None:
@@ -81,7 +90,9 @@ class DeviceSessionService:
         self.db = db
         self.ttl = ttl
         self.prefix = prefix
-        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = loop_ref()
+        #: The loop the redis client is bound to, and that client.
+        self._bound: tuple[weakref.ref[asyncio.AbstractEventLoop] | None, Any] = (loop_ref(), redis)
+        self._template: dict[str, Any] = dict(vars(self))
 
     async def create_session(self, user_id: str, device_id: str, *, ttl: int | None = None) -> DeviceSession:
         """Open a session for ``user_id`` on ``device_id``; returns it with a signed token."""
@@ -173,10 +184,23 @@ class DeviceSessionService:
     def bind(self) -> DeviceSessionService:
         """Give the service a redis client for the running loop (async clients are loop-bound)."""
         loop = asyncio.get_running_loop()
-        if self._loop is None or self._loop() is not loop:
-            self.redis = client_like(self.redis)
-            self._loop = weakref.ref(loop)
+        bound_loop, client = self._bound
+        if bound_loop is None or bound_loop() is not loop:
+            client = client_like(client)
+            self._bound = (weakref.ref(loop), client)
+        self.redis = client
         return self
+
+    def reset(self) -> None:
+        """Rebuild the service's own attributes from the copy taken at creation."""
+        state = vars(self)
+        state.clear()
+        state.update(self._template)
+        state["redis"] = self._bound[1]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The service's own attributes (the members have their own fingerprints)."""
+        return fingerprint_of(self, bound={"redis": self._bound[1]})
 
     def snapshot(self) -> dict[str, Any]:
         """What the members hold that the service wrote: redis, the sessions table, revocations."""
@@ -188,8 +212,10 @@ class DeviceSessionService:
         }
 
     def restore(self, state: object) -> None:
-        """Nothing of its own: the state lives in the members, which the pool resets right after."""
+        """Recovery tier 1: rebuild the own attributes; the data lives in the members, which
+        the pool resets right after."""
         del state
+        self.reset()
 
     def health(self) -> bool:
         self.db.execute("select count(*) from sessions").fetchone()
@@ -236,6 +262,8 @@ def device_session_service(
         factory=factory,
         depends_on=(redis, jwt, database),
         bind=DeviceSessionService.bind,
+        reset=DeviceSessionService.reset,
+        fingerprint=DeviceSessionService.fingerprint,
         health_check=DeviceSessionService.health,
         snapshot=DeviceSessionService.snapshot,
         restore=DeviceSessionService.restore,

@@ -2,8 +2,12 @@
 
 The instance is a :class:`JwtDouble`: ``sign(claims, expires_in=...)`` and ``verify(token)``
 with real signatures, so a test exercises the same failure modes as production: ``alg: none``,
-forged signatures and expired tokens are rejected with PyJWT's own errors. Revoked token ids
-are the only state; reset clears them.
+forged signatures and expired tokens are rejected with PyJWT's own errors.
+
+Clean by construction: every attribute of the instance (the algorithm, the keys, ``issuer``,
+``leeway``, a method a test patched on the instance, anything a test added) is rebuilt at each
+reset from a pristine copy taken at creation, and the revoked ids start as a new empty set. The
+keys themselves are immutable and shared, never copied.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ _HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 class JwtDouble:
     """Signs and verifies tokens with one key and one algorithm; remembers revoked token ids."""
 
+    # ``__dict__`` holds everything a test can change; the pristine copy lives in a slot, out
+    # of its reach (and of ``vars()``, so the copy never copies itself).
+    __slots__ = ("__dict__", "_template")
+
     def __init__(
         self,
         jwt_module: Any,
@@ -46,6 +54,7 @@ class JwtDouble:
         self._verifying_key = verifying_key
         #: ``jti`` of the tokens revoked during the lease.
         self.revoked: set[str] = set()
+        self._template: dict[str, Any] = dict(vars(self))
 
     @property
     def token_error(self) -> type[Exception]:
@@ -100,13 +109,23 @@ class JwtDouble:
         return jti
 
     def reset(self) -> None:
-        self.revoked.clear()
+        """Rebuild every attribute from the pristine copy: options, keys, patched methods."""
+        state = vars(self)
+        state.clear()
+        state.update(self._template)
+        state["revoked"] = set()
 
     def snapshot(self) -> dict[str, Any]:
         return {"algorithm": self.algorithm, "issuer": self.issuer, "revoked": frozenset(self.revoked)}
 
     def restore(self, state: Mapping[str, Any]) -> None:
+        self.reset()
         self.revoked = set(state["revoked"])
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Every attribute, as comparable values: plain options by value, keys, the PyJWT
+        module and patched callables by identity (a test that swaps one is seen)."""
+        return {name: _comparable(value) for name, value in vars(self).items()}
 
     def health(self) -> bool:
         """A round trip through sign and verify works."""
@@ -114,6 +133,14 @@ class JwtDouble:
 
     def __repr__(self) -> str:
         return f"<JwtDouble {self.algorithm} revoked={len(self.revoked)}>"
+
+
+def _comparable(value: Any) -> Any:
+    if value is None or isinstance(value, str | bytes | int | float):
+        return value
+    if isinstance(value, set | frozenset):
+        return frozenset(value)
+    return (type(value).__name__, id(value))
 
 
 def jwt_service(
@@ -183,6 +210,7 @@ def jwt_service(
         health_check=JwtDouble.health,
         snapshot=JwtDouble.snapshot,
         restore=JwtDouble.restore,
+        fingerprint=JwtDouble.fingerprint,
         min_size=min_size,
         max_size=max_size,
     )

@@ -2,10 +2,29 @@
 
 The pooled instance is a :class:`RedisDouble`, which holds the loop-agnostic ``FakeServer``.
 Tests receive a ``fakeredis.FakeAsyncRedis`` client made for their event loop by the spec's
-``bind`` hook (an async client binds itself to the loop that first uses it). Reset clears the
-server in place, because the clients' connections keep references to its databases, and
-writes the seed back from copies of the items taken at creation: no command parsing, so it
-costs a fraction of a new server plus its seed.
+``bind`` hook (an async client binds itself to the loop that first uses it), the same client
+for every lease in that loop.
+
+Clean by construction, for each kind of state a test can reach:
+
+- data: each database is brought back to the seed in place (the clients' connections hold
+  references to the databases), from copies of the seeded items taken at creation; a seeded
+  string still holding the very object reset wrote is proven equal and kept;
+- the server's other attributes (config and keyspace-notification settings, ACL users and
+  log, scripts, functions, subscriptions, ``connected``, pause, scan cursors, ``lastsave``,
+  anything a test added): every attribute is compared with a template taken at creation and
+  replaced by a new copy of it when it differs; attributes the template lacks are deleted;
+- connections: a command left blocked (a ``BLPOP`` in a task) is unblocked as by ``CLIENT
+  UNBLOCK`` (it returns empty, never takes a later lease's push); if any connection holds
+  state (``SELECT``, ``CLIENT SETNAME``, ``AUTH``, ``MULTI``/``WATCH``, subscriptions,
+  ``CLIENT REPLY``, unread replies, a block), every connection is closed and the clients
+  open new ones; sockets of connection pools a library built on the server (``server_of``)
+  are closed;
+- the clients tests receive: each attribute (``response_callbacks``, ``set_response_callback``,
+  ``auto_close_connection_pool``, patched methods) and the connection pool's settings
+  (``connection_kwargs``: ``decode_responses``, ``db``...) are compared with a template taken
+  when the client was made, and replaced by new copies when they differ (the connections
+  then go too, as they were made with the changed settings).
 """
 
 from __future__ import annotations
@@ -49,11 +68,23 @@ class RedisDouble:
     #: A sync client on the server, for seeding and for code that wants a sync view.
     sync: fakeredis.FakeRedis | None = None
     _pristine: dict[int, list[tuple[bytes, Any, float | None, type]]] = field(default_factory=dict)
-    _config: dict[bytes, bytes] = field(default_factory=dict)
+    #: The server's attributes at creation, but for its data, lock and connections.
+    _template: dict[str, Any] = field(default_factory=dict)
+    #: The template as :func:`_render` sees it, to compare with.
+    _template_seen: dict[str, Any] = field(default_factory=dict)
     #: The items reset (or the seeding) last stored, per db and key: reset skips those untouched.
     _written: dict[int, dict[bytes, Any]] = field(default_factory=dict)
-    _clients: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    #: The clients handed out, each with its state when made.
+    _clients: weakref.WeakKeyDictionary[Any, _ClientTemplate] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
     _sync_handle: fakeredis.FakeRedis | None = None
+
+    def __post_init__(self) -> None:
+        if not self._template:
+            self._template = _server_template(self.server)
+        self._template_seen = {name: _render(value) for name, value in self._template.items()}
+        _DOUBLES[id(self.server)] = self
 
     def client(self) -> fakeredis.FakeAsyncRedis:
         """A new async client on this server, for the running event loop."""
@@ -61,7 +92,7 @@ class RedisDouble:
         client: fakeredis.FakeAsyncRedis = fakeredis_mod.FakeAsyncRedis(
             server=self.server, decode_responses=self.decode_responses
         )
-        self._clients.add(client)
+        self._clients[client] = _ClientTemplate(client)
         return client
 
     def sync_client(self) -> fakeredis.FakeRedis:
@@ -71,76 +102,83 @@ class RedisDouble:
         if client is None:
             fakeredis_mod = require("fakeredis", extra="redis", service="redis")
             client = fakeredis_mod.FakeRedis(server=self.server, decode_responses=self.decode_responses)
-            self._clients.add(client)
+            self._clients[client] = _ClientTemplate(client)
             self._sync_handle = client
         return client
 
     def reset(self) -> None:
-        """Make the server indistinguishable from a new one with the same seed."""
+        """Make the server, its connections and the clients indistinguishable from new ones."""
         server = self.server
+        # Clients first: one whose pool settings changed needs new connections.
+        stale = [client for client, template in list(self._clients.items()) if template.restore(client)]
         # Under the server's lock, as commands run: clearing wakes clients watching a key.
         with server.lock:
-            for num, db in server.dbs.items():
-                if db and num not in self._pristine:
-                    db.clear()
-            for num, items in self._pristine.items():
-                db = server.dbs[num]
-                written = self._written.setdefault(num, {})
-                # Rewriting every seeded key (and Database.clear's wake-up per key) cost about
-                # 1 ms for 200 keys. A string key still holding the very item and bytes object
-                # reset wrote last time is untouched (bytes are immutable, and every command
-                # that changes a string stores a new bytes object); it stays.
-                if len(db) != len(items) or any(key not in written for key in db):
-                    for key in [key for key in db if key not in written]:
-                        del db[key]
-                for key, value, expireat, item_cls in items:
-                    current: Any = written.get(key)
-                    if (
-                        current is not None
-                        and type(value) is bytes
-                        and current.value is value
-                        and current.expireat == expireat
-                        and db.get(key) is current
-                    ):
-                        continue
-                    item = item_cls(_copy(value))
-                    item.expireat = expireat
-                    db[key] = item
-                    written[key] = item
-            # Connection state (SELECT, CLIENT SETNAME, MULTI, WATCH, subscriptions, unread
-            # replies) would outlive the lease in the pooled clients' connections. If any
-            # connection has some, kill every connection but the sync client's, as CLIENT KILL
-            # would, and make our clients open new ones on next use. Reconnecting costs more
-            # than the rest of the reset, so connections that are all clean are kept.
-            # Sockets that are not our clients' belong to a connection pool a library built on
-            # the server during the lease (``server_of``). fakeredis's async connections drop
-            # their socket without closing it, so each such pool left one behind for good,
-            # and this loop grew with every lease. The lease is over: close them.
-            keep = _socket_of(self.sync)
-            own = _sockets_of(self._clients)
-            dirty = False
-            for sock in list(server.sockets):
-                if sock is not keep and sock not in own:
-                    sock.kill()
-                elif sock is not keep and not _clean_socket(sock):
-                    dirty = True
-            if dirty:
-                for sock in list(server.sockets):
-                    if sock is not keep:
-                        sock.kill()
+            self._restore_data(server)
+            renew = self._end_connections(server, force=bool(stale))
+        for client in list(self._clients) if renew else stale:
+            _forget_connections(client)
+        _restore_server(server, self._template, self._template_seen)
+
+    def _restore_data(self, server: fakeredis.FakeServer) -> None:
+        for num, db in server.dbs.items():
+            if db and num not in self._pristine:
+                db.clear()
+        for num, items in self._pristine.items():
+            db = server.dbs[num]
+            written = self._written.setdefault(num, {})
+            # Rewriting every seeded key (and Database.clear's wake-up per key) cost about
+            # 1 ms for 200 keys. A string key still holding the very item and bytes object
+            # reset wrote last time is untouched (bytes are immutable, and every command
+            # that changes a string stores a new bytes object); it stays.
+            if len(db) != len(items) or any(key not in written for key in db):
+                for key in [key for key in db if key not in written]:
+                    del db[key]
+            for key, value, expireat, item_cls in items:
+                current: Any = written.get(key)
+                if (
+                    current is not None
+                    and type(value) is bytes
+                    and current.value is value
+                    and current.expireat == expireat
+                    and db.get(key) is current
+                ):
+                    continue
+                item = item_cls(_copy(value))
+                item.expireat = expireat
+                db[key] = item
+                written[key] = item
+
+    def _end_connections(self, server: fakeredis.FakeServer, *, force: bool) -> bool:
+        """Unblock what a lease left blocked, close what is not ours, and, if any of our
+        connections holds state (or ``force``), close them all. True when ours were closed.
+
+        Connection state (SELECT, CLIENT SETNAME, MULTI, WATCH, subscriptions, unread
+        replies) would outlive the lease in the pooled clients' connections. Reconnecting
+        costs more than the rest of the reset, so connections that are all clean are kept.
+        Sockets that are not our clients' belong to a connection pool a library built on the
+        server during the lease (``server_of``); fakeredis's async connections drop their
+        socket without closing it, so each such pool left one behind for good: close them.
+        """
+        blocked = [sock for sock in server.sockets if getattr(sock, "_blocked", False)]
+        for sock in blocked:
+            # As CLIENT UNBLOCK ... TIMEOUT: the command returns empty instead of taking the
+            # next lease's push. Checked before it looks at the list again, so order is moot.
+            sock._unblock_reason = b"timeout"
+        if blocked:
+            _wake_blocked(server)
+        keep = _socket_of(self.sync)
+        own = _sockets_of(self._clients)
+        dirty = force
+        for sock in list(server.sockets):
+            if sock is not keep and sock not in own:
+                sock.kill()
+            elif sock is not keep and _socket_dirt(sock) is not None:
+                dirty = True
         if dirty:
-            for client in list(self._clients):
-                _forget_connections(client)
-        server.script_cache.clear()
-        # Subscriptions of a finished lease are dead: nothing may publish to them any more.
-        server.subscribers.clear()
-        server.psubscribers.clear()
-        server.ssubscribers.clear()
-        server.connected = True
-        if server.config != self._config:
-            server.config = dict(self._config)
-        server.pause_until = 0.0
-        server.scan_cursors.clear()
+            for sock in list(server.sockets):
+                if sock is not keep:
+                    sock.kill()
+        return dirty
 
     def snapshot(self) -> dict[str, Any]:
         """Everything reset restores, as comparable plain values (see :func:`snapshot_server`)."""
@@ -151,6 +189,27 @@ class RedisDouble:
         del state  # the seed copies taken at creation are the pristine state
         self.reset()
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The data, every other attribute of the server (ACL users, config, scripts,
+        subscriptions...), the state of each connection, and how each client handed out differs
+        from when it was made: what a new instance would show, key by key."""
+        server = self.server
+        out: dict[str, Any] = {"data": snapshot_server(server)["dbs"]}
+        for name, value in vars(server).items():
+            if name not in _SERVER_OWN:
+                out[f"server.{name}"] = _render(value)
+        out["blocked commands"] = sum(1 for sock in server.sockets if getattr(sock, "_blocked", False))
+        keep = _socket_of(self.sync)
+        out["connections with state"] = sorted(
+            dirt for sock in server.sockets if sock is not keep for dirt in (_socket_dirt(sock),) if dirt
+        )
+        out["clients changed"] = sorted(
+            f"{type(client).__name__}.{name}"
+            for client, template in list(self._clients.items())
+            for name in template.changed(client)
+        )
+        return out
+
     def health(self) -> bool:
         """The server answers and is connected."""
         sync = self.sync
@@ -160,6 +219,120 @@ class RedisDouble:
         for client in (self.sync, self._sync_handle):
             if client is not None:
                 client.close()
+
+
+#: The pooled doubles by ``id()`` of their server, for :func:`client_like` (weak: a double
+#: destroyed by the pool is forgotten).
+_DOUBLES: weakref.WeakValueDictionary[int, RedisDouble] = weakref.WeakValueDictionary()
+
+
+class _ClientTemplate:
+    """A client's attributes and its connection pool's settings when it was made."""
+
+    __slots__ = ("pool", "pool_state", "state")
+
+    def __init__(self, client: Any) -> None:
+        self.state = {name: _fresh(value) for name, value in vars(client).items()}
+        self.pool = client.connection_pool
+        self.pool_state = {
+            name: _fresh(value) for name, value in vars(self.pool).items() if name not in _POOL_LIVE
+        }
+
+    def changed(self, client: Any) -> list[str]:
+        """The attributes (``connection_pool.<name>`` for the pool's) that differ."""
+        state = vars(client)
+        names = [
+            name
+            for name in {*state, *self.state}
+            if state.get(name, _MISSING) != self.state.get(name, _MISSING)
+        ]
+        pool_state = vars(self.pool)
+        names += [
+            f"connection_pool.{name}"
+            for name in {*pool_state, *self.pool_state}
+            if name not in _POOL_LIVE
+            and pool_state.get(name, _MISSING) != self.pool_state.get(name, _MISSING)
+        ]
+        return names
+
+    def restore(self, client: Any) -> bool:
+        """Put back every attribute that differs, as new copies of the template's. True when
+        the pool's settings had changed: its connections were made with them and must go."""
+        state = vars(client)
+        if state != self.state:
+            state.clear()
+            state.update({name: _fresh(value) for name, value in self.state.items()})
+        pool_state = vars(self.pool)
+        settings = {name: value for name, value in pool_state.items() if name not in _POOL_LIVE}
+        if settings == self.pool_state:
+            return False
+        for name in settings:
+            del pool_state[name]
+        pool_state.update({name: _fresh(value) for name, value in self.pool_state.items()})
+        return True
+
+
+#: A connection pool's attributes that change with use, not with settings.
+_POOL_LIVE = frozenset(
+    ("_available_connections", "_in_use_connections", "_created_connections", "_lock", "pid")
+)
+#: Server attributes with rules of their own: the data (reset in place), the lock, the
+#: connections (reset closes them), the id counter (ids only grow, as on a real server).
+_SERVER_OWN = frozenset(("dbs", "lock", "sockets", "closed_sockets", "_next_client_id"))
+
+
+def _server_template(server: fakeredis.FakeServer) -> dict[str, Any]:
+    return {name: copy.deepcopy(value) for name, value in vars(server).items() if name not in _SERVER_OWN}
+
+
+def _restore_server(server: fakeredis.FakeServer, template: Mapping[str, Any], seen: Mapping[str, Any]) -> None:
+    """Put back every server attribute that differs from the template (``seen``: as
+    :func:`_render` sees it), as a new copy of it; delete those the template lacks (the
+    functions engine, anything a test added)."""
+    state = vars(server)
+    if len(state) != len(template) + len(_SERVER_OWN):
+        for name in [name for name in state if name not in template and name not in _SERVER_OWN]:
+            del state[name]
+    for name, value in template.items():
+        if _render(state.get(name, _MISSING)) != seen[name]:
+            state[name] = copy.deepcopy(value)
+
+
+def _render(value: Any) -> Any:
+    """A server attribute as a comparable value: what a client could observe of it."""
+    if hasattr(value, "as_rules") and hasattr(value, "_log"):  # the ACL: users, their rules, the log
+        return ("acl", tuple(value.as_rules()), len(value._log))
+    if isinstance(value, weakref.WeakSet):
+        return len(value)
+    if isinstance(value, Mapping):
+        if not value:
+            return ()
+        if all(isinstance(v, weakref.WeakSet) for v in value.values()):
+            return frozenset(key for key, subs in value.items() if subs)  # live subscriptions
+        return ("map", tuple((_render(k), _render(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_render(v) for v in value))
+    if value is None or isinstance(value, bytes | str | int | float):
+        return value
+    return (type(value).__name__, id(value))
+
+
+def _fresh(value: Any) -> Any:
+    """A new copy of a container (changed in place by a test), the object itself otherwise."""
+    return copy.copy(value) if isinstance(value, dict | list | set) else value
+
+
+def _wake_blocked(server: fakeredis.FakeServer) -> None:
+    """Wake every blocked command so it sees its unblock reason. A wake-up of a command
+    whose event loop is closed raises, and would on every later write: drop it, nothing
+    else will."""
+    for db in server.dbs.values():
+        callbacks: set[Any] = getattr(db, "_change_callbacks", set())
+        for callback in list(callbacks):
+            try:
+                callback()
+            except RuntimeError:  # "Event loop is closed"
+                callbacks.discard(callback)
 
 
 def snapshot_server(server: fakeredis.FakeServer) -> dict[str, Any]:
@@ -193,9 +366,15 @@ def server_of(client: Any) -> fakeredis.FakeServer:
 
 def client_like(client: Any) -> fakeredis.FakeAsyncRedis:
     """A new async client of the same class, server and ``decode_responses`` as ``client``, for
-    the running loop; for composite services that hold a member's loop-bound client."""
+    the running loop; for composite services that hold a member's loop-bound client. On a
+    pooled server the client is the double's own: its reset restores it and keeps its
+    connection, as for the clients it hands out."""
+    server = server_of(client)
+    double = _DOUBLES.get(id(server))
+    if double is not None and double.server is server:
+        return double.client()
     decode = client.connection_pool.connection_kwargs.get("decode_responses", False)
-    fresh: fakeredis.FakeAsyncRedis = type(client)(server=server_of(client), decode_responses=decode)
+    fresh: fakeredis.FakeAsyncRedis = type(client)(server=server, decode_responses=decode)
     return fresh
 
 
@@ -273,7 +452,6 @@ def _redis_spec(
             server=server,
             decode_responses=decode_responses,
             sync=fakeredis_mod.FakeRedis(server=server, db=db),
-            _config=dict(server.config),
         )
         if seed_items:
             assert double.sync is not None
@@ -296,6 +474,7 @@ def _redis_spec(
         health_check=RedisDouble.health,
         snapshot=RedisDouble.snapshot,
         restore=RedisDouble.restore,
+        fingerprint=RedisDouble.fingerprint,
         destroy=RedisDouble.close,
         min_size=min_size,
         max_size=max_size,
@@ -342,27 +521,40 @@ _CLEAN_SOCKET: dict[str, Any] = {
     "_killed": False,
     "_paused": False,
     "_blocked": False,
+    "_unblock_reason": None,
     "_reply_off": False,
     "_reply_skip": False,
     "_reply_skip_next": False,
     "_no_evict": False,
     "_no_touch": False,
 }
-_MISSING = object()
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
 
 
-def _clean_socket(sock: Any) -> bool:
-    """True when the connection carries no state from the lease that used it."""
+_MISSING: Any = _Missing()
+
+
+def _socket_dirt(sock: Any) -> str | None:
+    """What state from the lease that used it a connection carries, or None if none."""
     state = vars(sock)
-    if any(state.get(name, _MISSING) != value for name, value in _CLEAN_SOCKET.items()):
-        return False
+    for name, value in _CLEAN_SOCKET.items():
+        if state.get(name, _MISSING) != value:
+            return f"connection {sock.fileno()}: {name.lstrip('_')}={state.get(name, _MISSING)!r}"
     if state.get("_watches", _MISSING) != set():
-        return False
+        return f"connection {sock.fileno()}: watching keys"
     info = state.get("_client_info")
-    if not isinstance(info, Mapping) or info.get("name") not in ("", None):
-        return False
+    if not isinstance(info, Mapping):
+        return f"connection {sock.fileno()}: no client info"
+    if info.get("name") not in ("", None):
+        return f"connection {sock.fileno()}: name={info.get('name')!r}"
+    if info.get("user") != "default":
+        return f"connection {sock.fileno()}: user={info.get('user')!r}"
     responses = state.get("responses")
-    return responses is not None and responses.empty()
+    if responses is None or not responses.empty():
+        return f"connection {sock.fileno()}: unread replies"
+    return None
 
 
 def _sockets_of(clients: Iterable[Any]) -> set[Any]:
@@ -378,13 +570,14 @@ def _sockets_of(clients: Iterable[Any]) -> set[Any]:
 
 
 def _forget_connections(client: Any) -> None:
-    """Drop an async client's connections (their sockets were killed); the client opens a new
-    one on its next command. ``ConnectionPool.reset`` is sync, so reset can stay sync."""
+    """Drop a client's connections (their sockets were killed); each opens a new socket on
+    its next command. They stay in the pool's books: one still in use by a task the lease
+    left running (a ``BLPOP``) gets its (empty) reply and goes back to the pool as usual,
+    where ``ConnectionPool.reset`` would make that release fail."""
     pool = client.connection_pool
     for conn in (*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())):
         # What FakeAsyncRedisConnection.disconnect() does before its (async) redis-py part.
         conn._sock = conn._reader = conn._writer = None
-    pool.reset()
 
 
 def _copy(value: Any) -> Any:

@@ -18,7 +18,7 @@ import sqlite3
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ._common import build_spec
+from ._common import build_spec, fingerprint_of
 from .device_session import DEVICE_SESSION_SCHEMA, device_session_service
 from .http import HttpDouble, http_service
 from .jwt import jwt_service
@@ -104,14 +104,24 @@ class Dashboard:
 
     ``plex`` is the Plex server's HTTP API (an :class:`HttpDouble`), or a Plex client with an
     async ``library_sections()`` (an autospec'd ``PlexService``, as the stress suite's graph has).
+
+    Clean by construction: the members are reset by their own resets; the dashboard's own
+    attributes (``cache_ttl``, the member handles, a method a test patched on it) are rebuilt
+    from a copy taken at creation, with the cache client bound to the loop it was last bound to.
     """
+
+    # ``__dict__`` holds what a test can change; the pristine copy and the loop binding live
+    # in slots, out of its reach.
+    __slots__ = ("__dict__", "_bound", "_template")
 
     def __init__(self, db: sqlite3.Connection, cache: Any, plex: Any, *, cache_ttl: int = 60) -> None:
         self.db = db
         self.cache = cache
         self.plex = plex
         self.cache_ttl = cache_ttl
-        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = loop_ref()
+        #: The loop the cache client is bound to, and that client.
+        self._bound: tuple[weakref.ref[asyncio.AbstractEventLoop] | None, Any] = (loop_ref(), cache)
+        self._template: dict[str, Any] = dict(vars(self))
 
     async def library_sections(self) -> list[dict[str, Any]]:
         """Plex's library sections, from the cache when there."""
@@ -147,10 +157,23 @@ class Dashboard:
     def bind(self) -> Dashboard:
         """Give the dashboard a cache client for the running loop."""
         loop = asyncio.get_running_loop()
-        if self._loop is None or self._loop() is not loop:
-            self.cache = client_like(self.cache)
-            self._loop = weakref.ref(loop)
+        bound_loop, client = self._bound
+        if bound_loop is None or bound_loop() is not loop:
+            client = client_like(client)
+            self._bound = (weakref.ref(loop), client)
+        self.cache = client
         return self
+
+    def reset(self) -> None:
+        """Rebuild the dashboard's own attributes from the copy taken at creation."""
+        state = vars(self)
+        state.clear()
+        state.update(self._template)
+        state["cache"] = self._bound[1]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The dashboard's own attributes (the members have their own fingerprints)."""
+        return fingerprint_of(self, bound={"cache": self._bound[1]})
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -160,8 +183,10 @@ class Dashboard:
         }
 
     def restore(self, state: object) -> None:
-        """Nothing of its own: the state lives in the members, which the pool resets right after."""
+        """Recovery tier 1: rebuild the own attributes; the data lives in the members, which
+        the pool resets right after."""
         del state
+        self.reset()
 
     def __repr__(self) -> str:
         return "<Dashboard>"
@@ -188,6 +213,8 @@ def dashboard_service(
         factory=factory,
         depends_on=(database, cache, plex),
         bind=Dashboard.bind,
+        reset=Dashboard.reset,
+        fingerprint=Dashboard.fingerprint,
         snapshot=Dashboard.snapshot,
         restore=Dashboard.restore,
     )
