@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
@@ -113,13 +114,19 @@ class Waiter:
 
 
 class Budget:
-    """The pool-wide cap on live plus creating instances, shared by every service."""
+    """The pool-wide cap on live plus creating instances, shared by every service, and the
+    pool-wide lock of every service's bookkeeping."""
 
-    __slots__ = ("max_total", "total")
+    __slots__ = ("lock", "max_total", "total")
 
     def __init__(self, max_total: int | None) -> None:
         self.max_total = max_total
         self.total = 0
+        #: Held by every core method that changes the books. A pool may be reached from two
+        #: threads (Starlette's TestClient runs the app in a thread with its own loop); one
+        #: lock for the pool, since services share the budget and a group reaches its
+        #: members. Reentrant: retiring an instance releases its members into their cores.
+        self.lock = threading.RLock()
 
     def has_room(self) -> bool:
         return self.max_total is None or self.total < self.max_total
@@ -129,6 +136,7 @@ class ServiceCore:
     """The bookkeeping of one service; every method is synchronous and O(1) on the hot path."""
 
     __slots__ = (
+        "_lock",
         "budget",
         "checking",
         "closed",
@@ -159,6 +167,7 @@ class ServiceCore:
         on_retire: Callable[[Entry], None] | None = None,
     ) -> None:
         self.name = name
+        self._lock = budget.lock
         #: Called with an entry dropped because ``max_size`` was lowered while it was out; the
         #: caller destroys its instance.
         self.on_retire = on_retire
@@ -214,72 +223,114 @@ class ServiceCore:
 
     def take_idle(self) -> Entry | None:
         """Lease the most recently used idle entry, or return None. Never blocks."""
-        idle = self.idle
-        if not idle:
-            return None
-        entry = idle.pop()
-        entry.state = _LEASED
-        self.leased += 1
-        in_use = self.leased + self.resetting
-        self.peak_in_use = max(self.peak_in_use, in_use)
-        self.idle_low = min(self.idle_low, len(idle))
-        return entry
+        # acquire/release by hand, not ``with``: half the cost on the hot path.
+        lock = self._lock
+        lock.acquire()
+        try:
+            idle = self.idle
+            if not idle:
+                return None
+            entry = idle.pop()
+            entry.state = _LEASED
+            self.leased += 1
+            in_use = self.leased + self.resetting
+            self.peak_in_use = max(self.peak_in_use, in_use)
+            self.idle_low = min(self.idle_low, len(idle))
+            return entry
+        finally:
+            lock.release()
 
     def begin_reset(self, entry: Entry) -> None:
-        self._expect(entry, _LEASED, "begin_reset")
-        entry.state = _RESETTING
-        self.leased -= 1
-        self.resetting += 1
+        with self._lock:
+            self._expect(entry, _LEASED, "begin_reset")
+            entry.state = _RESETTING
+            self.leased -= 1
+            self.resetting += 1
 
     def recycle(self, entry: Entry) -> Waiter | None:
         """A lease ended and its instance is clean already (no reset, or a sync one that
         succeeded): leased straight to the next waiter, or idle."""
-        if entry.state is not _LEASED:
-            self._expect(entry, _LEASED, "recycle")
-        self.leased -= 1
-        entry.leases += 1
-        return self._place(entry)
+        lock = self._lock
+        lock.acquire()
+        try:
+            if entry.state is not _LEASED:
+                self._expect(entry, _LEASED, "recycle")
+            self.leased -= 1
+            entry.leases += 1
+            return self._place(entry)
+        finally:
+            lock.release()
 
     def finish_reset(self, entry: Entry) -> Waiter | None:
         """The reset succeeded: hand the entry to the first live waiter, or make it idle."""
-        self._expect(entry, _RESETTING, "finish_reset")
-        self.resetting -= 1
-        entry.leases += 1
-        return self._place(entry)
+        with self._lock:
+            self._expect(entry, _RESETTING, "finish_reset")
+            self.resetting -= 1
+            entry.leases += 1
+            return self._place(entry)
 
     # -- waiting -----------------------------------------------------------------------------
 
     def add_waiter(self, waiter: Waiter, *, first: bool = False) -> None:
         """Queue ``waiter`` last, or ``first`` (a group being built: it serves a queue of its own)."""
-        if self.idle:
-            raise MockPoolError(
-                f"service {self.name!r}: a waiter was queued while {len(self.idle)} instances "
-                "were idle; this is a mockpool bug, please report it"
-            )
-        self.waiters[waiter] = None
-        if first:
-            self.waiters.move_to_end(waiter, last=False)
+        with self._lock:
+            if self.idle:
+                raise MockPoolError(
+                    f"service {self.name!r}: a waiter was queued while {len(self.idle)} instances "
+                    "were idle; this is a mockpool bug, please report it"
+                )
+            self.waiters[waiter] = None
+            if first:
+                self.waiters.move_to_end(waiter, last=False)
+
+    def take_or_queue(self, waiter: Waiter, *, first: bool = False) -> Entry | None:
+        """Lease an idle entry, or queue ``waiter`` when there is none: one step, so that no
+        release from another thread can fall between the look and the queueing."""
+        with self._lock:
+            entry = self.take_idle()
+            if entry is None:
+                self.add_waiter(waiter, first=first)
+            return entry
+
+    def due_waiters(self, loop: asyncio.AbstractEventLoop, now: float) -> list[Waiter]:
+        """The waiters of ``loop`` whose deadline (in that loop's time) is past."""
+        with self._lock:
+            return [w for w in self.waiters if w.deadline <= now and w.future.get_loop() is loop]
+
+    def next_deadline(self, loop: asyncio.AbstractEventLoop) -> float | None:
+        """The earliest deadline among the waiters of ``loop``, if any has one."""
+        with self._lock:
+            deadlines = [w.deadline for w in self.waiters if w.future.get_loop() is loop]
+        finite = [d for d in deadlines if d != float("inf")]
+        return min(finite) if finite else None
 
     def remove_waiter(self, waiter: Waiter) -> bool:
         """Forget a waiter that gave up; False if it was already served or removed."""
-        return self.waiters.pop(waiter, False) is None
+        with self._lock:
+            return self.waiters.pop(waiter, False) is None
 
     def give_back(self, entry: Entry) -> Waiter | None:
         """A waiter received ``entry`` but gave up before using it: pass it on unchanged."""
-        self._expect(entry, _LEASED, "give_back")
-        self.leased -= 1
-        return self._place(entry)
+        with self._lock:
+            self._expect(entry, _LEASED, "give_back")
+            self.leased -= 1
+            return self._place(entry)
 
     def fail_waiters(self, exc: BaseException, limit: int | None = None) -> int:
         """Deliver ``exc`` to up to ``limit`` waiters (oldest first); return how many."""
-        failed = 0
-        while self.waiters and (limit is None or failed < limit):
-            waiter, _ = self.waiters.popitem(last=False)
-            fut = waiter.future
-            if not fut.done() and not fut.get_loop().is_closed():
-                fut.set_exception(exc)
-                failed += 1
-        return failed
+        with self._lock:
+            failed = 0
+            while self.waiters and (limit is None or failed < limit):
+                waiter, _ = self.waiters.popitem(last=False)
+                fut = waiter.future
+                loop = fut.get_loop()
+                if not fut.done() and not loop.is_closed():
+                    if asyncio._get_running_loop() is loop or not loop.is_running():
+                        fut.set_exception(exc)
+                    else:  # a waiter of another thread's loop: set it there
+                        loop.call_soon_threadsafe(_fail, fut, exc)
+                    failed += 1
+            return failed
 
     def _place(self, entry: Entry) -> Waiter | None:
         if len(self.entries) > self.max_size:
@@ -294,115 +345,141 @@ class ServiceCore:
             fut = waiter.future
             # A waiter whose task was cancelled (or whose loop closed) has a done future or a
             # dead loop; pass over it: the entry goes to the next one in line.
-            if fut.done() or fut.get_loop().is_closed():
+            loop = fut.get_loop()
+            if fut.done() or loop.is_closed():
                 continue
             entry.state = _LEASED
             self.leased += 1
             in_use = self.leased + self.resetting
             self.peak_in_use = max(self.peak_in_use, in_use)
-            fut.set_result(entry)
+            if asyncio._get_running_loop() is loop or not loop.is_running():
+                fut.set_result(entry)
+            else:
+                # A waiter of another thread's loop (TestClient's app thread): set the future
+                # in its own loop, which wakes that loop; if the waiter gave up meanwhile, the
+                # entry goes on from there.
+                loop.call_soon_threadsafe(self._deliver, waiter, entry)
             return waiter
         entry.state = _IDLE
         self.idle.append(entry)
         return None
 
+    def _deliver(self, waiter: Waiter, entry: Entry) -> None:
+        """In the waiter's own loop: hand ``entry`` over, or pass it on if the waiter gave up."""
+        with self._lock:
+            fut = waiter.future
+            if not fut.done():
+                fut.set_result(entry)
+            elif entry.state is _LEASED:
+                self.leased -= 1
+                self._place(entry)
+
     # -- creation ----------------------------------------------------------------------------
 
     def reserve_creation(self) -> bool:
         """Claim a slot for one creation; False when a cap forbids it."""
-        if not self.can_grow():
-            return False
-        self.creating += 1
-        self.creations_begun += 1
-        self.budget.total += 1
-        return True
+        with self._lock:
+            if not self.can_grow():
+                return False
+            self.creating += 1
+            self.creations_begun += 1
+            self.budget.total += 1
+            return True
 
     def cancel_creation(self) -> None:
         """A reserved creation failed or was cancelled: release its slot."""
-        if self.creating <= 0:
-            raise MockPoolError(f"service {self.name!r}: cancel_creation without a reservation")
-        self.creating -= 1
-        self.creations_ended += 1
-        self.budget.total -= 1
+        with self._lock:
+            if self.creating <= 0:
+                raise MockPoolError(f"service {self.name!r}: cancel_creation without a reservation")
+            self.creating -= 1
+            self.creations_ended += 1
+            self.budget.total -= 1
 
     def add_created(self, entry: Entry) -> Waiter | None:
         """A reserved creation finished: the entry joins the pool (or the first waiter)."""
-        if self.creating <= 0:
-            raise MockPoolError(f"service {self.name!r}: add_created without a reservation")
-        self.creating -= 1
-        self.creations_ended += 1
-        self.entries.add(entry)
-        return self._place(entry)
+        with self._lock:
+            if self.creating <= 0:
+                raise MockPoolError(f"service {self.name!r}: add_created without a reservation")
+            self.creating -= 1
+            self.creations_ended += 1
+            self.entries.add(entry)
+            return self._place(entry)
 
     # -- health checks, recovery, removal ----------------------------------------------------
 
     def take_for_check(self, entry: Entry) -> bool:
         """Move an idle entry out of the idle stack for a health check; False if not idle."""
-        if entry.state is not _IDLE:
-            return False
-        self.idle.remove(entry)
-        entry.state = _CHECKING
-        self.checking += 1
-        self.idle_low = min(self.idle_low, len(self.idle))
-        return True
+        with self._lock:
+            if entry.state is not _IDLE:
+                return False
+            self.idle.remove(entry)
+            entry.state = _CHECKING
+            self.checking += 1
+            self.idle_low = min(self.idle_low, len(self.idle))
+            return True
 
     def finish_check(self, entry: Entry) -> Waiter | None:
-        self._expect(entry, _CHECKING, "finish_check")
-        self.checking -= 1
-        return self._place(entry)
+        with self._lock:
+            self._expect(entry, _CHECKING, "finish_check")
+            self.checking -= 1
+            return self._place(entry)
 
     def begin_recovery(self, entry: Entry) -> None:
         """Send a leased, resetting, checking or idle entry to recovery."""
-        state = entry.state
-        if state is _LEASED:
-            self.leased -= 1
-        elif state is _RESETTING:
-            self.resetting -= 1
-        elif state is _CHECKING:
-            self.checking -= 1
-        elif state is _IDLE:
-            self.idle.remove(entry)
-        else:
-            self._expect(entry, _LEASED, "begin_recovery")
-        entry.state = _RECOVERING
-        self.recovering += 1
+        with self._lock:
+            state = entry.state
+            if state is _LEASED:
+                self.leased -= 1
+            elif state is _RESETTING:
+                self.resetting -= 1
+            elif state is _CHECKING:
+                self.checking -= 1
+            elif state is _IDLE:
+                self.idle.remove(entry)
+            else:
+                self._expect(entry, _LEASED, "begin_recovery")
+            entry.state = _RECOVERING
+            self.recovering += 1
 
     def finish_recovery(self, entry: Entry) -> Waiter | None:
         """Recovery produced a working instance in ``entry``: serve a waiter or go idle."""
-        self._expect(entry, _RECOVERING, "finish_recovery")
-        self.recovering -= 1
-        return self._place(entry)
+        with self._lock:
+            self._expect(entry, _RECOVERING, "finish_recovery")
+            self.recovering -= 1
+            return self._place(entry)
 
     def take_idle_for_removal(self, entry: Entry | None = None) -> Entry | None:
         """Detach one idle entry (the least recently used, or ``entry``) to destroy it."""
-        if entry is None:
-            if not self.idle:
+        with self._lock:
+            if entry is None:
+                if not self.idle:
+                    return None
+                entry = self.idle.popleft()
+            elif entry.state is _IDLE:
+                self.idle.remove(entry)
+            else:
                 return None
-            entry = self.idle.popleft()
-        elif entry.state is _IDLE:
-            self.idle.remove(entry)
-        else:
-            return None
-        self.idle_low = min(self.idle_low, len(self.idle))
-        self._drop(entry)
-        return entry
+            self.idle_low = min(self.idle_low, len(self.idle))
+            self._drop(entry)
+            return entry
 
     def remove(self, entry: Entry) -> None:
         """Drop an entry in any live state from the books (before destroying its instance)."""
-        state = entry.state
-        if state is _DESTROYED:
-            return
-        if state is _IDLE:
-            self.idle.remove(entry)
-        elif state is _LEASED:
-            self.leased -= 1
-        elif state is _RESETTING:
-            self.resetting -= 1
-        elif state is _CHECKING:
-            self.checking -= 1
-        elif state is _RECOVERING:
-            self.recovering -= 1
-        self._drop(entry)
+        with self._lock:
+            state = entry.state
+            if state is _DESTROYED:
+                return
+            if state is _IDLE:
+                self.idle.remove(entry)
+            elif state is _LEASED:
+                self.leased -= 1
+            elif state is _RESETTING:
+                self.resetting -= 1
+            elif state is _CHECKING:
+                self.checking -= 1
+            elif state is _RECOVERING:
+                self.recovering -= 1
+            self._drop(entry)
 
     def _drop(self, entry: Entry) -> None:
         entry.state = _DESTROYED
@@ -462,3 +539,8 @@ class ServiceCore:
             f"creating={self.creating}, checking={self.checking}, recovering={self.recovering}, "
             f"waiting={len(self.waiters)}, max_size={self.max_size}"
         )
+
+
+def _fail(fut: asyncio.Future[Entry], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

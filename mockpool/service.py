@@ -83,9 +83,10 @@ class ServicePool:
         self._sampled_acquisitions = 0
         #: ``creations_settled`` callers waiting for the creations in flight to end.
         self._settled_waiters: list[asyncio.Future[None]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        #: The deadline timer of each loop with waiters that have a timeout, and when it fires.
+        self._timers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, float]
+        ] = weakref.WeakKeyDictionary()
 
     @property
     def pool(self) -> MockPool:
@@ -111,24 +112,26 @@ class ServicePool:
             self.pool.settle_closed_loops()
         if self.orphans:
             self.resume_orphans()
-        entry = core.take_idle()
-        if entry is not None:
-            self.metrics.hits += 1
-            return entry
-        self.metrics.queued += 1
         fut: asyncio.Future[Entry] = loop.create_future()
         started = self.clock.now()
         if timeout is None:
             waiter = Waiter(fut, started)
         else:
             waiter = Waiter(fut, started, timeout if reported is None else reported, loop.time() + timeout)
-            # One timer per service, armed for the earliest deadline, instead of one per
-            # waiter: per-waiter timers cost a heap push and pop each and made contended
+        entry = core.take_or_queue(waiter, first=first)
+        if entry is not None:
+            self.metrics.hits += 1
+            return entry
+        self.metrics.queued += 1
+        if timeout is not None:
+            # One timer per service and loop, armed for the earliest deadline, instead of one
+            # per waiter: per-waiter timers cost a heap push and pop each and made contended
             # acquires 40 % slower. The timer sets the waiter's future; it never cancels the
-            # task, so a timeout cannot race a cancellation or lose a handed-over entry.
-            if self._timer is None or waiter.deadline < self._timer_at or self._timer_loop is not loop:
+            # task, so a timeout cannot race a cancellation or lose a handed-over entry. Per
+            # loop: a pool reached from two threads has waiters in two loops.
+            armed = self._timers.get(loop)
+            if armed is None or waiter.deadline < armed[1]:
                 self._arm_timer(loop, waiter.deadline)
-        core.add_waiter(waiter, first=first)
         try:
             # At max_size (the contended steady state) there is nothing to create: skip the
             # call. Below it, ensure_creations also makes room under the pool-wide cap.
@@ -146,44 +149,38 @@ class ServicePool:
         return entry
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = loop.call_at(deadline, self._on_timer)
-        self._timer_at = deadline
-        self._timer_loop = loop
+        """(Re-)arm the timer of ``loop`` (called in that loop only)."""
+        armed = self._timers.get(loop)
+        if armed is not None:
+            armed[0].cancel()
+        self._timers[loop] = (loop.call_at(deadline, self._on_timer, loop), deadline)
 
-    def _on_timer(self) -> None:
-        """Expire every waiter whose deadline has passed; re-arm for the next deadline."""
-        loop = self._timer_loop
-        self._timer = None
-        if loop is None:  # pragma: no cover - the timer is only armed with a loop
-            return
-        now = loop.time()
-        expired = [w for w in self.core.waiters if w.deadline <= now]
-        for waiter in expired:
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Expire the waiters of ``loop`` whose deadline has passed; re-arm for the next."""
+        self._timers.pop(loop, None)
+        for waiter in self.core.due_waiters(loop, loop.time()):
             self._expire(waiter)
-        pending = [w.deadline for w in self.core.waiters if w.future.get_loop() is loop]
-        if pending:
-            self._arm_timer(loop, min(pending))
+        deadline = self.core.next_deadline(loop)
+        if deadline is not None:
+            self._arm_timer(loop, deadline)
 
     def _expire(self, waiter: Waiter) -> None:
         fut = waiter.future
         core = self.core
-        if fut.done() or waiter not in core.waiters:
-            return
+        if fut.done() or not core.remove_waiter(waiter):
+            return  # served (or being served from another thread) or gone already
         # The counts as the waiter saw them, itself included among the waiting.
         error = AcquireTimeout(
             self.name,
             waiter.timeout if waiter.timeout is not None else 0.0,
             size=core.size,
             in_use=core.in_use,
-            waiting=core.waiting,
+            waiting=core.waiting + 1,
             max_size=core.max_size,
             creating=core.creating,
             max_total=core.budget.max_total,
             advice=self.why_no_instance(),
         )
-        core.remove_waiter(waiter)
         self.metrics.timeouts += 1
         fut.set_exception(error)
 

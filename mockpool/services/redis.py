@@ -285,7 +285,9 @@ def _server_template(server: fakeredis.FakeServer) -> dict[str, Any]:
     return {name: copy.deepcopy(value) for name, value in vars(server).items() if name not in _SERVER_OWN}
 
 
-def _restore_server(server: fakeredis.FakeServer, template: Mapping[str, Any], seen: Mapping[str, Any]) -> None:
+def _restore_server(
+    server: fakeredis.FakeServer, template: Mapping[str, Any], seen: Mapping[str, Any]
+) -> None:
     """Put back every server attribute that differs from the template (``seen``: as
     :func:`_render` sees it), as a new copy of it; delete those the template lacks (the
     functions engine, anything a test added)."""
@@ -528,6 +530,8 @@ _CLEAN_SOCKET: dict[str, Any] = {
     "_no_evict": False,
     "_no_touch": False,
 }
+
+
 class _Missing:
     def __repr__(self) -> str:
         return "<missing>"

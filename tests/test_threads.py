@@ -1,0 +1,77 @@
+"""A pool reached from two threads, as under Starlette's (and FastAPI's) TestClient, which runs
+the app in a thread with its own event loop: a release in one thread wakes a waiter in the
+other, and each loop's waiters keep their own timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from mockpool import AcquireTimeout, MockPool, ServiceSpec
+
+
+def _app(pool: MockPool, timeout: float | None) -> Starlette:
+    async def use(request: Request) -> JSONResponse:
+        try:
+            async with pool.acquire("db", timeout=timeout) as db:
+                db["thread"] = threading.get_ident()
+                return JSONResponse({"ok": True})
+        except AcquireTimeout as exc:
+            return JSONResponse({"timeout": str(exc)}, status_code=503)
+
+    return Starlette(routes=[Route("/use", use)])
+
+
+async def _until(predicate: object, what: str) -> None:
+    """Wait for another thread to reach a state (bounded: a hang fails the test)."""
+    for _ in range(1000):
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+@pytest.mark.asyncio
+async def test_a_release_in_the_test_thread_wakes_the_apps_waiter() -> None:
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict, reset=dict.clear, max_size=1))
+    async with pool:
+        with TestClient(_app(pool, timeout=None)) as client:
+            async with pool.acquire("db"):
+                request = asyncio.ensure_future(asyncio.to_thread(client.get, "/use"))
+                await _until(lambda: pool.stats("db").waiting == 1, "the app waits for 'db'")
+            # Released here, in this thread's loop; the waiter is in the app's loop.
+            response = await asyncio.wait_for(request, 10)
+            assert response.json() == {"ok": True}
+        pool.check_invariants()
+        assert pool.stats("db").size == 1
+
+
+@pytest.mark.asyncio
+async def test_each_loop_keeps_its_own_waiters_timeouts() -> None:
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict, max_size=1))
+    async with pool:
+        with TestClient(_app(pool, timeout=0.2)) as client:
+            async with pool.acquire("db"):
+                request = asyncio.ensure_future(asyncio.to_thread(client.get, "/use"))
+                await _until(lambda: pool.stats("db").waiting == 1, "the app waits for 'db'")
+                # A waiter of this loop arms this loop's timer; the app's must still fire.
+                lease = pool.acquire("db", timeout=30)
+                mine = asyncio.ensure_future(lease.__aenter__())
+                await _until(lambda: pool.stats("db").waiting == 2, "two loops wait")
+                response = await asyncio.wait_for(request, 10)
+                assert response.status_code == 503
+                assert "within 0.2 s" in response.json()["timeout"]
+            assert await asyncio.wait_for(mine, 10) == {}  # served by the release above
+            await lease.__aexit__(None, None, None)
+        pool.check_invariants()
+        stats = pool.stats("db")
+        assert (stats.size, stats.timeouts) == (1, 1)
