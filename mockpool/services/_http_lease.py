@@ -1,0 +1,410 @@
+"""What one lease of an http double holds, and the interceptor that routes requests to it.
+
+Imported when an http service is built (it needs httpx and respx), never with
+:mod:`mockpool.services`. Two ways in:
+
+- :class:`RouterTransport`: the lease's own ``httpx.MockTransport``, under ``double.client`` and
+  for code that takes a transport. It answers from its lease's router only, and only while the
+  lease lasts: a client kept past its lease raises instead of reaching the next test's routes.
+- :data:`INTERCEPTOR`: one respx router registered with respx's ``HTTPCoreMocker`` while any
+  intercepting instance exists. respx patches httpcore's connection pools once and asks its
+  registered routers in turn; this one answers from the routers of the leases held by the task
+  that sent the request (:data:`HELD`, a context variable the lease's ``on_acquire`` sets), so
+  concurrent tests each see only their own routes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar, Token
+from typing import Any, Literal
+
+import httpx
+import respx
+from respx.mocks import HTTPCoreMocker
+from respx.models import AllMockedAssertionError, PassThrough
+from respx.patterns import Method, Path
+
+from ..errors import MockPoolError
+from .http import UnmatchedRequestError
+
+__all__ = (
+    "HELD",
+    "INTERCEPTOR",
+    "LeaseState",
+    "RespxUnmatchedRequestError",
+    "RouterTransport",
+    "to_response",
+)
+
+OnUnmatched = Literal["raise", "404"]
+
+#: The leases of intercepting http services held by the running task (the latest first).
+HELD: ContextVar[tuple[LeaseState, ...]] = ContextVar("mockpool_http_leases", default=())
+
+
+class RespxUnmatchedRequestError(UnmatchedRequestError, AllMockedAssertionError):
+    """The form :class:`UnmatchedRequestError` is raised in: also respx's
+    ``AllMockedAssertionError``, so respx asks its other routers (a test's own ``respx.mock``)
+    before the error reaches the code under test."""
+
+
+# == the lease =================================================================================
+
+
+class LeaseState:
+    """One lease of a double: its transport, its client (made on first use), its settings.
+
+    A new one per lease; the old one is ended (``live = False``), and whatever still holds it
+    (a client, a transport, a task's context) gets an error instead of the router.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_client",
+        "base",
+        "client_base_url",
+        "handler",
+        "live",
+        "name",
+        "on_unmatched",
+        "router",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        router: respx.Router,
+        *,
+        base: httpx.URL | None,
+        client_base_url: str,
+        on_unmatched: OnUnmatched,
+    ) -> None:
+        self.name = name
+        self.router = router
+        #: The service's base URL: the requests it answers 404 to with ``on_unmatched="404"``.
+        self.base = base
+        self.client_base_url = client_base_url
+        self.on_unmatched: OnUnmatched = on_unmatched
+        #: Deprecated: a lease-wide ``(request) -> answer | None``, tried before the routes.
+        self.handler: Callable[[httpx.Request], Any] | None = None
+        self.live = True
+        self.transport = RouterTransport(self)
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        client = self._client
+        if client is None:
+            self.check_live()
+            # Over a given transport httpx builds no SSL context: about 15 µs, not 20-90 ms.
+            client = self._client = httpx.AsyncClient(transport=self.transport, base_url=self.client_base_url)
+        return client
+
+    @property
+    def built_client(self) -> httpx.AsyncClient | None:
+        return self._client
+
+    def check_live(self, request: httpx.Request | None = None) -> None:
+        if not self.live:
+            what = f"{request.method} {request.url}: " if request is not None else ""
+            raise MockPoolError(
+                f"service {self.name!r}: {what}this client or transport belongs to a lease that has "
+                "ended; use the client or transport of the lease you hold (each lease gets new ones, "
+                "so no request reaches another test's routes)"
+            )
+
+    # -- answering: raises respx's AllMockedAssertionError when no route matches -------------
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        handler = self.handler
+        if handler is not None:
+            answer = handler(request)
+            if answer is not None:
+                return self._record(request, to_response(answer, request, self.name))
+        return self.router.handler(request)
+
+    async def ahandle(self, request: httpx.Request) -> httpx.Response:
+        handler = self.handler
+        if handler is not None:
+            answer = handler(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer is not None:
+                return self._record(request, to_response(answer, request, self.name))
+        return await self.router.async_handler(request)
+
+    def _record(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        self.router.record(request, response=response)
+        return response
+
+    def addressed(self, url: httpx.URL) -> bool:
+        """Whether ``url`` is under the service's base URL (any URL without one)."""
+        base = self.base
+        if base is None:
+            return True
+        return (url.scheme, url.host, url.port) == (
+            base.scheme,
+            base.host,
+            base.port,
+        ) and url.path.startswith(base.path.rstrip("/"))
+
+    def relative_path(self, url: httpx.URL) -> str:
+        """``url``'s path as a route of this service would say it (relative to its base URL)."""
+        base = self.base.path.rstrip("/") if self.base is not None else ""
+        return url.path[len(base) :] or "/" if base and url.path.startswith(base) else url.path
+
+    def not_found(self, request: httpx.Request) -> httpx.Response:
+        routes = route_labels(self.router)
+        response = httpx.Response(
+            404,
+            json={
+                "error": f"service {self.name!r}: no route matches {request.method} {request.url}",
+                "routes": routes,
+            },
+            request=request,
+        )
+        return self._record(request, response)
+
+    def __repr__(self) -> str:
+        return f"<lease of {self.name!r} {'live' if self.live else 'ended'}>"
+
+
+class RouterTransport(httpx.MockTransport):
+    """A lease's ``httpx.MockTransport``: its router answers, while the lease lasts.
+
+    With sync side effects only, it also serves a sync ``httpx.Client``.
+    """
+
+    def __init__(self, lease: LeaseState) -> None:
+        super().__init__(lease.handle)
+        self._lease = lease
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        lease = self._lease
+        lease.check_live(request)
+        request.read()
+        try:
+            return lease.handle(request)
+        except AllMockedAssertionError:
+            return answer_unmatched((lease,), request)
+        except PassThrough:
+            raise _no_pass_through(lease, request) from None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        lease = self._lease
+        lease.check_live(request)
+        await request.aread()
+        try:
+            return await lease.ahandle(request)
+        except AllMockedAssertionError:
+            return answer_unmatched((lease,), request)
+        except PassThrough:
+            raise _no_pass_through(lease, request) from None
+
+
+def _no_pass_through(lease: LeaseState, request: httpx.Request) -> MockPoolError:
+    return MockPoolError(
+        f"service {lease.name!r}: {request.method} {request.url} matched a pass-through route, but it "
+        "came through the lease's own client or transport, which has no network behind it; "
+        "pass-through works for requests from clients the code builds itself (intercepted)"
+    )
+
+
+def answer_unmatched(leases: Iterable[LeaseState], request: httpx.Request) -> httpx.Response:
+    """No held router has a route: a 404 from a service that answers so (``on_unmatched="404"``)
+    and is addressed, else :class:`RespxUnmatchedRequestError` naming what was tried."""
+    leases = tuple(leases)
+    live = [lease for lease in leases if lease.live]
+    for lease in live:
+        if lease.on_unmatched == "404" and lease.addressed(request.url):
+            return lease.not_found(request)
+    sent = f"{request.method} {request.url}"
+    if live:
+        first = live[0]
+        fix = (
+            f"add one for this lease with {first.name}.router.{request.method.lower()}"
+            f"({first.relative_path(request.url)!r}).respond(...), declare it in "
+            f"http_service({first.name!r}, routes=...), or pass on_unmatched='404'"
+        )
+        if len(live) == 1:
+            routes = ", ".join(route_labels(first.router)) or "none"
+            raise RespxUnmatchedRequestError(
+                f"service {first.name!r}: no route matches {sent}; routes: {routes}; {fix}"
+            )
+        tried = "; ".join(
+            f"{lease.name!r}: {', '.join(route_labels(lease.router)) or 'none'}" for lease in live
+        )
+        raise RespxUnmatchedRequestError(
+            f"no route of the services this task holds matches {sent} ({tried}); {fix}"
+        )
+    held = sorted(INTERCEPTOR.services())
+    if leases:
+        ended = ", ".join(sorted({repr(lease.name) for lease in leases}))
+        raise RespxUnmatchedRequestError(
+            f"{sent} was sent from a task whose lease of {ended} has ended; requests are answered "
+            "only while the lease is held (inside its 'async with')"
+        )
+    names = ", ".join(map(repr, held)) or "none"
+    example = held[0] if held else "http"
+    raise RespxUnmatchedRequestError(
+        f"{sent} was sent from a task that holds no lease of an intercepting http service "
+        f"(services: {names}); send it inside 'async with pool.acquire({example!r}) as api:', or from "
+        "a task started there, or give the code the lease's own client (api.client)"
+    )
+
+
+def route_labels(router: respx.Router) -> list[str]:
+    """``["GET /videos/{id}", ...]``: each route's name, else its method and path."""
+    labels = []
+    for route in router.routes:
+        if route.name:
+            labels.append(route.name)
+            continue
+        method = path = None
+        for pattern in route.pattern:
+            if isinstance(pattern, Method):
+                method = pattern.value
+            elif isinstance(pattern, Path):
+                path = getattr(pattern.value, "pattern", pattern.value)
+        labels.append(f"{method or '*'} {path or '*'}" if method or path else repr(route.pattern))
+    return labels
+
+
+# == interception ==============================================================================
+
+
+class Interceptor(respx.Router):
+    """Registered with respx's ``HTTPCoreMocker`` while intercepting instances exist.
+
+    respx patches httpcore once and, per request, asks each registered router in turn, moving
+    on when one raises ``AllMockedAssertionError``; this one answers from the task's leases.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(assert_all_called=False)
+        self._users: dict[str, int] = {}
+
+    def services(self) -> list[str]:
+        """The services whose instances keep the interceptor in place."""
+        return [name for name, count in self._users.items() if count]
+
+    def hold(self, owner: object, service: str) -> Callable[[], None]:
+        """Keep httpx intercepted while ``owner`` lives; the returned function (also run when
+        ``owner`` is collected) lets go, once."""
+        if not any(self._users.values()):
+            HTTPCoreMocker.register(self)
+            HTTPCoreMocker.start()  # respx patches only if no other router of its own did
+        self._users[service] = self._users.get(service, 0) + 1
+        return weakref.finalize(owner, self._let_go, service)
+
+    def _let_go(self, service: str) -> None:
+        self._users[service] -= 1
+        if not any(self._users.values()):
+            HTTPCoreMocker.unregister(self)
+            HTTPCoreMocker.stop()  # respx unpatches only when no router of its own is left
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        leases = HELD.get()
+        for lease in leases:
+            if lease.live:
+                try:
+                    return lease.handle(request)
+                except AllMockedAssertionError:
+                    continue
+        return answer_unmatched(leases, request)
+
+    async def async_handler(self, request: httpx.Request) -> httpx.Response:
+        leases = HELD.get()
+        for lease in leases:
+            if lease.live:
+                try:
+                    return await lease.ahandle(request)
+                except AllMockedAssertionError:
+                    continue
+        return answer_unmatched(leases, request)
+
+
+INTERCEPTOR = Interceptor()
+
+
+def enter(lease: LeaseState) -> Token[tuple[LeaseState, ...]]:
+    """Put ``lease`` first in the running task's intercepted leases."""
+    return HELD.set((lease, *HELD.get()))
+
+
+def leave(lease: LeaseState, token: Token[tuple[LeaseState, ...]]) -> None:
+    """Undo :func:`enter`. Released from another context (a fixture's teardown in another task),
+    the token does not apply there; the lease ends at reset anyway, so nothing answers for it."""
+    try:
+        HELD.reset(token)
+    except ValueError:
+        current = HELD.get()
+        if lease in current:
+            HELD.set(tuple(held for held in current if held is not lease))
+
+
+# == answers ===================================================================================
+
+
+def to_response(answer: Any, request: httpx.Request, service: str) -> httpx.Response:
+    """A new ``httpx.Response`` from a shorthand answer (see ``mockpool.services.http.Responder``)."""
+    if isinstance(answer, httpx.Response):
+        # A copy: a Response is consumed by the request it answers, and a test may change it.
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+    if isinstance(answer, tuple):
+        status, body, *rest = answer
+        response = to_response(body, request, service)
+        return httpx.Response(
+            status, headers={**response.headers, **(rest[0] if rest else {})}, content=response.content
+        )
+    if isinstance(answer, bool):
+        raise TypeError(f"service {service!r}: a route answered {answer!r}; answer a status or a body")
+    if isinstance(answer, int):
+        return httpx.Response(answer)
+    if isinstance(answer, str):
+        return httpx.Response(200, text=answer)
+    if isinstance(answer, bytes):
+        return httpx.Response(200, content=answer)
+    if isinstance(answer, Mapping | list):
+        return httpx.Response(200, json=answer)
+    raise TypeError(
+        f"service {service!r}: a route for {request.method} {request.url.path} answered a "
+        f"{type(answer).__name__}; answer an httpx.Response, a dict or list (JSON), an int "
+        "(status), a str, bytes or a (status, body) tuple"
+    )
+
+
+class Answer:
+    """A shorthand route's answer as a respx side effect: a new response per request.
+
+    A callable answer gets the request, with the path parameters in
+    ``request.extensions["path_params"]``; None from it means 204.
+    """
+
+    __slots__ = ("answer", "service")
+
+    def __init__(self, answer: Any, service: str) -> None:
+        self.answer = answer
+        self.service = service
+
+    def __call__(self, request: httpx.Request, **params: str) -> httpx.Response | Awaitable[httpx.Response]:
+        request.extensions["path_params"] = params
+        answer = self.answer
+        if callable(answer) and not isinstance(answer, httpx.Response):
+            answer = answer(request)
+            if inspect.isawaitable(answer):
+                return self._later(answer, request)
+            if answer is None:
+                answer = 204
+        return to_response(answer, request, self.service)
+
+    async def _later(self, pending: Awaitable[Any], request: httpx.Request) -> httpx.Response:
+        answer = await pending
+        return to_response(204 if answer is None else answer, request, self.service)
+
+    def __repr__(self) -> str:
+        return f"Answer({self.answer!r})"
