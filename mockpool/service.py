@@ -438,7 +438,9 @@ class ServicePool:
 
     # == releasing ============================================================================
 
-    def release_entry(self, entry: Entry, *, discard: bool = False) -> asyncio.Future[IsolationError | None] | None:
+    def release_entry(
+        self, entry: Entry, *, discard: bool = False
+    ) -> asyncio.Future[IsolationError | None] | None:
         """End a lease: reset and give back, or send to recovery. Returns a future to wait on
         when the reset runs in the background (async reset, groups, isolation-verify mode),
         else None (all done). The future's result is the isolation failure the lease left, if any.

@@ -60,7 +60,12 @@ RouteKey = str | tuple[str, str]
 #: The declared routes: a mapping of shorthand routes, or a function that declares them on the
 #: instance's ``respx.Router`` with respx's API (called once per instance, so it must build the
 #: same routes each time).
-Routes = Mapping[RouteKey, Responder] | Callable[["respx.Router"], object]
+Routes = (
+    Mapping[str, Responder]
+    | Mapping[tuple[str, str], Responder]
+    | Mapping[RouteKey, Responder]
+    | Callable[["respx.Router"], object]
+)
 OnUnmatched = Literal["raise", "404"]
 
 _PARAM = re.compile(r"\{(\w+)(?::(path))?\}")

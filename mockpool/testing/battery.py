@@ -127,11 +127,11 @@ async def check_isolation(
     if not dirtiers:
         raise ContractError(f"service {spec.name!r}: check_isolation needs at least one Dirtier")
     member_specs = _member_specs(spec, members)
-    cases = [
-        await _one_case(spec, member_specs, dirtier, pristine, isolation_verify) for dirtier in dirtiers
-    ]
+    cases = [await _one_case(spec, member_specs, dirtier, pristine, isolation_verify) for dirtier in dirtiers]
     if tasks:
-        cases.append(await _concurrent(spec, member_specs, dirtiers, pristine, isolation_verify, tasks, instances))
+        cases.append(
+            await _concurrent(spec, member_specs, dirtiers, pristine, isolation_verify, tasks, instances)
+        )
     report = IsolationReport(spec.name, tuple(cases))
     failed = [
         case
@@ -205,7 +205,9 @@ async def _one_case(
         async with pool.acquire(spec.name) as handle:
             # Taken in the second lease: any recovery of the one instance has ended by now.
             stats = pool.stats(spec.name)
-            problems = [p for p in (await _failed(pristine, handle), await _failed(dirtier.gone, handle)) if p]
+            problems = [
+                p for p in (await _failed(pristine, handle), await _failed(dirtier.gone, handle)) if p
+            ]
         if problems:
             return IsolationCase(dirtier.name, "leaked", visible, "; ".join(problems))
         if stats.isolation_failures:
