@@ -15,9 +15,10 @@ Imported when an http service is built (it needs httpx and respx), never with
 
 from __future__ import annotations
 
+import functools
 import inspect
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from typing import Any, Literal
 
@@ -408,3 +409,157 @@ class Answer:
 
     def __repr__(self) -> str:
         return f"Answer({self.answer!r})"
+
+
+# == the declared state: rolled back to, proven, fingerprinted =================================
+# respx keeps the state to roll back to on a stack (``_snapshots``) of the router and of each
+# route, with no public accessor; the functions below read it (respx >= 0.22).
+
+
+def roll_back(router: respx.Router) -> bool:
+    """respx's ``rollback()`` to the snapshot on top of respx's stack (the declared state), which
+    stays there for the next reset. A stack the test pushed or popped leaves a depth that
+    :func:`router_state` tells from the declared one, and the caller rebuilds the router. False,
+    with nothing done, for an empty stack.
+
+    respx's ``snapshot()`` after a rollback would copy every route's state again, a ``CallList``
+    (a ``NonCallableMock``, about 15 µs) per route, 0.8 ms for 50 routes; the snapshot just
+    rolled back to still holds, so it goes back on the stack. Not for a route whose side effect
+    is an iterator: the rollback handed that very iterator to the route, so respx copies it.
+    """
+    stack = router._snapshots
+    if not stack:
+        return False
+    declared = stack[-1]
+    kept = [(route, route._snapshots[-1]) for route in declared[0] if route._snapshots]
+    router.rollback()
+    stack.append(declared)
+    for route, snapshot in kept:
+        if isinstance(snapshot[3], Iterator):
+            route.snapshot()
+        else:
+            route._snapshots.append(snapshot)
+    return True
+
+
+def router_state(router: respx.Router) -> tuple[Any, ...]:
+    """The router as declared, calls aside, by object identity (and the content of declared
+    responses, which a test can change in place): equal to the state taken after the
+    declaration exactly when a rollback has brought everything back."""
+    return (
+        router._assert_all_called,
+        router._assert_all_mocked,
+        tuple(router._bases.items()),
+        len(router._snapshots),
+        len(router.calls),
+        tuple(
+            (
+                id(route),
+                route._name,
+                id(route._pattern),
+                id(route._return_value),
+                _describe(route._return_value),
+                _effect_state(route),
+                route._pass_through,
+                len(route._snapshots),
+                len(route.calls),
+            )
+            for route in router.routes
+        ),
+    )
+
+
+def router_print(router: respx.Router) -> tuple[Any, ...]:
+    """Everything a test can change on a router, without object identities, so a rebuilt
+    router prints as the declared one did."""
+    return (
+        router._assert_all_called,
+        router._assert_all_mocked,
+        tuple(sorted((key, repr(pattern)) for key, pattern in router._bases.items())),
+        len(router._snapshots),
+        len(router.calls),
+        tuple(
+            (
+                route.name,
+                repr(route.pattern),
+                route.is_pass_through,
+                _describe(route.return_value),
+                _describe_effect(route),
+                route.call_count,
+                len(route._snapshots),
+            )
+            for route in router.routes
+        ),
+    )
+
+
+def _remaining(route: respx.Route) -> tuple[Any, ...]:
+    # An iterator is read once: read what is left, and put it back as respx's snapshot() does.
+    effect: Iterator[Any] = route._side_effect  # type: ignore[assignment]  # checked by the callers
+    items = tuple(effect)
+    route._side_effect = iter(items)
+    return items
+
+
+def _effect_state(route: respx.Route) -> Any:
+    effect = route._side_effect
+    if isinstance(effect, Iterator):
+        return tuple(map(id, _remaining(route)))
+    return id(effect)
+
+
+def _describe_effect(route: respx.Route) -> Any:
+    if isinstance(route._side_effect, Iterator):
+        return ("sequence", tuple(_describe(item) for item in _remaining(route)))
+    return _describe(route._side_effect)
+
+
+def _describe(value: Any) -> Any:
+    """A comparable stand-in for an answer, a side effect or a client option."""
+    if value is None or isinstance(value, str | bytes | int | float | Mapping | list | tuple):
+        return value
+    if isinstance(value, httpx.Response):
+        try:
+            content: bytes | None = value.content
+        except httpx.ResponseNotRead:
+            content = None
+        return ("response", value.status_code, tuple(value.headers.raw), content)
+    if isinstance(value, Answer):
+        return ("answer", _describe(value.answer))
+    if isinstance(value, BaseException):
+        return ("raises", type(value).__qualname__, str(value))
+    return (
+        "callable",
+        getattr(value, "__module__", None),
+        getattr(value, "__qualname__", type(value).__qualname__),
+    )
+
+
+def client_print(lease: LeaseState) -> Any:
+    """The options of the lease's client; a client never made prints as a new one."""
+    client = lease.built_client
+    if client is None:
+        return _new_client_print(lease.client_base_url)
+    return _options(client, lease.transport)
+
+
+@functools.cache
+def _new_client_print(base_url: str) -> Any:
+    transport = httpx.MockTransport(lambda request: httpx.Response(204))
+    return _options(httpx.AsyncClient(transport=transport, base_url=base_url), transport)
+
+
+def _options(client: httpx.AsyncClient, transport: object) -> tuple[Any, ...]:
+    return (
+        ("closed", client.is_closed),
+        ("base_url", str(client.base_url)),
+        ("headers", tuple(client.headers.multi_items())),
+        ("cookies", tuple(sorted((c.domain, c.path, c.name, c.value or "") for c in client.cookies.jar))),
+        ("auth", _describe(client.auth)),
+        ("params", str(client.params)),
+        ("timeout", repr(client.timeout)),
+        ("follow_redirects", client.follow_redirects),
+        ("max_redirects", client.max_redirects),
+        ("event_hooks", tuple((k, tuple(map(_describe, v))) for k, v in client.event_hooks.items())),
+        ("transport", client._transport is transport),
+    )

@@ -93,11 +93,11 @@ class TransportDouble:
         "_base",
         "_client_base_url",
         "_declare",
+        "_declared",
         "_lease",
         "_let_go",
         "_name",
         "_on_unmatched",
-        "_pristine",
         "_router",
         "_router_base",
     )
@@ -122,7 +122,7 @@ class TransportDouble:
         self._client_base_url = base_url if base_url is not None else _DEFAULT_CLIENT_BASE
         self._on_unmatched: OnUnmatched = on_unmatched
         self._router = self._build_router()
-        self._pristine = _router_print(self._router)
+        self._declared = _http_lease.router_state(self._router)
         self._lease = self._new_lease()
         self._let_go: Callable[[], object] | None = (
             _http_lease.INTERCEPTOR.hold(self, name) if intercept else None
@@ -214,25 +214,31 @@ class TransportDouble:
     # -- hooks ---------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """End the lease's transport and client, roll the router back to the declared state,
-        prove it equal to the pristine one (or rebuild it), and make the next lease's parts."""
+        """End the lease's transport and client, roll the router back to the declared state and
+        prove it equal to it (else rebuild it), and make the next lease's transport."""
+        from . import _http_lease as lib
+
         self._lease.live = False
         router = self._router
-        router.rollback()
-        router.snapshot()
-        if _router_print(router) != self._pristine:
-            self._router = self._build_router()
+        if not lib.roll_back(router) or lib.router_state(router) != self._declared:
+            # The test moved respx's snapshot stack, or changed what a rollback cannot reach
+            # (a declared response in place, a router setting): start again from the declaration.
+            self._router = router = self._build_router()
+            self._declared = lib.router_state(router)
         self._lease = self._new_lease()
 
     def fingerprint(self) -> dict[str, Any]:
         """The router (routes, their answers, settings, calls) and the lease's own parts (the
-        client's options and closed state, ``on_unmatched``, the deprecated ``handler``)."""
+        client's options and closed state, ``on_unmatched``, the deprecated ``handler``), with
+        no object identities: a rebuilt router prints as the declared one."""
+        from . import _http_lease as lib
+
         lease = self._lease
         return {
-            "router": _router_print(self._router),
+            "router": lib.router_print(self._router),
             "on_unmatched": lease.on_unmatched,
             "handler": lease.handler is not None,
-            "client": _client_print(lease),
+            "client": lib.client_print(lease),
         }
 
     def restore(self, state: object) -> None:
@@ -240,7 +246,9 @@ class TransportDouble:
         self.reset()
 
     def health(self) -> bool:
-        return _router_print(self._router) == self._pristine
+        from ._http_lease import router_state
+
+        return router_state(self._router) == self._declared
 
     async def aclose(self) -> None:
         lease = self._lease
@@ -286,108 +294,6 @@ class HttpDouble(TransportDouble):
 
     async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
         return await self._lease.client.delete(url, **kwargs)
-
-
-# == fingerprints ==============================================================================
-
-
-def _router_print(router: respx.Router) -> tuple[Any, ...]:
-    """Everything a test can change on a router, without object identities (so a rebuilt router
-    prints the same). respx's private fields are read where it has no public accessor."""
-    return (
-        router._assert_all_called,
-        router._assert_all_mocked,
-        tuple(sorted((key, repr(pattern)) for key, pattern in router._bases.items())),
-        len(router._snapshots),  # a test's own snapshot()/rollback() moves what a rollback restores
-        len(router.calls),
-        tuple(
-            (
-                route.name,
-                repr(route.pattern),
-                route.is_pass_through,
-                _describe(route.return_value),
-                _describe_effect(route),
-                route.call_count,
-                len(route._snapshots),
-            )
-            for route in router.routes
-        ),
-    )
-
-
-def _describe_effect(route: respx.Route) -> Any:
-    effect = route._side_effect
-    if isinstance(effect, Iterator):
-        # An iterator is read once: copy it into the route again, as respx's snapshot() does.
-        items = tuple(effect)
-        route._side_effect = iter(items)
-        return ("sequence", tuple(_describe(item) for item in items))
-    return _describe(effect)
-
-
-def _describe(value: Any) -> Any:
-    """A comparable stand-in for an answer or side effect."""
-    import httpx
-
-    from ._http_lease import Answer
-
-    if value is None or isinstance(value, str | bytes | int | float | Mapping | list | tuple):
-        return value
-    if isinstance(value, httpx.Response):
-        try:
-            content: bytes | None = value.content
-        except httpx.ResponseNotRead:
-            content = None
-        return ("response", value.status_code, tuple(value.headers.raw), content)
-    if isinstance(value, Answer):
-        return ("answer", _describe(value.answer))
-    if isinstance(value, BaseException):
-        return ("raises", type(value).__qualname__, str(value))
-    return (
-        "callable",
-        getattr(value, "__module__", None),
-        getattr(value, "__qualname__", type(value).__qualname__),
-    )
-
-
-def _client_print(lease: LeaseState) -> Any:
-    client = lease.built_client
-    if client is None:
-        return _pristine_client_print(lease.client_base_url)
-    return _options(client, lease.transport)
-
-
-_PRISTINE_CLIENTS: dict[str, Any] = {}
-
-
-def _pristine_client_print(base_url: str) -> Any:
-    """What a new client prints: so a lease whose client was never made prints like one that
-    made it and left it alone."""
-    printed = _PRISTINE_CLIENTS.get(base_url)
-    if printed is None:
-        import httpx
-
-        transport = httpx.MockTransport(lambda request: httpx.Response(204))
-        printed = _PRISTINE_CLIENTS[base_url] = _options(
-            httpx.AsyncClient(transport=transport, base_url=base_url), transport
-        )
-    return printed
-
-
-def _options(client: httpx.AsyncClient, transport: object) -> tuple[Any, ...]:
-    return (
-        ("closed", client.is_closed),
-        ("base_url", str(client.base_url)),
-        ("headers", tuple(client.headers.multi_items())),
-        ("cookies", tuple(sorted((c.domain, c.path, c.name, c.value or "") for c in client.cookies.jar))),
-        ("auth", _describe(client.auth)),
-        ("params", str(client.params)),
-        ("timeout", repr(client.timeout)),
-        ("follow_redirects", client.follow_redirects),
-        ("max_redirects", client.max_redirects),
-        ("event_hooks", tuple((k, tuple(map(_describe, v))) for k, v in client.event_hooks.items())),
-        ("transport", client._transport is transport),
-    )
 
 
 # == deprecated names and shorthand routes ====================================================

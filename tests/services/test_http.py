@@ -161,6 +161,7 @@ def test_bad_arguments_are_refused() -> None:
 async def test_what_a_lease_changes_on_the_router_is_gone_in_the_next() -> None:
     async with pool_of(http_service("api", routes=_declare, base_url=BASE, max_size=1)) as pool:
         async with pool.acquire("api") as api:
+            declared = api.router
             api.router.get("/lease").respond(204)
             api.router["user"].respond(500)
             api.router["create"].side_effect = httpx.ConnectError
@@ -171,6 +172,7 @@ async def test_what_a_lease_changes_on_the_router_is_gone_in_the_next() -> None:
             api.on_unmatched = "404"
         async with pool.acquire("api") as again:
             assert again is api
+            assert api.router is declared  # rolled back (respx), not rebuilt
             assert api.calls.call_count == 0 and not api.router["user"].called
             assert [route.name for route in api.router.routes] == ["user", "posts", "create"]
             assert (await api.get("/users/1")).status_code == 200
