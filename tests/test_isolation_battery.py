@@ -88,7 +88,9 @@ async def test_isolation_verify_catches_what_the_reset_misses() -> None:
     assert case.outcome == "caught"
     assert "{'strict': False}" in case.detail
     with pytest.raises(ContractError, match="option"):
-        await check_isolation(_spec(_sloppy), DIRTIERS, pristine=_pristine, isolation_verify=True, strict=True)
+        await check_isolation(
+            _spec(_sloppy), DIRTIERS, pristine=_pristine, isolation_verify=True, strict=True
+        )
 
 
 @pytest.mark.asyncio

@@ -125,7 +125,7 @@ class LeaseState:
         if handler is not None:
             answer = handler(request)
             if answer is not None:
-                return self._record(request, to_response(answer, request, self.name))
+                return self._record(request, to_response(answer, self.name, _sent(request)))
         return self.router.handler(request)
 
     async def ahandle(self, request: httpx.Request) -> httpx.Response:
@@ -135,7 +135,7 @@ class LeaseState:
             if inspect.isawaitable(answer):
                 answer = await answer
             if answer is not None:
-                return self._record(request, to_response(answer, request, self.name))
+                return self._record(request, to_response(answer, self.name, _sent(request)))
         return await self.router.async_handler(request)
 
     def _record(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
@@ -351,19 +351,20 @@ def leave(lease: LeaseState, token: Token[tuple[LeaseState, ...]]) -> None:
 # == answers ===================================================================================
 
 
-def to_response(answer: Any, request: httpx.Request, service: str) -> httpx.Response:
-    """A new ``httpx.Response`` from a shorthand answer (see ``mockpool.services.http.Responder``)."""
+def to_response(answer: Any, service: str, route: str) -> httpx.Response:
+    """A new ``httpx.Response`` from a shorthand answer (``mockpool.services.http.Responder``);
+    ``route`` names where the answer comes from, for the error about a bad one."""
     if isinstance(answer, httpx.Response):
         # A copy: a Response is consumed by the request it answers, and a test may change it.
         return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
     if isinstance(answer, tuple):
         status, body, *rest = answer
-        response = to_response(body, request, service)
+        response = to_response(body, service, route)
         return httpx.Response(
             status, headers={**response.headers, **(rest[0] if rest else {})}, content=response.content
         )
     if isinstance(answer, bool):
-        raise TypeError(f"service {service!r}: a route answered {answer!r}; answer a status or a body")
+        raise TypeError(f"service {service!r}: {route} answers {answer!r}; answer a status or a body")
     if isinstance(answer, int):
         return httpx.Response(answer)
     if isinstance(answer, str):
@@ -373,18 +374,18 @@ def to_response(answer: Any, request: httpx.Request, service: str) -> httpx.Resp
     if isinstance(answer, Mapping | list):
         return httpx.Response(200, json=answer)
     raise TypeError(
-        f"service {service!r}: a route for {request.method} {request.url.path} answered a "
-        f"{type(answer).__name__}; answer an httpx.Response, a dict or list (JSON), an int "
-        "(status), a str, bytes or a (status, body) tuple"
+        f"service {service!r}: {route} answers a {type(answer).__name__}; answer an httpx.Response, "
+        "a dict or list (JSON), an int (status), a str, bytes or a (status, body) tuple"
     )
 
 
-class Answer:
-    """A shorthand route's answer as a respx side effect: a new response per request.
+def _sent(request: httpx.Request) -> str:
+    return f"the answer to {request.method} {request.url.path}"
 
-    A callable answer gets the request, with the path parameters in
-    ``request.extensions["path_params"]``; None from it means 204.
-    """
+
+class Answer:
+    """A shorthand route's callable answer as a respx side effect: it gets the request, with
+    the path parameters in ``request.extensions["path_params"]``; None from it means 204."""
 
     __slots__ = ("answer", "service")
 
@@ -394,18 +395,14 @@ class Answer:
 
     def __call__(self, request: httpx.Request, **params: str) -> httpx.Response | Awaitable[httpx.Response]:
         request.extensions["path_params"] = params
-        answer = self.answer
-        if callable(answer) and not isinstance(answer, httpx.Response):
-            answer = answer(request)
-            if inspect.isawaitable(answer):
-                return self._later(answer, request)
-            if answer is None:
-                answer = 204
-        return to_response(answer, request, self.service)
+        answer = self.answer(request)
+        if inspect.isawaitable(answer):
+            return self._later(answer, request)
+        return to_response(204 if answer is None else answer, self.service, _sent(request))
 
     async def _later(self, pending: Awaitable[Any], request: httpx.Request) -> httpx.Response:
         answer = await pending
-        return to_response(204 if answer is None else answer, request, self.service)
+        return to_response(204 if answer is None else answer, self.service, _sent(request))
 
     def __repr__(self) -> str:
         return f"Answer({self.answer!r})"

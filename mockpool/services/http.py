@@ -52,7 +52,8 @@ __all__ = (
 #: What a shorthand route answers: an ``httpx.Response``; a dict or list (JSON, 200); an int (that
 #: status, empty body); a str (text, 200); bytes (200); a tuple ``(status, body)`` or ``(status,
 #: body, headers)``; or a sync or async callable ``(request) -> any of those`` (None: 204), which
-#: finds the path parameters in ``request.extensions["path_params"]``.
+#: finds the path parameters in ``request.extensions["path_params"]``. A static answer becomes
+#: the route's respx ``return_value`` (built once, copied per request); a callable, its side effect.
 Responder = Any
 #: A shorthand route: ``("GET", "/videos/{id}")`` or ``"GET /videos/{id}"``; the method ``"*"``
 #: (or a bare path) matches any method; ``{name}`` matches a path segment, ``{name:path}`` the rest.
@@ -364,7 +365,9 @@ def _add_shorthand(
 ) -> respx.Route:
     """A respx route for ``method path`` (``{name}`` parameters allowed) answering ``answer``,
     named ``"METHOD path"`` so ``router["GET /videos/{id}"]`` finds it."""
-    from ._http_lease import Answer
+    import httpx
+
+    from ._http_lease import Answer, to_response
 
     method = method.upper()
     lookups: dict[str, Any] = {} if method == "*" else {"method": method}
@@ -378,7 +381,12 @@ def _add_shorthand(
         lookups["path__regex"] = "".join(parts)
     else:
         lookups["path"] = path
-    return router.route(name=f"{method} {path}", **lookups).mock(side_effect=Answer(answer, service))
+    name = f"{method} {path}"
+    route = router.route(name=name, **lookups)
+    if callable(answer) and not isinstance(answer, httpx.Response):
+        return route.mock(side_effect=Answer(answer, service))
+    # A static answer is built once; respx answers each request with a copy of it.
+    return route.mock(return_value=to_response(answer, service, f"the route {name!r}"))
 
 
 def _declaration(name: str, routes: Routes | None, on_unmatched: str) -> Callable[[respx.Router], object]:
@@ -400,6 +408,9 @@ def _declaration(name: str, routes: Routes | None, on_unmatched: str) -> Callabl
         for method, path, answer in table:
             _add_shorthand(router, method, path, answer, name)
 
+    import respx
+
+    declare(respx.Router())  # a bad route or answer fails here, when the service is defined
     return declare
 
 

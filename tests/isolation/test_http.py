@@ -176,10 +176,9 @@ ROUTER_DIRTIERS = [
     Dirtier("on_unmatched", lambda h: setattr(h, "on_unmatched", "404"), gone=_unmatched_raises),
     Dirtier("handler (deprecated)", _set_handler, gone=_answers),
 ]
-RESPX_DIRTIERS = [
-    Dirtier("side effect sequence consumed", _consume_sequence, gone=_sequence_restarts),
-    Dirtier("declared response changed in place", _change_response_in_place, gone=_answers),
-]
+SEQUENCE_DIRTIERS = [Dirtier("side effect sequence consumed", _consume_sequence, gone=_sequence_restarts)]
+# respx's rollback restores the reference to a declared response, not its content.
+RESPONSE_DIRTIERS = [Dirtier("declared response changed in place", _change_response_in_place, gone=_answers)]
 
 
 async def _closed_by_the_code(h: HttpDouble) -> None:
@@ -244,15 +243,15 @@ CLIENT_DIRTIERS = [
 SPECS = {
     "http, respx routes": (
         http_service("api", routes=_declare, base_url=BASE),
-        [*ROUTER_DIRTIERS, *RESPX_DIRTIERS, *CLIENT_DIRTIERS],
+        [*ROUTER_DIRTIERS, *SEQUENCE_DIRTIERS, *RESPONSE_DIRTIERS, *CLIENT_DIRTIERS],
     ),
     "http, shorthand routes": (
         http_service("api", routes=SHORTHAND, base_url=BASE),
-        [*ROUTER_DIRTIERS, *CLIENT_DIRTIERS],
+        [*ROUTER_DIRTIERS, *RESPONSE_DIRTIERS, *CLIENT_DIRTIERS],
     ),
     "transport, respx routes": (
         http_transport_service("api", routes=_declare, base_url=BASE),
-        [*ROUTER_DIRTIERS, *RESPX_DIRTIERS],
+        [*ROUTER_DIRTIERS, *SEQUENCE_DIRTIERS, *RESPONSE_DIRTIERS],
     ),
 }
 

@@ -132,8 +132,17 @@ async def test_on_unmatched_404_answers_with_the_routes() -> None:
 
 @pytest.mark.asyncio
 async def test_bad_answers_say_what_a_route_may_answer() -> None:
-    async with pool_of(http_service(routes={"GET /x": 3.5})) as pool, pool.acquire("http") as api:
-        with pytest.raises(TypeError, match=r"answered a float; answer an httpx.Response"):
+    with pytest.raises(
+        TypeError, match=r"^service 'http': the route 'GET /x' answers a float; answer an httpx"
+    ):
+        http_service(routes={"GET /x": 3.5})  # a static answer: refused when the service is defined
+    async with (
+        pool_of(http_service(routes={"GET /x": lambda request: 3.5})) as pool,
+        pool.acquire("http") as api,
+    ):
+        with pytest.raises(
+            TypeError, match=r"the answer to GET /x answers a float; answer an httpx.Response"
+        ):
             await api.get("/x")
 
 
