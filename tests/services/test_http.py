@@ -4,8 +4,10 @@ interception of clients the code builds itself, routed per task."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -505,3 +507,44 @@ async def test_a_lease_held_by_a_fixture_intercepts_the_tests_requests(respx_moc
     respx_mock.get("/users/3").respond(json={"id": 3})
     assert await fetch_user(3) == {"id": 3}
     assert respx_mock.calls.call_count == 1
+
+
+# == the respx migration recipe (docs/recipes.md (d)) runs as written =========================
+
+
+def _recipe_blocks() -> dict[str, str]:
+    """The recipe's code blocks, by the file name on their first line."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
+    recipe = text[text.index("## (d) Move a respx suite") :]
+    blocks = re.findall(r"```python\n# (.+?)\n(.*?)```", recipe, re.DOTALL)
+    return {title.split(":")[0].strip(): body for title, body in blocks}
+
+
+@pytest.mark.parametrize("side", ["before", "after"])
+def test_the_respx_recipe_passes_before_and_after_with_the_same_tests(
+    pytester: pytest.Pytester, side: str
+) -> None:
+    blocks = _recipe_blocks()
+    assert set(blocks) == {"test_users.py", "conftest.py, before", "conftest.py, after"}
+    pytester.makepyfile(test_users=blocks["test_users.py"], conftest=blocks[f"conftest.py, {side}"])
+    pytester.makefile(
+        ".toml",
+        pyproject=(
+            "[tool.pytest.ini_options]\n"
+            'filterwarnings = ["error"]\n'
+            'asyncio_mode = "strict"\n'
+            'asyncio_default_fixture_loop_scope = "function"\n'
+        ),
+    )
+    flags = (
+        "-p",
+        "no:looptime_plugin",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:anyio",
+        "-p",
+        "no:asyncio-cooperative",
+    )
+    result = pytester.runpytest(*flags)
+    result.assert_outcomes(passed=3)
