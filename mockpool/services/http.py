@@ -391,26 +391,25 @@ def _add_shorthand(
 
 def _declaration(name: str, routes: Routes | None, on_unmatched: str) -> Callable[[respx.Router], object]:
     require("httpx", extra="http", service=name)
-    require("respx", extra="http", service=name)
+    respx_module = require("respx", extra="http", service=name)
     _check_on_unmatched(name, on_unmatched)
     if routes is None:
         return _no_routes
     if callable(routes):
-        return routes
-    if not isinstance(routes, Mapping):
+        declare: Callable[[respx.Router], object] = routes
+    elif isinstance(routes, Mapping):
+        table = [(*_parse_key(key, name), answer) for key, answer in routes.items()]
+
+        def declare(router: respx.Router) -> None:
+            for method, path, answer in table:
+                _add_shorthand(router, method, path, answer, name)
+
+    else:
         raise TypeError(
             f"service {name!r}: routes={routes!r} must be a mapping {{'GET /path': answer}} or a "
             "function that declares routes on a respx.Router"
         )
-    table = [(*_parse_key(key, name), answer) for key, answer in routes.items()]
-
-    def declare(router: respx.Router) -> None:
-        for method, path, answer in table:
-            _add_shorthand(router, method, path, answer, name)
-
-    import respx
-
-    declare(respx.Router())  # a bad route or answer fails here, when the service is defined
+    declare(respx_module.Router())  # a bad route or answer fails now, when the service is defined
     return declare
 
 

@@ -163,6 +163,8 @@ def test_bad_arguments_are_refused() -> None:
         http_service(on_unmatched="ignore")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"routes=\['GET /a'\] must be a mapping"):
         http_service(routes=["GET /a"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not JSON serializable"):  # the declaration runs once, now
+        http_service(routes=lambda router: router.get("/a").respond(json=object()))
 
 
 # == each lease starts from the declared state =================================================
