@@ -129,7 +129,8 @@ async def run_test(fixture: Fixture, test: Callable[..., Awaitable[None]], users
         async with fixture() as mock:
             await test(mock, users)
     except Exception as exc:
-        return f"{test.__name__}: {type(exc).__name__}: {str(exc)[:90]}"
+        first_line = str(exc).partition("\n")[0]
+        return f"{test.__name__}: {type(exc).__name__}: {first_line[:90]}"
     return None
 
 
@@ -182,7 +183,7 @@ async def main() -> None:
     users = UsersClient()
 
     pool = MockPool()
-    pool.register(http_service("users_api", routes=declare, base_url=API, max_size=args.concurrent))
+    pool.register(http_service("users_api", routes=declare, base_url=API, max_size=32))
     async with pool:
         after = respx_mock_after(pool)
         before_s = min([await per_test(respx_mock_before, users, tests) for _ in range(rounds)])

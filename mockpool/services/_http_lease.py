@@ -513,14 +513,17 @@ def _describe_effect(route: respx.Route) -> Any:
 
 def _describe(value: Any) -> Any:
     """A comparable stand-in for an answer, a side effect or a client option."""
-    if value is None or isinstance(value, str | bytes | int | float | Mapping | list | tuple):
-        return value
+    # Most frequent first: the reset describes every declared route's return value.
+    if value is None:
+        return None
     if isinstance(value, httpx.Response):
         try:
             content: bytes | None = value.content
         except httpx.ResponseNotRead:
             content = None
         return ("response", value.status_code, tuple(value.headers.raw), content)
+    if isinstance(value, str | bytes | int | float | list | tuple | dict | Mapping):
+        return value
     if isinstance(value, Answer):
         return ("answer", _describe(value.answer))
     if isinstance(value, BaseException):
