@@ -34,9 +34,16 @@ from .http import UnmatchedRequestError
 __all__ = (
     "HELD",
     "INTERCEPTOR",
+    "Answer",
     "LeaseState",
     "RespxUnmatchedRequestError",
     "RouterTransport",
+    "client_print",
+    "enter",
+    "leave",
+    "roll_back",
+    "router_print",
+    "router_state",
     "to_response",
 )
 
@@ -156,7 +163,9 @@ class LeaseState:
     def relative_path(self, url: httpx.URL) -> str:
         """``url``'s path as a route of this service would say it (relative to its base URL)."""
         base = self.base.path.rstrip("/") if self.base is not None else ""
-        return url.path[len(base) :] or "/" if base and url.path.startswith(base) else url.path
+        if not base or not url.path.startswith(base):
+            return url.path
+        return url.path[len(base) :] or "/"
 
     def not_found(self, request: httpx.Request) -> httpx.Response:
         routes = route_labels(self.router)
@@ -253,8 +262,8 @@ def answer_unmatched(leases: Iterable[LeaseState], request: httpx.Request) -> ht
     example = held[0] if held else "http"
     raise RespxUnmatchedRequestError(
         f"{sent} was sent from a task that holds no lease of an intercepting http service "
-        f"(services: {names}); send it inside 'async with pool.acquire({example!r}) as api:', or from "
-        "a task started there, or give the code the lease's own client (api.client)"
+        f"(services: {names}); send it while the task holds one (async with pool.acquire({example!r}) "
+        "as api: ...), from a task started there, or through the lease's own client (api.client)"
     )
 
 

@@ -12,10 +12,11 @@ that sent it, so concurrent tests see only their own routes.
 Clean by construction:
 
 - routes, side effects, return values, pass-through flags and call records go back to the
-  declared state with respx's own ``rollback()`` (then ``snapshot()`` again), and are then
-  proven equal to it: the router's fingerprint must equal the one taken at creation. A router
-  that is not (a response changed in place, respx's snapshot stack pushed or popped by the
-  test, a router setting changed) is rebuilt from the declaration.
+  declared state with respx's own ``rollback()`` (its snapshot of the declaration stays on
+  respx's stack for the next reset), and are then proven equal to it: the same route objects
+  holding the same answers, side effects and settings as right after the declaration. A
+  router that is not (a response changed in place, respx's snapshot stack pushed or popped by
+  the test, a router setting changed) is rebuilt from the declaration.
 - the client, the transport, ``on_unmatched`` and the deprecated ``handler`` are new per lease
   (a client over a given transport costs about 15 µs: no SSL context); the old ones are ended,
   so a client kept past its lease raises instead of reaching the next test's routes.
