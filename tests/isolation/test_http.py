@@ -145,6 +145,10 @@ def _mute_unmatched(h: TransportDouble) -> None:
     h.router._assert_all_mocked = False  # what respx.mock(assert_all_mocked=False) sets
 
 
+def _demand_all_called(h: TransportDouble) -> None:
+    h.router._assert_all_called = True  # what respx.mock(assert_all_called=True) sets
+
+
 def _async_hook(request: httpx.Request) -> None:
     del request
 
@@ -173,6 +177,7 @@ ROUTER_DIRTIERS = [
     Dirtier("snapshot pushed by the test", _snapshot_then_extra, gone=_extra_gone),
     Dirtier("snapshot popped by the test", _rollback_then_extra, gone=_extra_gone),
     Dirtier("assert_all_mocked off", _mute_unmatched, gone=_unmatched_raises),
+    Dirtier("assert_all_called on", _demand_all_called, gone=lambda h: h.router._assert_all_called is False),
     Dirtier("on_unmatched", lambda h: setattr(h, "on_unmatched", "404"), gone=_unmatched_raises),
     Dirtier("handler (deprecated)", _set_handler, gone=_answers),
 ]
