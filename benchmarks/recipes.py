@@ -9,11 +9,11 @@ lease hands its ``FakeServer`` (``server_of(redis)``) to the queue's own connect
 release resets the server. Printed: teardown time per test as the run goes on.
 
 (c) **A transport handed to a library that wraps it** (an HTTP cache, like hishel): each test
-builds the library's caching transport over a mock transport with a per-test handler, and
+builds the library's caching transport over a mock transport with a per-test route, and
 fetches twice (the second fetch comes from the cache). *Before*: a new ``httpx.MockTransport``
 per test, over a routing table built per test. *After*: an ``http_transport_service`` lease
-(routes built once, handler set per lease, call history reset on release). Printed: time per
-test, setup + body + teardown.
+(respx routes built once per instance, the test's route added for its lease, rolled back with
+the call records on release). Printed: time per test, setup + body + teardown.
 
 Run: ``python benchmarks/recipes.py`` (``--tests N`` for (b), ``--quick``). The before side of (b)
 grows quadratically with ``--tests``: 1,000 tests take about a minute.
@@ -213,9 +213,9 @@ async def http_before() -> None:
 def http_after(pool: MockPool) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         async with pool.acquire("http_transport") as fake:
-            fake.handler = per_test_handler
+            fake.router.get("/api/fresh").respond(json={"fresh": True})  # this test's own route
             await cache_test(fake.transport)
-            assert len(fake.calls) == 2  # the cached GET never reached the transport
+            assert fake.calls.call_count == 2  # the cached GET never reached the transport
 
     return run
 
@@ -231,7 +231,7 @@ async def per_test(run: Callable[[], Awaitable[None]], tests: int) -> float:
 
 async def recipe_c(tests: int, rounds: int) -> dict[str, float]:
     pool = MockPool()
-    pool.register(http_transport_service(routes=ROUTES, max_size=1))
+    pool.register(http_transport_service(routes=ROUTES, max_size=1, intercept=False))
     before, after = [], []
     async with pool:
         for _ in range(rounds):

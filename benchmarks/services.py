@@ -5,7 +5,9 @@ Run: ``python benchmarks/services.py`` (``--quick`` for a short run). Each figur
 several rounds of the mean cost per lease, so a noisy neighbour inflates none of them.
 
 Targets: autospec of a 60-method class >= 50x, sql (4 tables + 1,000 rows) >= 50x, redis with
-200 seeded keys >= 20x. The sqlalchemy line compares a pooled ``AsyncSession`` (template reloaded
+200 seeded keys >= 20x, http >= 20x against what a respx test without a pool builds (a patched
+router and a client with its own SSL context); the second http line compares the lease with the
+double's own factory, which builds no SSL context. The sqlalchemy line compares a pooled ``AsyncSession`` (template reloaded
 per lease) with what a test without a pool pays: a new aiosqlite engine, ``create_all``, the
 seed, a session, the write and ``dispose()``.
 """
@@ -131,6 +133,18 @@ async def _http_write(api: Any) -> None:
     await api.get("/items")
 
 
+async def _http_fresh() -> None:
+    """What a respx test pays without a pool: the route on a new respx router, patched in and
+    out, and a new ``httpx.AsyncClient`` (with its own SSL context) for the code under test."""
+    import httpx
+    import respx
+
+    async with respx.mock(base_url="http://testserver", assert_all_called=False) as router:
+        router.get("/items").respond(json=[{"id": 1}])
+        async with httpx.AsyncClient(base_url="http://testserver") as client:
+            await client.get("/items")
+
+
 async def _session_write(sessions: Any) -> None:
     await sessions.create_session("u1", "phone")
 
@@ -157,7 +171,18 @@ def _cases() -> list[Case]:
         ),
         Case("redis, 200 seeded keys", redis_service(seed=REDIS_SEED), _redis_write, target=20),
         Case("jwt (HS256)", jwt_service(), lambda j: j.revoke(j.sign({"sub": "u1"}))),
-        Case("http, 1 route", http_service(routes={"GET /items": [{"id": 1}]}), _http_write),
+        Case(
+            "http, 1 route (fresh: respx.mock + httpx.AsyncClient())",
+            http_service(routes={"GET /items": [{"id": 1}]}),
+            _http_write,
+            target=20,
+            fresh=_http_fresh,
+        ),
+        Case(
+            "http, 1 route (fresh: the double's own factory, no SSL context)",
+            http_service(routes={"GET /items": [{"id": 1}]}),
+            _http_write,
+        ),
         Case(
             "device_session (redis+jwt+sql)",
             device_session_service(),

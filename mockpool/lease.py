@@ -37,7 +37,17 @@ class Lease(Generic[T]):
     group's member instances by service name.
     """
 
-    __slots__ = ("_discard", "_entry", "_released", "_started", "_svc", "_timeout", "owner", "where")
+    __slots__ = (
+        "_discard",
+        "_entry",
+        "_released",
+        "_started",
+        "_svc",
+        "_timeout",
+        "_token",
+        "owner",
+        "where",
+    )
 
     def __init__(self, svc: ServicePool, timeout: float | None) -> None:
         self._svc = svc
@@ -46,6 +56,7 @@ class Lease(Generic[T]):
         self._discard = False
         self._released = False
         self._started = 0.0
+        self._token: Any = None  # what spec.on_acquire returned, for spec.on_release
         #: ``(filename, line)`` of the ``async with`` that acquired, when the pool tracks leases.
         self.where: tuple[str, int] | None = None
         #: The value of :data:`lease_owner` when acquired (the test's node id under pytest).
@@ -73,6 +84,14 @@ class Lease(Generic[T]):
                 raise
         if svc.check_on_acquire:
             entry = await svc.checked_on_acquire(self, entry)
+        on_acquire = svc.spec.on_acquire
+        if on_acquire is not None:
+            try:
+                self._token = on_acquire(entry.handle)
+            except Exception as exc:
+                self._entry = None
+                svc.to_recovery(entry, f"on_acquire raised {exc!r}")
+                raise
         if entry.degraded:
             metrics.degraded_leases += 1
         active = svc.active
@@ -96,6 +115,14 @@ class Lease(Generic[T]):
             return
         self._released = True
         svc = self._svc
+        hook_error: Exception | None = None
+        on_release = svc.spec.on_release
+        if on_release is not None:
+            try:
+                on_release(entry.handle, self._token)
+            except Exception as error:
+                # What on_acquire set up may still be in place: recover the instance, tell the test.
+                hook_error, self._discard = error, True
         now = svc.clock.now()
         svc.metrics.record_hold(now - self._started)
         entry.last_used = now
@@ -112,6 +139,8 @@ class Lease(Generic[T]):
             dirty = await pending
             if dirty is not None:
                 svc.pool.note_isolation_failure(self.owner, dirty)
+        if hook_error is not None:
+            raise hook_error
 
     # -- the lease's own API ---------------------------------------------------------------
 

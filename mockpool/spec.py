@@ -22,6 +22,8 @@ __all__ = ("Hook", "ServiceSpec")
 Hook = Callable[..., Any]
 
 _HOOKS = ("reset", "health_check", "snapshot", "restore", "destroy", "minimal", "bind", "fingerprint")
+#: Called inline by the lease, in the task that enters or leaves it: never awaited.
+_LEASE_HOOKS = ("on_acquire", "on_release")
 _TIMEOUTS = ("create_timeout", "reset_timeout", "health_timeout", "destroy_timeout")
 
 
@@ -46,6 +48,12 @@ class ServiceSpec:
         everything a test can leave behind, data and settings alike (pragmas, options,
         callbacks, attributes). With ``isolation_verify`` the pool compares it after every
         reset with the value taken at creation. Default: ``snapshot``.
+    :param on_acquire: ``(handle) -> token``, sync: called in the acquiring task once the lease
+        holds its instance, for per-task state such as a context variable. A group lease calls
+        the group's hook, not its members'. An exception sends the instance to recovery.
+    :param on_release: ``(handle, token)``, sync: called in the releasing task as the lease
+        ends, before the reset, with what ``on_acquire`` returned (None without it). An
+        exception sends the instance to recovery and propagates from the ``async with``.
     :param min_size: instances kept alive even when idle.
     :param max_size: bound on instances alive at once for this service.
     :param depends_on: services this one is built on; leased with it as one unit.
@@ -68,6 +76,8 @@ class ServiceSpec:
     minimal: Hook | None = None
     bind: Hook | None = None
     fingerprint: Hook | None = None
+    on_acquire: Callable[[Any], Any] | None = None
+    on_release: Callable[[Any, Any], object] | None = None
     min_size: int = 0
     max_size: int = 64
     depends_on: tuple[str, ...] = ()
@@ -90,6 +100,17 @@ class ServiceSpec:
             value = getattr(self, hook)
             if value is not None:
                 _check_callable(hook, value, name)
+        for hook in _LEASE_HOOKS:
+            value = getattr(self, hook)
+            if value is not None:
+                _check_callable(hook, value, name)
+                if inspect.iscoroutinefunction(value):
+                    raise ServiceConfigError(
+                        hook,
+                        value,
+                        "must be a sync function: the lease calls it inline, unawaited",
+                        service=name,
+                    )
         for size in ("min_size", "max_size"):
             value = getattr(self, size)
             if not _is_count(value):

@@ -28,8 +28,6 @@ from .device_session import (
 )
 from .http import (
     HttpDouble,
-    Route,
-    RouteTable,
     TransportDouble,
     UnmatchedRequestError,
     http_service,
@@ -53,8 +51,6 @@ __all__ = (
     "MissingExtraError",
     "PooledConnection",
     "RedisDouble",
-    "Route",
-    "RouteTable",
     "SessionError",
     "SqlAlchemyDouble",
     "TransportDouble",
@@ -75,3 +71,12 @@ __all__ = (
     "sqlalchemy_service",
     "sync_redis_service",
 )
+
+
+def __getattr__(name: str) -> object:
+    # Route and RouteTable (mockpool 0.1's hand-written router) are deprecated: respx's now.
+    if name in ("Route", "RouteTable"):
+        from .http import _moved
+
+        return _moved(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,332 +1,353 @@
-"""``http_service()``: an ``httpx.AsyncClient`` answered by routes, through ``httpx.MockTransport``.
+"""``http_service()``: a respx router per pooled instance; httpx intercepted per lease.
 
-Nothing is patched globally: each instance has its own transport, so concurrent tests cannot
-answer each other's requests. The instance (and what tests receive) is an :class:`HttpDouble`:
-``double.client`` is the ``httpx.AsyncClient`` to hand to code under test, ``double.get(...)``
-and friends are shortcuts to it, ``double.calls`` is the request history, and a lease can add
-its own routes (``double.routes.add(...)``) or a handler (``double.handler = fn``). Reset
-clears history, lease routes, the lease handler, cookies and header changes. A client over a
-``MockTransport`` holds nothing bound to an event loop, so no per-loop handle is needed.
+Each pooled instance (an :class:`HttpDouble`, or a :class:`TransportDouble` for
+``http_transport_service()``) holds a ``respx.Router`` built from the service's declared routes.
+Tests use respx's API on ``double.router``: add routes for the lease, change side effects, read
+``route.calls``. Requests reach the router through ``double.client`` (an ``httpx.AsyncClient``)
+or ``double.transport`` (an ``httpx.MockTransport``), or, with ``intercept=True`` (the default),
+from any client the code under test builds itself: respx patches httpcore once while the pool
+holds intercepting instances, and each request goes to the router of the lease held by the task
+that sent it, so concurrent tests see only their own routes.
 
-``double.transport`` is the ``httpx.MockTransport`` itself, for code that builds its own
-client; ``http_transport_service()`` pools the routed transport alone (a
-:class:`TransportDouble`), for code that wraps transports.
+Clean by construction:
+
+- routes, side effects, return values, pass-through flags and call records go back to the
+  declared state with respx's own ``rollback()`` (its snapshot of the declaration stays on
+  respx's stack for the next reset), and are then proven equal to it: the same route objects
+  holding the same answers, side effects and settings as right after the declaration. A
+  router that is not (a response changed in place, respx's snapshot stack pushed or popped by
+  the test, a router setting changed) is rebuilt from the declaration.
+- the client, the transport, ``on_unmatched`` and the deprecated ``handler`` are new per lease
+  (a client over a given transport costs about 15 µs: no SSL context); the old ones are ended,
+  so a client kept past its lease raises instead of reaching the next test's routes.
+- interception: the lease leaves the task's context at release, and is ended besides.
 """
 
 from __future__ import annotations
 
-import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import MockPoolError
 from ._common import build_spec, require
 
 if TYPE_CHECKING:
+    from contextvars import Token
+
     import httpx
+    import respx
 
     from ..spec import ServiceSpec
+    from ._http_lease import LeaseState
 
 __all__ = (
     "HttpDouble",
-    "Route",
-    "RouteTable",
     "TransportDouble",
     "UnmatchedRequestError",
     "http_service",
     "http_transport_service",
 )
 
-#: What a route answers: an ``httpx.Response``; a dict or list (JSON, 200); an int (that status,
-#: empty body); a str (text, 200); bytes (200); a tuple ``(status, body)`` or ``(status, body,
-#: headers)``; or a sync or async callable ``(request) -> any of those``. A callable finds the
-#: path parameters in ``request.extensions["path_params"]``.
+#: What a shorthand route answers: an ``httpx.Response``; a dict or list (JSON, 200); an int (that
+#: status, empty body); a str (text, 200); bytes (200); a tuple ``(status, body)`` or ``(status,
+#: body, headers)``; or a sync or async callable ``(request) -> any of those`` (None: 204), which
+#: finds the path parameters in ``request.extensions["path_params"]``. A static answer becomes
+#: the route's respx ``return_value`` (built once, copied per request); a callable, its side effect.
 Responder = Any
-#: Where routes are given: ``{("GET", "/videos/{id}"): ...}`` or ``{"GET /videos/{id}": ...}``;
-#: the method ``"*"`` (or a bare path) matches any method.
+#: A shorthand route: ``("GET", "/videos/{id}")`` or ``"GET /videos/{id}"``; the method ``"*"``
+#: (or a bare path) matches any method; ``{name}`` matches a path segment, ``{name:path}`` the rest.
 RouteKey = str | tuple[str, str]
+#: The declared routes: a mapping of shorthand routes, or a function that declares them on the
+#: instance's ``respx.Router`` with respx's API (called once per instance, so it must build the
+#: same routes each time).
+Routes = (
+    Mapping[str, Responder]
+    | Mapping[tuple[str, str], Responder]
+    | Mapping[RouteKey, Responder]
+    | Callable[["respx.Router"], object]
+)
+OnUnmatched = Literal["raise", "404"]
 
 _PARAM = re.compile(r"\{(\w+)(?::(path))?\}")
+#: The client's base URL when the service has none (its routes then match any host).
+_DEFAULT_CLIENT_BASE = "http://testserver"
 
 
-class UnmatchedRequestError(MockPoolError, LookupError):
-    """A request matched no route, on a service built with ``on_unmatched="raise"``."""
-
-
-@dataclass(frozen=True)
-class Route:
-    """One route: a method (``"*"`` for any), a path pattern and what it answers.
-
-    ``{name}`` in the pattern matches one path segment, ``{name:path}`` the rest of the path.
-    """
-
-    method: str
-    path: str
-    response: Responder = field(compare=False)
-    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "method", self.method.upper())
-        parts, last = [], 0
-        for m in _PARAM.finditer(self.path):
-            parts.append(re.escape(self.path[last : m.start()]))
-            parts.append(f"(?P<{m.group(1)}>{'.*' if m.group(2) else '[^/]+'})")
-            last = m.end()
-        parts.append(re.escape(self.path[last:]))
-        object.__setattr__(self, "regex", re.compile("".join(parts)))
-
-    def match(self, method: str, path: str) -> dict[str, str] | None:
-        """The path parameters if the route answers this request, else None."""
-        if self.method not in ("*", method):
-            return None
-        m = self.regex.fullmatch(path)
-        return m.groupdict() if m is not None else None
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.path}"
-
-
-class RouteTable:
-    """The service's routes plus those a lease added; lease routes win and reset drops them."""
-
-    def __init__(self, base: tuple[Route, ...] = ()) -> None:
-        self.base = base
-        self.added: list[Route] = []
-
-    def add(self, method: str, path: str, response: Responder) -> Route:
-        """Answer ``method path`` with ``response`` for the rest of this lease (checked
-        before the service's routes, the latest added first)."""
-        route = Route(method, path, response)
-        self.added.insert(0, route)
-        return route
-
-    def remove(self, route: Route) -> None:
-        self.added.remove(route)
-
-    def clear(self) -> None:
-        """Drop the routes added during the lease."""
-        self.added.clear()
-
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
-        for route in self:
-            params = route.match(method, path)
-            if params is not None:
-                return route, params
-        return None
-
-    def __iter__(self) -> Iterator[Route]:
-        yield from self.added
-        yield from self.base
-
-    def __len__(self) -> int:
-        return len(self.added) + len(self.base)
+class UnmatchedRequestError(MockPoolError, AssertionError, LookupError):
+    """A request matched no route of the leases that could answer it (or was sent from a task
+    holding none). Raised as respx's ``AllMockedAssertionError`` too."""
 
 
 class TransportDouble:
-    """A fake HTTP service as a transport: an ``httpx.MockTransport`` that answers from routes.
+    """A fake HTTP service as a respx router and a transport, for code that builds or wraps its
+    own client: ``httpx.AsyncClient(transport=RetryTransport(double.transport))``.
 
-    ``double.transport`` is the transport to hand to code that builds or wraps its own client
-    (``httpx.AsyncClient(transport=RetryTransport(double.transport))``). A lease may add
-    routes (``double.routes.add(...)``) or set a handler (``double.handler = fn``); reset
-    drops both and the call history. With only sync responders the transport also serves a
-    sync ``httpx.Client``.
+    ``double.router`` is the instance's ``respx.Router``: add routes for this lease with respx's
+    API (``double.router.get("/x").respond(404)``), read ``double.calls`` or ``route.calls``.
+    ``double.transport`` is this lease's ``httpx.MockTransport``; with sync side effects only it
+    also serves a sync ``httpx.Client``.
     """
+
+    __slots__ = (
+        "__weakref__",
+        "_base",
+        "_client_base_url",
+        "_declare",
+        "_declared",
+        "_lease",
+        "_let_go",
+        "_name",
+        "_on_unmatched",
+        "_router",
+        "_router_base",
+    )
 
     def __init__(
         self,
-        httpx_module: Any,
-        routes: tuple[Route, ...],
-        *,
         name: str,
-        on_unmatched: Literal["404", "raise"],
+        declare: Callable[[respx.Router], object],
+        *,
+        base_url: str | None,
+        on_unmatched: OnUnmatched,
+        intercept: bool,
     ) -> None:
-        self._httpx = httpx_module
-        self.name = name
-        self.on_unmatched = on_unmatched
-        self.routes = RouteTable(routes)
-        #: Every request the transport received during the lease, in order.
-        self.calls: list[httpx.Request] = []
-        #: A lease-wide handler ``(request) -> response-like``, tried before the routes; when it
-        #: returns None the routes answer.
-        self.handler: Callable[[httpx.Request], Any] | None = None
-        self.transport: httpx.MockTransport = httpx_module.MockTransport(self._handle)
+        import httpx
+
+        from . import _http_lease
+
+        self._name = name
+        self._declare = declare
+        self._router_base = base_url
+        self._base = httpx.URL(base_url) if base_url is not None else None
+        self._client_base_url = base_url if base_url is not None else _DEFAULT_CLIENT_BASE
+        self._on_unmatched: OnUnmatched = on_unmatched
+        self._router = self._build_router()
+        self._declared = _http_lease.router_state(self._router)
+        self._lease = self._new_lease()
+        self._let_go: Callable[[], object] | None = (
+            _http_lease.INTERCEPTOR.hold(self, name) if intercept else None
+        )
+
+    def _build_router(self) -> respx.Router:
+        import respx
+
+        router = respx.Router(assert_all_called=False, base_url=self._router_base)
+        self._declare(router)
+        router.snapshot()  # the declared state, which every reset rolls back to
+        return router
+
+    def _new_lease(self) -> LeaseState:
+        from ._http_lease import LeaseState
+
+        return LeaseState(
+            self._name,
+            self._router,
+            base=self._base,
+            client_base_url=self._client_base_url,
+            on_unmatched=self._on_unmatched,
+        )
+
+    # -- what tests use ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def router(self) -> respx.Router:
+        """The instance's respx router: its routes are back to the declared ones at each lease."""
+        return self._router
+
+    @property
+    def transport(self) -> httpx.MockTransport:
+        """This lease's transport, answered by :attr:`router`; ended with the lease."""
+        return self._lease.transport
+
+    @property
+    def calls(self) -> respx.models.CallList:
+        """respx's record of the lease's calls (``calls.last.request``, ``calls.call_count``)."""
+        return self._router.calls
 
     def calls_to(self, method: str, path: str) -> list[httpx.Request]:
         """The recorded requests with this method and exact path."""
         method = method.upper()
-        return [r for r in self.calls if r.method == method and r.url.path == path]
+        return [
+            call.request
+            for call in self._router.calls
+            if call.request.method == method and call.request.url.path == path
+        ]
 
-    # -- the transport's handler: sync unless a responder is async ---------------------------
+    @property
+    def on_unmatched(self) -> OnUnmatched:
+        """``"raise"`` (:class:`UnmatchedRequestError`) or ``"404"``; settable for this lease."""
+        return self._lease.on_unmatched
 
-    def _handle(self, request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
-        self.calls.append(request)
-        if self.handler is not None:
-            answer = self.handler(request)
-            if inspect.isawaitable(answer):
-                return self._after_async_handler(answer, request)
-            if answer is not None:
-                return self._response(answer, request)
-        return self._route(request)
+    @on_unmatched.setter
+    def on_unmatched(self, value: OnUnmatched) -> None:
+        self._lease.on_unmatched = _check_on_unmatched(self._name, value)
 
-    async def _after_async_handler(self, pending: Awaitable[Any], request: httpx.Request) -> httpx.Response:
-        answer = await pending
-        if answer is not None:
-            return self._response(answer, request)
-        response = self._route(request)
-        if inspect.isawaitable(response):
-            response = await response
-        return response
-
-    def _route(self, request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
-        found = self.routes.match(request.method, request.url.path)
-        if found is None:
-            return self._unmatched(request)
-        route, params = found
-        request.extensions["path_params"] = params
-        answer = route.response
-        if callable(answer) and not isinstance(answer, self._httpx.Response):
-            answer = answer(request)
-            if inspect.isawaitable(answer):
-                return self._after_async_route(answer, request)
-            if answer is None:
-                answer = 204
-        return self._response(answer, request)
-
-    async def _after_async_route(self, pending: Awaitable[Any], request: httpx.Request) -> httpx.Response:
-        answer = await pending
-        return self._response(204 if answer is None else answer, request)
-
-    def _unmatched(self, request: httpx.Request) -> httpx.Response:
-        known = [str(route) for route in self.routes]
-        message = (
-            f"service {self.name!r}: no route matches {request.method} {request.url.path}; "
-            f"routes: {', '.join(known) or 'none'}; add one with routes.add(method, path, response)"
+    @property
+    def routes(self) -> _LeaseRoutes:
+        """Deprecated: use :attr:`router` (respx's API)."""
+        _deprecated(
+            self._name,
+            "double.routes",
+            "double.router (respx's API): double.router.get('/path').respond(...)",
         )
-        if self.on_unmatched == "raise":
-            raise UnmatchedRequestError(message)
-        return self._httpx.Response(404, json={"error": message, "routes": known})  # type: ignore[no-any-return]
+        return _LeaseRoutes(self)
 
-    def _response(self, answer: Any, request: httpx.Request) -> httpx.Response:
-        httpx_mod = self._httpx
-        if isinstance(answer, httpx_mod.Response):
-            # A copy: a Response object is consumed by the request it answers.
-            return httpx_mod.Response(  # type: ignore[no-any-return]
-                answer.status_code, headers=answer.headers, content=answer.content
-            )
-        if isinstance(answer, tuple):
-            status, body, *rest = answer
-            response = self._response(body, request)
-            return httpx_mod.Response(  # type: ignore[no-any-return]
-                status, headers={**response.headers, **(rest[0] if rest else {})}, content=response.content
-            )
-        if isinstance(answer, bool):
-            raise TypeError(f"service {self.name!r}: a route answered {answer!r}; answer a status or a body")
-        if isinstance(answer, int):
-            return httpx_mod.Response(answer)  # type: ignore[no-any-return]
-        if isinstance(answer, str):
-            return httpx_mod.Response(200, text=answer)  # type: ignore[no-any-return]
-        if isinstance(answer, bytes):
-            return httpx_mod.Response(200, content=answer)  # type: ignore[no-any-return]
-        if isinstance(answer, Mapping | list):
-            return httpx_mod.Response(200, json=answer)  # type: ignore[no-any-return]
-        raise TypeError(
-            f"service {self.name!r}: a route for {request.method} {request.url.path} answered a "
-            f"{type(answer).__name__}; answer an httpx.Response, a dict or list (JSON), an int "
-            "(status), a str, bytes or a (status, body) tuple"
+    @property
+    def handler(self) -> Callable[[httpx.Request], Any] | None:
+        """Deprecated: a lease-wide ``(request) -> answer | None`` tried before the routes."""
+        return self._lease.handler
+
+    @handler.setter
+    def handler(self, handler: Callable[[httpx.Request], Any] | None) -> None:
+        _deprecated(
+            self._name,
+            "double.handler",
+            "a respx route with a side effect: double.router.route().mock(side_effect=fn); "
+            "fn returning None falls through to the next route",
         )
+        self._lease.handler = handler
 
-    # -- hooks -------------------------------------------------------------------------------
+    # -- hooks ---------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        self.calls.clear()
-        self.routes.clear()
-        self.handler = None
+        """End the lease's transport and client, roll the router back to the declared state and
+        prove it equal to it (else rebuild it), and make the next lease's transport."""
+        from . import _http_lease as lib
 
-    def snapshot(self) -> dict[str, Any]:
+        self._lease.live = False
+        router = self._router
+        if not lib.roll_back(router) or lib.router_state(router) != self._declared:
+            # The test moved respx's snapshot stack, or changed what a rollback cannot reach
+            # (a declared response in place, a router setting): start again from the declaration.
+            self._router = router = self._build_router()
+            self._declared = lib.router_state(router)
+        self._lease = self._new_lease()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The router (routes, their answers, settings, calls) and the lease's own parts (the
+        client's options and closed state, ``on_unmatched``, the deprecated ``handler``), with
+        no object identities: a rebuilt router prints as the declared one."""
+        from . import _http_lease as lib
+
+        lease = self._lease
         return {
-            "calls": len(self.calls),
-            "added_routes": tuple(str(route) for route in self.routes.added),
-            "handler": self.handler is not None,
+            "router": lib.router_print(self._router),
+            "on_unmatched": lease.on_unmatched,
+            "handler": lease.handler is not None,
+            "client": lib.client_print(lease),
         }
 
     def restore(self, state: object) -> None:
-        del state  # the pristine state is the one reset returns to
+        del state  # the pristine state is the declared one, which reset returns to
         self.reset()
 
     def health(self) -> bool:
-        return True
+        from ._http_lease import router_state
+
+        return router_state(self._router) == self._declared
+
+    async def aclose(self) -> None:
+        lease = self._lease
+        lease.live = False
+        client = lease.built_client
+        if client is not None:
+            await client.aclose()
+        if self._let_go is not None:
+            self._let_go()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {len(self.routes)} routes, {len(self.calls)} calls>"
+        return f"<{type(self).__name__} {self._name!r} {len(self._router.routes)} routes, {len(self._router.calls)} calls>"
 
 
 class HttpDouble(TransportDouble):
-    """A fake HTTP service: an ``httpx.AsyncClient`` over the routed ``MockTransport``.
+    """A fake HTTP service: a respx router, and an ``httpx.AsyncClient`` over it per lease.
 
-    ``double.client`` is the client to hand to code under test, ``double.transport`` its
-    transport, ``double.get(...)`` and friends are shortcuts to the client.
+    ``double.client`` is the client to hand to code under test (new for each lease, so its
+    options, cookies and closed state never reach the next test); ``double.get(...)`` and friends
+    are shortcuts to it.
     """
 
-    def __init__(
-        self,
-        httpx_module: Any,
-        routes: tuple[Route, ...],
-        *,
-        name: str,
-        base_url: str,
-        on_unmatched: Literal["404", "raise"],
-    ) -> None:
-        super().__init__(httpx_module, routes, name=name, on_unmatched=on_unmatched)
-        self.client: httpx.AsyncClient = httpx_module.AsyncClient(transport=self.transport, base_url=base_url)
-        self._base_url = self.client.base_url
-        self._headers = self.client.headers.copy()
+    __slots__ = ()
 
-    # -- shortcuts to the client -------------------------------------------------------------
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self._lease.client
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.request(method, url, **kwargs)
+        return await self._lease.client.request(method, url, **kwargs)
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.get(url, **kwargs)
+        return await self._lease.client.get(url, **kwargs)
 
     async def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.post(url, **kwargs)
+        return await self._lease.client.post(url, **kwargs)
 
     async def put(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.put(url, **kwargs)
+        return await self._lease.client.put(url, **kwargs)
 
     async def patch(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.patch(url, **kwargs)
+        return await self._lease.client.patch(url, **kwargs)
 
     async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.delete(url, **kwargs)
+        return await self._lease.client.delete(url, **kwargs)
 
-    # -- hooks -------------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        super().reset()
-        client = self.client
-        client.cookies.clear()
-        if client.headers != self._headers:
-            client.headers = self._headers.copy()
-        if client.base_url != self._base_url:
-            client.base_url = self._base_url
+# == deprecated names and shorthand routes ====================================================
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            **super().snapshot(),
-            "cookies": dict(self.client.cookies),
-            "headers": tuple(self.client.headers.multi_items()),
-            "base_url": str(self.client.base_url),
-        }
 
-    def health(self) -> bool:
-        return not self.client.is_closed
+class _LeaseRoutes:
+    """``double.routes`` of mockpool 0.1 (deprecated): ``add(method, path, answer)`` adds a
+    shorthand route to the router for this lease."""
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    __slots__ = ("_double",)
+
+    def __init__(self, double: TransportDouble) -> None:
+        self._double = double
+
+    def add(self, method: str, path: str, response: Responder) -> respx.Route:
+        return _add_shorthand(self._double.router, method, path, response, self._double.name)
+
+    def __iter__(self) -> Iterator[respx.Route]:
+        return iter(self._double.router.routes)
+
+    def __len__(self) -> int:
+        return len(self._double.router.routes)
+
+
+def _deprecated(service: str, old: str, new: str) -> None:
+    warnings.warn(
+        f"service {service!r}: {old} is deprecated since the http double is a respx router; use {new}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    return _moved(name)
+
+
+def _moved(name: str) -> Any:
+    """``Route`` and ``RouteTable``, the hand-written router of mockpool 0.1, now name respx's
+    classes, with a DeprecationWarning pointing at the caller."""
+    replaced = {"Route": ("respx.Route", "Route"), "RouteTable": ("respx.models.RouteList", "RouteList")}
+    if name not in replaced:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    new, attr = replaced[name]
+    warnings.warn(
+        f"mockpool.services.{name} is deprecated: routes are respx routes now ({new}); declare them "
+        "with http_service(routes=...) and add them per lease with double.router.get(...)",
+        DeprecationWarning,
+        stacklevel=3,  # _moved, a module __getattr__, the caller
+    )
+    import respx.models
+
+    return getattr(respx.models, attr)
 
 
 def _parse_key(key: RouteKey, service: str) -> tuple[str, str]:
@@ -340,29 +361,117 @@ def _parse_key(key: RouteKey, service: str) -> tuple[str, str]:
     return method, path.strip()
 
 
+def _add_shorthand(
+    router: respx.Router, method: str, path: str, answer: Responder, service: str
+) -> respx.Route:
+    """A respx route for ``method path`` (``{name}`` parameters allowed) answering ``answer``,
+    named ``"METHOD path"`` so ``router["GET /videos/{id}"]`` finds it."""
+    import httpx
+
+    from ._http_lease import Answer, to_response
+
+    method = method.upper()
+    lookups: dict[str, Any] = {} if method == "*" else {"method": method}
+    if _PARAM.search(path):
+        parts, last = ["^"], 0
+        for m in _PARAM.finditer(path):
+            parts.append(re.escape(path[last : m.start()]))
+            parts.append(f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})")
+            last = m.end()
+        parts.append(re.escape(path[last:]) + "$")
+        lookups["path__regex"] = "".join(parts)
+    else:
+        lookups["path"] = path
+    name = f"{method} {path}"
+    route = router.route(name=name, **lookups)
+    if callable(answer) and not isinstance(answer, httpx.Response):
+        return route.mock(side_effect=Answer(answer, service))
+    # A static answer is built once; respx answers each request with a copy of it.
+    return route.mock(return_value=to_response(answer, service, f"the route {name!r}"))
+
+
+def _declaration(name: str, routes: Routes | None, on_unmatched: str) -> Callable[[respx.Router], object]:
+    require("httpx", extra="http", service=name)
+    respx_module = require("respx", extra="http", service=name)
+    _check_on_unmatched(name, on_unmatched)
+    if routes is None:
+        return _no_routes
+    if callable(routes):
+        declare: Callable[[respx.Router], object] = routes
+    elif isinstance(routes, Mapping):
+        table = [(*_parse_key(key, name), answer) for key, answer in routes.items()]
+
+        def declare(router: respx.Router) -> None:
+            for method, path, answer in table:
+                _add_shorthand(router, method, path, answer, name)
+
+    else:
+        raise TypeError(
+            f"service {name!r}: routes={routes!r} must be a mapping {{'GET /path': answer}} or a "
+            "function that declares routes on a respx.Router"
+        )
+    declare(respx_module.Router())  # a bad route or answer fails now, when the service is defined
+    return declare
+
+
+def _no_routes(router: respx.Router) -> None:
+    del router
+
+
+def _check_on_unmatched(name: str, value: object) -> OnUnmatched:
+    if value not in ("raise", "404"):
+        raise ValueError(f"service {name!r}: on_unmatched={value!r} must be 'raise' or '404'")
+    return value
+
+
+def _lease_hooks(intercept: bool) -> dict[str, Any]:
+    """``on_acquire``/``on_release`` that put the lease in the task's context, for interception."""
+    if not intercept:
+        return {}
+    from ._http_lease import enter, leave
+
+    def on_acquire(double: TransportDouble) -> Token[Any]:
+        return enter(double._lease)
+
+    def on_release(double: TransportDouble, token: Token[Any]) -> None:
+        leave(double._lease, token)
+
+    return {"on_acquire": on_acquire, "on_release": on_release}
+
+
+# == the specs =================================================================================
+
+
 def http_service(
     name: str = "http",
     *,
-    routes: Mapping[RouteKey, Responder] | None = None,
-    on_unmatched: Literal["404", "raise"] = "404",
-    base_url: str = "http://testserver",
+    routes: Routes | None = None,
+    base_url: str | None = None,
+    on_unmatched: OnUnmatched = "raise",
+    intercept: bool = True,
     min_size: int = 0,
     max_size: int = 64,
     **options: Any,
 ) -> ServiceSpec:
-    """A fake HTTP service answering ``routes`` through ``httpx.MockTransport``.
+    """A fake HTTP service: a respx router per instance, a new ``httpx.AsyncClient`` per lease.
 
-    :param routes: ``{("GET", "/videos/{id}"): responder}`` or ``{"GET /videos/{id}": ...}``;
-        see :data:`Responder` for what a route may answer.
-    :param on_unmatched: ``"404"``: a 404 whose JSON lists the routes; ``"raise"``:
-        :class:`UnmatchedRequestError` out of the client call.
-    :param base_url: the client's base URL; routes match the request's path.
-    :raises MissingExtraError: httpx is not installed (``pip install 'mockpool[http]'``).
+    :param routes: the declared routes: ``{"GET /videos/{id}": answer, ...}`` (see
+        :data:`Responder`), or a function declaring them on the ``respx.Router`` with respx's
+        API (``lambda router: router.get("/videos/1").respond(json={...})``).
+    :param base_url: the service's URL; routes are relative to it (as with
+        ``respx.mock(base_url=...)``) and so is the client. None: routes match any host, and the
+        client's base URL is ``http://testserver``.
+    :param on_unmatched: ``"raise"``: a request no route matches raises
+        :class:`UnmatchedRequestError` (an ``AssertionError``, as respx's); ``"404"``: it gets a
+        404 whose JSON lists the routes.
+    :param intercept: also answer requests from clients the code builds itself, for the task
+        that holds the lease (respx patches httpcore while the pool holds instances).
+    :raises MissingExtraError: httpx or respx is not installed (``pip install 'mockpool[http]'``).
     """
-    httpx_mod, table = _routes(name, routes, on_unmatched)
+    declare = _declaration(name, routes, on_unmatched)
 
     def factory() -> HttpDouble:
-        return HttpDouble(httpx_mod, table, name=name, base_url=base_url, on_unmatched=on_unmatched)
+        return HttpDouble(name, declare, base_url=base_url, on_unmatched=on_unmatched, intercept=intercept)
 
     return build_spec(
         name,
@@ -370,33 +479,39 @@ def http_service(
         factory=factory,
         reset=HttpDouble.reset,
         health_check=HttpDouble.health,
-        snapshot=HttpDouble.snapshot,
+        snapshot=HttpDouble.fingerprint,
         restore=HttpDouble.restore,
+        fingerprint=HttpDouble.fingerprint,
         destroy=HttpDouble.aclose,
         min_size=min_size,
         max_size=max_size,
+        **_lease_hooks(intercept),
     )
 
 
 def http_transport_service(
     name: str = "http_transport",
     *,
-    routes: Mapping[RouteKey, Responder] | None = None,
-    on_unmatched: Literal["404", "raise"] = "404",
+    routes: Routes | None = None,
+    base_url: str | None = None,
+    on_unmatched: OnUnmatched = "raise",
+    intercept: bool = True,
     min_size: int = 0,
     max_size: int = 64,
     **options: Any,
 ) -> ServiceSpec:
     """Like :func:`http_service` without the client: tests receive a :class:`TransportDouble`
     whose ``transport`` (an ``httpx.MockTransport``) goes to code that builds or wraps its own
-    client. Routes, ``handler``, ``calls`` and reset work as in :func:`http_service`.
+    client. Routes, interception and reset work as in :func:`http_service`.
 
-    :raises MissingExtraError: httpx is not installed (``pip install 'mockpool[http]'``).
+    :raises MissingExtraError: httpx or respx is not installed (``pip install 'mockpool[http]'``).
     """
-    httpx_mod, table = _routes(name, routes, on_unmatched)
+    declare = _declaration(name, routes, on_unmatched)
 
     def factory() -> TransportDouble:
-        return TransportDouble(httpx_mod, table, name=name, on_unmatched=on_unmatched)
+        return TransportDouble(
+            name, declare, base_url=base_url, on_unmatched=on_unmatched, intercept=intercept
+        )
 
     return build_spec(
         name,
@@ -404,19 +519,11 @@ def http_transport_service(
         factory=factory,
         reset=TransportDouble.reset,
         health_check=TransportDouble.health,
-        snapshot=TransportDouble.snapshot,
+        snapshot=TransportDouble.fingerprint,
         restore=TransportDouble.restore,
+        fingerprint=TransportDouble.fingerprint,
+        destroy=TransportDouble.aclose,
         min_size=min_size,
         max_size=max_size,
-    )
-
-
-def _routes(
-    name: str, routes: Mapping[RouteKey, Responder] | None, on_unmatched: str
-) -> tuple[Any, tuple[Route, ...]]:
-    httpx_mod = require("httpx", extra="http", service=name)
-    if on_unmatched not in ("404", "raise"):
-        raise ValueError(f"service {name!r}: on_unmatched={on_unmatched!r} must be '404' or 'raise'")
-    return httpx_mod, tuple(
-        Route(*_parse_key(key, name), response) for key, response in (routes or {}).items()
+        **_lease_hooks(intercept),
     )

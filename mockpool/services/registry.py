@@ -2,7 +2,7 @@
 
 ::
 
-    plex, youtube      http_service, answering realistic JSON
+    plex, youtube      http_service (respx routes), answering realistic JSON
     cache              redis_service named "cache"
     redis, jwt         redis_service, jwt_service
     database           sql_service with the sessions and users tables
@@ -27,6 +27,7 @@ from .sql import sql_service
 
 if TYPE_CHECKING:
     import httpx
+    import respx
 
     from ..pool import MockPool
     from ..spec import ServiceSpec
@@ -61,41 +62,66 @@ PLEX_IDENTITY = {
 }
 
 
-def _plex_section(request: httpx.Request) -> Any:
-    key = request.extensions["path_params"]["key"]
+def _plex_routes(router: respx.Router) -> None:
+    """Plex's HTTP API, declared with respx's API (named routes: ``plex.router["section"]``)."""
+    router.get("/library/sections", name="sections").respond(json=PLEX_SECTIONS)
+    router.get(path__regex=r"^/library/sections/(?P<key>[^/]+)/all$", name="section").mock(
+        side_effect=_plex_section
+    )
+    router.get("/identity", name="identity").respond(json=PLEX_IDENTITY)
+
+
+def _plex_section(request: httpx.Request, key: str) -> httpx.Response:
+    import httpx
+
     if key not in ("1", "2"):
-        return 404, {"errors": [{"code": 1001, "message": f"section {key} not found"}]}
+        return httpx.Response(404, json={"errors": [{"code": 1001, "message": f"section {key} not found"}]})
     kind = "movie" if key == "1" else "show"
-    return {
-        "MediaContainer": {
-            "size": 2,
-            "librarySectionID": int(key),
-            "Metadata": [
-                {"ratingKey": f"{key}01", "type": kind, "title": f"{kind.title()} One", "year": 2021},
-                {"ratingKey": f"{key}02", "type": kind, "title": f"{kind.title()} Two", "year": 2023},
-            ],
-        }
-    }
-
-
-def _youtube_video(request: httpx.Request) -> Any:
-    video_id = request.extensions["path_params"]["id"]
-    return {
-        "kind": "youtube#video",
-        "id": video_id,
-        "snippet": {
-            "title": f"Video {video_id}",
-            "channelTitle": "mockpool",
-            "publishedAt": "2024-01-01T00:00:00Z",
+    return httpx.Response(
+        200,
+        json={
+            "MediaContainer": {
+                "size": 2,
+                "librarySectionID": int(key),
+                "Metadata": [
+                    {"ratingKey": f"{key}01", "type": kind, "title": f"{kind.title()} One", "year": 2021},
+                    {"ratingKey": f"{key}02", "type": kind, "title": f"{kind.title()} Two", "year": 2023},
+                ],
+            }
         },
-        "contentDetails": {"duration": "PT3M33S", "definition": "hd"},
-        "statistics": {"viewCount": "1024", "likeCount": "64"},
-    }
+    )
 
 
-def _youtube_download(request: httpx.Request) -> Any:
+def _youtube_routes(router: respx.Router) -> None:
+    """YouTube's HTTP API, declared with respx's API."""
+    router.get(path__regex=r"^/videos/(?P<video_id>[^/]+)$", name="video").mock(side_effect=_youtube_video)
+    router.post("/downloads", name="download").mock(side_effect=_youtube_download)
+
+
+def _youtube_video(request: httpx.Request, video_id: str) -> httpx.Response:
+    import httpx
+
+    return httpx.Response(
+        200,
+        json={
+            "kind": "youtube#video",
+            "id": video_id,
+            "snippet": {
+                "title": f"Video {video_id}",
+                "channelTitle": "mockpool",
+                "publishedAt": "2024-01-01T00:00:00Z",
+            },
+            "contentDetails": {"duration": "PT3M33S", "definition": "hd"},
+            "statistics": {"viewCount": "1024", "likeCount": "64"},
+        },
+    )
+
+
+def _youtube_download(request: httpx.Request) -> httpx.Response:
+    import httpx
+
     body = json.loads(request.content or b"{}")
-    return 202, {"id": f"dl-{body.get('video_id', 'unknown')}", "status": "queued"}
+    return httpx.Response(202, json={"id": f"dl-{body.get('video_id', 'unknown')}", "status": "queued"})
 
 
 class Dashboard:
@@ -231,22 +257,8 @@ def seed_specs(*, max_size: int = 64, min_size: int = 0) -> list[ServiceSpec]:
     """
     members: dict[str, Any] = {"max_size": 2 * max_size, "min_size": min_size}
     return [
-        http_service(
-            "plex",
-            routes={
-                "GET /library/sections": PLEX_SECTIONS,
-                "GET /library/sections/{key}/all": _plex_section,
-                "GET /identity": PLEX_IDENTITY,
-            },
-            base_url="http://plex.test:32400",
-            **members,
-        ),
-        http_service(
-            "youtube",
-            routes={"GET /videos/{id}": _youtube_video, "POST /downloads": _youtube_download},
-            base_url="https://youtube.test",
-            **members,
-        ),
+        http_service("plex", routes=_plex_routes, base_url="http://plex.test:32400", **members),
+        http_service("youtube", routes=_youtube_routes, base_url="https://youtube.test", **members),
         redis_service("cache", decode_responses=True, **members),
         redis_service("redis", **members),
         jwt_service("jwt", **members),

@@ -17,6 +17,7 @@ from mockpool.services import (
     DeviceSessionService,
     HttpDouble,
     JwtDouble,
+    TransportDouble,
     aiosqlite_service,
     autospec_service,
     device_session_service,
@@ -81,16 +82,15 @@ def _dirty_jwt(tokens: JwtDouble) -> None:
 
 
 async def _dirty_http(api: HttpDouble) -> None:
-    api.routes.add("GET", "/lease", 200)
-    api.handler = lambda request: None
+    api.router.get("/lease").respond(200)
+    api.router["GET /a"].respond(500)
     await api.get("/a")
     api.client.headers["x-test"] = "1"
 
 
-def _dirty_transport(fake: Any) -> None:
-    fake.routes.add("GET", "/lease", 200)
-    fake.handler = lambda request: None
-    fake.calls.append(object())
+def _dirty_transport(fake: TransportDouble) -> None:
+    fake.router.get("/lease").respond(200)
+    fake.on_unmatched = "404"
 
 
 def _dirty_autospec(m: Any) -> None:

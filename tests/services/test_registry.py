@@ -44,11 +44,13 @@ async def test_plex_and_youtube_answer_realistic_json() -> None:
             movies = (await plex.get("/library/sections/1/all")).json()["MediaContainer"]
             assert movies["librarySectionID"] == 1 and movies["Metadata"][0]["type"] == "movie"
             assert (await plex.get("/library/sections/9/all")).status_code == 404
+            assert plex.router["section"].call_count == 2  # respx routes, named
         async with pool.acquire("youtube") as youtube:
             video = (await youtube.get("/videos/dQw4w9WgXcQ")).json()
             assert video["id"] == "dQw4w9WgXcQ" and video["kind"] == "youtube#video"
             download = await youtube.post("/downloads", json={"video_id": "abc"})
             assert (download.status_code, download.json()["id"]) == (202, "dl-abc")
+            assert youtube.router["download"].calls.last.request.url.path == "/downloads"
 
 
 @pytest.mark.asyncio
