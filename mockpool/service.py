@@ -17,7 +17,6 @@ import logging
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 import anyio
 
@@ -346,6 +345,8 @@ class ServicePool:
         if template is None:
             self._release_members(members)
             raise last
+        from unittest import mock  # tier 4 only: unittest costs about 13 ms to import
+
         entry = Entry(mock.create_autospec(template, instance=True), now=self.clock.now())
         entry.tier = "stub"
         entry.degraded = True

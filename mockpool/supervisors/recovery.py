@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 from ..core import Entry, EntryState
 from ..errors import MockPoolError, RecoveryFailedError
@@ -103,6 +102,8 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
         tried.append("stub")
         template = type(old) if not entry.degraded else svc._known_type
         if template is not None:
+            from unittest import mock  # tier 4 only: not with mockpool (unittest: about 13 ms)
+
             stub = Entry(mock.create_autospec(template, instance=True), now=clock.now())
             stub.tier, stub.degraded = "stub", True
             swap_instance(entry, stub)
