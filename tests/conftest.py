@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import os
 
-# mockpool imports numpy when it first summarises (percentiles, history), which in this suite
-# is often inside a pytester in-process run; pytester then drops the modules that run
-# imported, and numpy cannot be imported twice in one process ("cannot load module more than
-# once per process"). Imported here, it stays.
-import numpy  # noqa: F401
 from hypothesis import settings
 
-pytest_plugins = ["pytester"]
+# pytest_plugins = ["pytester"] and the numpy import that pytester's in-process runs need are
+# in the root conftest.py (pytest_plugins is only allowed there).
 
 # CI runs the state machine with many more examples than a local run.
 settings.register_profile("ci", max_examples=1000, deadline=None)
