@@ -51,7 +51,9 @@ _memory_servers: dict[str, fakeredis.FakeServer] = {}
 def connection_pool_from_url(url: str) -> redis.asyncio.ConnectionPool:
     if url.startswith("memory://"):
         server = _memory_servers.setdefault(url, fakeredis.FakeServer())
-        return redis.asyncio.ConnectionPool(connection_class=fakeredis.FakeAsyncRedisConnection, server=server)
+        return redis.asyncio.ConnectionPool(
+            connection_class=fakeredis.FakeAsyncRedisConnection, server=server
+        )
     return redis.asyncio.ConnectionPool.from_url(url)
 
 
