@@ -754,7 +754,12 @@ def pytest_report_collectionfinish(
     """The mockpool line, where the project uses mockpool (services configured, the hook
     implemented or a collected test using the fixture), with the runners of those tests."""
     state = _state(config)
-    if state is None or state.announced or config.get_verbosity() < 0 or config.option.no_header:
+    if (
+        state is None
+        or state.announced
+        or config.option.verbose < 0
+        or getattr(config.option, "no_header", False)
+    ):
         return None
     users = sum(1 for item in items if item.stash.get(_USES_POOL, False))
     if not users and not state.settings.services and not _hook_implemented(config):
