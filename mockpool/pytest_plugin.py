@@ -705,8 +705,11 @@ def _runner(config: pytest.Config, items: Iterable[pytest.Item] | None = None) -
             found["asyncio-cooperative"] = None
         if pm.has_plugin("asyncio"):
             found[_asyncio_runner(config)] = None
-        anyio_mode = config.getoption("anyio_mode", None) or config.getini("anyio_mode")
-        if pm.has_plugin("anyio") and anyio_mode == "auto":
+        # anyio's ini option exists only while its plugin is loaded (-p no:anyio removes it).
+        if pm.has_plugin("anyio") and "auto" in (
+            config.getoption("anyio_mode", None),
+            config.getini("anyio_mode"),
+        ):
             found["anyio (auto mode)"] = None
     else:
         for item in items:
