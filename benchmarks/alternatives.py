@@ -23,7 +23,8 @@ and one redis server that each test flushes: its concurrent run serializes the t
 lock, which is what such a suite must do to stay correct.
 
 Measured: the wall time of the whole suite, one-time set-up included (the session fixtures'
-schema and seed, the pool's start), best of ``--rounds``. Also measured: what an
+schema and seed, the pool's start), best of ``--rounds``; each round runs every strategy, so
+that a busy spell of a shared machine does not fall on one of them only. Also measured: what an
 ``httpx.AsyncClient()`` costs to make, against one over a ``MockTransport``, and a pooled
 client's lease (docs/recipes.md, "Pool the expensive client").
 
@@ -374,14 +375,18 @@ def main() -> None:
             f"wall time including one-time set-up (best of {rounds}):"
         )
         print(f"    {'':>10}{'sequential':>14}{'per test':>11}{'concurrent':>14}{'per test':>11}")
-        results: dict[tuple[str, bool], float] = {}
-        for name, strategy in STRATEGIES.items():
+        # Rounds interleave the strategies, so that a busy spell of the machine hits all three.
+        samples: dict[tuple[str, bool], list[float]] = {}
+        for _ in range(rounds):
+            for name, strategy in STRATEGIES.items():
+                for concurrent in (False, True):
+                    took = asyncio.run(run_suite(strategy, tests, concurrent=concurrent))
+                    samples.setdefault((name, concurrent), []).append(took)
+        results = {key: min(values) for key, values in samples.items()}
+        for name in STRATEGIES:
             row = f"    {name:>10}"
             for concurrent in (False, True):
-                best = min(
-                    asyncio.run(run_suite(strategy, tests, concurrent=concurrent)) for _ in range(rounds)
-                )
-                results[name, concurrent] = best
+                best = results[name, concurrent]
                 row += f"{best:>12.2f} s{_ms(best / tests):>11}"
             print(row)
         for concurrent in (False, True):
