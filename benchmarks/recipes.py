@@ -43,12 +43,26 @@ from mockpool.services import http_transport_service, redis_service, server_of
 # == (b) a job queue that builds its own connection pool ========================================
 
 
-class JobQueue:
-    """The library under test: it takes a connection pool (or a URL) and builds its client."""
+#: The library keeps one FakeServer per memory:// URL for the life of the process (the shape of
+#: docket's ``_redis.py``); every queue on a URL shares it.
+_memory_servers: dict[str, fakeredis.FakeServer] = {}
 
-    def __init__(self, name: str, *, connection_pool: redis.asyncio.ConnectionPool) -> None:
+
+def connection_pool_from_url(url: str) -> redis.asyncio.ConnectionPool:
+    if url.startswith("memory://"):
+        server = _memory_servers.setdefault(url, fakeredis.FakeServer())
+        return redis.asyncio.ConnectionPool(
+            connection_class=fakeredis.FakeAsyncRedisConnection, server=server
+        )
+    return redis.asyncio.ConnectionPool.from_url(url)
+
+
+class JobQueue:
+    """The library under test: it builds its own connection pool from a URL."""
+
+    def __init__(self, name: str, url: str = "memory://") -> None:
         self.name = name
-        self.redis = redis.asyncio.Redis(connection_pool=connection_pool)
+        self.redis = redis.asyncio.Redis(connection_pool=connection_pool_from_url(url))
 
     async def enqueue(self, job_id: int, payload: str) -> None:
         await self.redis.xadd(f"{self.name}:stream", {"id": job_id, "payload": payload})
@@ -72,11 +86,7 @@ class JobQueue:
                 await self.redis.delete(key)
 
     async def aclose(self) -> None:
-        await self.redis.aclose()
-
-
-def fake_pool(server: fakeredis.FakeServer) -> redis.asyncio.ConnectionPool:
-    return redis.asyncio.ConnectionPool(connection_class=fakeredis.FakeAsyncRedisConnection, server=server)
+        await self.redis.aclose(close_connection_pool=True)
 
 
 async def queue_test(queue: JobQueue, jobs: int) -> None:
@@ -86,32 +96,33 @@ async def queue_test(queue: JobQueue, jobs: int) -> None:
     assert await queue.redis.hget(f"{queue.name}:runs:0", "state") == b"done"
 
 
-SHARED = fakeredis.FakeServer()  # before: one server for the whole process, never reset
-
-
 @asynccontextmanager
 async def queue_before(test: int) -> AsyncIterator[JobQueue]:
-    pool = fake_pool(SHARED)
-    queue = JobQueue(f"test-{test}", connection_pool=pool)  # a name per test: no collisions
+    # Before: the library's process-wide memory:// server, never reset; a name per test.
+    queue = JobQueue(f"test-{test}")
     try:
         yield queue
     finally:
         await queue.clear()
         await queue.aclose()
-        await pool.aclose()
 
 
 @asynccontextmanager
 async def queue_after(mockpool: MockPool) -> AsyncIterator[JobQueue]:
     async with mockpool.acquire("redis") as r:
-        pool = fake_pool(server_of(r))
-        queue = JobQueue("jobs", connection_pool=pool)
+        # After: for this test, the library's memory:// server is the leased one.
+        shared = _memory_servers.get("memory://")
+        _memory_servers["memory://"] = server_of(r)
+        queue = JobQueue("jobs")
         try:
             yield queue
         finally:
             await queue.clear()
             await queue.aclose()
-            await pool.aclose()
+            if shared is None:
+                del _memory_servers["memory://"]
+            else:
+                _memory_servers["memory://"] = shared
 
 
 async def teardown_times(
@@ -136,7 +147,7 @@ async def teardown_times(
 
 async def recipe_b(tests: int, jobs: int) -> dict[str, Any]:
     before = await teardown_times(queue_before, tests, jobs)
-    keys_left = SHARED.dbs[0].__len__()
+    keys_left = len(_memory_servers["memory://"].dbs[0])
     pool = MockPool()
     pool.register(redis_service(max_size=1))
     async with pool:

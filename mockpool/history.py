@@ -54,12 +54,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    # numpy (about 40 ms to import) and the forecast built on it load when first used, not
+    # with mockpool: ``import mockpool`` stays cheap for suites that never summarise demand.
+    import numpy as np
+    import numpy.typing as npt
 
-from .forecast import Forecast, forecast
+    from .forecast import Forecast
+
+    FloatArray = npt.NDArray[np.float64]
 
 __all__ = (
     "FORMAT",
@@ -86,8 +91,6 @@ _MAX_FILE_BYTES = 64 * 1024 * 1024
 _MAX_T_REL = 1e9
 # Stored demand is rounded: sub-micro-acquisition precision is noise and triples the file size.
 _DEMAND_DECIMALS = 6
-
-FloatArray = npt.NDArray[np.float64]
 
 
 class MockPoolHistoryWarning(UserWarning):
@@ -161,6 +164,8 @@ class RunRecord:
         upper bound since the workers' peaks need not coincide; hold means are weighted by
         acquisitions, the p95 is the worst worker's. Tests are united (a later run wins a tie).
         """
+        import numpy as np
+
         runs = list(runs)
         if not runs:
             raise ValueError("RunRecord.combine needs at least one run")
@@ -341,6 +346,8 @@ class UsageRecorder:
         With ``t_rel`` (now, from the run start) only the windows complete by then, padded with
         zeros for idle ones: a forecast must not see a half-counted window, nor miss a silence.
         """
+        import numpy as np
+
         tally = self._tallies.get(service)
         counts = np.asarray(tally.counts if tally else [], dtype=np.float64)
         if t_rel is None:
@@ -354,6 +361,8 @@ class UsageRecorder:
 
     def finish(self, *, duration_s: float | None = None) -> RunRecord:
         """Summarise the run. ``duration_s`` pads the demand with the run's idle tail."""
+        import numpy as np
+
         windows = max((len(t.counts) for t in self._tallies.values()), default=0)
         if duration_s is not None and 0.0 <= duration_s < _MAX_T_REL:
             windows = max(windows, math.ceil(duration_s / self._window))
@@ -430,6 +439,8 @@ class History:
 
     def demand_series(self, service: str) -> FloatArray:
         """Decayed mean demand per window of :attr:`window_s` (empty if unknown); a copy."""
+        import numpy as np
+
         s = self.services.get(service)
         return np.array(s.demand if s else (), dtype=np.float64)
 
@@ -438,6 +449,8 @@ class History:
 
         Windows partly inside the interval count pro rata: what to warm for the next stretch.
         """
+        import numpy as np
+
         s = self.services.get(service)
         if s is None or not s.demand or not end_s > start_s:
             return 0.0
@@ -448,6 +461,8 @@ class History:
 
     def forecast(self, service: str) -> Forecast:
         """:func:`mockpool.forecast.forecast` of :meth:`demand_series`."""
+        from .forecast import forecast
+
         return forecast(self.demand_series(service), window_s=self.window_s)
 
     def services_for_test(self, test_id: str) -> tuple[str, ...]:
@@ -464,6 +479,8 @@ class History:
         equally. Services absent from ``run`` keep their means, but their weight and peak decay
         and they are dropped after ``limits.max_idle_runs`` runs unused.
         """
+        import numpy as np
+
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"decay must be in [0, 1], got {decay!r}")
         runs = self.runs + 1
@@ -688,6 +705,8 @@ def _check_window(window_s: object) -> None:
 
 
 def _to_tuple(a: FloatArray) -> tuple[float, ...]:
+    import numpy as np
+
     return tuple(np.round(a, _DEMAND_DECIMALS).tolist())
 
 
@@ -696,6 +715,8 @@ def _blend(old: float, new: float, share: float) -> float:
 
 
 def _blend_series(old: FloatArray, new: FloatArray, share: float) -> FloatArray:
+    import numpy as np
+
     # A run shorter than the history had no demand past its end: pad it with zeros.
     n = max(old.size, new.size)
     a = np.zeros(n)
@@ -706,6 +727,8 @@ def _blend_series(old: FloatArray, new: FloatArray, share: float) -> FloatArray:
 
 
 def _sum_series(series: list[FloatArray]) -> FloatArray:
+    import numpy as np
+
     total = np.zeros(max((s.size for s in series), default=0))
     for s in series:
         total[: s.size] += s
@@ -714,6 +737,8 @@ def _sum_series(series: list[FloatArray]) -> FloatArray:
 
 def _rebin(counts: FloatArray, from_w: float, to_w: float) -> FloatArray:
     """Re-bin counts per ``from_w`` window to ``to_w``, preserving totals (linear within bins)."""
+    import numpy as np
+
     counts = np.asarray(counts, dtype=np.float64)
     if from_w == to_w or counts.size == 0:
         return counts

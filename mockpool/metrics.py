@@ -8,8 +8,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 __all__ = ("RECOVERY_TIERS", "PoolStats", "Ring", "ServiceMetrics", "TierCounts")
 
 #: Recovery tiers in the order they are tried; ``TierCounts`` also accepts 1-4 as keys.
@@ -47,6 +45,8 @@ class Ring:
         values = self.values()
         if not values:
             return tuple(0.0 for _ in qs)
+        import numpy as np  # when stats are read, not with mockpool (about 40 ms)
+
         result = np.percentile(np.asarray(values, dtype=np.float64), qs)
         return tuple(float(x) for x in result)
 

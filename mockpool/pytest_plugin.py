@@ -46,6 +46,7 @@ import inspect
 import json
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,9 +81,10 @@ class MockPoolLeakWarning(pytest.PytestWarning):
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from . import _hookspecs
+    # Also declared by the entry point mockpool.hookspecs (see _hookspecs): whichever loads.
+    from ._hookspecs import declare
 
-    pluginmanager.add_hookspecs(_hookspecs)
+    declare(pluginmanager)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -141,6 +143,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "mockpool_summary", "print the mockpool section of the terminal summary", type="bool", default=True
     )
+    parser.addini(
+        "mockpool_isolation_verify",
+        "after each reset, compare the instance's snapshot with its pristine one and fail the test "
+        "that left state behind (slower: for finding a leaky reset)",
+        type="bool",
+        default=False,
+    )
+    parser.addini(
+        "mockpool_service_options",
+        "options of the built-in services, one per line: SERVICE.OPTION = VALUE "
+        "(e.g. redis.decode_responses = true)",
+        type="linelist",
+        default=[],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +171,9 @@ class _Settings:
     leaks: _LeakMode
     report: Path | None
     summary: bool
+    isolation_verify: bool
+    #: ``mockpool_service_options``: per built-in service, option name -> the raw ini value.
+    service_options: Mapping[str, Mapping[str, str]]
 
     @staticmethod
     def read(config: pytest.Config) -> _Settings:
@@ -186,6 +205,8 @@ class _Settings:
             leaks=leaks,
             report=report,
             summary=bool(config.getini("mockpool_summary")),
+            isolation_verify=bool(config.getini("mockpool_isolation_verify")),
+            service_options=_service_option_lines(config.getini("mockpool_service_options"), services),
         )
 
 
@@ -204,6 +225,39 @@ def _number(
         noun = "a whole number" if kind is int else "a number of seconds"
         raise pytest.UsageError(f"{name} = {raw!r}: use {noun} {bound}, or 'none'")
     return value
+
+
+def _service_option_lines(lines: Iterable[str], services: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Split ``mockpool_service_options`` lines (``redis.decode_responses = true``) by service.
+    Only the form is checked here; the option names and values are checked against the
+    service's own function when the pool is made (:func:`_typed_options`)."""
+    out: dict[str, dict[str, str]] = {}
+    for line in lines:
+        text = str(line).strip()
+        if not text or text.startswith("#"):
+            continue
+        target, eq, raw = text.partition("=")
+        service, dot, option = target.strip().partition(".")
+        service, option = service.strip(), option.strip()
+        if not eq or not dot or not service or not option.isidentifier():
+            raise pytest.UsageError(
+                f"mockpool_service_options: {text!r} is not SERVICE.OPTION = VALUE (for example "
+                "'redis.decode_responses = true'), one per line"
+            )
+        if service not in BUILTIN_SERVICES:
+            raise pytest.UsageError(
+                f"mockpool_service_options: {text!r} names {service!r}, which is not a built-in "
+                f"service ({', '.join(BUILTIN_SERVICES)}); options of your own services go in "
+                "the ServiceSpec you register in pytest_mockpool_register"
+            )
+        enabled = service in services or (service in _DEVICE_SESSION_MEMBERS and "device_session" in services)
+        if not enabled:
+            raise pytest.UsageError(
+                f"mockpool_service_options: {text!r} sets an option of {service!r}, which "
+                f"mockpool_services does not enable ({' '.join(services) or 'empty'}); add it there"
+            )
+        out.setdefault(service, {})[option] = raw.strip()
+    return out
 
 
 # == per-session state ==========================================================================
@@ -248,16 +302,38 @@ class _State:
     #: What each process reported (one entry without xdist, one per worker with it).
     outputs: list[dict[str, Any]] = field(default_factory=list)
     warmed: dict[str, int] = field(default_factory=dict)
+    warm_started: bool = False
+    #: Why the pool could not be made (registration failed): told again, never retried.
+    build_error: str | None = None
+    #: The async runners of the collected tests that use the pool (None before collection
+    #: and on the xdist controller, which collects nothing).
+    runner: str | None = None
+    #: The mockpool line was printed in the header (services or a hook known at start).
+    announced: bool = False
 
     # -- the pool ------------------------------------------------------------------------------
 
-    def get_pool(self) -> MockPool:
+    def build(self) -> MockPool:
+        """Make the session's pool and register its services, once. Called at the end of
+        collection when a collected test uses the fixture (else when the fixture is first
+        requested). A registration that fails raises :class:`pytest.UsageError` naming what
+        failed and the line of the project's code that raised, without mockpool's frames."""
         if self.pool is not None:
             return self.pool
         if self.closed:
             raise pytest.UsageError(
                 "mockpool: the session's pool is closed; the fixture was requested after the session ended"
             )
+        if self.build_error is not None:
+            raise pytest.UsageError(self.build_error)
+        try:
+            self.pool = self._make()
+        except pytest.UsageError as exc:
+            self.build_error = str(exc)
+            raise
+        return self.pool
+
+    def _make(self) -> MockPool:
         from .pool import MockPool
 
         s = self.settings
@@ -270,14 +346,30 @@ class _State:
             supervise=s.supervise,
             history=self.history,
             config=self.config,
+            isolation_verify=s.isolation_verify,
         )
-        _register_builtins(
-            pool, s.services, None if s.max_size is None else max(1, math.ceil(s.max_size / share))
-        )
-        self.config.hook.pytest_mockpool_register(pool=pool, config=self.config)
-        self.pool = pool
-        if s.warm:
-            self._warm(pool)
+        max_size = None if s.max_size is None else max(1, math.ceil(s.max_size / share))
+        try:
+            _register_builtins(pool, s.services, max_size, s.service_options, share)
+        except pytest.UsageError:
+            raise
+        except Exception as exc:
+            raise pytest.UsageError(
+                _registration_error(exc, f"registering mockpool_services = {' '.join(s.services)}")
+            ) from None
+        try:
+            self.config.hook.pytest_mockpool_register(pool=pool, config=self.config)
+        except Exception as exc:
+            raise pytest.UsageError(_registration_error(exc, "pytest_mockpool_register")) from None
+        return pool
+
+    def get_pool(self) -> MockPool:
+        """The pool, made if it was not yet, and warmed the first time it is asked for."""
+        pool = self.build()
+        if not self.warm_started:
+            self.warm_started = True
+            if self.settings.warm:
+                self._warm(pool)
         return pool
 
     def _warm(self, pool: MockPool) -> None:
@@ -424,7 +516,13 @@ def _load_history(state: _State, cached: object) -> None:
         state.history_note = f"history in the cache ignored: {caught[0].message}"
 
 
-def _register_builtins(pool: MockPool, names: Sequence[str], max_size: int | None) -> None:
+def _register_builtins(
+    pool: MockPool,
+    names: Sequence[str],
+    max_size: int | None,
+    options: Mapping[str, Mapping[str, str]],
+    workers: int,
+) -> None:
     if not names:
         return
     from . import services as builtins
@@ -434,66 +532,262 @@ def _register_builtins(pool: MockPool, names: Sequence[str], max_size: int | Non
         # The session service is built on these three; register them first if not named.
         missing = [m for m in _DEVICE_SESSION_MEMBERS if m not in wanted]
         wanted = [n for n in wanted if n != "device_session"] + missing + ["device_session"]
-    sizing: dict[str, Any] = {} if max_size is None else {"max_size": max_size}
-    makers: dict[str, Callable[[], Any]] = {
-        "redis": lambda: builtins.redis_service(**sizing),
-        # device_session stores its rows in the database service, which needs its tables.
-        "database": lambda: builtins.sql_service(
-            schema=builtins.DEVICE_SESSION_SCHEMA if "device_session" in wanted else None, **sizing
-        ),
-        "jwt": lambda: builtins.jwt_service(**sizing),
-        "http": lambda: builtins.http_service(**sizing),
-        "device_session": lambda: builtins.device_session_service(**sizing),
+    makers: dict[str, Callable[..., Any]] = {
+        "redis": builtins.redis_service,
+        "database": builtins.sql_service,
+        "jwt": builtins.jwt_service,
+        "http": builtins.http_service,
+        "device_session": builtins.device_session_service,
     }
     for name in wanted:
-        pool.register(makers[name]())
+        kwargs: dict[str, Any] = {} if max_size is None else {"max_size": max_size}
+        if name == "database" and "device_session" in wanted:
+            # device_session stores its rows in the database service, which needs its tables.
+            kwargs["schema"] = builtins.DEVICE_SESSION_SCHEMA
+        kwargs.update(_typed_options(name, makers[name], options.get(name, {}), workers))
+        pool.register(makers[name](**kwargs))
+
+
+# -- mockpool_service_options: values typed by the built-in's own signature ----------------------
+
+#: Words in an option's annotation that an ini value cannot express (hooks, mappings, lists).
+_NOT_FROM_INI = (
+    "Mapping",
+    "Callable",
+    "Hook",
+    "Sequence",
+    "Responder",
+    "Sql",
+    "Seed",
+    "Any",
+    "dict",
+    "tuple[str",
+)
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _typed_options(
+    service: str, maker: Callable[..., Any], raw: Mapping[str, str], workers: int
+) -> dict[str, Any]:
+    """``raw`` (option -> ini text) as keyword arguments of ``maker``: each option must be one
+    of its keywords or a :class:`~mockpool.ServiceSpec` field that an ini value can express,
+    and each value parses as that option's type. Sizes are for the whole run, like
+    ``mockpool_max_size``: divided among xdist workers, rounded up."""
+    if not raw:
+        return {}
+    import dataclasses
+    import difflib
+
+    from .spec import ServiceSpec
+
+    kinds: dict[str, tuple[str, bool] | None] = {
+        f.name: _option_kind(f.type, f.default) for f in dataclasses.fields(ServiceSpec) if f.name != "name"
+    }
+    for param in inspect.signature(maker).parameters.values():
+        if param.kind is inspect.Parameter.KEYWORD_ONLY:
+            kinds[param.name] = _option_kind(param.annotation, param.default)
+    settable = sorted(name for name, kind in kinds.items() if kind is not None)
+    out: dict[str, Any] = {}
+    for option, text in raw.items():
+        where = f"mockpool_service_options: {service}.{option} = {text}"
+        if option not in kinds:
+            close = difflib.get_close_matches(option, settable, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise pytest.UsageError(
+                f"{where}: {maker.__name__}() has no option {option!r}; {hint}its options: {', '.join(settable)}"
+            )
+        kind = kinds[option]
+        if kind is None:
+            raise pytest.UsageError(
+                f"{where}: {option!r} takes a Python object (a hook, a mapping or a list), which an "
+                f"ini value cannot express; register the service yourself with {maker.__name__}"
+                f"({option}=...) in pytest_mockpool_register, and leave {service!r} out of mockpool_services"
+            )
+        try:
+            value = _parse_option(text, *kind)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{where}: expected {exc}") from None
+        if option in ("max_size", "min_size") and isinstance(value, int) and workers > 1:
+            value = max(1 if option == "max_size" else 0, math.ceil(value / workers))
+        out[option] = value
+    return out
+
+
+def _option_kind(annotation: object, default: object) -> tuple[str, bool] | None:
+    """What an option holds, from its annotation (text, under postponed evaluation) and its
+    default: ``(kind, may be none)``, or None when an ini value cannot express it."""
+    text = str(annotation).replace(" ", "")
+    if any(word in text for word in _NOT_FROM_INI):
+        return None
+    alternatives = text.split("|")
+    nullable = "None" in alternatives or default is None
+    if text.startswith("tuple[int"):
+        return "version", nullable
+    if text.startswith("Literal["):
+        return "str", nullable
+    for kind in ("bool", "int", "float", "str"):
+        if kind in alternatives:
+            return kind, nullable
+    return None
+
+
+def _parse_option(text: str, kind: str, nullable: bool) -> Any:
+    """An ini value as ``kind``; raises ValueError saying what was expected."""
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    if kind == "str":
+        return text[1:-1] if quoted else text
+    low = text.lower()
+    if nullable and low in ("none", "null"):
+        return None
+    either = " or none" if nullable else ""
+    if kind == "bool":
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ValueError(f"true or false{either}")
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        return tuple(int(part) for part in text.replace(",", ".").split("."))  # version
+    except ValueError:
+        expected = {"int": "a whole number", "float": "a number", "version": "a version such as 7.4"}
+        raise ValueError(expected[kind] + either) from None
+
+
+def _registration_error(exc: BaseException, what: str) -> str:
+    """A registration failure, told once: what failed, the error, and the line of the
+    project's code that raised it (the deepest frame outside mockpool, pluggy and pytest)."""
+    import traceback
+
+    internal = tuple(
+        os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+        for m in (sys.modules[__package__ or "mockpool"], sys.modules["pluggy"], sys.modules["_pytest"])
+        if m.__file__
+    )
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        # "<string>": code that dataclasses generate (ServiceSpec.__init__) is not the project's.
+        if not frame.filename.startswith("<") and not os.path.abspath(frame.filename).startswith(internal):
+            where = f" at {_relpath(frame.filename)}:{frame.lineno}"
+    return f"mockpool: {what} failed{where}: {type(exc).__name__}: {exc}"
+
+
+def _relpath(filename: str) -> str:
+    try:
+        return os.path.relpath(filename)
+    except ValueError:  # another drive on Windows
+        return filename
 
 
 # == header, collection =========================================================================
 
 
-def _runner(config: pytest.Config) -> str:
-    """The async test runners that are active, as the header and the report name them."""
+def _asyncio_runner(config: pytest.Config) -> str:
+    mode = config.getoption("asyncio_mode", None) or config.getini("asyncio_mode")
+    try:
+        scope = config.getini("asyncio_default_test_loop_scope") or "function"
+    except ValueError:  # pytest-asyncio < 0.26 has no such option
+        scope = "function"
+    return f"pytest-asyncio ({mode}, {scope} loop)"
+
+
+def _runner(config: pytest.Config, items: Iterable[pytest.Item] | None = None) -> str:
+    """The async runners that run the tests using the pool, as the header line and the report
+    name them. With the collected ``items``: the runner of each test that uses the fixture
+    (anyio's plugin, always installed with mockpool, is named only when it runs one). Without
+    (the xdist controller, which collects nothing): the plugins that run unmarked async tests."""
     pm = config.pluginmanager
-    found = []
-    if pm.has_plugin("asyncio-cooperative"):
-        found.append("asyncio-cooperative")
-    if pm.has_plugin("asyncio"):
-        mode = config.getoption("asyncio_mode", None) or config.getini("asyncio_mode")
-        try:
-            scope = config.getini("asyncio_default_test_loop_scope") or "function"
-        except ValueError:  # pytest-asyncio < 0.26 has no such option
-            scope = "function"
-        found.append(f"pytest-asyncio ({mode}, {scope} loop)")
-    if pm.has_plugin("anyio"):
-        found.append("anyio")
-    return " + ".join(found) or "none (sync tests only)"
+    found: dict[str, None] = {}
+    if items is None:
+        if pm.has_plugin("asyncio-cooperative"):
+            found["asyncio-cooperative"] = None
+        if pm.has_plugin("asyncio"):
+            found[_asyncio_runner(config)] = None
+        # anyio's ini option exists only while its plugin is loaded (-p no:anyio removes it).
+        if pm.has_plugin("anyio") and "auto" in (
+            config.getoption("anyio_mode", None),
+            config.getini("anyio_mode"),
+        ):
+            found["anyio (auto mode)"] = None
+    else:
+        for item in items:
+            if not item.stash.get(_USES_POOL, False):
+                continue
+            if _is_cooperative(item):
+                found["asyncio-cooperative"] = None
+            elif "anyio_backend" in getattr(item, "fixturenames", ()):
+                found["anyio"] = None  # anyio's plugin asks every test it runs for the backend
+            elif item.get_closest_marker("asyncio") is not None and pm.has_plugin("asyncio"):
+                found[_asyncio_runner(config)] = None  # auto mode marks the tests it takes
+    order = ("pytest-asyncio", "anyio", "asyncio-cooperative")
+    named = sorted(found, key=lambda runner: [runner.startswith(o) for o in order].index(True))
+    return " + ".join(named) or "none (sync tests only)"
+
+
+def _mockpool_line(config: pytest.Config, state: _State, runner: str | None) -> str:
+    services = list(state.settings.services)
+    if _hook_implemented(config):
+        services.append("+ pytest_mockpool_register")
+    where = f"{state.workers} xdist workers, a pool each" if state.controller else "no xdist"
+    runs = f"; runner: {runner}" if runner is not None else ""
+    return f"mockpool: services: {' '.join(services) or 'none yet'}{runs}; {where}"
+
+
+def _hook_implemented(config: pytest.Config) -> bool:
+    return bool(config.pluginmanager.hook.pytest_mockpool_register.get_hookimpls())
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
+    """The xdist controller's mockpool line (it collects nothing, so it is told here, from
+    the configuration); elsewhere the line comes after collection."""
     state = _state(config)
-    if state is None:
+    if state is None or not state.controller:
         return None
-    services = list(state.settings.services)
-    if config.pluginmanager.hook.pytest_mockpool_register.get_hookimpls():
-        services.append("+ pytest_mockpool_register")
-    workers = f"{state.workers} xdist workers" if state.controller else "no xdist"
-    return f"mockpool: services: {' '.join(services) or 'none yet'}; runner: {_runner(config)}; {workers}"
+    if not state.settings.services and not _hook_implemented(config):
+        return None  # the project does not use mockpool: say nothing
+    state.announced = True
+    return _mockpool_line(config, state, None)
+
+
+def pytest_report_collectionfinish(
+    config: pytest.Config, start_path: Path, items: Sequence[pytest.Item]
+) -> str | None:
+    """The mockpool line, where the project uses mockpool (services configured, the hook
+    implemented or a collected test using the fixture), with the runners of those tests."""
+    state = _state(config)
+    if (
+        state is None
+        or state.announced
+        or config.option.verbose < 0
+        or getattr(config.option, "no_header", False)
+    ):
+        return None
+    users = sum(1 for item in items if item.stash.get(_USES_POOL, False))
+    if not users and not state.settings.services and not _hook_implemented(config):
+        return None
+    runner = state.runner if users else "no collected test uses the mockpool fixture"
+    return _mockpool_line(config, state, runner)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """One pass over the items: marks, who uses the pool, the services to warm."""
+    """One pass over the items: marks, who uses the pool, the services to warm. Then, if a
+    test uses the pool, make it: a registration error stops the run here, once, as a usage
+    error, rather than failing every test that asks for the fixture."""
     state = _state(config)
     if state is None:
         return
     cooperative = config.pluginmanager.has_plugin("asyncio-cooperative")
     history = state.history
     planned = state.planned
+    users = 0
     for item in items:
         uses_pool = "mockpool" in getattr(item, "fixturenames", ())
+        users += uses_pool
         item.stash[_USES_POOL] = uses_pool
         mark = item.get_closest_marker("mockpool")
         if mark is not None:
@@ -508,6 +802,17 @@ def pytest_collection_modifyitems(
             fn = item.function  # type: ignore[attr-defined]
             if inspect.iscoroutinefunction(fn):
                 item.obj = _OwnedFunction(fn, state, item.nodeid)  # type: ignore[attr-defined]
+    state.runner = _runner(config, items)
+    if users and not config.option.collectonly:
+        try:
+            state.build()
+        except pytest.UsageError as exc:
+            if state.worker_id is None:
+                raise
+            # An xdist worker cannot end the run from its collection (xdist then reports an
+            # INTERNALERROR): stop after its first test, which fails with the message; the
+            # controller ends the run, "Interrupted: <the message>".
+            session.shouldstop = str(exc)
 
 
 def _is_cooperative(item: pytest.Item) -> bool:
@@ -660,9 +965,38 @@ def pytest_runtest_protocol(
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     state = _state(item.config)
+    checked = False
     if state is not None and state.pool is not None:
         item.stash[_BEFORE] = set(state.pool.active_leases())
-    return (yield)
+        _check_mark(state.pool, item)
+        checked = True
+    result = yield
+    if not checked and state is not None and state.pool is not None:
+        _check_mark(state.pool, item)  # the test's fixtures made the pool
+    return result
+
+
+def _check_mark(pool: MockPool, item: pytest.Item) -> None:
+    """Fail a test whose ``@pytest.mark.mockpool`` names a service the pool does not have
+    (a typo would otherwise only leave it unwarmed), with the suggestion ``acquire`` gives."""
+    mark = item.get_closest_marker("mockpool")
+    if mark is None:
+        return
+    from .errors import UnknownServiceError
+
+    problems = [
+        str(UnknownServiceError(str(name), pool.services, pool=pool.name))
+        for name in mark.args
+        if name not in pool.service_pools
+    ]
+    problems += [
+        f"unknown keyword {key!r}; the marker takes service names and allow_leak=True"
+        for key in mark.kwargs
+        if key != "allow_leak"
+    ]
+    if problems:
+        shown = ", ".join([*map(repr, mark.args), *(f"{k}={v!r}" for k, v in mark.kwargs.items())])
+        pytest.fail(f"@pytest.mark.mockpool({shown}): " + "; ".join(problems), pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -843,7 +1177,13 @@ def mockpool(request: pytest.FixtureRequest) -> MockPool:
     state = _state(request.config)
     if state is None:  # pragma: no cover - pytest_configure always runs first
         raise pytest.UsageError("mockpool: the plugin was not configured")
-    return state.get_pool()
+    try:
+        return state.get_pool()
+    except pytest.UsageError as exc:
+        message = str(exc)
+    # The registration failed (an xdist worker, or a pool first made here through
+    # getfixturevalue): the message, without the plugin's frames.
+    pytest.fail(message, pytrace=False)
 
 
 # == the end of the run: workers, history, summary, report =====================================
@@ -924,7 +1264,7 @@ def _write_report(state: _State) -> None:
             "workers": {str(out.get("worker")): out["report"] for out in state.outputs},
         }
     data["pytest"] = {
-        "runner": _runner(state.config),
+        "runner": state.runner or _runner(state.config),
         "workers": state.workers if state.controller else 0,
         "leaks": [leak for out in state.outputs for leak in out.get("leaks", ())],
     }

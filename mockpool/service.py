@@ -14,11 +14,11 @@ import asyncio
 import functools
 import inspect
 import logging
+import sys
 import typing
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 import anyio
 
@@ -27,7 +27,7 @@ from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFail
 from .hooks import call_hook, deadline, running_loop
 from .isolation import IsolationError, difference, fingerprint_hook
 from .metrics import RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts
-from .supervisors.recovery import recover_entry
+from .supervisors.recovery import make_stub, recover_entry
 
 if TYPE_CHECKING:
     from .lease import Lease
@@ -434,9 +434,7 @@ class ServicePool:
         if template is None:
             self._release_members(members)
             raise last
-        entry = Entry(mock.create_autospec(template, instance=True), now=self.clock.now())
-        entry.tier = "stub"
-        entry.degraded = True
+        entry = make_stub(template, self.clock.now())
         self.metrics.recoveries["stub"] += 1
         return entry
 
@@ -880,7 +878,8 @@ def declared_type(factory: Callable[..., Any]) -> type | None:
 def _imitated(handle: Any) -> type | None:
     """The class a stub of ``handle`` must imitate: the class it is, or, for a mock made with a
     spec (an autospec double), the class it imitates."""
-    if isinstance(handle, mock.NonCallableMock):
+    mock = sys.modules.get("unittest.mock")  # a handle can only be a mock once it is imported
+    if mock is not None and isinstance(handle, mock.NonCallableMock):
         spec_class = handle._spec_class
         return spec_class if isinstance(spec_class, type) else None
     return type(handle)

@@ -6,7 +6,8 @@ import os
 
 from hypothesis import settings
 
-pytest_plugins = ["pytester"]
+# pytest_plugins = ["pytester"] and the numpy import that pytester's in-process runs need are
+# in the root conftest.py (pytest_plugins is only allowed there).
 
 # CI runs the state machine with many more examples than a local run.
 settings.register_profile("ci", max_examples=1000, deadline=None)

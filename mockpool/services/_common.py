@@ -3,32 +3,83 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import sqlite3
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
 from ..spec import ServiceSpec
 
-__all__ = ("MissingExtraError", "build_spec", "fingerprint_of", "require")
+__all__ = (
+    "MissingExtraError",
+    "SqlStep",
+    "build_spec",
+    "fingerprint_of",
+    "require",
+    "run_sql_step",
+    "sql_steps",
+)
+
+#: A schema, migration or seed step of the SQLite fakes: SQL text run with ``executescript``,
+#: or a callable given the (plain ``sqlite3``) connection.
+SqlStep = str | Callable[[sqlite3.Connection], object]
 
 
 class MissingExtraError(ImportError):
     """An optional library a built-in fake needs is not installed; the message names the extra."""
 
 
-def require(module: str, *, extra: str, service: str) -> ModuleType:
+def require(
+    module: str, *, extra: str, service: str, min_version: str | None = None, why: str = ""
+) -> ModuleType:
     """Import ``module`` or raise :class:`MissingExtraError` naming the extra that provides it.
 
     Imported here, when a spec is built, never when :mod:`mockpool.services` is imported, so
-    users pay only for the fakes they use.
+    users pay only for the fakes they use. With ``min_version``, an older installed version
+    is refused here too, at registration, rather than failing later in every factory call;
+    ``why`` says what the older one lacks.
     """
     try:
-        return importlib.import_module(module)
+        mod = importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtraError(
             f"service {service!r} needs the {module.partition('.')[0]!r} package, which is not "
             f"installed; install it with: pip install 'mockpool[{extra}]'",
             name=module,
         ) from exc
+    if min_version is not None:
+        installed = str(getattr(mod, "__version__", "") or _distribution_version(module))
+        if installed and _release(installed) < _release(min_version):
+            package = module.partition(".")[0]
+            raise MissingExtraError(
+                f"service {service!r} needs {package} >= {min_version}, and {package} {installed} "
+                f"is installed{f' ({why})' if why else ''}; upgrade it with: "
+                f"pip install '{package}>={min_version}' (what 'mockpool[{extra}]' asks for)",
+                name=module,
+            )
+    return mod
+
+
+def _distribution_version(module: str) -> str:
+    try:
+        return importlib.metadata.version(module.partition(".")[0])
+    except importlib.metadata.PackageNotFoundError:
+        return ""  # not installed as a distribution (a vendored copy): nothing to compare
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The numeric release of a version string: ``"0.22.1"`` -> ``(0, 22, 1)``, ``"0.19.0rc1"``
+    -> ``(0, 19, 0)``. Enough for a floor check without depending on ``packaging``."""
+    parts = []
+    for piece in version.split("."):
+        digits = len(piece) - len(piece.lstrip("0123456789"))
+        if digits == 0:
+            break
+        parts.append(int(piece[:digits]))
+        if digits < len(piece):
+            break
+    return tuple(parts)
 
 
 def build_spec(name: str, options: dict[str, Any], **hooks: Any) -> ServiceSpec:
@@ -51,3 +102,29 @@ def fingerprint_of(obj: Any, *, bound: dict[str, Any] | None = None) -> dict[str
         else:
             out[name] = (type(value).__name__, id(value))
     return out
+
+
+def sql_steps(label: str, value: SqlStep | Sequence[SqlStep] | None, service: str) -> list[SqlStep]:
+    """``value`` as a list of steps: one step (SQL text or a callable), or a sequence of them,
+    as users pass a schema (``[CREATE_USERS, CREATE_ORDERS]``)."""
+    if value is None:
+        return []
+    steps: list[Any]
+    if isinstance(value, str) or callable(value) or not isinstance(value, Sequence):
+        steps = [value]  # one step, or a value of a wrong type reported below
+    else:
+        steps = list(value)
+    for step in steps:
+        if not isinstance(step, str) and not callable(step):
+            raise TypeError(
+                f"service {service!r}: {label}= must be SQL text or a callable(connection), or a "
+                f"sequence of those, not {type(step).__name__}"
+            )
+    return steps
+
+
+def run_sql_step(conn: sqlite3.Connection, step: SqlStep) -> None:
+    if isinstance(step, str):
+        conn.executescript(step)
+    else:
+        step(conn)

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._common import build_spec, require
+from ._common import SqlStep, build_spec, require, run_sql_step, sql_steps
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -30,11 +30,32 @@ if TYPE_CHECKING:
 
     from ..spec import ServiceSpec
 
-__all__ = ("PooledAioConnection", "Template", "aiosqlite_service", "open_pooled_connection")
+__all__ = (
+    "AIOSQLITE_MIN_VERSION",
+    "PooledAioConnection",
+    "Template",
+    "aiosqlite_service",
+    "open_pooled_connection",
+    "require_aiosqlite",
+)
 
-#: A schema or migration step: SQL text run with ``executescript``, or a callable given the
-#: (plain ``sqlite3``) connection.
-SqlStep = str | Callable[[sqlite3.Connection], object]
+#: The oldest aiosqlite the pooled connection works with (what the extras ask for). Before
+#: 0.22 ``aiosqlite.Connection`` was itself the worker ``Thread``; the pooled class builds on
+#: the ``_thread`` it has since.
+AIOSQLITE_MIN_VERSION = "0.22.1"
+
+
+def require_aiosqlite(*, extra: str, service: str) -> Any:
+    """aiosqlite, checked when a spec is built: missing or older than
+    :data:`AIOSQLITE_MIN_VERSION` raises :class:`~mockpool.services.MissingExtraError`."""
+    return require(
+        "aiosqlite",
+        extra=extra,
+        service=service,
+        min_version=AIOSQLITE_MIN_VERSION,
+        why="its Connection was the worker Thread before 0.22; the pooled connection needs the "
+        "'_thread' it has since",
+    )
 
 
 class Template:
@@ -246,26 +267,6 @@ async def open_pooled_connection(
     return conn
 
 
-def _steps(label: str, value: SqlStep | Sequence[SqlStep] | None, service: str) -> list[SqlStep]:
-    if value is None:
-        return []
-    steps = [value] if isinstance(value, str) or callable(value) else list(value)
-    for step in steps:
-        if not isinstance(step, str) and not callable(step):
-            raise TypeError(
-                f"service {service!r}: {label}= must be SQL text or a callable(connection), or a "
-                f"sequence of those, not {type(step).__name__}"
-            )
-    return steps
-
-
-def _run_step(conn: sqlite3.Connection, step: SqlStep) -> None:
-    if isinstance(step, str):
-        conn.executescript(step)
-    else:
-        step(conn)
-
-
 def aiosqlite_service(
     name: str = "aiosqlite",
     *,
@@ -287,24 +288,25 @@ def aiosqlite_service(
     :param connect_options: keywords for ``sqlite3.connect`` (``check_same_thread=False`` is
         the default, so a thread-backed wrapper may use the connection).
     :param options: other :class:`~mockpool.ServiceSpec` fields.
-    :raises MissingExtraError: aiosqlite is not installed (``pip install 'mockpool[aiosqlite]'``).
+    :raises MissingExtraError: aiosqlite is not installed (``pip install 'mockpool[aiosqlite]'``),
+        or is older than :data:`AIOSQLITE_MIN_VERSION`.
     """
-    require("aiosqlite", extra="aiosqlite", service=name)
-    schema_steps = _steps("schema", schema, name)
-    migration_steps = _steps("migrations", list(migrations), name)
-    seed_steps = _steps("seed", seed, name)
+    require_aiosqlite(extra="aiosqlite", service=name)
+    schema_steps = sql_steps("schema", schema, name)
+    migration_steps = sql_steps("migrations", list(migrations), name)
+    seed_steps = sql_steps("seed", seed, name)
     connect = dict(connect_options or {})
 
     def build(conn: sqlite3.Connection) -> None:
         for step in schema_steps:
-            _run_step(conn, step)
+            run_sql_step(conn, step)
         for step in migration_steps:
-            _run_step(conn, step)
+            run_sql_step(conn, step)
         if migration_steps:
             conn.commit()
             conn.execute(f"pragma user_version = {len(migration_steps)}")
         for step in seed_steps:
-            _run_step(conn, step)
+            run_sql_step(conn, step)
 
     template = Template(build, service=name)
 

@@ -9,16 +9,16 @@ back with ``deserialize()``, which costs microseconds where rebuilding costs mil
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..spec import ServiceSpec
-from ._common import build_spec
+from ._common import SqlStep, build_spec, run_sql_step, sql_steps
 
 __all__ = ("PooledConnection", "SqlSetup", "sql_service")
 
 #: A schema or seed step: SQL text run with ``executescript``, or a callable given the connection.
-SqlSetup = str | Callable[[sqlite3.Connection], object]
+SqlSetup = SqlStep
 
 
 class PooledConnection(sqlite3.Connection):
@@ -52,33 +52,26 @@ class PooledConnection(sqlite3.Connection):
 def sql_service(
     name: str = "database",
     *,
-    schema: SqlSetup | None = None,
-    seed: SqlSetup | None = None,
+    schema: SqlSetup | Sequence[SqlSetup] | None = None,
+    seed: SqlSetup | Sequence[SqlSetup] | None = None,
     min_size: int = 0,
     max_size: int = 64,
     **options: Any,
 ) -> ServiceSpec:
     """An in-memory SQLite database, built from ``schema`` then ``seed`` and reset to that.
 
-    :param schema: SQL (``executescript``) or a callable ``(connection) -> None``.
+    :param schema: SQL (``executescript``) or a callable ``(connection) -> None``, or a
+        sequence of those, run in order.
     :param seed: the same, run after ``schema``: the rows every test starts with.
     :param options: other :class:`~mockpool.ServiceSpec` fields.
     """
-    for label, step in (("schema", schema), ("seed", seed)):
-        if step is not None and not isinstance(step, str) and not callable(step):
-            raise TypeError(
-                f"service {name!r}: {label}= must be SQL text or a callable(connection), "
-                f"not {type(step).__name__}"
-            )
+    steps = sql_steps("schema", schema, name) + sql_steps("seed", seed, name)
 
     def factory() -> PooledConnection:
         conn = sqlite3.connect(":memory:", check_same_thread=False, factory=PooledConnection)
         try:
-            for step in (schema, seed):
-                if isinstance(step, str):
-                    conn.executescript(step)
-                elif step is not None:
-                    step(conn)
+            for step in steps:
+                run_sql_step(conn, step)
             conn.commit()
             # A database nothing was written to has no page yet, and serialize() fails on it;
             # writing the user version back unchanged writes the header page.

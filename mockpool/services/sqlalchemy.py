@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ServiceConfigError
 from ._common import build_spec, require
-from .aiosqlite import Template, open_pooled_connection
+from .aiosqlite import Template, open_pooled_connection, require_aiosqlite
 
 if TYPE_CHECKING:
     import sqlite3
@@ -155,13 +155,13 @@ def sqlalchemy_service(
         fixture does in a ``connect`` event listener.
     :param options: other :class:`~mockpool.ServiceSpec` fields.
     :raises MissingExtraError: SQLAlchemy or aiosqlite is not installed
-        (``pip install 'mockpool[sqlalchemy]'``).
+        (``pip install 'mockpool[sqlalchemy]'``), or aiosqlite is older than 0.22.1.
     """
     sa = require("sqlalchemy", extra="sqlalchemy", service=name)
     sa_async = require("sqlalchemy.ext.asyncio", extra="sqlalchemy", service=name)
     sa_orm = require("sqlalchemy.orm", extra="sqlalchemy", service=name)
     sa_pool = require("sqlalchemy.pool", extra="sqlalchemy", service=name)
-    require("aiosqlite", extra="sqlalchemy", service=name)
+    require_aiosqlite(extra="sqlalchemy", service=name)
     if seed is not None and not isinstance(seed, Mapping) and not callable(seed):
         raise TypeError(
             f"service {name!r}: seed= must map table names to rows or be a callable(session), "

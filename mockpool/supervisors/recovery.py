@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
-from unittest import mock
 
 from ..core import Entry, EntryState
 from ..errors import MockPoolError, RecoveryFailedError
@@ -23,7 +22,7 @@ from ..hooks import call_hook
 if TYPE_CHECKING:
     from ..service import ServicePool
 
-__all__ = ("recover_entry", "swap_instance")
+__all__ = ("make_stub", "recover_entry", "swap_instance")
 
 logger = logging.getLogger("mockpool.recovery")
 
@@ -140,8 +139,7 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
             tried.append("stub")
             template = svc._stub_template()
             if template is not None:
-                stub = Entry(mock.create_autospec(template, instance=True), now=clock.now())
-                stub.tier, stub.degraded = "stub", True
+                stub = make_stub(template, clock.now())
                 swap_instance(entry, stub)
                 succeed("stub")
                 svc.metrics.destroyed += 1
@@ -162,6 +160,15 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
         svc.fail_waiters_since(error, started)
     else:
         svc.ensure_creations()
+
+
+def make_stub(template: type, now: float) -> Entry:
+    """Tier 4: an emergency stub, an autospec of ``template`` that keeps its interface."""
+    from unittest import mock  # tier 4 only: unittest costs about 13 ms to import
+
+    stub = Entry(mock.create_autospec(template, instance=True), now=now)
+    stub.tier, stub.degraded = "stub", True
+    return stub
 
 
 def swap_instance(entry: Entry, fresh: Entry) -> None:
@@ -259,8 +266,7 @@ async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
     template = member._stub_template() if member.spec.allow_degraded else None
     if template is not None:
         old = member_entry.instance
-        stub = Entry(mock.create_autospec(template, instance=True), now=member.clock.now())
-        stub.tier, stub.degraded = "stub", True
+        stub = make_stub(template, member.clock.now())
         swap_instance(member_entry, stub)
         member.metrics.recoveries["stub"] += 1
         member.metrics.recovery_times["stub"].append(member.clock.now() - started)

@@ -29,7 +29,6 @@ import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
-from ..forecast import expected_concurrency, forecast
 from ._base import run_supervised
 
 if TYPE_CHECKING:
@@ -260,6 +259,8 @@ class Prediction:
 
 def plan_need(inp: NeedInput) -> Prediction:
     """Instances needed at once over the next stretch, by Little's law, capped at max_size."""
+    from ..forecast import expected_concurrency  # numpy loads with the first forecast, not with mockpool
+
     hist = 0.0
     if inp.history_demand > 0:
         if inp.hold_s > 0:
@@ -285,6 +286,8 @@ def predict(
     pool: MockPool, name: str, svc: ServicePool, *, lookahead_windows: int = LOOKAHEAD_WINDOWS
 ) -> Prediction:
     """:func:`plan_need` from the pool's history, this run's record and the service's metrics."""
+    from ..forecast import forecast
+
     recorder = pool.recorder
     window = recorder.window_s
     now = pool.elapsed()

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
 import pytest
 
-from mockpool.services import MissingExtraError, aiosqlite_service
+from mockpool.services import MissingExtraError, aiosqlite_service, sqlalchemy_service
 
 from ._helpers import pool_of
 
@@ -79,6 +80,21 @@ async def test_the_template_is_built_once() -> None:
     async with pool_of(aiosqlite_service(schema=schema, min_size=3)) as pool:
         assert pool.stats("aiosqlite").size == 3
     assert len(builds) == 1
+
+
+@pytest.mark.parametrize("make", [aiosqlite_service, sqlalchemy_service], ids=["aiosqlite", "sqlalchemy"])
+def test_an_aiosqlite_older_than_supported_is_refused_at_registration(
+    monkeypatch: pytest.MonkeyPatch, make: Callable[..., object]
+) -> None:
+    """aiosqlite 0.19 (pinned by many projects) used to fail in every factory call with "no
+    attribute '_thread' ... Fix the factory"; the spec now says which version is needed."""
+    monkeypatch.setattr(aiosqlite, "__version__", "0.19.0")
+    with pytest.raises(
+        MissingExtraError, match=r"needs aiosqlite >= 0\.22\.1, and aiosqlite 0\.19\.0 is installed"
+    ):
+        make()
+    monkeypatch.setattr(aiosqlite, "__version__", "0.22.1")
+    make()
 
 
 def test_bad_steps_are_refused_and_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

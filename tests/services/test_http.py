@@ -518,6 +518,7 @@ def _recipe_blocks() -> dict[str, str]:
     """The recipe's code blocks, by the file name on their first line."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "recipes.md").read_text()
     recipe = text[text.index("## (d) Move a respx suite") :]
+    recipe = recipe[: recipe.index("\n## ", 1)]  # up to the next recipe
     blocks = re.findall(r"```python\n# (.+?)\n(.*?)```", recipe, re.DOTALL)
     return {title.split(":")[0].strip(): body for title, body in blocks}
 

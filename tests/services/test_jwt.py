@@ -64,13 +64,23 @@ async def test_revocations_end_with_the_lease() -> None:
             assert again.verify(token)["sub"] == "u1"
 
 
-def test_short_secret_and_unknown_algorithm_are_refused_at_build_time() -> None:
-    with pytest.raises(
-        ServiceConfigError, match=r"service 'jwt': secret=.* is 5 bytes; HS256 needs at least 32"
-    ):
-        jwt_service(secret="short")
+@pytest.mark.asyncio
+async def test_a_short_secret_is_accepted_and_pyjwt_warns_the_test() -> None:
+    """Apps under test use secrets such as "test": accepted as PyJWT accepts them. PyJWT's
+    own warning reaches the test's sign and verify, not the pool's health checks."""
+    async with pool_of(jwt_service(secret="test")) as pool, pool.acquire("jwt") as tokens:
+        with pytest.warns(jwt.InsecureKeyLengthWarning, match="4 bytes"):
+            token = tokens.sign({"sub": "u1"})
+        with pytest.warns(jwt.InsecureKeyLengthWarning):
+            assert jwt.decode(token, "test", algorithms=["HS256"])["sub"] == "u1"
+        assert tokens.health()  # the pool's check: under filterwarnings = error a warning would raise
+
+
+def test_unknown_algorithm_and_a_secret_of_another_type_are_refused_at_build_time() -> None:
     with pytest.raises(ServiceConfigError, match="algorithm='ES999' is not supported"):
         jwt_service(algorithm="ES999")
+    with pytest.raises(ServiceConfigError, match="secret=42 is a int; pass the HMAC key as str or bytes"):
+        jwt_service(secret=42)  # type: ignore[arg-type]
 
 
 def test_revoking_a_token_without_jti_is_refused() -> None:

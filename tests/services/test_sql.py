@@ -51,6 +51,28 @@ async def test_schema_and_seed_may_be_callables() -> None:
             assert db.execute("select sum(x) from t").fetchone() == (45,)
 
 
+@pytest.mark.asyncio
+async def test_schema_and_seed_may_be_sequences_of_steps() -> None:
+    """A schema kept as one statement per table is passed as it is: a list, run in order."""
+
+    def more_users(conn: sqlite3.Connection) -> None:
+        conn.execute("insert into users (name) values ('carol')")
+
+    schema = [SCHEMA, "create table orders (id integer primary key, user_id integer references users)"]
+    spec = sql_service(schema=schema, seed=(SEED, more_users), max_size=1)
+    async with pool_of(spec) as pool, pool.acquire("database") as db:
+        tables = db.execute("select name from sqlite_master where type = 'table' order by name")
+        assert tables.fetchall() == [("orders",), ("users",)]
+        assert db.execute("select count(*) from users").fetchone() == (3,)
+
+
+def test_a_step_of_the_wrong_type_in_a_sequence_is_refused() -> None:
+    with pytest.raises(
+        TypeError, match=r"service 'database': seed= must be .* or a sequence of those, not int"
+    ):
+        sql_service(schema=[SCHEMA], seed=[SEED, 42])  # type: ignore[list-item]
+
+
 def test_the_connection_works_from_another_thread() -> None:
     conn = sql_service(schema=SCHEMA, seed=SEED).factory()
     rows: list[object] = []
