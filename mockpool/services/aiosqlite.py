@@ -1,10 +1,17 @@
-"""``aiosqlite_service()``: a pooled ``aiosqlite.Connection`` to an in-memory database.
+"""``aiosqlite_service()``: a pooled ``aiosqlite.Connection`` to an in-memory database, clean
+by construction.
 
 The schema and the migrations run once, on a plain ``sqlite3`` connection, into a *template*
-image (``Connection.serialize()``). Each pooled instance is an aiosqlite connection (a
-:class:`PooledAioConnection`) whose database is loaded from that template; reset rolls back
-what the test left open and loads the template again with ``deserialize()``, on aiosqlite's
-worker thread, where the connection lives.
+(a :class:`~mockpool.services.sql.SqliteTemplate`: the database image plus the connection
+settings the schema made). Each pooled instance is an aiosqlite connection (a
+:class:`PooledAioConnection`) whose ``sqlite3`` connection, made on aiosqlite's worker thread,
+is a :class:`~mockpool.services.sql.PooledConnection`. Each reset, on that thread:
+
+- rebuilds the ``sqlite3`` connection under the same object from the template (see
+  :mod:`mockpool.services.sql`: temp schema, ATTACH, pragmas, functions, callbacks, limits,
+  statement cache, open cursors go; data and the template's settings come back);
+- puts the aiosqlite ``Connection`` object's own attributes back as they were when it was
+  made (a test's additions removed); its worker thread and queue are reused.
 
 Only the pool closes a pooled connection: ``close()`` (and ``async with conn:``) inside a
 test leaves it open, so code under test that closes the connection it was given does not
@@ -22,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._common import build_spec, require
+from .sql import PooledConnection, SqliteTemplate
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -38,7 +46,8 @@ SqlStep = str | Callable[[sqlite3.Connection], object]
 
 
 class Template:
-    """A database image built once, on first use, by ``build(conn)`` on a ``sqlite3`` connection.
+    """A template built once, on first use, by ``build(conn)`` on a ``sqlite3`` connection
+    (a :class:`~mockpool.services.sql.PooledConnection`, so the settings it makes are kept).
 
     Thread-safe: pooled instances created in parallel (warming) share one build.
     """
@@ -46,31 +55,35 @@ class Template:
     def __init__(self, build: Callable[[sqlite3.Connection], object], *, service: str) -> None:
         self._build = build
         self._service = service
-        self._image: bytes | None = None
+        self._state: SqliteTemplate | None = None
         self._lock = threading.Lock()
 
     @property
-    def image(self) -> bytes:
-        image = self._image
-        if image is None:
+    def state(self) -> SqliteTemplate:
+        state = self._state
+        if state is None:
             with self._lock:
-                image = self._image
-                if image is None:
-                    image = self._image = self._make()
-        return image
+                state = self._state
+                if state is None:
+                    state = self._state = self._make()
+        return state
 
-    def _make(self) -> bytes:
-        conn = sqlite3.connect(":memory:", check_same_thread=False)
+    @property
+    def image(self) -> bytes:
+        """The template's database image."""
+        return self.state.image
+
+    def _make(self) -> SqliteTemplate:
+        conn = sqlite3.connect(":memory:", check_same_thread=False, factory=PooledConnection)
         try:
             self._build(conn)
-            conn.commit()
-            # A database nothing was written to has no page yet and cannot be serialized;
-            # writing the user version back unchanged writes the header page.
-            (version,) = conn.execute("pragma user_version").fetchone()
-            conn.execute(f"pragma user_version = {int(version)}")
-            return conn.serialize()
+            return conn.seal()
         finally:
             conn.close()
+
+
+#: Attributes of the aiosqlite connection the pool itself manages: never put back by a reset.
+_MANAGED = frozenset({"_running", "_connection", "_owned", "_pristine"})
 
 
 if TYPE_CHECKING:
@@ -78,16 +91,17 @@ if TYPE_CHECKING:
     class PooledAioConnection(aiosqlite.Connection):
         """An ``aiosqlite.Connection`` that only the pool closes (see the module doc)."""
 
-        template: bytes
-        setup: tuple[str, ...]
-        _settings: tuple[Any, Any, Any]
-        _conn: sqlite3.Connection
+        template: SqliteTemplate
+        _conn: PooledConnection
+        _pristine: dict[str, Any]
 
         async def run(self, fn: Callable[..., Any], *args: Any) -> Any: ...
-        async def load(self, image: bytes) -> None: ...
+        async def seal(self, image: bytes | None = None) -> SqliteTemplate: ...
+        async def load(self, image: bytes | None = None) -> None: ...
         async def reset(self) -> None: ...
         async def snapshot(self) -> dict[str, Any]: ...
         async def restore(self, state: dict[str, Any]) -> None: ...
+        async def fingerprint(self) -> dict[str, Any]: ...
         async def health(self) -> bool: ...
         def shut(self) -> asyncio.Future[Any] | None: ...
         @property
@@ -109,13 +123,10 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
     class PooledAioConnection(base):  # type: ignore[misc]
         __doc__ = "An ``aiosqlite.Connection`` that only the pool closes (see the module doc)."
 
-        template: bytes = b""
-        #: SQL run after every load, in the same call on the worker thread (connection-level
-        #: settings such as pragmas, which the image does not carry).
-        setup: tuple[str, ...] = ()
-        _settings: tuple[Any, Any, Any] = (None, str, "")
         _owned = True
-        _connection: sqlite3.Connection | None  # set by aiosqlite.Connection.__init__
+        _connection: PooledConnection | None  # set by aiosqlite.Connection.__init__
+        #: The object's attributes when it was made (and sealed): what a reset puts back.
+        _pristine: dict[str, Any]
 
         # -- what a test may call: closing is the pool's job -----------------------------
 
@@ -149,22 +160,25 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
             """Run ``fn(*args)`` on the connection's worker thread."""
             return await self._execute(fn, *args)
 
-        async def load(self, image: bytes) -> None:
-            """Roll back what is open and load ``image`` (``deserialize``), on the worker thread."""
+        async def seal(self, image: bytes | None = None) -> SqliteTemplate:
+            """Take the connection as it is now (with ``image`` as its data, if given) as what
+            every reset rebuilds, and this object's attributes as what a reset puts back."""
+            template: SqliteTemplate = await self.run(self._conn.seal, image)
+            self.template = template
+            self._pristine = {k: v for k, v in self.__dict__.items() if k not in _MANAGED}
+            return template
 
-            def load() -> None:
-                conn = self._conn
-                if conn.in_transaction:
-                    conn.rollback()
-                conn.deserialize(image)
-                conn.row_factory, conn.text_factory, conn.isolation_level = self._settings
-                for sql in self.setup:
-                    conn.execute(sql)
-
-            await self.run(load)
+        async def load(self, image: bytes | None = None) -> None:
+            """Rebuild the ``sqlite3`` connection from the template (with ``image`` as its data,
+            if given), on the worker thread; put this object's attributes back."""
+            await self.run(self._conn.rebuild, image)
+            attributes = self.__dict__
+            for key in [k for k in attributes if k not in self._pristine and k not in _MANAGED]:
+                del attributes[key]
+            attributes.update(self._pristine)
 
         async def reset(self) -> None:
-            await self.load(self.template)
+            await self.load()
 
         async def snapshot(self) -> dict[str, Any]:
             def take() -> dict[str, Any]:
@@ -180,10 +194,24 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
         async def restore(self, state: dict[str, Any]) -> None:
             await self.load(state["image"])
 
+        async def fingerprint(self) -> dict[str, Any]:
+            """The ``sqlite3`` connection's fingerprint (taken on the worker thread) and the
+            attributes of this object."""
+            if not self.open:
+                return {"open": False}
+            prints: dict[str, Any] = await self.run(self._conn.fingerprint)
+            prints["open"] = True
+            prints.update(
+                (f"aiosqlite attribute {key}", value)
+                for key, value in vars(self).items()
+                if key != "_pristine"
+            )
+            return prints
+
         async def health(self) -> bool:
             if not self.open:
                 return False
-            return bool(await self.run(lambda: self._conn.execute("select 1").fetchone() == (1,)))
+            return bool(await self.run(self._conn.health))
 
         def shut(self) -> asyncio.Future[Any] | None:
             """Close for good: queue the close on the worker thread, which then ends. Returns
@@ -213,33 +241,29 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
 
 
 async def open_pooled_connection(
-    template: bytes, *, service: str, extra: str = "aiosqlite", **connect_options: Any
+    template: SqliteTemplate, *, service: str, extra: str = "aiosqlite", **connect_options: Any
 ) -> PooledAioConnection:
-    """A new :class:`PooledAioConnection` to an in-memory database loaded from ``template``.
+    """A new :class:`PooledAioConnection` to an in-memory database rebuilt from ``template``.
 
     Its worker thread is a daemon. If opening fails or is cancelled, the thread is stopped.
+    The caller seals it (:meth:`PooledAioConnection.seal`) once it is set up.
     """
     aiosqlite_mod = require("aiosqlite", extra=extra, service=service)
     cls = _pooled_class(aiosqlite_mod)
     options = {"check_same_thread": False, **connect_options}
 
-    def connector() -> sqlite3.Connection:
-        raw: sqlite3.Connection = sqlite3.connect(":memory:", **options)
+    def connector() -> PooledConnection:
+        raw: PooledConnection = sqlite3.connect(":memory:", factory=PooledConnection, **options)
+        raw.adopt(template)
         return raw
 
     conn = cls(connector, 64)
     conn._thread.daemon = True
     conn._thread.name = f"mockpool[{service}] aiosqlite"
     conn.template = template
+    conn._pristine = {}
     try:
         await conn
-        await conn.load(template)
-
-        def settings() -> tuple[Any, Any, Any]:
-            c = conn._conn
-            return (c.row_factory, c.text_factory, c.isolation_level)
-
-        conn._settings = await conn.run(settings)
     except BaseException:
         conn.shut()
         raise
@@ -309,7 +333,13 @@ def aiosqlite_service(
     template = Template(build, service=name)
 
     async def factory() -> PooledAioConnection:
-        return await open_pooled_connection(template.image, service=name, **connect)
+        conn = await open_pooled_connection(template.state, service=name, **connect)
+        try:
+            await conn.seal(template.state.image)
+        except BaseException:
+            conn.shut()
+            raise
+        return conn
 
     return build_spec(
         name,
@@ -319,6 +349,7 @@ def aiosqlite_service(
         health_check=_health,
         snapshot=_snapshot,
         restore=_restore,
+        fingerprint=_fingerprint,
         destroy=_destroy,
         min_size=min_size,
         max_size=max_size,
@@ -339,6 +370,10 @@ async def _snapshot(conn: PooledAioConnection) -> dict[str, Any]:
 
 async def _restore(conn: PooledAioConnection, state: dict[str, Any]) -> None:
     await conn.restore(state)
+
+
+async def _fingerprint(conn: PooledAioConnection) -> dict[str, Any]:
+    return await conn.fingerprint()
 
 
 def _destroy(conn: PooledAioConnection) -> asyncio.Future[Any] | None:
