@@ -258,8 +258,12 @@ async def open_pooled_connection(
         return raw
 
     conn = cls(connector, 64)
-    conn._thread.daemon = True
-    conn._thread.name = f"mockpool[{service}] aiosqlite"
+    conn._thread = threading.Thread(
+        target=_worker,
+        args=(conn._tx, aiosqlite_mod.core),
+        name=f"mockpool[{service}] aiosqlite",
+        daemon=True,
+    )
     conn.template = template
     conn._pristine = {}
     try:
@@ -268,6 +272,26 @@ async def open_pooled_connection(
         conn.shut()
         raise
     return conn
+
+
+def _worker(tx: Any, core: Any) -> None:
+    """aiosqlite's worker loop, but a call whose event loop closed while it ran (a reset or a
+    recovery cancelled at the end of a test's loop) ends quietly: aiosqlite's own loop raises
+    "Event loop is closed" out of the thread, which kills it and leaves the connection
+    unusable for the next loop."""
+    while True:
+        future, function = tx.get()
+        try:
+            result, setter = function(), core.set_result
+        except BaseException as exc:  # handed to the caller, as aiosqlite does
+            result, setter = exc, core.set_exception
+        if future is not None:
+            try:
+                future.get_loop().call_soon_threadsafe(setter, future, result)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits for this result
+        if result is core._STOP_RUNNING_SENTINEL:
+            break
 
 
 def _steps(label: str, value: SqlStep | Sequence[SqlStep] | None, service: str) -> list[SqlStep]:

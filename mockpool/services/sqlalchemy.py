@@ -82,6 +82,8 @@ class SqlAlchemyDouble:
         self.pragmas = dict(pragmas or {})
         self.session = AsyncSession(engine, **self.session_options)
         self._engine_state: _EngineState | None = None
+        # The attributes of a session just made: a test's own are the others.
+        self._session_keys = (frozenset(vars(self.session)), frozenset(vars(self.session.sync_session)))
 
     def handle(self) -> AsyncSession:
         return self.session
@@ -137,7 +139,7 @@ class SqlAlchemyDouble:
         """The connection's fingerprint, the session's settings, state and listeners, and the
         engine's (see :class:`_EngineState`)."""
         prints = await self.conn.fingerprint()
-        prints.update(_session_prints(self.session))
+        prints.update(_session_prints(self.session, *self._session_keys))
         prints.update(_EngineState.prints(self.engine.sync_engine))
         return prints
 
@@ -165,10 +167,11 @@ class SqlAlchemyDouble:
 # == the engine: kept, proven equal ==========================================================
 
 #: Engine and pool attributes a reset leaves alone: the pool (a test's ``dispose()`` replaces
-#: it, from the same configuration), the dispatch (listeners are compared one by one) and the
-#: pooled connection record.
+#: it, from the same configuration), the dispatch (listeners are compared one by one), the
+#: pooled connection record (handled apart) and the pool's creator wrapper (made per pool
+#: from ``_creator_arg``, which is compared).
 _ENGINE_OWN = frozenset({"pool", "dispatch"})
-_POOL_OWN = frozenset({"connection", "dispatch", "_invoke_creator", "logger"})
+_POOL_OWN = frozenset({"connection", "dispatch", "_invoke_creator"})
 
 
 def _listeners(target: Any) -> dict[str, tuple[Any, ...]]:
@@ -228,27 +231,22 @@ _MISSING = object()
 @dataclass(frozen=True, slots=True)
 class _EngineState:
     """A pristine engine: its attributes, its pool's and its connection record's, and the
-    listeners on the engine, the pool and the dialect."""
+    listeners on the engine, the pool and the dialect. Put back on the engine's current pool
+    and record too, when a test's ``dispose()`` replaced them (SQLAlchemy made the new ones
+    from the same configuration and listeners)."""
 
     engine: dict[str, Any]
-    pool: Any
-    pool_attributes: dict[str, Any]
-    record: Any
-    record_attributes: dict[str, Any]
+    pool: dict[str, Any]
+    record: dict[str, Any]
     listeners: dict[str, dict[str, tuple[Any, ...]]]
 
     @classmethod
     def take(cls, engine: Engine) -> _EngineState:
-        pool = engine.pool
-        record = vars(pool).get("connection")
+        record = vars(engine.pool).get("connection")
         return cls(
             engine=dict(vars(engine)),
-            pool=pool,
-            pool_attributes=dict(vars(pool)),
-            record=record,
-            record_attributes={k: copy.copy(v) for k, v in vars(record).items()}
-            if record is not None
-            else {},
+            pool=dict(vars(engine.pool)),
+            record={k: copy.copy(v) for k, v in vars(record).items()} if record is not None else {},
             listeners={label: _listeners(target) for label, target in _targets(engine).items()},
         )
 
@@ -256,18 +254,16 @@ class _EngineState:
         for label, target in _targets(engine).items():
             _drop_listeners(target, self.listeners[label])
         _put_back(engine, self.engine, _ENGINE_OWN)
-        pool = engine.pool
-        if pool is self.pool:
-            _put_back(pool, self.pool_attributes, _POOL_OWN)
-            record = vars(pool).get("connection")
-            if record is not None and record is self.record:
-                _put_back(record, {k: copy.copy(v) for k, v in self.record_attributes.items()}, frozenset())
+        _put_back(engine.pool, self.pool, _POOL_OWN)
+        record = vars(engine.pool).get("connection")
+        if record is not None:  # its info dicts: a test's entries go
+            _put_back(record, {k: copy.copy(v) for k, v in self.record.items()}, frozenset())
 
     @staticmethod
     def prints(engine: Engine) -> dict[str, Any]:
         """What a test can leave on the engine, for a fingerprint: its attributes and its
-        pool's (by value: ``dispose()`` makes an equal pool), its connection record's
-        ``info``, and the listeners of the engine, the pool and the dialect."""
+        pool's, its connection record's ``info``, and the listeners of the engine, the pool
+        and the dialect."""
         pool = engine.pool
         record = vars(pool).get("connection")
         prints: dict[str, Any] = {
@@ -281,12 +277,20 @@ class _EngineState:
         return prints
 
 
+def _added(obj: object, own: frozenset[str]) -> dict[str, Any]:
+    """The attributes set on ``obj`` that it did not have when made, but for values its class
+    memoizes on first use (``info``, ``dispatch``): a class attribute of that name."""
+    cls = type(obj)
+    return {k: v for k, v in vars(obj).items() if k not in own and not hasattr(cls, k)}
+
+
 def _targets(engine: Engine) -> dict[str, Any]:
     return {"engine": engine, "pool": engine.pool, "dialect": engine.dialect}
 
 
-def _session_prints(session: AsyncSession) -> dict[str, Any]:
-    """What a test can leave on the session, for a fingerprint."""
+def _session_prints(session: AsyncSession, own: frozenset[str], sync_own: frozenset[str]) -> dict[str, Any]:
+    """What a test can leave on the session, for a fingerprint; ``own`` and ``sync_own`` are
+    the attributes a new ``AsyncSession`` and ``Session`` have."""
     sync = session.sync_session
     return {
         "session class": type(sync),
@@ -307,8 +311,8 @@ def _session_prints(session: AsyncSession) -> dict[str, Any]:
             )
         },
         "session listeners": _listeners(sync),
-        "session attributes": sorted(vars(sync)),
-        "async session attributes": sorted(vars(session)),
+        "session attributes": _added(sync, sync_own),
+        "async session attributes": _added(session, own),
     }
 
 

@@ -182,7 +182,7 @@ async def test_many_concurrent_leases_over_few_instances_stay_isolated() -> None
         pristine=_pristine,
         isolation_verify=True,
         strict=True,
-        tasks=3 * len(DIRTIERS),
+        tasks=len(DIRTIERS) + 8,
         instances=3,
     )
     assert report.cases[-1].outcome == "reset"
