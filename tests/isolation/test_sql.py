@@ -267,3 +267,48 @@ def test_cursors_and_blobs_left_open_do_not_crash_the_interpreter_after_a_reset(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["8", "True"]
+
+
+GROUP_DIRTIERS = [
+    Dirtier("pragma through the group", lambda s: s.db.execute("pragma foreign_keys = on")),
+    Dirtier(
+        "temp trigger on the sessions table",
+        lambda s: s.db.execute(
+            "create temp trigger revoke_all after insert on sessions "
+            "begin update sessions set revoked_at = 0 where id = new.id; end"
+        ),
+        gone=lambda s: s.db.execute("select count(*) from temp.sqlite_master").fetchone() == (0,),
+    ),
+    Dirtier(
+        "function on the group's connection",
+        lambda s: s.db.create_function("tenant", 0, lambda: "t1"),
+        gone=lambda s: _fails(s.db, "select tenant()", "no such function"),
+    ),
+    Dirtier("attribute on the group's connection", lambda s: setattr(s.db, "tenant", "t1")),
+]
+
+
+async def _sessions_work(sessions: Any) -> None:
+    session = await sessions.create_session("u1", "phone")
+    assert await sessions.validate(session.token) is not None
+    assert sessions.db.execute("select count(*) from sessions").fetchone() == (1,)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("verify", [False, True], ids=["verify-off", "verify-on"])
+async def test_the_sql_member_of_a_group_is_rebuilt_under_the_groups_reference(verify: bool) -> None:
+    """device_session holds its database connection: the rebuild keeps the object, so the
+    group keeps working, and what a test left on it through the group is gone."""
+    from mockpool.services import DEVICE_SESSION_SCHEMA, device_session_service, jwt_service, redis_service
+
+    members = [redis_service(), jwt_service(), sql_service(schema=DEVICE_SESSION_SCHEMA)]
+    report = await check_isolation(
+        device_session_service(),
+        GROUP_DIRTIERS,
+        members=members,
+        pristine=_sessions_work,
+        isolation_verify=verify,
+        strict=True,
+        tasks=12,
+    )
+    assert {case.outcome for case in report.cases} == {"reset"}
