@@ -61,6 +61,18 @@ def _sql_seed(conn: sqlite3.Connection) -> None:
         )
 
 
+async def _sql_fresh(write: Write) -> None:
+    """A test without a pool: a plain sqlite3 connection, the schema, the seed, the write."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(SQL_SCHEMA)
+        _sql_seed(conn)
+        conn.commit()
+        await _call(write, conn)
+    finally:
+        conn.close()
+
+
 SQL_SCHEMA = "".join(
     f"create table {t} (id integer primary key, name text not null, value integer);"
     for t in ("users", "devices", "sessions_log", "events")
@@ -170,6 +182,7 @@ def _cases() -> list[Case]:
             "sql, 4 tables + 1,000 rows",
             sql_service(schema=SQL_SCHEMA, seed=_sql_seed),
             lambda db: db.execute("insert into users (name, value) values ('x', 1)"),
+            fresh=_sql_fresh,
             # 50x before each lease got a new connection (issue 12): opening it and SQLite
             # reading the schema again on the first statement cost tens of microseconds.
             target=20,

@@ -24,6 +24,7 @@ temp schema, ``database_list``, functions, collations, limits, callbacks and att
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -254,7 +255,8 @@ class PooledConnection(sqlite3.Connection):
                 (name, file, None if file else self.serialize(name=name)) for name, file in _attached(cursor)
             )
             pragmas = connection_pragmas(cursor)
-        baseline = self._baseline_pragmas(image)
+        database, args, kwargs = self._connect
+        baseline = _baseline_pragmas(database, args, tuple(sorted(kwargs.items())))
         template = SqliteTemplate(
             image=image,
             settings=tuple((name, getattr(self, name)) for name in _SETTINGS),
@@ -388,27 +390,51 @@ class PooledConnection(sqlite3.Connection):
             for method, args, _ in suspended:
                 getattr(super(), method)(*args)
 
-    def _baseline_pragmas(self, image: bytes) -> dict[str, Any]:
-        """The pragmas of a new connection like this one, loaded with ``image``."""
-        database, args, kwargs = self._connect
-        scratch = sqlite3.connect(database, *args, **kwargs)
-        try:
-            scratch.deserialize(image)
-            return connection_pragmas(scratch)
-        finally:
-            scratch.close()
+
+@functools.cache
+def _baseline_pragmas(
+    database: Any, args: tuple[Any, ...], kwargs: tuple[tuple[str, Any], ...]
+) -> dict[str, Any]:
+    """The pragmas of a new connection made with these arguments: a template replays only the
+    pragmas that differ (one that differs only because of the image is replayed for nothing)."""
+    scratch = sqlite3.connect(database, *args, **dict(kwargs))
+    try:
+        return connection_pragmas(scratch)
+    finally:
+        scratch.close()
+
+
+def _pragma_reads() -> tuple[str, tuple[str, ...]]:
+    """One SELECT for the pragmas SQLite serves as table-valued functions (and the LIKE that
+    tells ``case_sensitive_like``), and the names of the others, read one by one."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        grouped, single = [], []
+        for name in CONNECTION_PRAGMAS:
+            try:
+                conn.execute(f"select * from pragma_{name}").fetchall()
+            except sqlite3.OperationalError:
+                single.append(name)
+            else:
+                grouped.append(name)
+    finally:
+        conn.close()
+    columns = [f"(select * from pragma_{name})" for name in grouped]
+    return "select " + ", ".join([*columns, "'a' like 'A'"]), (*grouped, "case_sensitive_like", *single)
+
+
+_PRAGMA_SELECT, _PRAGMA_ORDER = _pragma_reads()
 
 
 def connection_pragmas(conn: sqlite3.Connection | sqlite3.Cursor) -> dict[str, Any]:
     """The connection's pragmas (:data:`CONNECTION_PRAGMAS`) and ``case_sensitive_like``, which
     SQLite lets one set but not read (found with a LIKE)."""
-    values: dict[str, Any] = {}
-    for name in CONNECTION_PRAGMAS:
-        row = conn.execute(f"pragma {name}").fetchone()  # None when compiled out
-        values[name] = None if row is None else row[0]
-    (insensitive,) = conn.execute("select 'a' like 'A'").fetchone()
-    values["case_sensitive_like"] = 1 - int(insensitive)
-    return values
+    row = list(conn.execute(_PRAGMA_SELECT).fetchone())
+    row[-1] = 1 - int(row[-1])  # LIKE is case-insensitive when the pragma is off
+    for name in _PRAGMA_ORDER[len(row) :]:
+        found = conn.execute(f"pragma {name}").fetchone()  # None when compiled out
+        row.append(None if found is None else found[0])
+    return dict(sorted(zip(_PRAGMA_ORDER, row, strict=True)))
 
 
 def sql_service(
