@@ -5,11 +5,13 @@ The schema and the migrations run once, on a plain ``sqlite3`` connection, into 
 (a :class:`~mockpool.services.sql.SqliteTemplate`: the database image plus the connection
 settings the schema made). Each pooled instance is an aiosqlite connection (a
 :class:`PooledAioConnection`) whose ``sqlite3`` connection, made on aiosqlite's worker thread,
-is a :class:`~mockpool.services.sql.PooledConnection`. Each reset, on that thread:
+is a :class:`~mockpool.services.sql.PooledConnection`. Each reset:
 
 - rebuilds the ``sqlite3`` connection under the same object from the template (see
   :mod:`mockpool.services.sql`: temp schema, ATTACH, pragmas, functions, callbacks, limits,
-  statement cache, open cursors go; data and the template's settings come back);
+  statement cache, open cursors go; data and the template's settings come back). When no
+  call is pending, the worker thread waits on its queue and the rebuild runs at once on the
+  event loop's thread; else it is queued behind the pending calls;
 - puts the aiosqlite ``Connection`` object's own attributes back as they were when it was
   made (a test's additions removed); its worker thread and queue are reused.
 
@@ -32,7 +34,7 @@ from ._common import build_spec, require
 from .sql import PooledConnection, SqliteTemplate
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Coroutine, Generator
 
     import aiosqlite
 
@@ -83,7 +85,22 @@ class Template:
 
 
 #: Attributes of the aiosqlite connection the pool itself manages: never put back by a reset.
-_MANAGED = frozenset({"_running", "_connection", "_owned", "_pristine"})
+_MANAGED = frozenset({"_running", "_connection", "_owned", "_pristine", "_calls"})
+
+
+class _Calls:
+    """Calls queued to a connection's worker thread (counted by the event loop's thread) and
+    finished (counted by the worker): one writer each, so no lock."""
+
+    __slots__ = ("done", "queued")
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.done = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.queued == self.done
 
 
 if TYPE_CHECKING:
@@ -94,11 +111,16 @@ if TYPE_CHECKING:
         template: SqliteTemplate
         _conn: PooledConnection
         _pristine: dict[str, Any]
+        _calls: _Calls
+        _thread_bound: bool
 
         async def run(self, fn: Callable[..., Any], *args: Any) -> Any: ...
         async def seal(self, image: bytes | None = None) -> SqliteTemplate: ...
+        def load_now_possible(self) -> bool: ...
+        def load_now(self, image: bytes | None = None) -> bool: ...
         async def load(self, image: bytes | None = None) -> None: ...
         async def reset(self) -> None: ...
+        def reset_soon(self) -> Coroutine[Any, Any, None] | None: ...
         async def snapshot(self) -> dict[str, Any]: ...
         async def restore(self, state: dict[str, Any]) -> None: ...
         async def fingerprint(self) -> dict[str, Any]: ...
@@ -125,6 +147,9 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
 
         _owned = True
         _connection: PooledConnection | None  # set by aiosqlite.Connection.__init__
+        _calls: _Calls
+        #: Made with ``check_same_thread=True``: only the worker thread may use the connection.
+        _thread_bound = False
         #: The object's attributes when it was made (and sealed): what a reset puts back.
         _pristine: dict[str, Any]
 
@@ -160,6 +185,24 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
             """Run ``fn(*args)`` on the connection's worker thread."""
             return await self._execute(fn, *args)
 
+        async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            # aiosqlite's, counting the calls (every aiosqlite method queues through here).
+            if not self._running or not self._connection:
+                raise ValueError("Connection closed")
+            calls = self._calls
+            function = functools.partial(fn, *args, **kwargs)
+
+            def counted() -> Any:
+                try:
+                    return function()
+                finally:
+                    calls.done += 1
+
+            future = asyncio.get_running_loop().create_future()
+            calls.queued += 1
+            self._tx.put_nowait((future, counted))
+            return await future
+
         async def seal(self, image: bytes | None = None) -> SqliteTemplate:
             """Take the connection as it is now (with ``image`` as its data, if given) as what
             every reset rebuilds, and this object's attributes as what a reset puts back."""
@@ -168,10 +211,28 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
             self._pristine = {k: v for k, v in self.__dict__.items() if k not in _MANAGED}
             return template
 
-        async def load(self, image: bytes | None = None) -> None:
+        def load_now_possible(self) -> bool:
+            return not self._thread_bound and self._calls.idle
+
+        def load_now(self, image: bytes | None = None) -> bool:
             """Rebuild the ``sqlite3`` connection from the template (with ``image`` as its data,
-            if given), on the worker thread; put this object's attributes back."""
-            await self.run(self._conn.rebuild, image)
+            if given) on this thread, and put this object's attributes back, if no call is
+            queued or running: the worker thread then waits on its queue, and only this thread
+            queues work, so nothing runs meanwhile. Spares a round trip to the worker. False
+            (nothing done) if a call is pending or the connection is bound to its thread."""
+            if not self.load_now_possible():
+                return False
+            self._conn.rebuild(image)
+            self._put_back()
+            return True
+
+        async def load(self, image: bytes | None = None) -> None:
+            """:meth:`load_now`, or the same queued behind the pending calls."""
+            if not self.load_now(image):
+                await self.run(self._conn.rebuild, image)
+                self._put_back()
+
+        def _put_back(self) -> None:
             attributes = self.__dict__
             for key in [k for k in attributes if k not in self._pristine and k not in _MANAGED]:
                 del attributes[key]
@@ -179,6 +240,11 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
 
         async def reset(self) -> None:
             await self.load()
+
+        def reset_soon(self) -> Coroutine[Any, Any, None] | None:
+            """The reset hook: done at once when it can be (:meth:`load_now`), else a
+            coroutine to await."""
+            return None if self.load_now() else self.load()
 
         async def snapshot(self) -> dict[str, Any]:
             def take() -> dict[str, Any]:
@@ -266,6 +332,9 @@ async def open_pooled_connection(
     )
     conn.template = template
     conn._pristine = {}
+    conn._calls = _Calls()
+    if options["check_same_thread"]:
+        conn._thread_bound = True
     try:
         await conn
     except BaseException:
@@ -380,8 +449,8 @@ def aiosqlite_service(
     )
 
 
-async def _reset(conn: PooledAioConnection) -> None:
-    await conn.reset()
+def _reset(conn: PooledAioConnection) -> Coroutine[Any, Any, None] | None:
+    return conn.reset_soon()
 
 
 async def _health(conn: PooledAioConnection) -> bool:

@@ -12,9 +12,11 @@ engine. What a lease starts from:
   again, under the same object, with the spec's ``session_options``: a new ``Session`` with
   an empty identity map and no listeners, ``info``, ``autoflush``, ``expire_on_commit``
   and the rest as configured;
-- the ``sqlite3`` connection is rebuilt from the template on aiosqlite's worker thread (see
-  :mod:`mockpool.services.sql`), with the pragmas of ``pragmas=`` and the functions
-  SQLAlchemy registers when it connects (``regexp``) part of it;
+- the ``sqlite3`` connection is rebuilt from the template (see :mod:`mockpool.services.sql`
+  and :mod:`mockpool.services.aiosqlite`), with the pragmas of ``pragmas=`` and the functions
+  SQLAlchemy registers when it connects (``regexp``) part of it. When the test left no
+  transaction open and no call is pending, the whole reset runs at once, without a round trip
+  to the worker thread;
 - the engine, whose dialect was initialized once, is kept and proven equal: event listeners
   added on the engine, its pool or its dialect are removed; the engine's and the pool's
   attributes (``echo``, execution options, loggers) and the pooled connection record's
@@ -37,7 +39,7 @@ import inspect
 import logging
 import re
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -106,17 +108,31 @@ class SqlAlchemyDouble:
         the module doc)."""
         await self._rebuild(None)
 
+    def reset_soon(self) -> Coroutine[Any, Any, None] | None:
+        """The reset hook: done at once when nothing needs the worker thread (the session holds
+        no transaction, no call is pending on the connection), else a coroutine to await."""
+        if self.session.sync_session.in_transaction() or not self.conn.load_now_possible():
+            return self._rebuild(None)
+        self.session.sync_session.close()  # no transaction: nothing to roll back, no I/O
+        self._new_session()
+        self.conn.load_now()
+        return None
+
     async def _rebuild(self, image: bytes | None) -> None:
+        await self.session.close()  # rolls back; gives the connection back to the engine's pool
+        self._new_session()
+        await self.conn.load(image)
+
+    def _new_session(self) -> None:
+        """The session constructed again under the same object (groups and the bind hook hold
+        it), and the engine put back."""
         from sqlalchemy.ext.asyncio import AsyncSession
 
         session = self.session
-        await session.close()  # gives the connection back to the engine's pool
-        # Constructed again under the same object: groups and the bind hook hold it.
         vars(session).clear()
         AsyncSession.__init__(session, self.engine, **self.session_options)
         if self._engine_state is not None:
             self._engine_state.restore(self.engine.sync_engine)
-        await self.conn.load(image)
 
     async def snapshot(self) -> dict[str, Any]:
         """The database image, whether a transaction is open, and the session's state."""
@@ -412,7 +428,7 @@ def sqlalchemy_service(
         options,
         factory=factory,
         bind=SqlAlchemyDouble.handle,
-        reset=SqlAlchemyDouble.reset,
+        reset=SqlAlchemyDouble.reset_soon,
         health_check=SqlAlchemyDouble.health,
         snapshot=SqlAlchemyDouble.snapshot,
         restore=SqlAlchemyDouble.restore,
