@@ -4,9 +4,9 @@ against fresh (create + write + destroy), as a ratio from one run.
 Run: ``python benchmarks/services.py`` (``--quick`` for a short run). Each figure is the best of
 several rounds of the mean cost per lease, so a noisy neighbour inflates none of them.
 
-Targets: autospec of a 60-method class >= 50x, sql (4 tables + 1,000 rows) >= 20x, redis with
+Targets: autospec of a 60-method class >= 50x, sql (4 tables + 1,000 rows) >= 10x, redis with
 200 seeded keys >= 20x; with ``--empty`` (tests that do nothing: the lease itself against
-building the double), sql and sqlalchemy >= 20x. The aiosqlite and sqlalchemy lines
+building the double), sql, aiosqlite and sqlalchemy >= 20x. The aiosqlite and sqlalchemy lines
 compare a pooled connection / ``AsyncSession`` (rebuilt from the template per lease) with what a
 test without a pool pays: a new aiosqlite connection (and, for sqlalchemy, an engine,
 ``create_all`` and a session), the schema, the seed, the write and the close.
@@ -183,9 +183,10 @@ def _cases() -> list[Case]:
             sql_service(schema=SQL_SCHEMA, seed=_sql_seed),
             lambda db: db.execute("insert into users (name, value) values ('x', 1)"),
             fresh=_sql_fresh,
-            # 50x before each lease got a new connection (issue 12): opening it and SQLite
-            # reading the schema again on the first statement cost tens of microseconds.
-            target=20,
+            # 50x before each lease got a new connection (issue 12): opening it, and SQLite
+            # reading the schema again at the test's first statement, cost tens of
+            # microseconds. The issue's bar (20x) is on the lease itself: --empty.
+            target=10,
             empty_target=20,
         ),
         Case(
@@ -193,6 +194,7 @@ def _cases() -> list[Case]:
             aiosqlite_service(schema=SQL_SCHEMA, seed=_sql_seed),
             _aio_write,
             fresh=_aio_fresh,
+            empty_target=20,
         ),
         Case(
             "sqlalchemy AsyncSession, 4 tables + 1,000 rows",
