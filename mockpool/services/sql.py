@@ -127,7 +127,8 @@ class SqliteTemplate:
     :param settings: ``row_factory``, ``text_factory`` and ``isolation_level`` by name.
     :param pragmas: ``PRAGMA name = value`` statements: the connection pragmas that differ
         from a new connection's.
-    :param attached: ``(name, file, image)`` per ATTACHed database; ``image`` for one in memory.
+    :param attached: ``(name, file, image)`` per ATTACHed database; ``image`` for one in memory
+        that has pages.
     :param calls: the recorded ``create_function``, ``create_collation``, ``set_authorizer``,
         ``setlimit``... calls, in order, as ``(key, method, args, kwargs)``.
     """
@@ -252,7 +253,7 @@ class PooledConnection(sqlite3.Connection):
             image = self.serialize()
         with self._probing() as cursor:
             attached = tuple(
-                (name, file, None if file else self.serialize(name=name)) for name, file in _attached(cursor)
+                (name, file, None if file else _image_of(self, name)) for name, file in _attached(cursor)
             )
             pragmas = connection_pragmas(cursor)
         database, args, kwargs = self._connect
@@ -349,7 +350,8 @@ class PooledConnection(sqlite3.Connection):
             prints["image"] = _Image(self.serialize())
             for name, file in attached:
                 if not file:
-                    prints[f"image {name}"] = _Image(self.serialize(name=name))
+                    image = _image_of(self, name)
+                    prints[f"image {name}"] = None if image is None else _Image(image)
             prints["databases"] = attached
             prints["temp schema"] = cursor.execute(
                 "select type, name, tbl_name, sql from temp.sqlite_master order by type, name"
@@ -487,6 +489,15 @@ def _functions(cursor: sqlite3.Cursor) -> list[tuple[str, int]] | None:
     except sqlite3.OperationalError:  # an SQLite built without introspection pragmas
         return None
     return rows
+
+
+def _image_of(conn: sqlite3.Connection, name: str) -> bytes | None:
+    """An attached in-memory database's image; None while nothing was written to it (SQLite
+    cannot serialize a database without a page), which attaching ``:memory:`` again rebuilds."""
+    try:
+        return conn.serialize(name=name)
+    except sqlite3.OperationalError:
+        return None
 
 
 def _is_closed(conn: sqlite3.Connection) -> bool:

@@ -167,3 +167,22 @@ def test_a_new_instance_starts_rebuilt_from_its_template() -> None:
         assert conn.fingerprint() == pristine
     finally:
         conn.close()
+
+
+@pytest.mark.asyncio
+async def test_an_empty_database_the_schema_attached_is_attached_empty_again() -> None:
+    """SQLite cannot serialize a database nothing was written to; the template attaches it
+    again, empty, and a test's tables in it are gone."""
+    spec = sql_service(schema="attach database ':memory:' as scratch; create table t (x);", max_size=1)
+    async with pool_of(spec) as pool:
+        async with pool.acquire("database") as db:
+            assert isinstance(db, PooledConnection)
+            empty = db.fingerprint()
+            db.execute("create table scratch.notes (x)")
+            assert db.fingerprint() != empty
+        async with pool.acquire("database") as db:
+            assert isinstance(db, PooledConnection)
+            names = [row[1] for row in db.execute("pragma database_list")]
+            assert names == ["main", "scratch"]
+            assert db.execute("select count(*) from scratch.sqlite_master").fetchone() == (0,)
+            assert db.fingerprint() == empty
