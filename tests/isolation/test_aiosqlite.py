@@ -183,3 +183,18 @@ async def _has_the_schema_settings(db: aiosqlite.Connection) -> None:
     assert list(await db.execute_fetchall("pragma foreign_keys")) == [(1,)]
     assert list(await db.execute_fetchall("select shout(name) from users where id = 1")) == [("ALICE!",)]
     await _fails(db, "insert into devices values (99)", "FOREIGN KEY")
+
+
+@pytest.mark.asyncio
+async def test_a_connection_bound_to_its_thread_is_rebuilt_on_that_thread() -> None:
+    """``check_same_thread=True``: only the worker thread may touch the connection, so every
+    rebuild is queued to it. (aiosqlite's ``row_factory``, ``in_transaction``... properties
+    touch it from the caller's thread: they fail in this mode, so no case uses them.)"""
+
+    async def names(db: aiosqlite.Connection) -> None:
+        assert list(await db.execute_fetchall("select name from users order by id")) == NAMES
+
+    spec = aiosqlite_service(schema=SCHEMA, seed=SEED, connect_options={"check_same_thread": True})
+    usable = [d for d in DIRTIERS if d.name not in {"row_factory", "text_factory", "isolation_level"}]
+    report = await check_isolation(spec, usable, pristine=names, isolation_verify=True, strict=True)
+    assert {case.outcome for case in report.cases} == {"reset"}
