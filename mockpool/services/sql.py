@@ -229,13 +229,15 @@ class PooledConnection(sqlite3.Connection):
         self._note(f"limit {category}", True, "setlimit", (category, limit))
         return old
 
-    def enable_load_extension(self, enable: bool) -> None:
-        super().enable_load_extension(enable)
-        self._note("load_extension enabled", bool(enable), "enable_load_extension", (True,))
+    if hasattr(sqlite3.Connection, "enable_load_extension"):  # absent from some Python builds
 
-    def load_extension(self, name: str, *args: Any, **kwargs: Any) -> None:
-        super().load_extension(name, *args, **kwargs)
-        self._note(f"extension {name}", True, "load_extension", (name, *args), **kwargs)
+        def enable_load_extension(self, enable: bool) -> None:
+            super().enable_load_extension(enable)
+            self._note("load_extension enabled", bool(enable), "enable_load_extension", (True,))
+
+        def load_extension(self, name: str, *args: Any, **kwargs: Any) -> None:
+            super().load_extension(name, *args, **kwargs)
+            self._note(f"extension {name}", True, "load_extension", (name, *args), **kwargs)
 
     # -- template ----------------------------------------------------------------------------
 
