@@ -91,3 +91,11 @@ pytest_collect_file = Sybil(
     # sketches whose names (make_redis, JwtFake...) are left to the reader.
     excludes=["docs/design.md"],
 ).pytest()
+
+
+def pytest_configure(config: object) -> None:
+    """Under xdist, send each file's tests to one worker (``--dist loadfile``): a document's
+    blocks build on the ones above them, in one namespace, so they cannot be split."""
+    option = getattr(config, "option", None)
+    if getattr(option, "dist", None) == "load":
+        option.dist = "loadfile"  # type: ignore[union-attr]

@@ -4,12 +4,15 @@ against fresh (create + write + destroy), as a ratio from one run.
 Run: ``python benchmarks/services.py`` (``--quick`` for a short run). Each figure is the best of
 several rounds of the mean cost per lease, so a noisy neighbour inflates none of them.
 
-Targets: autospec of a 60-method class >= 50x, sql (4 tables + 1,000 rows) >= 50x, redis with
+Targets: autospec of a 60-method class >= 50x, sql (4 tables + 1,000 rows) >= 20x, redis with
 200 seeded keys >= 20x, http >= 20x against what a respx test without a pool builds (a patched
 router and a client with its own SSL context); the second http line compares the lease with the
-double's own factory, which builds no SSL context. The sqlalchemy line compares a pooled ``AsyncSession`` (template reloaded
-per lease) with what a test without a pool pays: a new aiosqlite engine, ``create_all``, the
-seed, a session, the write and ``dispose()``.
+double's own factory, which builds no SSL context. With ``--empty`` (tests that do nothing: the
+lease itself against building the double), sql, aiosqlite and sqlalchemy >= 20x. The aiosqlite
+and sqlalchemy lines compare a pooled connection / ``AsyncSession`` (rebuilt from the template
+per lease) with what a test without a pool pays: a new aiosqlite connection (and, for
+sqlalchemy, an engine, ``create_all`` and a session), the schema, the seed, the write and the
+close.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mockpool import MockPool, ServiceSpec
 from mockpool.services import (
     DEVICE_SESSION_SCHEMA,
+    aiosqlite_service,
     autospec_service,
     device_session_service,
     http_service,
@@ -60,6 +64,18 @@ def _sql_seed(conn: sqlite3.Connection) -> None:
         )
 
 
+async def _sql_fresh(write: Write) -> None:
+    """A test without a pool: a plain sqlite3 connection, the schema, the seed, the write."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(SQL_SCHEMA)
+        _sql_seed(conn)
+        conn.commit()
+        await _call(write, conn)
+    finally:
+        conn.close()
+
+
 SQL_SCHEMA = "".join(
     f"create table {t} (id integer primary key, name text not null, value integer);"
     for t in ("users", "devices", "sessions_log", "events")
@@ -76,9 +92,11 @@ class Case:
     write: Write
     members: tuple[ServiceSpec, ...] = ()
     target: float | None = None
-    #: What a test without a pool pays, when the spec's factory does not show it (a factory
-    #: that loads a template built once).
-    fresh: Callable[[], Awaitable[None]] | None = None
+    #: The target with ``--empty``: a lease against building the double.
+    empty_target: float | None = None
+    #: What a test without a pool pays, given the test's write, when the spec's factory does
+    #: not show it (a factory that loads a template built once).
+    fresh: Callable[[Write], Awaitable[None]] | None = None
 
 
 def _sa_metadata() -> Any:
@@ -110,7 +128,7 @@ async def _sa_write(session: Any) -> None:
     await session.commit()
 
 
-async def _sa_fresh() -> None:
+async def _sa_fresh(write: Write) -> None:
     from sqlalchemy import insert
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
     from sqlalchemy.pool import StaticPool
@@ -121,8 +139,26 @@ async def _sa_fresh() -> None:
         for table, rows in SA_SEED.items():
             await conn.execute(insert(SA_METADATA.tables[table]), rows)
     async with AsyncSession(engine) as session:
-        await _sa_write(session)
+        await _call(write, session)
     await engine.dispose()
+
+
+async def _aio_write(db: Any) -> None:
+    await db.execute("insert into users (name, value) values ('x', 1)")
+    await db.commit()
+
+
+async def _aio_fresh(write: Write) -> None:
+    import aiosqlite
+
+    async with aiosqlite.connect(":memory:") as db:
+        await db.executescript(SQL_SCHEMA)
+        for table in ("users", "devices", "sessions_log", "events"):
+            await db.executemany(
+                f"insert into {table} (name, value) values (?, ?)", [(f"{table}-{i}", i) for i in range(250)]
+            )
+        await db.commit()
+        await _call(write, db)
 
 
 async def _redis_write(r: Any) -> None:
@@ -133,12 +169,14 @@ async def _http_write(api: Any) -> None:
     await api.get("/items")
 
 
-async def _http_fresh() -> None:
+async def _http_fresh(write: Write) -> None:
     """What a respx test pays without a pool: the route on a new respx router, patched in and
-    out, and a new ``httpx.AsyncClient`` (with its own SSL context) for the code under test."""
+    out, and a new ``httpx.AsyncClient`` (with its own SSL context) for the code under test
+    (which sends the test's request: ``write`` is the pooled test's equivalent)."""
     import httpx
     import respx
 
+    del write
     async with respx.mock(base_url="http://testserver", assert_all_called=False) as router:
         router.get("/items").respond(json=[{"id": 1}])
         async with httpx.AsyncClient(base_url="http://testserver") as client:
@@ -161,13 +199,26 @@ def _cases() -> list[Case]:
             "sql, 4 tables + 1,000 rows",
             sql_service(schema=SQL_SCHEMA, seed=_sql_seed),
             lambda db: db.execute("insert into users (name, value) values ('x', 1)"),
-            target=50,
+            fresh=_sql_fresh,
+            # 50x before each lease got a new connection (issue 12): opening it, and SQLite
+            # reading the schema again at the test's first statement, cost tens of
+            # microseconds. The issue's bar (20x) is on the lease itself: --empty.
+            target=20,
+            empty_target=20,
+        ),
+        Case(
+            "aiosqlite, 4 tables + 1,000 rows",
+            aiosqlite_service(schema=SQL_SCHEMA, seed=_sql_seed),
+            _aio_write,
+            fresh=_aio_fresh,
+            empty_target=20,
         ),
         Case(
             "sqlalchemy AsyncSession, 4 tables + 1,000 rows",
             sqlalchemy_service(metadata=SA_METADATA, seed=SA_SEED),
             _sa_write,
             fresh=_sa_fresh,
+            empty_target=20,
         ),
         Case("redis, 200 seeded keys", redis_service(seed=REDIS_SEED), _redis_write, target=20),
         Case("jwt (HS256)", jwt_service(), lambda j: j.revoke(j.sign({"sub": "u1"}))),
@@ -232,7 +283,11 @@ async def _rounds(body: Callable[[], Awaitable[None]], *, rounds: int, budget: f
     return best
 
 
-async def _measure(case: Case, *, rounds: int, budget: float) -> tuple[float, float]:
+def _nothing(handle: object) -> None:
+    del handle
+
+
+async def _measure(case: Case, *, rounds: int, budget: float, empty: bool) -> tuple[float, float]:
     pool = MockPool(supervise=False)
     for member in case.members:
         pool.register(member)
@@ -241,13 +296,22 @@ async def _measure(case: Case, *, rounds: int, budget: float) -> tuple[float, fl
     async with pool:
         await pool.warm({name: 1})
 
+        write = _nothing if empty else case.write
+
         async def pooled() -> None:
             async with pool.acquire(name) as handle:
-                await _call(case.write, handle)
+                await _call(write, handle)
 
         await pooled()  # binds the handle for this loop once
         pooled_s = await _rounds(pooled, rounds=rounds, budget=budget)
-    fresh = case.fresh or (lambda: _fresh_once(case.spec, case.members, case.write))
+    build = case.fresh
+
+    async def fresh() -> None:
+        if build is not None:
+            await build(write)
+        else:
+            await _fresh_once(case.spec, case.members, write)
+
     fresh_s = await _rounds(fresh, rounds=rounds, budget=budget)
     return pooled_s, fresh_s
 
@@ -260,6 +324,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter rounds (noisier figures)")
     parser.add_argument("--only", metavar="TEXT", help="run only the fakes whose label contains TEXT")
+    parser.add_argument(
+        "--empty",
+        action="store_true",
+        help="tests that do nothing: a lease (acquire, reset) against building the double and closing it",
+    )
     args = parser.parse_args(argv)
     rounds, budget = (2, 0.1) if args.quick else (3, 0.4)
     rows = []
@@ -267,16 +336,18 @@ async def main(argv: list[str] | None = None) -> int:
     for case in _cases():
         if args.only and args.only not in case.label:
             continue
-        pooled_s, fresh_s = await _measure(case, rounds=rounds, budget=budget)
+        pooled_s, fresh_s = await _measure(case, rounds=rounds, budget=budget, empty=args.empty)
         ratio = fresh_s / pooled_s
-        target = f">= {case.target:g}x" if case.target else ""
-        if case.target and ratio < case.target:
+        goal = case.empty_target if args.empty else case.target
+        target = f">= {goal:g}x" if goal else ""
+        if goal and ratio < goal:
             missed.append(case.label)
             target += " MISSED"
         rows.append((case.label, _us(fresh_s), _us(pooled_s), f"{ratio:,.0f}x", target))
     header = ("fake", "fresh per test", "pooled per lease", "ratio", "target")
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    print(f"Python {sys.version.split()[0]}, {sys.platform}; best of {rounds} rounds")
+    mode = "tests that do nothing" if args.empty else "tests that write once"
+    print(f"Python {sys.version.split()[0]}, {sys.platform}; best of {rounds} rounds; {mode}")
     for row in (header, tuple("-" * w for w in widths), *rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     if missed:

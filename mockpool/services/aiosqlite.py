@@ -1,10 +1,19 @@
-"""``aiosqlite_service()``: a pooled ``aiosqlite.Connection`` to an in-memory database.
+"""``aiosqlite_service()``: a pooled ``aiosqlite.Connection`` to an in-memory database, clean
+by construction.
 
 The schema and the migrations run once, on a plain ``sqlite3`` connection, into a *template*
-image (``Connection.serialize()``). Each pooled instance is an aiosqlite connection (a
-:class:`PooledAioConnection`) whose database is loaded from that template; reset rolls back
-what the test left open and loads the template again with ``deserialize()``, on aiosqlite's
-worker thread, where the connection lives.
+(a :class:`~mockpool.services.sql.SqliteTemplate`: the database image plus the connection
+settings the schema made). Each pooled instance is an aiosqlite connection (a
+:class:`PooledAioConnection`) whose ``sqlite3`` connection, made on aiosqlite's worker thread,
+is a :class:`~mockpool.services.sql.PooledConnection`. Each reset:
+
+- rebuilds the ``sqlite3`` connection under the same object from the template (see
+  :mod:`mockpool.services.sql`: temp schema, ATTACH, pragmas, functions, callbacks, limits,
+  statement cache, open cursors go; data and the template's settings come back). When no
+  call is pending, the worker thread waits on its queue and the rebuild runs at once on the
+  event loop's thread; else it is queued behind the pending calls;
+- puts the aiosqlite ``Connection`` object's own attributes back as they were when it was
+  made (a test's additions removed); its worker thread and queue are reused.
 
 Only the pool closes a pooled connection: ``close()`` (and ``async with conn:``) inside a
 test leaves it open, so code under test that closes the connection it was given does not
@@ -22,9 +31,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._common import SqlStep, build_spec, require, run_sql_step, sql_steps
+from .sql import PooledConnection, SqliteTemplate
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Coroutine, Generator
 
     import aiosqlite
 
@@ -59,7 +69,8 @@ def require_aiosqlite(*, extra: str, service: str) -> Any:
 
 
 class Template:
-    """A database image built once, on first use, by ``build(conn)`` on a ``sqlite3`` connection.
+    """A template built once, on first use, by ``build(conn)`` on a ``sqlite3`` connection
+    (a :class:`~mockpool.services.sql.PooledConnection`, so the settings it makes are kept).
 
     Thread-safe: pooled instances created in parallel (warming) share one build.
     """
@@ -67,31 +78,50 @@ class Template:
     def __init__(self, build: Callable[[sqlite3.Connection], object], *, service: str) -> None:
         self._build = build
         self._service = service
-        self._image: bytes | None = None
+        self._state: SqliteTemplate | None = None
         self._lock = threading.Lock()
 
     @property
-    def image(self) -> bytes:
-        image = self._image
-        if image is None:
+    def state(self) -> SqliteTemplate:
+        state = self._state
+        if state is None:
             with self._lock:
-                image = self._image
-                if image is None:
-                    image = self._image = self._make()
-        return image
+                state = self._state
+                if state is None:
+                    state = self._state = self._make()
+        return state
 
-    def _make(self) -> bytes:
-        conn = sqlite3.connect(":memory:", check_same_thread=False)
+    @property
+    def image(self) -> bytes:
+        """The template's database image."""
+        return self.state.image
+
+    def _make(self) -> SqliteTemplate:
+        conn = sqlite3.connect(":memory:", check_same_thread=False, factory=PooledConnection)
         try:
             self._build(conn)
-            conn.commit()
-            # A database nothing was written to has no page yet and cannot be serialized;
-            # writing the user version back unchanged writes the header page.
-            (version,) = conn.execute("pragma user_version").fetchone()
-            conn.execute(f"pragma user_version = {int(version)}")
-            return conn.serialize()
+            return conn.seal()
         finally:
             conn.close()
+
+
+#: Attributes of the aiosqlite connection the pool itself manages: never put back by a reset.
+_MANAGED = frozenset({"_running", "_connection", "_owned", "_pristine", "_calls"})
+
+
+class _Calls:
+    """Calls queued to a connection's worker thread (counted by the event loop's thread) and
+    finished (counted by the worker): one writer each, so no lock."""
+
+    __slots__ = ("done", "queued")
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.done = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.queued == self.done
 
 
 if TYPE_CHECKING:
@@ -99,16 +129,22 @@ if TYPE_CHECKING:
     class PooledAioConnection(aiosqlite.Connection):
         """An ``aiosqlite.Connection`` that only the pool closes (see the module doc)."""
 
-        template: bytes
-        setup: tuple[str, ...]
-        _settings: tuple[Any, Any, Any]
-        _conn: sqlite3.Connection
+        template: SqliteTemplate
+        _conn: PooledConnection
+        _pristine: dict[str, Any]
+        _calls: _Calls
+        _thread_bound: bool
 
         async def run(self, fn: Callable[..., Any], *args: Any) -> Any: ...
-        async def load(self, image: bytes) -> None: ...
+        async def seal(self, image: bytes | None = None) -> SqliteTemplate: ...
+        def load_now_possible(self) -> bool: ...
+        def load_now(self, image: bytes | None = None) -> bool: ...
+        async def load(self, image: bytes | None = None) -> None: ...
         async def reset(self) -> None: ...
+        def reset_soon(self) -> Coroutine[Any, Any, None] | None: ...
         async def snapshot(self) -> dict[str, Any]: ...
         async def restore(self, state: dict[str, Any]) -> None: ...
+        async def fingerprint(self) -> dict[str, Any]: ...
         async def health(self) -> bool: ...
         def shut(self) -> asyncio.Future[Any] | None: ...
         @property
@@ -130,13 +166,13 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
     class PooledAioConnection(base):  # type: ignore[misc]
         __doc__ = "An ``aiosqlite.Connection`` that only the pool closes (see the module doc)."
 
-        template: bytes = b""
-        #: SQL run after every load, in the same call on the worker thread (connection-level
-        #: settings such as pragmas, which the image does not carry).
-        setup: tuple[str, ...] = ()
-        _settings: tuple[Any, Any, Any] = (None, str, "")
         _owned = True
-        _connection: sqlite3.Connection | None  # set by aiosqlite.Connection.__init__
+        _connection: PooledConnection | None  # set by aiosqlite.Connection.__init__
+        _calls: _Calls
+        #: Made with ``check_same_thread=True``: only the worker thread may use the connection.
+        _thread_bound = False
+        #: The object's attributes when it was made (and sealed): what a reset puts back.
+        _pristine: dict[str, Any]
 
         # -- what a test may call: closing is the pool's job -----------------------------
 
@@ -170,22 +206,66 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
             """Run ``fn(*args)`` on the connection's worker thread."""
             return await self._execute(fn, *args)
 
-        async def load(self, image: bytes) -> None:
-            """Roll back what is open and load ``image`` (``deserialize``), on the worker thread."""
+        async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            # aiosqlite's, counting the calls (every aiosqlite method queues through here).
+            if not self._running or not self._connection:
+                raise ValueError("Connection closed")
+            calls = self._calls
+            function = functools.partial(fn, *args, **kwargs)
 
-            def load() -> None:
-                conn = self._conn
-                if conn.in_transaction:
-                    conn.rollback()
-                conn.deserialize(image)
-                conn.row_factory, conn.text_factory, conn.isolation_level = self._settings
-                for sql in self.setup:
-                    conn.execute(sql)
+            def counted() -> Any:
+                try:
+                    return function()
+                finally:
+                    calls.done += 1
 
-            await self.run(load)
+            future = asyncio.get_running_loop().create_future()
+            calls.queued += 1
+            self._tx.put_nowait((future, counted))
+            return await future
+
+        async def seal(self, image: bytes | None = None) -> SqliteTemplate:
+            """Take the connection as it is now (with ``image`` as its data, if given) as what
+            every reset rebuilds, and this object's attributes as what a reset puts back."""
+            template: SqliteTemplate = await self.run(self._conn.seal, image)
+            self.template = template
+            self._pristine = {k: v for k, v in self.__dict__.items() if k not in _MANAGED}
+            return template
+
+        def load_now_possible(self) -> bool:
+            return not self._thread_bound and self._calls.idle
+
+        def load_now(self, image: bytes | None = None) -> bool:
+            """Rebuild the ``sqlite3`` connection from the template (with ``image`` as its data,
+            if given) on this thread, and put this object's attributes back, if no call is
+            queued or running: the worker thread then waits on its queue, and only this thread
+            queues work, so nothing runs meanwhile. Spares a round trip to the worker. False
+            (nothing done) if a call is pending or the connection is bound to its thread."""
+            if not self.load_now_possible():
+                return False
+            self._conn.rebuild(image)
+            self._put_back()
+            return True
+
+        async def load(self, image: bytes | None = None) -> None:
+            """:meth:`load_now`, or the same queued behind the pending calls."""
+            if not self.load_now(image):
+                await self.run(self._conn.rebuild, image)
+                self._put_back()
+
+        def _put_back(self) -> None:
+            attributes = self.__dict__
+            for key in [k for k in attributes if k not in self._pristine and k not in _MANAGED]:
+                del attributes[key]
+            attributes.update(self._pristine)
 
         async def reset(self) -> None:
-            await self.load(self.template)
+            await self.load()
+
+        def reset_soon(self) -> Coroutine[Any, Any, None] | None:
+            """The reset hook: done at once when it can be (:meth:`load_now`), else a
+            coroutine to await."""
+            return None if self.load_now() else self.load()
 
         async def snapshot(self) -> dict[str, Any]:
             def take() -> dict[str, Any]:
@@ -201,10 +281,24 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
         async def restore(self, state: dict[str, Any]) -> None:
             await self.load(state["image"])
 
+        async def fingerprint(self) -> dict[str, Any]:
+            """The ``sqlite3`` connection's fingerprint (taken on the worker thread) and the
+            attributes of this object."""
+            if not self.open:
+                return {"open": False}
+            prints: dict[str, Any] = await self.run(self._conn.fingerprint)
+            prints["open"] = True
+            prints.update(
+                (f"aiosqlite attribute {key}", value)
+                for key, value in vars(self).items()
+                if key != "_pristine"
+            )
+            return prints
+
         async def health(self) -> bool:
             if not self.open:
                 return False
-            return bool(await self.run(lambda: self._conn.execute("select 1").fetchone() == (1,)))
+            return bool(await self.run(self._conn.health))
 
         def shut(self) -> asyncio.Future[Any] | None:
             """Close for good: queue the close on the worker thread, which then ends. Returns
@@ -234,37 +328,60 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
 
 
 async def open_pooled_connection(
-    template: bytes, *, service: str, extra: str = "aiosqlite", **connect_options: Any
+    template: SqliteTemplate, *, service: str, extra: str = "aiosqlite", **connect_options: Any
 ) -> PooledAioConnection:
-    """A new :class:`PooledAioConnection` to an in-memory database loaded from ``template``.
+    """A new :class:`PooledAioConnection` to an in-memory database rebuilt from ``template``.
 
     Its worker thread is a daemon. If opening fails or is cancelled, the thread is stopped.
+    The caller seals it (:meth:`PooledAioConnection.seal`) once it is set up.
     """
     aiosqlite_mod = require("aiosqlite", extra=extra, service=service)
     cls = _pooled_class(aiosqlite_mod)
     options = {"check_same_thread": False, **connect_options}
 
-    def connector() -> sqlite3.Connection:
-        raw: sqlite3.Connection = sqlite3.connect(":memory:", **options)
+    def connector() -> PooledConnection:
+        raw: PooledConnection = sqlite3.connect(":memory:", factory=PooledConnection, **options)
+        raw.adopt(template)
         return raw
 
     conn = cls(connector, 64)
-    conn._thread.daemon = True
-    conn._thread.name = f"mockpool[{service}] aiosqlite"
+    conn._thread = threading.Thread(
+        target=_worker,
+        args=(conn._tx, aiosqlite_mod.core),
+        name=f"mockpool[{service}] aiosqlite",
+        daemon=True,
+    )
     conn.template = template
+    conn._pristine = {}
+    conn._calls = _Calls()
+    if options["check_same_thread"]:
+        conn._thread_bound = True
     try:
         await conn
-        await conn.load(template)
-
-        def settings() -> tuple[Any, Any, Any]:
-            c = conn._conn
-            return (c.row_factory, c.text_factory, c.isolation_level)
-
-        conn._settings = await conn.run(settings)
     except BaseException:
         conn.shut()
         raise
     return conn
+
+
+def _worker(tx: Any, core: Any) -> None:
+    """aiosqlite's worker loop, but a call whose event loop closed while it ran (a reset or a
+    recovery cancelled at the end of a test's loop) ends quietly: aiosqlite's own loop raises
+    "Event loop is closed" out of the thread, which kills it and leaves the connection
+    unusable for the next loop."""
+    while True:
+        future, function = tx.get()
+        try:
+            result, setter = function(), core.set_result
+        except BaseException as exc:  # handed to the caller, as aiosqlite does
+            result, setter = exc, core.set_exception
+        if future is not None:
+            try:
+                future.get_loop().call_soon_threadsafe(setter, future, result)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits for this result
+        if result is core._STOP_RUNNING_SENTINEL:
+            break
 
 
 def aiosqlite_service(
@@ -311,7 +428,13 @@ def aiosqlite_service(
     template = Template(build, service=name)
 
     async def factory() -> PooledAioConnection:
-        return await open_pooled_connection(template.image, service=name, **connect)
+        conn = await open_pooled_connection(template.state, service=name, **connect)
+        try:
+            await conn.seal(template.state.image)
+        except BaseException:
+            conn.shut()
+            raise
+        return conn
 
     return build_spec(
         name,
@@ -321,14 +444,15 @@ def aiosqlite_service(
         health_check=_health,
         snapshot=_snapshot,
         restore=_restore,
+        fingerprint=_fingerprint,
         destroy=_destroy,
         min_size=min_size,
         max_size=max_size,
     )
 
 
-async def _reset(conn: PooledAioConnection) -> None:
-    await conn.reset()
+def _reset(conn: PooledAioConnection) -> Coroutine[Any, Any, None] | None:
+    return conn.reset_soon()
 
 
 async def _health(conn: PooledAioConnection) -> bool:
@@ -341,6 +465,10 @@ async def _snapshot(conn: PooledAioConnection) -> dict[str, Any]:
 
 async def _restore(conn: PooledAioConnection, state: dict[str, Any]) -> None:
     await conn.restore(state)
+
+
+async def _fingerprint(conn: PooledAioConnection) -> dict[str, Any]:
+    return await conn.fingerprint()
 
 
 def _destroy(conn: PooledAioConnection) -> asyncio.Future[Any] | None:

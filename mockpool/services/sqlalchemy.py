@@ -1,17 +1,30 @@
-"""``sqlalchemy_service()``: a pooled ``AsyncSession`` over an in-memory SQLite database.
+"""``sqlalchemy_service()``: a pooled ``AsyncSession`` over an in-memory SQLite database, clean
+by construction.
 
-``metadata.create_all`` and the seed run once, into a *template* image (on a plain ``sqlite3``
+``metadata.create_all`` and the seed run once, into a *template* (on a plain ``sqlite3``
 connection, through a sync engine). Each pooled instance is a :class:`SqlAlchemyDouble`: one
-aiosqlite connection (:class:`~mockpool.services.aiosqlite.PooledAioConnection`) loaded from
+aiosqlite connection (:class:`~mockpool.services.aiosqlite.PooledAioConnection`) rebuilt from
 the template, an ``AsyncEngine`` whose ``StaticPool`` always hands out that connection, and an
 ``AsyncSession`` bound to the engine. Tests receive the session; ``session.bind`` is its
-engine.
+engine. What a lease starts from:
 
-Reset closes the session (rolling back what the test left open, emptying the identity map)
-and loads the template back with ``deserialize()`` on aiosqlite's worker thread: microseconds
-where ``create_all`` plus a seed costs milliseconds. Closing the session or disposing the
-engine inside a test never closes the pooled connection: the engine's pool opens it again on
-next use, and only the pool closes it for good.
+- the session is rebuilt: closed (what the test left open rolled back), then constructed
+  again, under the same object, with the spec's ``session_options``: a new ``Session`` with
+  an empty identity map and no listeners, ``info``, ``autoflush``, ``expire_on_commit``
+  and the rest as configured;
+- the ``sqlite3`` connection is rebuilt from the template (see :mod:`mockpool.services.sql`
+  and :mod:`mockpool.services.aiosqlite`), with the pragmas of ``pragmas=`` and the functions
+  SQLAlchemy registers when it connects (``regexp``) part of it. When the test left no
+  transaction open and no call is pending, the whole reset runs at once, without a round trip
+  to the worker thread;
+- the engine, whose dialect was initialized once, is kept and proven equal: event listeners
+  added on the engine, its pool or its dialect are removed; the engine's and the pool's
+  attributes (``echo``, execution options, loggers) and the pooled connection record's
+  ``info`` are put back. A pool replaced by ``engine.dispose()`` is kept: SQLAlchemy made it
+  from the same configuration and listeners.
+
+Closing the session or disposing the engine inside a test never closes the pooled
+connection: the engine's pool opens it again on next use, and only the pool closes it.
 
 The engine is used from whichever event loop the test runs in: aiosqlite makes a future in
 the calling loop for each call, and SQLAlchemy's asyncio adaptation keeps nothing bound to a
@@ -21,10 +34,13 @@ loop unless one connection is used concurrently (its execute lock).
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServiceConfigError
@@ -34,7 +50,7 @@ from .aiosqlite import Template, open_pooled_connection, require_aiosqlite
 if TYPE_CHECKING:
     import sqlite3
 
-    from sqlalchemy import MetaData
+    from sqlalchemy import Engine, MetaData
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
@@ -57,40 +73,66 @@ class SqlAlchemyDouble:
         self,
         conn: PooledAioConnection,
         engine: AsyncEngine,
-        session: AsyncSession,
+        session_options: Mapping[str, Any] | None = None,
         pragmas: Mapping[str, str] | None = None,
     ) -> None:
+        from sqlalchemy.ext.asyncio import AsyncSession
+
         self.conn = conn
         self.engine = engine
-        self.session = session
+        self.session_options = dict(session_options or {})
         self.pragmas = dict(pragmas or {})
-        self._session_info = dict(session.info)
+        self.session = AsyncSession(engine, **self.session_options)
+        self._engine_state: _EngineState | None = None
+        # The attributes of a session just made: a test's own are the others.
+        self._session_keys = (frozenset(vars(self.session)), frozenset(vars(self.session.sync_session)))
 
     def handle(self) -> AsyncSession:
         return self.session
 
-    async def apply_pragmas(self) -> None:
-        """Set the connection's pragmas (``sqlalchemy_service(pragmas=)``): they live on the
-        connection, not in the database image, so the template cannot carry them. Every later
-        load of the template (reset, restore) sets them again in the same worker-thread call."""
+    async def seal(self) -> None:
+        """Connect the engine once (SQLAlchemy initializes its dialect and registers its SQL
+        functions on the connection), set ``pragmas=``, and take all of that as what every
+        reset rebuilds or puts back."""
+        async with self.engine.connect():
+            pass
         setup = tuple(f"PRAGMA {name} = {value}" for name, value in self.pragmas.items())
-        self.conn.setup = setup
         if setup:
             raw = self.conn._conn
             await self.conn.run(lambda: [raw.execute(sql) for sql in setup])
+        await self.conn.seal(self.conn.template.image)
+        self._engine_state = _EngineState.take(self.engine.sync_engine)
 
     async def reset(self) -> None:
-        """Close the session (rollback, identity map emptied), reload the template (and the
-        pragmas: a test may have changed one)."""
-        await self._reset_session()
-        await self.conn.reset()
+        """A new session, the connection rebuilt from the template, the engine put back (see
+        the module doc)."""
+        await self._rebuild(None)
 
-    async def _reset_session(self) -> None:
+    def reset_soon(self) -> Coroutine[Any, Any, None] | None:
+        """The reset hook: done at once when nothing needs the worker thread (the session holds
+        no transaction, no call is pending on the connection), else a coroutine to await."""
+        if self.session.sync_session.in_transaction() or not self.conn.load_now_possible():
+            return self._rebuild(None)
+        self.session.sync_session.close()  # no transaction: nothing to roll back, no I/O
+        self._new_session()
+        self.conn.load_now()
+        return None
+
+    async def _rebuild(self, image: bytes | None) -> None:
+        await self.session.close()  # rolls back; gives the connection back to the engine's pool
+        self._new_session()
+        await self.conn.load(image)
+
+    def _new_session(self) -> None:
+        """The session constructed again under the same object (groups and the bind hook hold
+        it), and the engine put back."""
+        from sqlalchemy.ext.asyncio import AsyncSession
+
         session = self.session
-        await session.close()
-        if session.info != self._session_info:
-            session.info.clear()
-            session.info.update(self._session_info)
+        vars(session).clear()
+        AsyncSession.__init__(session, self.engine, **self.session_options)
+        if self._engine_state is not None:
+            self._engine_state.restore(self.engine.sync_engine)
 
     async def snapshot(self) -> dict[str, Any]:
         """The database image, whether a transaction is open, and the session's state."""
@@ -107,8 +149,15 @@ class SqlAlchemyDouble:
         return state
 
     async def restore(self, state: dict[str, Any]) -> None:
-        await self._reset_session()
-        await self.conn.restore(state)
+        await self._rebuild(state["image"])
+
+    async def fingerprint(self) -> dict[str, Any]:
+        """The connection's fingerprint, the session's settings, state and listeners, and the
+        engine's (see :class:`_EngineState`)."""
+        prints = await self.conn.fingerprint()
+        prints.update(_session_prints(self.session, *self._session_keys))
+        prints.update(_EngineState.prints(self.engine.sync_engine))
+        return prints
 
     async def health(self) -> bool:
         return await self.conn.health()
@@ -129,6 +178,158 @@ class SqlAlchemyDouble:
 
     def __repr__(self) -> str:
         return f"<SqlAlchemyDouble {self.engine.url!s}>"
+
+
+# == the engine: kept, proven equal ==========================================================
+
+#: Engine and pool attributes a reset leaves alone: the pool (a test's ``dispose()`` replaces
+#: it, from the same configuration), the dispatch (listeners are compared one by one), the
+#: pooled connection record (handled apart) and the pool's creator wrapper (made per pool
+#: from ``_creator_arg``, which is compared).
+_ENGINE_OWN = frozenset({"pool", "dispatch"})
+_POOL_OWN = frozenset({"connection", "dispatch", "_invoke_creator"})
+
+
+def _listeners(target: Any) -> dict[str, tuple[Any, ...]]:
+    """The listeners added on ``target`` itself (not on its class), by event name."""
+    dispatch = target.dispatch
+    found = {}
+    for name in dispatch._event_names:
+        listeners = tuple(getattr(dispatch, name).listeners)
+        if listeners:
+            found[name] = listeners
+    return found
+
+
+def _drop_listeners(target: Any, keep: Mapping[str, tuple[Any, ...]]) -> None:
+    """Remove the listeners of ``target`` that are not in ``keep``."""
+    dispatch = target.dispatch
+    for name in dispatch._event_names:
+        collection = getattr(dispatch, name)
+        for listener in [fn for fn in collection.listeners if fn not in keep.get(name, ())]:
+            _remove_listener(collection, listener)
+
+
+def _remove_listener(collection: Any, listener: Any) -> None:
+    """What ``event.remove()`` does for the ``listen()`` call that added ``listener``, found
+    from the listener: SQLAlchemy keeps the listener (often a wrapper of the function given to
+    ``listen()``) but not the function, and ``sqlalchemy.event`` has no way to list listeners.
+    Removes it from every collection that call reached (the pool ``dispose()`` made, too)."""
+    from sqlalchemy.event import registry
+
+    listener_ref = weakref.ref(listener)
+    key = registry._collection_to_key.get(collection.ref, {}).get(listener_ref)
+    owners = dict(registry._key_to_collection.pop(key, {})) if key is not None else {}
+    owners.setdefault(collection.ref, listener_ref)
+    for owner_ref, fn_ref in owners.items():
+        owner, fn = owner_ref(), fn_ref()
+        if owner is None or fn is None:
+            continue
+        if fn in owner.listeners:
+            owner.listeners.remove(fn)
+        owner.propagate.discard(fn)
+        registry._collection_to_key.get(owner_ref, {}).pop(fn_ref, None)
+
+
+def _put_back(obj: Any, pristine: Mapping[str, Any], leave: frozenset[str]) -> None:
+    """``obj``'s attributes as in ``pristine``, but for those in ``leave``."""
+    attributes = vars(obj)
+    for key in [k for k in attributes if k not in pristine and k not in leave]:
+        del attributes[key]  # a test's, or a memoized value, which comes back on use
+    for key, value in pristine.items():
+        if key not in leave and attributes.get(key, _MISSING) is not value:
+            attributes[key] = value
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _EngineState:
+    """A pristine engine: its attributes, its pool's and its connection record's, and the
+    listeners on the engine, the pool and the dialect. Put back on the engine's current pool
+    and record too, when a test's ``dispose()`` replaced them (SQLAlchemy made the new ones
+    from the same configuration and listeners)."""
+
+    engine: dict[str, Any]
+    pool: dict[str, Any]
+    record: dict[str, Any]
+    listeners: dict[str, dict[str, tuple[Any, ...]]]
+
+    @classmethod
+    def take(cls, engine: Engine) -> _EngineState:
+        record = vars(engine.pool).get("connection")
+        return cls(
+            engine=dict(vars(engine)),
+            pool=dict(vars(engine.pool)),
+            record={k: copy.copy(v) for k, v in vars(record).items()} if record is not None else {},
+            listeners={label: _listeners(target) for label, target in _targets(engine).items()},
+        )
+
+    def restore(self, engine: Engine) -> None:
+        for label, target in _targets(engine).items():
+            _drop_listeners(target, self.listeners[label])
+        _put_back(engine, self.engine, _ENGINE_OWN)
+        _put_back(engine.pool, self.pool, _POOL_OWN)
+        record = vars(engine.pool).get("connection")
+        if record is not None:  # its info dicts: a test's entries go
+            _put_back(record, {k: copy.copy(v) for k, v in self.record.items()}, frozenset())
+
+    @staticmethod
+    def prints(engine: Engine) -> dict[str, Any]:
+        """What a test can leave on the engine, for a fingerprint: its attributes and its
+        pool's, its connection record's ``info``, and the listeners of the engine, the pool
+        and the dialect."""
+        pool = engine.pool
+        record = vars(pool).get("connection")
+        prints: dict[str, Any] = {
+            f"engine {key}": value for key, value in vars(engine).items() if key not in _ENGINE_OWN
+        }
+        prints["pool class"] = type(pool)
+        prints.update((f"pool {key}", value) for key, value in vars(pool).items() if key not in _POOL_OWN)
+        prints["connection record"] = dict(vars(record)) if record is not None else {}
+        for label, target in _targets(engine).items():
+            prints[f"{label} listeners"] = _listeners(target)
+        return prints
+
+
+def _added(obj: object, own: frozenset[str]) -> dict[str, Any]:
+    """The attributes set on ``obj`` that it did not have when made, but for values its class
+    memoizes on first use (``info``, ``dispatch``): a class attribute of that name."""
+    cls = type(obj)
+    return {k: v for k, v in vars(obj).items() if k not in own and not hasattr(cls, k)}
+
+
+def _targets(engine: Engine) -> dict[str, Any]:
+    return {"engine": engine, "pool": engine.pool, "dialect": engine.dialect}
+
+
+def _session_prints(session: AsyncSession, own: frozenset[str], sync_own: frozenset[str]) -> dict[str, Any]:
+    """What a test can leave on the session, for a fingerprint; ``own`` and ``sync_own`` are
+    the attributes a new ``AsyncSession`` and ``Session`` have."""
+    sync = session.sync_session
+    return {
+        "session class": type(sync),
+        "session objects": len(sync.identity_map) + len(sync.new) + len(sync.deleted),
+        "session in_transaction": sync.in_transaction(),
+        "session info": dict(sync.info),
+        "session bind": sync.bind,
+        "session binds": dict(sync.binds),
+        "session settings": {
+            name: getattr(sync, name)
+            for name in (
+                "autoflush",
+                "expire_on_commit",
+                "autobegin",
+                "twophase",
+                "join_transaction_mode",
+                "_query_cls",
+            )
+        },
+        "session listeners": _listeners(sync),
+        "session attributes": _added(sync, sync_own),
+        "async session attributes": _added(session, own),
+    }
 
 
 def sqlalchemy_service(
@@ -201,7 +402,7 @@ def sqlalchemy_service(
     template = Template(build, service=name)
 
     async def factory() -> SqlAlchemyDouble:
-        conn = await open_pooled_connection(template.image, service=name, extra="sqlalchemy")
+        conn = await open_pooled_connection(template.state, service=name, extra="sqlalchemy")
         try:
 
             async def creator() -> PooledAioConnection:
@@ -213,9 +414,10 @@ def sqlalchemy_service(
                 poolclass=sa_pool.StaticPool,
                 **engine_kw,
             )
-            session: AsyncSession = sa_async.AsyncSession(engine, **session_kw)
-            double = SqlAlchemyDouble(conn, engine, session, pragma_sql)
-            await double.apply_pragmas()
+            double = SqlAlchemyDouble(conn, engine, session_kw, pragma_sql)
+            await double.seal()
+            # A new instance starts the way every lease does: rebuilt.
+            await double.reset()
         except BaseException:
             conn.shut()
             raise
@@ -226,10 +428,11 @@ def sqlalchemy_service(
         options,
         factory=factory,
         bind=SqlAlchemyDouble.handle,
-        reset=SqlAlchemyDouble.reset,
+        reset=SqlAlchemyDouble.reset_soon,
         health_check=SqlAlchemyDouble.health,
         snapshot=SqlAlchemyDouble.snapshot,
         restore=SqlAlchemyDouble.restore,
+        fingerprint=SqlAlchemyDouble.fingerprint,
         destroy=_destroy,
         min_size=min_size,
         max_size=max_size,

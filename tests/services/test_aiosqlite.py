@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -103,3 +104,66 @@ def test_bad_steps_are_refused_and_the_extra_is_named(monkeypatch: pytest.Monkey
     monkeypatch.setitem(__import__("sys").modules, "aiosqlite", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'mockpool\[aiosqlite\]'"):
         aiosqlite_service()
+
+
+def test_a_call_cut_short_by_the_end_of_its_loop_leaves_the_connection_usable() -> None:
+    """A reset or recovery still running on the worker thread when its test's loop closes
+    (pytest-asyncio closes one per test): the call ends quietly, the thread lives on, and the
+    next loop can use the connection. aiosqlite's own worker raised "Event loop is closed" out
+    of the thread, which then died with every later call queued behind it."""
+    spec = aiosqlite_service(schema=SCHEMA)
+    started, release = threading.Event(), threading.Event()
+
+    def blocked() -> None:
+        started.set()
+        release.wait(timeout=30)
+
+    async def make() -> Any:
+        return await spec.factory()
+
+    async def cut_short(conn: Any) -> None:
+        asyncio.get_running_loop().create_task(conn.run(blocked))  # cancelled when the loop ends
+        await asyncio.to_thread(started.wait, 30)
+
+    async def use(conn: Any) -> bool:
+        healthy = await asyncio.wait_for(conn.health(), timeout=30)
+        await conn.shut()
+        return bool(healthy)
+
+    conn = asyncio.run(make())
+    asyncio.run(cut_short(conn))
+    release.set()  # the worker finishes the call after its loop closed
+    assert asyncio.run(use(conn))
+    conn._thread.join(timeout=30)
+    assert not conn._thread.is_alive()
+
+
+@pytest.mark.asyncio
+async def test_the_reset_runs_at_once_when_the_worker_is_idle_and_queues_behind_pending_calls() -> None:
+    """An idle worker thread waits on its queue, so the reset rebuilds the connection on the
+    loop's thread, sparing a round trip; a call still pending (a task the test left behind)
+    runs first, then the rebuild, so its write does not reach the next lease."""
+    conn = await aiosqlite_service(schema=SCHEMA).factory()
+    try:
+        await conn.execute("insert into users (name) values ('a')")
+        assert conn.reset_soon() is None  # done at once
+        assert list(await conn.execute_fetchall("select count(*) from users")) == [(0,)]
+
+        started, release = threading.Event(), threading.Event()
+
+        def blocked() -> None:
+            started.set()
+            release.wait(timeout=30)
+
+        busy = asyncio.ensure_future(conn.run(blocked))
+        left = asyncio.ensure_future(conn.execute("insert into users (name) values ('late')"))
+        await asyncio.to_thread(started.wait, 30)
+        pending = conn.reset_soon()
+        assert pending is not None  # the worker is busy: the rebuild waits its turn
+        release.set()
+        await asyncio.gather(busy, left, pending)
+        assert list(await conn.execute_fetchall("select count(*) from users")) == [(0,)]
+    finally:
+        done = conn.shut()
+        if done is not None:
+            await done

@@ -129,3 +129,82 @@ async def test_a_thread_backed_wrapper_can_use_the_leased_connection() -> None:
         async with pool.acquire("database") as db:
             count = await asyncio.to_thread(lambda: db.execute("select count(*) from users").fetchone())
             assert count == (2,)
+
+
+@pytest.mark.asyncio
+async def test_settings_the_schema_made_come_back_at_every_lease() -> None:
+    """Pragmas, functions, collations, ``row_factory`` and attached databases the schema set
+    are part of the template: a test that changes them does not change the next lease's."""
+
+    def schema(conn: sqlite3.Connection) -> None:
+        conn.execute("pragma foreign_keys = on")
+        conn.create_function("slug", 1, lambda s: s.lower().replace(" ", "-"), deterministic=True)
+        conn.create_collation("nocase_rev", lambda a, b: (a.lower() < b.lower()) - (a.lower() > b.lower()))
+        conn.executescript(
+            """
+            create table teams (id integer primary key, name text not null, slug text);
+            create table members (team integer not null references teams (id));
+            create trigger teams_slug after insert on teams
+                begin update teams set slug = slug(new.name) where id = new.id; end;
+            attach database ':memory:' as lookup;
+            create table lookup.colours (name text);
+            insert into lookup.colours values ('red'), ('blue');
+            """
+        )
+        conn.row_factory = sqlite3.Row
+
+    async with pool_of(sql_service(schema=schema, max_size=1)) as pool:
+        for lease in range(2):
+            async with pool.acquire("database") as db:
+                assert db.row_factory is sqlite3.Row
+                assert db.execute("pragma foreign_keys").fetchone()[0] == 1
+                with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+                    db.execute("insert into members values (99)")
+                db.execute("insert into teams (name) values ('Night Owls')")
+                assert db.execute("select slug from teams").fetchone()[0] == "night-owls"
+                colours = db.execute("select name from lookup.colours order by name collate nocase_rev")
+                assert [row[0] for row in colours] == ["red", "blue"]
+                if lease == 0:  # undo all of it; the next lease gets it back
+                    db.execute("pragma foreign_keys = off")
+                    db.create_function("slug", 1, None)
+                    db.create_collation("nocase_rev", None)
+                    db.execute("delete from lookup.colours")
+                    db.commit()
+                    db.execute("detach database lookup")
+                    db.row_factory = None
+        assert pool.stats("database").created == 1
+
+
+def test_a_new_instance_starts_rebuilt_from_its_template() -> None:
+    """The factory hands out the connection as every reset leaves it: counters at zero, no
+    statement prepared, equal fingerprints."""
+    spec = sql_service(schema=SCHEMA, seed=SEED)
+    conn = spec.factory()
+    try:
+        assert conn.total_changes == 0
+        pristine = conn.fingerprint()
+        conn.execute("insert into users (name) values ('x')")
+        conn.commit()
+        conn.reset()
+        assert conn.fingerprint() == pristine
+    finally:
+        conn.close()
+
+
+@pytest.mark.asyncio
+async def test_an_empty_database_the_schema_attached_is_attached_empty_again() -> None:
+    """SQLite cannot serialize a database nothing was written to; the template attaches it
+    again, empty, and a test's tables in it are gone."""
+    spec = sql_service(schema="attach database ':memory:' as scratch; create table t (x);", max_size=1)
+    async with pool_of(spec) as pool:
+        async with pool.acquire("database") as db:
+            assert isinstance(db, PooledConnection)
+            empty = db.fingerprint()
+            db.execute("create table scratch.notes (x)")
+            assert db.fingerprint() != empty
+        async with pool.acquire("database") as db:
+            assert isinstance(db, PooledConnection)
+            names = [row[1] for row in db.execute("pragma database_list")]
+            assert names == ["main", "scratch"]
+            assert db.execute("select count(*) from scratch.sqlite_master").fetchone() == (0,)
+            assert db.fingerprint() == empty

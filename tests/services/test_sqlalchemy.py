@@ -168,3 +168,23 @@ def test_pragmas_are_checked() -> None:
         sqlalchemy_service(pragmas={"foreign keys": "ON"})
     with pytest.raises(ValueError, match=r"is not a value for PRAGMA journal_mode"):
         sqlalchemy_service(pragmas={"journal_mode": "wal; drop table users"})
+
+
+@pytest.mark.asyncio
+async def test_the_reset_runs_at_once_unless_a_transaction_is_left_to_roll_back() -> None:
+    """A session with no transaction open needs no I/O to close: the reset is done at once.
+    One the test left open is rolled back through the worker thread first."""
+    double = await sqlalchemy_service(metadata=Base.metadata, seed=SEED).factory()
+    try:
+        session = double.handle()
+        session.add(User(id=3, name="carol"))
+        await session.commit()
+        assert double.reset_soon() is None
+        await session.execute(text("delete from users"))  # left open
+        pending = double.reset_soon()
+        assert pending is not None
+        await pending
+        assert double.handle() is session
+        assert await _names(session) == ["alice", "bob"]
+    finally:
+        await double.aclose()

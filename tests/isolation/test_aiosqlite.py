@@ -1,0 +1,200 @@
+"""Dirtying battery of ``aiosqlite_service``: whatever a test does through the aiosqlite
+connection, the next lease of the same instance starts from the template (issue 12), and
+isolation-verify sees every visible case when the reset is weakened."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from mockpool.services import aiosqlite_service
+from mockpool.testing import Dirtier, check_isolation
+
+from ._sqlite_cases import NAMES, SCHEMA, SEED, sql_dirtiers
+
+SPEC = aiosqlite_service(schema=SCHEMA, seed=SEED)
+
+
+async def _run(db: aiosqlite.Connection, sql: str) -> Sequence[Sequence[Any]]:
+    return list(await db.execute_fetchall(sql))
+
+
+async def _pristine(db: aiosqlite.Connection) -> None:
+    assert list(await db.execute_fetchall("select name from users order by id")) == NAMES
+    assert not db.in_transaction
+    assert (db.row_factory, db.text_factory, db.isolation_level) == (None, str, "")
+
+
+async def _fails(db: aiosqlite.Connection, sql: str, match: str) -> None:
+    try:
+        await db.execute(sql)
+    except sqlite3.Error as exc:
+        assert match in str(exc), exc
+    else:
+        raise AssertionError(f"{sql!r} worked")
+
+
+_TRACED: list[str] = []
+_LEFT_OPEN: list[aiosqlite.Cursor] = []
+
+
+async def _untraced(db: aiosqlite.Connection) -> None:
+    # A statement of this lease's own: other leases' callbacks may run meanwhile.
+    probe = f"select '{uuid.uuid4().hex}'"
+    await db.execute(probe)
+    assert probe not in _TRACED, "a trace callback from an earlier lease saw this lease's SQL"
+
+
+async def _commit_a_row(db: aiosqlite.Connection) -> None:
+    await db.execute("insert into users (name) values ('mallory')")
+    await db.commit()
+
+
+async def _left_cursor(db: aiosqlite.Connection) -> None:
+    cursor = await db.execute("select name from users")
+    await cursor.fetchone()
+    _LEFT_OPEN.append(cursor)
+
+
+async def _close_it(db: aiosqlite.Connection) -> None:
+    async with db:  # code under test that closes the connection it was given
+        await db.execute("select 1")
+    await db.close()
+
+
+async def _set(db: aiosqlite.Connection, name: str, value: object) -> None:
+    setattr(db, name, value)
+
+
+async def _rows_are(db: aiosqlite.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    assert list(await db.execute_fetchall(sql)) == rows
+
+
+async def _counts(db: aiosqlite.Connection) -> None:
+    await _rows_are(db, "select count(*) from users", [(2,)])
+
+
+API_DIRTIERS = [
+    Dirtier("committed rows", _commit_a_row),
+    Dirtier("uncommitted rows", lambda db: db.execute("delete from users")),
+    Dirtier(
+        "user function",
+        lambda db: db.create_function("tenant", 0, lambda: "t1"),
+        gone=lambda db: _fails(db, "select tenant()", "no such function"),
+    ),
+    Dirtier(
+        "function shadowing a built-in",
+        lambda db: db.create_function("upper", 1, lambda s: "hijacked"),
+        gone=lambda db: _rows_are(db, "select upper('a')", [("A",)]),
+    ),
+    Dirtier("trace callback", lambda db: db.set_trace_callback(_TRACED.append), gone=_untraced),
+    Dirtier(
+        "progress handler aborting every statement",
+        lambda db: db.set_progress_handler(lambda: 1, 1),
+        gone=_counts,
+    ),
+    Dirtier(
+        "authorizer denying reads",
+        lambda db: db.set_authorizer(lambda *args: sqlite3.SQLITE_DENY),
+        gone=_counts,
+    ),
+    Dirtier("row_factory", lambda db: _set(db, "row_factory", aiosqlite.Row)),
+    Dirtier("text_factory", lambda db: _set(db, "text_factory", bytes)),
+    Dirtier("isolation_level", lambda db: _set(db, "isolation_level", None)),
+    Dirtier(
+        "attribute set on the aiosqlite connection",
+        lambda db: _set(db, "tenant", "t1"),
+        gone=lambda db: not hasattr(db, "tenant"),
+    ),
+    # Closing is the pool's job: close() in a test changes nothing, so there is nothing to see.
+    Dirtier("closed by the code under test", _close_it, gone=_counts, visible=False),
+    # No API lists a connection's open statements: no fingerprint sees a cursor left
+    # mid-iteration. The rebuild leaves it on the old database, where it ends harmlessly.
+    Dirtier("cursor left mid-iteration", _left_cursor, visible=False),
+]
+
+DIRTIERS = [*sql_dirtiers(_run), *API_DIRTIERS]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("verify", [False, True], ids=["verify-off", "verify-on"])
+async def test_every_dirtier_is_undone_by_the_reset_and_seen_by_the_fingerprint(verify: bool) -> None:
+    report = await check_isolation(SPEC, DIRTIERS, pristine=_pristine, isolation_verify=verify, strict=True)
+    assert {case.outcome for case in report.cases} == {"reset"}
+    assert len(report.cases) == len(DIRTIERS)
+
+
+@pytest.mark.asyncio
+async def test_many_concurrent_leases_over_few_instances_stay_isolated() -> None:
+    report = await check_isolation(
+        SPEC,
+        DIRTIERS,
+        pristine=_pristine,
+        isolation_verify=True,
+        strict=True,
+        tasks=len(DIRTIERS) + 8,
+        instances=3,
+    )
+    assert report.cases[-1].outcome == "reset"
+
+
+@pytest.mark.asyncio
+async def test_with_the_reset_weakened_isolation_verify_catches_every_visible_dirtier() -> None:
+    visible = [d for d in DIRTIERS if d.visible]
+
+    async def no_op(db: aiosqlite.Connection) -> None:
+        del db
+
+    for weak in (dataclasses.replace(SPEC, reset=None), dataclasses.replace(SPEC, reset=no_op)):
+        report = await check_isolation(weak, visible, pristine=_pristine, isolation_verify=True)
+        assert {case.name: case.outcome for case in report.cases} == {d.name: "caught" for d in visible}
+
+
+@pytest.mark.asyncio
+async def test_a_schema_that_sets_pragmas_and_functions_keeps_them_in_every_lease() -> None:
+    def schema(conn: sqlite3.Connection) -> None:
+        conn.executescript("pragma foreign_keys = on;" + SCHEMA)
+        conn.execute("create table devices (user integer not null references users (id))")
+        conn.create_function("shout", 1, lambda s: s.upper() + "!")
+
+    spec = aiosqlite_service(schema=schema, seed=SEED, max_size=1)
+    checks = [
+        Dirtier(
+            "foreign keys off, function dropped",
+            lambda db: _undo(db),
+            gone=lambda db: _has_the_schema_settings(db),
+        )
+    ]
+    await check_isolation(spec, checks, pristine=_has_the_schema_settings, isolation_verify=True, strict=True)
+
+
+async def _undo(db: aiosqlite.Connection) -> None:
+    await db.execute("pragma foreign_keys = off")
+    await db.create_function("shout", 1, None)  # type: ignore[arg-type]  # None removes it
+
+
+async def _has_the_schema_settings(db: aiosqlite.Connection) -> None:
+    assert list(await db.execute_fetchall("pragma foreign_keys")) == [(1,)]
+    assert list(await db.execute_fetchall("select shout(name) from users where id = 1")) == [("ALICE!",)]
+    await _fails(db, "insert into devices values (99)", "FOREIGN KEY")
+
+
+@pytest.mark.asyncio
+async def test_a_connection_bound_to_its_thread_is_rebuilt_on_that_thread() -> None:
+    """``check_same_thread=True``: only the worker thread may touch the connection, so every
+    rebuild is queued to it. (aiosqlite's ``row_factory``, ``in_transaction``... properties
+    touch it from the caller's thread: they fail in this mode, so no case uses them.)"""
+
+    async def names(db: aiosqlite.Connection) -> None:
+        assert list(await db.execute_fetchall("select name from users order by id")) == NAMES
+
+    spec = aiosqlite_service(schema=SCHEMA, seed=SEED, connect_options={"check_same_thread": True})
+    usable = [d for d in DIRTIERS if d.name not in {"row_factory", "text_factory", "isolation_level"}]
+    report = await check_isolation(spec, usable, pristine=names, isolation_verify=True, strict=True)
+    assert {case.outcome for case in report.cases} == {"reset"}

@@ -1,0 +1,279 @@
+"""Dirtying battery of ``sqlalchemy_service``: whatever a test does to its session, the engine
+behind it or the connection below, the next lease of the same instance starts as a new one
+(issue 12), and isolation-verify sees every visible case when the reset is weakened."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import CursorResult, event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from mockpool.services import sqlalchemy_service
+from mockpool.testing import Dirtier, check_isolation
+
+from ._sqlite_cases import NAMES, sql_dirtiers
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+
+
+SPEC = sqlalchemy_service(metadata=Base.metadata, seed={"users": [{"name": n} for (n,) in NAMES]})
+
+
+def _engine(session: AsyncSession) -> AsyncEngine:
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    return engine
+
+
+async def _run(session: AsyncSession, sql: str) -> Sequence[Sequence[Any]]:
+    result = await session.execute(text(sql))
+    if isinstance(result, CursorResult) and not result.returns_rows:
+        return []
+    return list(result.all())
+
+
+async def _names(session: AsyncSession) -> list[tuple[str]]:
+    return [(name,) for name in (await session.scalars(select(User.name).order_by(User.id))).all()]
+
+
+async def _pristine(session: AsyncSession) -> None:
+    assert await _names(session) == NAMES
+    # SQLAlchemy's own SQL function, registered when it connected: part of the template.
+    assert (await session.scalars(select(User.name).where(User.name.regexp_match("^a")))).all() == ["alice"]
+    sync = session.sync_session
+    assert not sync.identity_map and not sync.new
+    assert (sync.autoflush, sync.expire_on_commit, dict(sync.info)) == (True, True, {})
+    assert not _engine(session).echo
+
+
+# -- listeners: the check asks SQLAlchemy whether the listener is still registered -------------
+
+
+def _cursor_listener(*args: Any) -> None:
+    del args
+
+
+def _pool_listener(*args: Any) -> None:
+    del args
+
+
+def _skip_every_statement(*args: Any) -> bool:
+    return True  # a do_execute listener returning True: SQLAlchemy skips the execution
+
+
+def _flush_listener(*args: Any) -> None:
+    del args
+
+
+def _listens(target: Any, name: str, fn: Any, **kwargs: Any) -> None:
+    event.listen(target, name, fn, **kwargs)
+
+
+def _no_listener(target_of: Any, name: str, fn: Any) -> Any:
+    def gone(session: AsyncSession) -> None:
+        assert not event.contains(target_of(session), name, fn), f"{name} listener still registered"
+
+    return gone
+
+
+def _sync_engine(session: AsyncSession) -> Any:
+    return _engine(session).sync_engine
+
+
+async def _dialect_skips(session: AsyncSession) -> None:
+    _listens(_sync_engine(session), "do_execute", _skip_every_statement, retval=True)
+
+
+async def _statements_run(session: AsyncSession) -> None:
+    assert not event.contains(_sync_engine(session), "do_execute", _skip_every_statement)
+    assert (await session.execute(select(func.count()).select_from(User))).scalar() == 2
+
+
+# -- the session ------------------------------------------------------------------------------
+
+
+async def _commit_a_user(session: AsyncSession) -> None:
+    session.add(User(name="mallory"))
+    await session.commit()
+
+
+async def _nested_left_open(session: AsyncSession) -> None:
+    await session.begin_nested()
+    await session.execute(text("delete from users"))
+
+
+async def _connection_info(session: AsyncSession) -> None:
+    (await session.connection()).info["tenant"] = "t1"
+
+
+async def _connection_info_gone(session: AsyncSession) -> None:
+    assert (await session.connection()).info == {}
+
+
+async def _swap_bind(session: AsyncSession) -> None:
+    other = create_async_engine("sqlite+aiosqlite://")
+    session.sync_session.bind = other.sync_engine
+    await other.dispose()
+
+
+async def _driver(session: AsyncSession) -> aiosqlite.Connection:
+    """The aiosqlite connection under the session, as code under test reaches it."""
+    raw = await (await session.connection()).get_raw_connection()
+    driver = raw.driver_connection
+    assert isinstance(driver, aiosqlite.Connection)
+    return driver
+
+
+async def _raw_function(session: AsyncSession) -> None:
+    await (await _driver(session)).create_function("tenant", 0, lambda: "t1")
+
+
+async def _no_raw_function(session: AsyncSession) -> None:
+    try:
+        await session.execute(text("select tenant()"))
+    except Exception as exc:  # SQLAlchemy wraps sqlite3.OperationalError
+        assert "no such function" in str(exc), exc
+    else:
+        raise AssertionError("tenant() from an earlier lease still exists")
+
+
+async def _drop_regexp(session: AsyncSession) -> None:
+    await (await _driver(session)).create_function("regexp", 2, None)  # type: ignore[arg-type]  # None drops it
+
+
+async def _dispose(session: AsyncSession) -> None:
+    await session.close()
+    await _engine(session).dispose()
+
+
+def _set(target_of: Any, name: str, value: object) -> Any:
+    return lambda session: setattr(target_of(session), name, value)
+
+
+API_DIRTIERS = [
+    Dirtier("committed rows", _commit_a_user),
+    Dirtier("pending objects", lambda session: session.add(User(name="pending"))),
+    Dirtier("savepoint left open", _nested_left_open),
+    Dirtier(
+        "engine listener",
+        lambda s: _listens(_sync_engine(s), "before_cursor_execute", _cursor_listener),
+        gone=_no_listener(_sync_engine, "before_cursor_execute", _cursor_listener),
+    ),
+    Dirtier(
+        "engine listener with retval, once",
+        lambda s: _listens(
+            _sync_engine(s), "before_cursor_execute", _skip_every_statement, retval=True, once=True
+        ),
+        gone=_no_listener(_sync_engine, "before_cursor_execute", _skip_every_statement),
+    ),
+    Dirtier(
+        "pool listener through the engine",
+        lambda s: _listens(_sync_engine(s), "checkout", _pool_listener),
+        gone=_no_listener(_sync_engine, "checkout", _pool_listener),
+    ),
+    Dirtier(
+        "pool listener on the pool",
+        lambda s: _listens(_sync_engine(s).pool, "connect", _pool_listener),
+        gone=_no_listener(lambda s: _sync_engine(s).pool, "connect", _pool_listener),
+    ),
+    Dirtier("dialect listener skipping every statement", _dialect_skips, gone=_statements_run),
+    Dirtier(
+        "session listener",
+        lambda s: _listens(s.sync_session, "before_flush", _flush_listener),
+        gone=_no_listener(lambda s: s.sync_session, "before_flush", _flush_listener),
+    ),
+    Dirtier("engine.echo", _set(_engine, "echo", True)),
+    Dirtier(
+        "pool echo",
+        _set(lambda s: _sync_engine(s).pool, "echo", True),
+        gone=lambda s: not _sync_engine(s).pool.echo,
+    ),
+    Dirtier(
+        "engine execution options",
+        lambda s: _sync_engine(s).update_execution_options(isolation_level="AUTOCOMMIT"),
+        gone=lambda s: _sync_engine(s).get_execution_options() == {},
+    ),
+    Dirtier("session autoflush", _set(lambda s: s.sync_session, "autoflush", False)),
+    Dirtier("session expire_on_commit", _set(lambda s: s.sync_session, "expire_on_commit", False)),
+    Dirtier("session.info", lambda s: s.info.update(tenant="t1")),
+    Dirtier("session bind swapped", _swap_bind, gone=lambda s: s.sync_session.bind is _sync_engine(s)),
+    Dirtier(
+        "attribute set on the session",
+        _set(lambda s: s, "tenant", "t1"),
+        gone=lambda s: not hasattr(s, "tenant"),
+    ),
+    Dirtier(
+        "attribute set on the engine",
+        _set(_sync_engine, "tenant", "t1"),
+        gone=lambda s: not hasattr(_sync_engine(s), "tenant"),
+    ),
+    Dirtier("connection info", _connection_info, gone=_connection_info_gone),
+    Dirtier("function on the raw connection", _raw_function, gone=_no_raw_function),
+    Dirtier("SQLAlchemy's regexp function dropped", _drop_regexp),
+    # dispose() replaces the pool with one SQLAlchemy makes from the same configuration and
+    # listeners, over the same pooled connection: nothing a fingerprint could tell apart.
+    Dirtier("engine disposed by the test", _dispose, visible=False),
+]
+
+DIRTIERS = [*sql_dirtiers(_run), *API_DIRTIERS]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("verify", [False, True], ids=["verify-off", "verify-on"])
+async def test_every_dirtier_is_undone_by_the_reset_and_seen_by_the_fingerprint(verify: bool) -> None:
+    report = await check_isolation(SPEC, DIRTIERS, pristine=_pristine, isolation_verify=verify, strict=True)
+    assert {case.outcome for case in report.cases} == {"reset"}
+    assert len(report.cases) == len(DIRTIERS)
+
+
+@pytest.mark.asyncio
+async def test_many_concurrent_leases_over_few_instances_stay_isolated() -> None:
+    report = await check_isolation(
+        SPEC,
+        DIRTIERS,
+        pristine=_pristine,
+        isolation_verify=True,
+        strict=True,
+        tasks=len(DIRTIERS) + 8,
+        instances=3,
+    )
+    assert report.cases[-1].outcome == "reset"
+
+
+@pytest.mark.asyncio
+async def test_with_the_reset_weakened_isolation_verify_catches_every_visible_dirtier() -> None:
+    visible = [d for d in DIRTIERS if d.visible]
+
+    async def no_op(double: object) -> None:
+        del double
+
+    for weak in (dataclasses.replace(SPEC, reset=None), dataclasses.replace(SPEC, reset=no_op)):
+        report = await check_isolation(weak, visible, pristine=_pristine, isolation_verify=True)
+        assert {case.name: case.outcome for case in report.cases} == {d.name: "caught" for d in visible}
+
+
+@pytest.mark.asyncio
+async def test_pragmas_come_back_after_a_test_turns_them_off() -> None:
+    spec = sqlalchemy_service(
+        metadata=Base.metadata, seed={"users": [{"name": "alice"}]}, pragmas={"foreign_keys": "ON"}
+    )
+
+    async def on(session: AsyncSession) -> None:
+        assert (await session.execute(text("pragma foreign_keys"))).scalar() == 1
+
+    off = Dirtier("foreign_keys off", lambda s: s.execute(text("pragma foreign_keys = off")), gone=on)
+    await check_isolation(spec, [off], pristine=on, isolation_verify=True, strict=True)
