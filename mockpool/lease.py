@@ -37,7 +37,21 @@ class Lease(Generic[T]):
     group's member instances by service name.
     """
 
-    __slots__ = ("_discard", "_entry", "_released", "_started", "_svc", "_timeout", "owner", "where")
+    __slots__ = (
+        "_discard",
+        "_entry",
+        "_released",
+        "_served",
+        "_started",
+        "_svc",
+        "_timeout",
+        "owner",
+        "where",
+    )
+
+    #: How the slow path served it (``metrics.HANDOFF``, ``MISS``...); unset on the hot path
+    #: (a hit), so that path stores nothing. Read when the acquisition ends otherwise after all.
+    _served: int
 
     def __init__(self, svc: ServicePool, timeout: float | None) -> None:
         self._svc = svc
@@ -59,18 +73,12 @@ class Lease(Generic[T]):
         metrics.acquisitions += 1
         entry = svc.core.take_idle()
         if entry is None:
-            entry = await svc.wait_for_entry(self, self._timeout)
+            entry = await svc.wait_for_entry(self, self._timeout)  # counts its own outcome
         else:
             metrics.hits += 1  # a wait of 0 s, counted rather than stored (wait_percentiles)
         self._entry = entry
         if svc.bind is not None:
-            try:
-                svc.bind_entry(entry)
-            except Exception as exc:
-                # The test never got the instance: it goes to recovery, the error to the test.
-                self._entry = None
-                svc.to_recovery(entry, f"bind raised {exc!r}")
-                raise
+            svc.bind_leased(self, entry)
         if svc.check_on_acquire:
             entry = await svc.checked_on_acquire(self, entry)
         if entry.degraded:

@@ -535,8 +535,7 @@ class MockPool:
                 if was_leased and id(entry) not in held_by_groups:
                     svc.metrics.leaks += 1
                 entry.members = None
-                svc.metrics.destroyed += 1
-                await svc._destroy_instance(entry.instance)
+                await svc._destroy_instance(entry.instance)  # counts it destroyed
 
     async def __aenter__(self) -> Self:
         await self.start()

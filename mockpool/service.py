@@ -24,7 +24,7 @@ import anyio
 from .core import Entry, EntryState, ServiceCore, Waiter
 from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFailedError
 from .hooks import call_hook, running_loop
-from .metrics import RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts
+from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
 from .supervisors.recovery import recover_entry
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class ServicePool:
         #: the next runtime to start resumes their recovery.
         self.orphans: list[Entry] = []
         self.last_error: BaseException | None = None
+        self.last_reset_error: BaseException | None = None
         #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
         self.peak_total = 0
         self._sampled_acquisitions = 0
@@ -88,45 +89,67 @@ class ServicePool:
 
     async def wait_for_entry(self, lease: Lease[Any], timeout: float | None, *, first: bool = False) -> Entry:
         """The slow path: queue as a waiter (``first``: at the front), trigger creations, wait
-        (bounded) for an entry."""
+        (bounded) for an entry.
+
+        The acquisition's outcome is counted here, in the acquiring task, from what it returns
+        or raises: a deadline that passes in the loop step that also cancels the task counts
+        once, as the cancellation the caller sees. A group acquiring its members counts
+        nothing: that is no acquisition of theirs.
+        """
+        counted = lease is not _NO_LEASE
+        metrics = self.metrics
         core = self.core
-        if core.closed:
-            raise self.closed_error()
-        loop = running_loop(self.name)
-        if self.orphans:
-            self.resume_orphans()
-        entry = core.take_idle()
-        if entry is not None:
-            self.metrics.hits += 1
-            return entry
-        self.metrics.queued += 1
-        fut: asyncio.Future[Entry] = loop.create_future()
-        started = self.clock.now()
-        if timeout is None:
-            waiter = Waiter(fut, started)
-        else:
-            waiter = Waiter(fut, started, timeout, loop.time() + timeout)
-            # One timer per service, armed for the earliest deadline, instead of one per
-            # waiter: per-waiter timers cost a heap push and pop each and made contended
-            # acquires 40 % slower. The timer sets the waiter's future; it never cancels the
-            # task, so a timeout cannot race a cancellation or lose a handed-over entry.
-            if self._timer is None or waiter.deadline < self._timer_at or self._timer_loop is not loop:
-                self._arm_timer(loop, waiter.deadline)
-        core.add_waiter(waiter, first=first)
         try:
-            # At max_size (the contended steady state) there is nothing to create: skip the
-            # call. Below it, ensure_creations also makes room under the pool-wide cap.
-            if len(core.entries) + core.creating < core.max_size and core.shortfall() > 0:
-                self.ensure_creations()
-            entry = await fut
+            if core.closed:
+                raise self.closed_error()
+            loop = running_loop(self.name)
+            if self.orphans:
+                self.resume_orphans()
+            entry = core.take_idle()
+            if entry is not None:
+                if counted:
+                    metrics.hits += 1
+                    lease._served = HIT
+                return entry
+            if counted:
+                metrics.queued += 1
+            fut: asyncio.Future[Entry] = loop.create_future()
+            started = self.clock.now()
+            if timeout is None:
+                waiter = Waiter(fut, started)
+            else:
+                waiter = Waiter(fut, started, timeout, loop.time() + timeout)
+                # One timer per service, armed for the earliest deadline, instead of one per
+                # waiter: per-waiter timers cost a heap push and pop each and made contended
+                # acquires 40 % slower. The timer sets the waiter's future; it never cancels the
+                # task, so a timeout cannot race a cancellation or lose a handed-over entry.
+                if self._timer is None or waiter.deadline < self._timer_at or self._timer_loop is not loop:
+                    self._arm_timer(loop, waiter.deadline)
+            core.add_waiter(waiter, first=first)
+            try:
+                # At max_size (the contended steady state) there is nothing to create: skip the
+                # call. Below it, ensure_creations also makes room under the pool-wide cap.
+                if len(core.entries) + core.creating < core.max_size and core.shortfall() > 0:
+                    self.ensure_creations()
+                entry = await fut
+            except BaseException as exc:
+                self._abandon(waiter)
+                # A timeout's wait is one the caller had; a cancellation's is the canceller's.
+                if counted and isinstance(exc, AcquireTimeout):
+                    metrics.record_wait(self.clock.now() - started)
+                raise
         except BaseException as exc:
-            self._abandon(waiter, exc)
+            if counted:
+                metrics.count_failure(exc)
             raise
-        self.metrics.record_wait(self.clock.now() - started)
-        if waiter.fresh:
-            self.metrics.misses += 1
-        else:
-            self.metrics.hits += 1
+        if counted:
+            metrics.record_wait(self.clock.now() - started)
+            if waiter.fresh:
+                metrics.misses += 1
+                lease._served = MISS
+            else:
+                metrics.handoffs += 1
+                lease._served = HANDOFF
         return entry
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
@@ -165,10 +188,10 @@ class ServicePool:
             max_size=core.max_size,
         )
         core.remove_waiter(waiter)
-        self.metrics.timeouts += 1
+        # Counted as a timeout by the waiting task (wait_for_entry), if that is what it raises.
         fut.set_exception(error)
 
-    def _abandon(self, waiter: Waiter, exc: BaseException) -> None:
+    def _abandon(self, waiter: Waiter) -> None:
         """The waiting task stopped waiting (cancelled, timed out, failed): nothing may be lost."""
         core = self.core
         core.remove_waiter(waiter)
@@ -180,37 +203,56 @@ class ServicePool:
         else:
             fut.cancel()
         # Creations already started for this waiter go on: their instances join the pool.
-        if isinstance(exc, _CANCELLED):
-            self.metrics.cancellations += 1
+
+    def bind_leased(self, lease: Lease[Any], entry: Entry) -> None:
+        """Bind a just-leased entry to the running loop (``spec.bind``). If bind raises, the
+        test never got the instance: it goes to recovery, the error to the test, and the
+        acquisition counts as an error instead of as served."""
+        try:
+            self.bind_entry(entry)
+        except Exception as exc:
+            lease._entry = None
+            self.to_recovery(entry, f"bind raised {exc!r}")
+            self.metrics.unserve(_served(lease))
+            self.metrics.count_failure(exc)
+            raise
 
     async def checked_on_acquire(self, lease: Lease[Any], entry: Entry) -> Entry:
         """Health-check ``entry`` (just leased) if it was idle longer than ``check_window``;
         an unhealthy one goes to recovery and the lease waits for another. Returns the entry
-        to use. Turned on by the adaptation supervisor (``check_on_acquire``)."""
+        to use. Turned on by the adaptation supervisor (``check_on_acquire``).
+
+        The acquisition was counted as served; if it ends otherwise (cancelled during the
+        check, or served again after a failed one), that count is taken back, so it still
+        has exactly one outcome."""
         check = self.spec.health_check
+        metrics = self.metrics
         while check is not None and self.clock.now() - entry.last_used > self.check_window:
-            self.metrics.health_checks += 1
+            metrics.health_checks += 1
             try:
                 ok = await call_hook(check, entry.instance, timeout=self.spec.health_timeout)
                 failure = "returned False" if ok is False else None
-            except _CANCELLED:
+            except _CANCELLED as exc:
                 # The test never saw the instance: pass it on unchanged and propagate.
                 lease._entry = None
                 if entry.state is EntryState.LEASED:
                     self.core.give_back(entry)
+                metrics.unserve(_served(lease))
+                metrics.count_failure(exc)
                 raise
             except Exception as exc:
                 failure = f"raised {exc!r}"
             if failure is None:
                 break
-            self.metrics.health_failures += 1
+            metrics.health_failures += 1
             lease._entry = None
             if entry.state is EntryState.LEASED:
                 self.to_recovery(entry, f"check on acquire {failure}")
-            entry = await self.wait_for_entry(lease, lease._timeout)
+            metrics.unserve(_served(lease))
+            entry = await self.wait_for_entry(lease, lease._timeout)  # counts the new outcome
             lease._entry = entry
             if self.bind is not None:
-                self.bind_entry(entry)
+                self.bind_leased(lease, entry)
         return entry
 
     def ensure_creations(self) -> None:
@@ -349,6 +391,7 @@ class ServicePool:
         entry = Entry(mock.create_autospec(template, instance=True), now=self.clock.now())
         entry.tier = "stub"
         entry.degraded = True
+        self.metrics.created += 1
         self.metrics.recoveries["stub"] += 1
         return entry
 
@@ -365,6 +408,9 @@ class ServicePool:
         instance = await call_hook(factory, *args, timeout=spec.create_timeout)
         if inspect.iscoroutine(instance):  # pragma: no cover - call_hook awaits awaitables
             raise MockPoolError(f"service {self.name!r}: the factory returned a coroutine")
+        # Counted made now, so that destroying it below (a failed snapshot) keeps
+        # ``created - destroyed`` equal to the live instances.
+        self.metrics.created += 1
         try:
             pristine = None
             if spec.snapshot is not None:
@@ -378,7 +424,6 @@ class ServicePool:
             entry.degraded = True
         elif self._known_type is None:
             self._known_type = type(instance)
-        self.metrics.created += 1
         return entry
 
     async def _lease_members(self) -> dict[str, Entry]:
@@ -530,7 +575,7 @@ class ServicePool:
 
     def _reset_failed(self, entry: Entry, exc: BaseException) -> None:
         self.metrics.reset_failures += 1
-        self.last_error = exc
+        self.last_error = self.last_reset_error = exc
         logger.warning("service %r: reset failed (%s: %s); recovering", self.name, type(exc).__name__, exc)
         self.to_recovery(entry, f"reset failed: {exc!r}")
 
@@ -598,6 +643,8 @@ class ServicePool:
             logger.warning("service %r: destroy failed: %r", self.name, exc)
 
     async def _destroy_instance(self, instance: Any) -> None:
+        """Destroy an instance no entry holds any more (replaced, never placed, or closing)."""
+        self.metrics.destroyed += 1
         destroy = self.spec.destroy
         if destroy is None:
             return
@@ -636,7 +683,8 @@ class ServicePool:
             ring = m.recovery_times[tier]
             if ring.count:
                 rec50[tier], rec99[tier] = ring.percentiles(50, 99)
-        served = m.hits + m.misses
+        reuses = m.hits + m.handoffs
+        served = reuses + m.misses
         return PoolStats(
             name=self.name,
             size=core.size,
@@ -651,10 +699,13 @@ class ServicePool:
             destroyed=m.destroyed,
             acquisitions=m.acquisitions,
             hits=m.hits,
+            reuses=reuses,
             misses=m.misses,
             hit_rate=m.hits / served if served else 0.0,
+            reuse_rate=reuses / served if served else 0.0,
             timeouts=m.timeouts,
             cancellations=m.cancellations,
+            acquire_errors=m.acquire_errors,
             resets=m.resets,
             reset_failures=m.reset_failures,
             health_checks=m.health_checks,
@@ -677,11 +728,18 @@ class ServicePool:
             error_rate=m.error_rate(),
             recovery_p50_s=rec50,
             recovery_p99_s=rec99,
+            last_error=format_error(self.last_error),
+            last_reset_error=format_error(self.last_reset_error),
         )
 
 
 class _NoLease:
     """Stands in for a lease when a group acquires its members."""
+
+
+def _served(lease: Lease[Any]) -> int:
+    """How ``lease`` was served: set by the slow path; the hot path (a hit) leaves it unset."""
+    return getattr(lease, "_served", HIT)
 
 
 _NO_LEASE: Any = _NoLease()

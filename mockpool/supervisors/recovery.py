@@ -105,6 +105,7 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
         if template is not None:
             stub = Entry(mock.create_autospec(template, instance=True), now=clock.now())
             stub.tier, stub.degraded = "stub", True
+            svc.metrics.created += 1
             swap_instance(entry, stub)
             succeed("stub")
             await svc._destroy_instance(old)
