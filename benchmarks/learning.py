@@ -18,9 +18,9 @@ as the pytest plugin does.
 
 Printed per run: the warm-up time (``pool.warmup_s``: creating what history predicts, before
 the first test), how many instances it created, the hit rate (``PoolStats``: acquisitions served
-by an instance that already existed, without waiting for a creation, over all services), the
-*ready* rate (the stricter share of acquisitions that found an idle instance at the moment they
-asked), the misses and the wall time; then, for run 2, predicted against actual peaks per service.
+at once by an idle instance, over all services), the reuse rate (served without a creation: at
+once, or by a release while waiting), the misses and the wall time; then, for run 2, predicted
+against actual peaks per service.
 """
 
 from __future__ import annotations
@@ -187,9 +187,10 @@ class RunResult:
     warmed: int
     acquisitions: int
     hits: int
+    reuses: int
     misses: int
     hit_rate: float
-    ready_rate: float
+    reuse_rate: float
     created: int
     wall_s: float
     failed: int
@@ -199,7 +200,7 @@ class RunResult:
 async def run_suite(cases: list[Case], history: Path, concurrency: int, lookahead: int) -> RunResult:
     pool = MockPool(name="learning", history=history, track_leases=True)
     seed_registry(pool)
-    ready = asked = failed = 0
+    asked = failed = 0
     started = time.perf_counter()
     async with pool:
         warmup_ms = (pool.warmup_s or 0.0) * 1e3
@@ -207,15 +208,13 @@ async def run_suite(cases: list[Case], history: Path, concurrency: int, lookahea
         slots = asyncio.Semaphore(concurrency)
 
         async def run_one(case: Case) -> None:
-            nonlocal ready, asked, failed
+            nonlocal asked, failed
             token = lease_owner.set(case.test_id)
             try:
                 async with AsyncExitStack() as stack:
                     doubles: dict[str, Any] = {}
                     for name in KINDS[case.kind]:
-                        # Exact: nothing runs between this look and the acquire's take.
                         asked += 1
-                        ready += bool(pool.service_pools[name].core.idle)
                         doubles[name] = await stack.enter_async_context(pool.acquire(name))
                     await TESTS[case.kind](doubles, case)
             except Exception as exc:
@@ -236,15 +235,17 @@ async def run_suite(cases: list[Case], history: Path, concurrency: int, lookahea
         learning: dict[str, dict[str, Any]] = pool.report().to_dict()["learning"]
         pool.check_invariants()
     hits = sum(s.hits for s in stats.values())
-    misses = sum(s.misses for s in stats.values())
+    reuses = sum(s.reuses for s in stats.values())
+    served = sum(s.served for s in stats.values())
     return RunResult(
         warmup_ms=warmup_ms,
         warmed=warmed,
         acquisitions=asked,
         hits=hits,
-        misses=misses,
-        hit_rate=hits / (hits + misses) if hits + misses else 0.0,
-        ready_rate=ready / asked if asked else 0.0,
+        reuses=reuses,
+        misses=served - reuses,
+        hit_rate=hits / served if served else 0.0,
+        reuse_rate=reuses / served if served else 0.0,
         created=sum(s.created for s in stats.values()),
         wall_s=wall_s,
         failed=failed,
@@ -275,7 +276,7 @@ def main() -> None:
         f"{len(cases)} tests, {args.concurrency} at once, seed {args.seed}, "
         f"{sys.version.split()[0]}, one history file for both runs"
     )
-    header = ("run", "warm-up", "warmed", "acquired", "hit rate", "ready rate", "misses", "created", "wall")
+    header = ("run", "warm-up", "warmed", "acquired", "hit rate", "reuse rate", "misses", "created", "wall")
     rows = [header]
     for label, r in zip(("1 (cold)", "2 (from history)"), results, strict=True):
         rows.append(
@@ -285,7 +286,7 @@ def main() -> None:
                 str(r.warmed),
                 str(r.acquisitions),
                 f"{100 * r.hit_rate:.1f} %",
-                f"{100 * r.ready_rate:.1f} %",
+                f"{100 * r.reuse_rate:.1f} %",
                 str(r.misses),
                 str(r.created),
                 f"{r.wall_s:.2f} s",
@@ -300,12 +301,14 @@ def main() -> None:
         )
     print("\nrun 2, per service: predicted (history) against actual")
     print(
-        f"  {'service':<15}{'peak pred.':>11}{'warmed':>8}{'peak':>6}{'acq. pred.':>12}{'acq.':>6}{'hit rate':>10}"
+        f"  {'service':<15}{'peak pred.':>11}{'warmed':>8}{'peak':>6}{'acq. pred.':>12}{'acq.':>6}"
+        f"{'hit rate':>10}{'reuse rate':>12}"
     )
     for name, d in results[1].learning.items():
         print(
             f"  {name:<15}{d['predicted_peak'] or 0:>11.1f}{d['warmed']:>8}{d['actual_peak']:>6}"
             f"{d['predicted_acquisitions'] or 0:>12.1f}{d['actual_acquisitions']:>6}{100 * d['hit_rate']:>9.1f}%"
+            f"{100 * d['reuse_rate']:>11.1f}%"
         )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))

@@ -41,6 +41,7 @@ class Lease(Generic[T]):
         "_discard",
         "_entry",
         "_released",
+        "_served",
         "_started",
         "_svc",
         "_timeout",
@@ -48,6 +49,10 @@ class Lease(Generic[T]):
         "owner",
         "where",
     )
+
+    #: How the slow path served it (``metrics.HANDOFF``, ``MISS``...); unset on the hot path
+    #: (a hit), so that path stores nothing. Read when the acquisition ends otherwise after all.
+    _served: int
 
     def __init__(self, svc: ServicePool, timeout: float | None) -> None:
         self._svc = svc
@@ -70,18 +75,12 @@ class Lease(Generic[T]):
         metrics.acquisitions += 1
         entry = svc.core.take_idle()
         if entry is None:
-            entry = await svc.wait_for_entry(self, self._timeout)
+            entry = await svc.wait_for_entry(self, self._timeout)  # counts its own outcome
         else:
             metrics.hits += 1  # a wait of 0 s, counted rather than stored (wait_percentiles)
         self._entry = entry
         if svc.bind is not None:
-            try:
-                svc.bind_entry(entry)
-            except Exception as exc:
-                # The test never got the instance: it goes to recovery, the error to the test.
-                self._entry = None
-                svc.to_recovery(entry, f"bind raised {exc!r}")
-                raise
+            svc.bind_leased(self, entry)
         if svc.check_on_acquire:
             entry = await svc.checked_on_acquire(self, entry)
         on_acquire = svc.spec.on_acquire
@@ -89,8 +88,7 @@ class Lease(Generic[T]):
             try:
                 self._token = on_acquire(entry.handle)
             except Exception as exc:
-                self._entry = None
-                svc.to_recovery(entry, f"on_acquire raised {exc!r}")
+                svc.unlease(self, entry, exc, f"on_acquire raised {exc!r}")
                 raise
         if entry.degraded:
             metrics.degraded_leases += 1

@@ -1,14 +1,34 @@
 """Cheap-to-watch metrics: O(1) counters and ring buffers written on the hot path,
 summarised (with numpy) only when someone asks for :class:`PoolStats`.
+
+Each acquisition ends in exactly one outcome, counted once by the task that acquires: a
+*hit* (served at once by an idle instance), a *handoff* (served after waiting, by a release or
+a recovery: no creation), a *miss* (served by an instance created meanwhile), a *timeout*, a
+*cancellation*, or an *acquire error* (anything else raised to the caller).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ("RECOVERY_TIERS", "PoolStats", "Ring", "ServiceMetrics", "TierCounts")
+from .errors import AcquireTimeout
+
+__all__ = (
+    "HANDOFF",
+    "HIT",
+    "MISS",
+    "RECOVERY_TIERS",
+    "PoolStats",
+    "Ring",
+    "ServiceMetrics",
+    "TierCounts",
+    "format_error",
+    "reset_problem",
+    "wait_percentiles",
+)
 
 #: Recovery tiers in the order they are tried; ``TierCounts`` also accepts 1-4 as keys.
 RECOVERY_TIERS = ("snapshot", "factory", "minimal", "stub")
@@ -41,20 +61,82 @@ class Ring:
             return self._data[: self.count]
         return self._data[self._i :] + self._data[: self._i]
 
-    def percentiles(self, *qs: float) -> tuple[float, ...]:
-        values = self.values()
-        if not values:
-            return tuple(0.0 for _ in qs)
-        import numpy as np  # when stats are read, not with mockpool (about 40 ms)
+    def since(self, count: int) -> list[float]:
+        """The samples appended after ``self.count`` was ``count``, oldest first (at most the
+        ``capacity`` kept). For samplers that read a ring in windows."""
+        new = min(self.count - count, len(self._data))
+        if new <= 0:
+            return []
+        end = self._i or len(self._data)
+        if new <= end:
+            return self._data[end - new : end]
+        return self._data[len(self._data) - (new - end) :] + self._data[:end]
 
-        result = np.percentile(np.asarray(values, dtype=np.float64), qs)
-        return tuple(float(x) for x in result)
+    def percentiles(self, *qs: float) -> tuple[float, ...]:
+        return _percentiles(self.values(), qs)
+
+
+def _percentiles(values: Sequence[float], qs: Sequence[float]) -> tuple[float, ...]:
+    if not values:
+        return tuple(0.0 for _ in qs)
+    import numpy as np  # when stats are read, not with mockpool (about 40 ms)
+
+    result = np.percentile(np.asarray(values, dtype=np.float64), qs)
+    return tuple(float(x) for x in result)
+
+
+def wait_percentiles(samples: Sequence[float], recorded: int, zeros: int, *qs: float) -> tuple[float, ...]:
+    """Percentiles ``qs`` (0-100) of waits of which ``zeros`` were 0 s (counted, not stored)
+    and ``recorded`` were stored; ``samples`` are the stored ones still kept (a ring keeps the
+    latest). The zeros fill the lowest ``zeros / (zeros + recorded)`` of the distribution, the
+    samples the rest. Also used to merge xdist workers' figures (pytest plugin)."""
+    total = zeros + recorded
+    if zeros <= 0 or total <= 0:
+        return _percentiles(samples, qs)
+    share = zeros / total
+    if share >= 1.0 or not samples:
+        return tuple(0.0 for _ in qs)
+    ranks = [max(0.0, (q / 100.0 - share) / (1.0 - share)) * 100.0 for q in qs]
+    above = _percentiles(samples, ranks)
+    return tuple(0.0 if q / 100.0 <= share else v for q, v in zip(qs, above, strict=True))
+
+
+def reset_problem(
+    service: str, resets: int, failures: int, last_error: str | None, *, isolation: bool = False
+) -> str | None:
+    """A sentence naming the fix when most resets of ``service`` failed (each such lease sent
+    its instance to recovery instead of reusing it), else None. ``isolation``: some failures
+    were isolation checks (``isolation_verify``) rather than the hook raising."""
+    if failures <= resets:
+        return None
+    if isolation:
+        fix = "resets leave state behind (isolation check failed): make the reset hook clear it"
+    else:
+        fix = "the reset hook raises: fix it, or remove reset="
+    return (
+        f"service {service!r}: {failures} of {failures + resets} resets failed, so those leases "
+        f"rebuilt their instance (last error: {last_error or 'not recorded'}); {fix}"
+    )
+
+
+#: How an acquisition that was served got its instance (``ServiceMetrics.unserve``).
+HIT, HANDOFF, MISS = 0, 1, 2
+
+
+def format_error(exc: BaseException | None, limit: int = 160) -> str | None:
+    """``"Type: message"`` on one line, cut to ``limit`` characters (None for no error)."""
+    if exc is None:
+        return None
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ServiceMetrics:
     """Mutable counters of one service, written by the pool; read through ``PoolStats``."""
 
     __slots__ = (
+        "acquire_errors",
         "acquisitions",
         "cancellations",
         "create_failures",
@@ -62,6 +144,7 @@ class ServiceMetrics:
         "degraded_leases",
         "destroyed",
         "discards",
+        "handoffs",
         "health_checks",
         "health_failures",
         "hits",
@@ -84,12 +167,15 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.acquisitions = 0
+        #: The outcomes, one per finished acquisition (see the module docstring).
         self.hits = 0
+        self.handoffs = 0
         self.misses = 0
-        #: Acquisitions that joined the waiter queue (the rest were served at once).
-        self.queued = 0
         self.timeouts = 0
         self.cancellations = 0
+        self.acquire_errors = 0
+        #: Acquisitions that joined the waiter queue (the rest were served at once).
+        self.queued = 0
         self.created = 0
         self.create_failures = 0
         self.destroyed = 0
@@ -111,19 +197,34 @@ class ServiceMetrics:
         self.wait_ewma = 0.0
 
     def wait_percentiles(self, *qs: float) -> tuple[float, ...]:
-        """Percentiles of the wait of every acquisition. Served-at-once acquisitions (hits
-        that never queued) waited 0 s; they are counted, not stored, to keep the hot path
-        short, and weighed in here as the share of zeros."""
-        zeros = self.acquisitions - self.queued
-        total = zeros + self.waits.count
-        if total <= 0 or zeros <= 0:
-            return self.waits.percentiles(*qs)
-        share = zeros / total
-        if share >= 1.0:
-            return tuple(0.0 for _ in qs)
-        ranks = [max(0.0, (q / 100.0 - share) / (1.0 - share)) * 100.0 for q in qs]
-        above = self.waits.percentiles(*ranks)
-        return tuple(0.0 if q / 100.0 <= share else v for q, v in zip(qs, above, strict=True))
+        """Percentiles of the wait of every acquisition that was served or timed out.
+        Acquisitions that never queued waited 0 s; they are counted, not stored, to keep the
+        hot path short, and weighed in here as the share of zeros."""
+        return wait_percentiles(self.waits.values(), self.waits.count, self.zero_waits(), *qs)
+
+    def zero_waits(self) -> int:
+        """Acquisitions that never queued: each waited 0 s."""
+        return self.acquisitions - self.queued
+
+    def unserve(self, how: int) -> None:
+        """Take back the outcome of an acquisition counted as served (``HIT``, ``HANDOFF``
+        or ``MISS``) that ends otherwise after all: its bind raised, or its check on acquire
+        failed and it waits again."""
+        if how == HIT:
+            self.hits -= 1
+        elif how == HANDOFF:
+            self.handoffs -= 1
+        else:
+            self.misses -= 1
+
+    def count_failure(self, exc: BaseException) -> None:
+        """Count the outcome of an acquisition that raised ``exc`` to its caller."""
+        if isinstance(exc, AcquireTimeout):
+            self.timeouts += 1
+        elif isinstance(exc, asyncio.CancelledError):
+            self.cancellations += 1
+        else:
+            self.acquire_errors += 1
 
     def record_wait(self, seconds: float) -> None:
         self.waits.append(seconds)
@@ -177,8 +278,18 @@ class TierCounts(Mapping[str, int]):
 
 @dataclass(frozen=True, slots=True)
 class PoolStats:
-    """A snapshot of one service's pool. A *hit* is an acquisition served by an instance that
-    already existed (idle, or handed over by a release) rather than one created for it.
+    """A snapshot of one service's pool.
+
+    A *hit* is an acquisition served at once by an idle, ready instance: no wait at all. A
+    *reuse* is one served without a creation: at once (a hit), or by a release or a recovery
+    while it waited. A *miss* waited for an instance created meanwhile. ``hit_rate`` and
+    ``reuse_rate`` are shares of the served acquisitions (``hits + (reuses - hits) + misses``).
+    ``timeouts``, ``cancellations`` and ``acquire_errors`` are the acquisitions that raised
+    instead; each acquisition has exactly one of these outcomes. ``created`` and ``destroyed``
+    count every instance made (factory, minimal or stub) and discarded (closed, shrunk,
+    replaced by recovery), so ``size == created - destroyed`` once nothing is being created or
+    recovered. ``last_error`` is the service's last hook failure (factory, reset, recovery),
+    ``last_reset_error`` its last reset failure, each ``"Type: message"``.
     """
 
     name: str
@@ -194,10 +305,13 @@ class PoolStats:
     destroyed: int
     acquisitions: int
     hits: int
+    reuses: int
     misses: int
     hit_rate: float
+    reuse_rate: float
     timeouts: int
     cancellations: int
+    acquire_errors: int
     resets: int
     reset_failures: int
     health_checks: int
@@ -220,6 +334,23 @@ class PoolStats:
     error_rate: float
     recovery_p50_s: Mapping[str, float] = field(default_factory=dict)
     recovery_p99_s: Mapping[str, float] = field(default_factory=dict)
+    last_error: str | None = None
+    last_reset_error: str | None = None
+
+    @property
+    def served(self) -> int:
+        """Acquisitions that got an instance: hits, reuses after a wait, misses."""
+        return self.reuses + self.misses
+
+    def reset_problem(self) -> str | None:
+        """A sentence naming the fix when most resets failed, else None."""
+        return reset_problem(
+            self.name,
+            self.resets,
+            self.reset_failures,
+            self.last_reset_error or self.last_error,
+            isolation=self.isolation_failures > 0,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values."""

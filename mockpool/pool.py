@@ -630,11 +630,10 @@ class MockPool:
                 if was_leased and id(entry) not in held_by_groups:
                     svc.metrics.leaks += 1
                 entry.members = None
-                svc.metrics.destroyed += 1
                 self._undestroyed.append((svc, entry.instance))
         while self._undestroyed:
             svc, instance = self._undestroyed[0]
-            await svc._destroy_instance(instance)
+            await svc._destroy_instance(instance)  # counts it destroyed
             self._undestroyed.pop(0)
 
     async def __aenter__(self) -> Self:

@@ -9,7 +9,13 @@ from typing import Any
 
 from .metrics import PoolStats
 
-__all__ = ("Event", "Report")
+__all__ = ("HIT_LEGEND", "Event", "Report")
+
+#: Printed under every table with hit and reuse rates.
+HIT_LEGEND = (
+    "hit: served at once from idle; reuse: served without a creation (at once or by a release); "
+    "wait p50/p99 count hits as 0 s"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +55,14 @@ class Report:
             "isolation_failures": {
                 n: s.isolation_failures for n, s in self.services.items() if s.isolation_failures
             },
+            "problems": self.problems(),
             **dict(self.extra),
         }
+
+    def problems(self) -> list[str]:
+        """Sentences about services that work only by accident, each naming the fix: today,
+        resets that (almost) always fail, so every lease rebuilds its instance."""
+        return [p for s in self.services.values() if (p := s.reset_problem()) is not None]
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
@@ -64,10 +76,12 @@ class Report:
             "wait",
             "acq",
             "hit %",
+            "reuse %",
             "wait p50",
             "wait p99",
             "hold ewma",
             "resets",
+            "reset fail",
             "rec",
             "degraded",
             "leaks",
@@ -84,10 +98,12 @@ class Report:
                     str(s.waiting),
                     str(s.acquisitions),
                     f"{100 * s.hit_rate:.1f}",
+                    f"{100 * s.reuse_rate:.1f}",
                     format_seconds(s.wait_p50_s),
                     format_seconds(s.wait_p99_s),
                     format_seconds(s.hold_ewma_s),
                     str(s.resets),
+                    str(s.reset_failures),
                     str(s.recoveries.total()),
                     str(s.degraded_leases),
                     str(s.leaks),
@@ -107,6 +123,12 @@ class Report:
             )
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
+        lines.append(HIT_LEGEND)
+        lines.extend(f"problem: {problem}" for problem in self.problems())
+        errors = {n: s.last_error for n, s in self.services.items() if s.last_error}
+        if errors:
+            lines.append("last errors:")
+            lines.extend(f"  {n}: {e}" for n, e in errors.items())
         if self.events:
             lines.append("")
             lines.append("adaptations:")

@@ -26,7 +26,7 @@ from .core import Entry, EntryState, ServiceCore, Waiter
 from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFailedError
 from .hooks import call_hook, deadline, running_loop
 from .isolation import IsolationError, difference, fingerprint_hook
-from .metrics import RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts
+from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
 from .supervisors.recovery import make_stub, recover_entry
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ class ServicePool:
         #: the next runtime to start resumes their recovery.
         self.orphans: list[Entry] = []
         self.last_error: BaseException | None = None
+        self.last_reset_error: BaseException | None = None
         #: What the last failed isolation check found (isolation-verify mode), for the report.
         self.last_isolation_failure: str | None = None
         #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
@@ -102,50 +103,74 @@ class ServicePool:
     ) -> Entry:
         """The slow path: queue as a waiter (``first``: at the front), trigger creations, wait
         (bounded) for an entry. ``reported``: the timeout an ``AcquireTimeout`` names, when
-        ``timeout`` is what is left of it."""
+        ``timeout`` is what is left of it.
+
+        The acquisition's outcome is counted here, in the acquiring task, from what it returns
+        or raises: a deadline that passes in the loop step that also cancels the task counts
+        once, as the cancellation the caller sees. A group acquiring its members counts
+        nothing: that is no acquisition of theirs.
+        """
+        counted = lease is not _NO_LEASE
+        metrics = self.metrics
         core = self.core
-        if core.closed:
-            raise self.closed_error()
-        loop = running_loop(self.name)
-        if core.creating or core.resetting or core.recovering:
-            # Work in flight may be frozen in a loop that was closed under it.
-            self.pool.settle_closed_loops()
-        if self.orphans:
-            self.resume_orphans()
-        fut: asyncio.Future[Entry] = loop.create_future()
-        started = self.clock.now()
-        if timeout is None:
-            waiter = Waiter(fut, started)
-        else:
-            waiter = Waiter(fut, started, timeout if reported is None else reported, loop.time() + timeout)
-        entry = core.take_or_queue(waiter, first=first)
-        if entry is not None:
-            self.metrics.hits += 1
-            return entry
-        self.metrics.queued += 1
-        if timeout is not None:
-            # One timer per service and loop, armed for the earliest deadline, instead of one
-            # per waiter: per-waiter timers cost a heap push and pop each and made contended
-            # acquires 40 % slower. The timer sets the waiter's future; it never cancels the
-            # task, so a timeout cannot race a cancellation or lose a handed-over entry. Per
-            # loop: a pool reached from two threads has waiters in two loops.
-            armed = self._timers.get(loop)
-            if armed is None or waiter.deadline < armed[1]:
-                self._arm_timer(loop, waiter.deadline)
         try:
-            # At max_size (the contended steady state) there is nothing to create: skip the
-            # call. Below it, ensure_creations also makes room under the pool-wide cap.
-            if len(core.entries) + core.creating < core.max_size and core.shortfall() > 0:
-                self.ensure_creations()
-            entry = await fut
+            if core.closed:
+                raise self.closed_error()
+            loop = running_loop(self.name)
+            if core.creating or core.resetting or core.recovering:
+                # Work in flight may be frozen in a loop that was closed under it.
+                self.pool.settle_closed_loops()
+            if self.orphans:
+                self.resume_orphans()
+            fut: asyncio.Future[Entry] = loop.create_future()
+            started = self.clock.now()
+            if timeout is None:
+                waiter = Waiter(fut, started)
+            else:
+                waiter = Waiter(
+                    fut, started, timeout if reported is None else reported, loop.time() + timeout
+                )
+            entry = core.take_or_queue(waiter, first=first)
+            if entry is not None:
+                if counted:
+                    metrics.hits += 1
+                    lease._served = HIT
+                return entry
+            if counted:
+                metrics.queued += 1
+            if timeout is not None:
+                # One timer per service and loop, armed for the earliest deadline, instead of
+                # one per waiter: per-waiter timers cost a heap push and pop each and made
+                # contended acquires 40 % slower. The timer sets the waiter's future; it never
+                # cancels the task, so a timeout cannot race a cancellation or lose a handed-over
+                # entry. Per loop: a pool reached from two threads has waiters in two loops.
+                armed = self._timers.get(loop)
+                if armed is None or waiter.deadline < armed[1]:
+                    self._arm_timer(loop, waiter.deadline)
+            try:
+                # At max_size (the contended steady state) there is nothing to create: skip the
+                # call. Below it, ensure_creations also makes room under the pool-wide cap.
+                if len(core.entries) + core.creating < core.max_size and core.shortfall() > 0:
+                    self.ensure_creations()
+                entry = await fut
+            except BaseException as exc:
+                self._abandon(waiter)
+                # A timeout's wait is one the caller had; a cancellation's is the canceller's.
+                if counted and isinstance(exc, AcquireTimeout):
+                    metrics.record_wait(self.clock.now() - started)
+                raise
         except BaseException as exc:
-            self._abandon(waiter, exc)
+            if counted:
+                metrics.count_failure(exc)
             raise
-        self.metrics.record_wait(self.clock.now() - started)
-        if waiter.fresh:
-            self.metrics.misses += 1
-        else:
-            self.metrics.hits += 1
+        if counted:
+            metrics.record_wait(self.clock.now() - started)
+            if waiter.fresh:
+                metrics.misses += 1
+                lease._served = MISS
+            else:
+                metrics.handoffs += 1
+                lease._served = HANDOFF
         return entry
 
     def _arm_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
@@ -181,7 +206,7 @@ class ServicePool:
             max_total=core.budget.max_total,
             advice=self.why_no_instance(),
         )
-        self.metrics.timeouts += 1
+        # Counted as a timeout by the waiting task (wait_for_entry), if that is what it raises.
         fut.set_exception(error)
 
     def why_no_instance(self) -> str:
@@ -218,7 +243,7 @@ class ServicePool:
             )
         return "no instance could be made in time; see the service's last error in pool.report()"
 
-    def _abandon(self, waiter: Waiter, exc: BaseException) -> None:
+    def _abandon(self, waiter: Waiter) -> None:
         """The waiting task stopped waiting (cancelled, timed out, failed): nothing may be lost."""
         core = self.core
         core.remove_waiter(waiter)
@@ -230,20 +255,41 @@ class ServicePool:
         else:
             fut.cancel()
         # Creations already started for this waiter go on: their instances join the pool.
-        if isinstance(exc, _CANCELLED):
-            self.metrics.cancellations += 1
+
+    def bind_leased(self, lease: Lease[Any], entry: Entry) -> None:
+        """Bind a just-leased entry to the running loop (``spec.bind``). If bind raises, the
+        test never got the instance: it goes to recovery, the error to the test, and the
+        acquisition counts as an error instead of as served."""
+        try:
+            self.bind_entry(entry)
+        except Exception as exc:
+            self.unlease(lease, entry, exc, f"bind raised {exc!r}")
+            raise
+
+    def unlease(self, lease: Lease[Any], entry: Entry, exc: BaseException, reason: str) -> None:
+        """A step after the instance was leased failed (bind, ``on_acquire``): the test never
+        got it. It goes to recovery, and the acquisition counts as an error, not as served."""
+        lease._entry = None
+        self.to_recovery(entry, reason)
+        self.metrics.unserve(_served(lease))
+        self.metrics.count_failure(exc)
 
     async def checked_on_acquire(self, lease: Lease[Any], entry: Entry) -> Entry:
         """Health-check ``entry`` (just leased) if it was idle longer than ``check_window``;
         an unhealthy one goes to recovery and the lease waits for another. Returns the entry
-        to use. Turned on by the adaptation supervisor (``check_on_acquire``)."""
+        to use. Turned on by the adaptation supervisor (``check_on_acquire``).
+
+        The acquisition was counted as served; if it ends otherwise (cancelled during the
+        check, or served again after a failed one), that count is taken back, so it still
+        has exactly one outcome."""
         check = self.spec.health_check
+        metrics = self.metrics
         # The retries share the acquire's timeout: one bound for the whole acquire, or a
         # service whose checks keep failing (and whose recovery keeps serving) never lets go.
         timeout = lease._timeout
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while check is not None and self.clock.now() - entry.last_used > self.check_window:
-            self.metrics.health_checks += 1
+            metrics.health_checks += 1
             try:
                 ok = await call_hook(
                     check,
@@ -253,27 +299,29 @@ class ServicePool:
                     name="health_check",
                 )
                 failure = "returned False" if ok is False else None
-            except _CANCELLED:
+            except _CANCELLED as exc:
                 # The test never saw the instance: pass it on unchanged and propagate.
                 lease._entry = None
                 if entry.state is EntryState.LEASED:
                     self.core.give_back(entry)
+                metrics.unserve(_served(lease))
+                metrics.count_failure(exc)
                 raise
             except Exception as exc:
                 failure = f"raised {exc!r}"
                 self.last_error = exc
             if failure is None:
                 break
-            self.metrics.health_failures += 1
+            metrics.health_failures += 1
             lease._entry = None
             if entry.state is EntryState.LEASED:
                 self.to_recovery(entry, f"check on acquire {failure}")
+            metrics.unserve(_served(lease))
             if deadline is not None:
                 timeout = deadline - asyncio.get_running_loop().time()
                 if timeout <= 0:
                     core = self.core
-                    self.metrics.timeouts += 1
-                    raise AcquireTimeout(
+                    error = AcquireTimeout(
                         self.name,
                         lease._timeout or 0.0,
                         size=core.size,
@@ -285,10 +333,13 @@ class ServicePool:
                         advice=f"every instance offered failed its health check on acquire (the last "
                         f"one {failure}); fix the health_check hook or what makes the instances fail it",
                     )
+                    metrics.count_failure(error)
+                    raise error
+            # Counts the new outcome.
             entry = await self.wait_for_entry(lease, timeout, reported=lease._timeout)
             lease._entry = entry
             if self.bind is not None:
-                self.bind_entry(entry)
+                self.bind_leased(lease, entry)
         return entry
 
     def ensure_creations(self) -> None:
@@ -435,6 +486,7 @@ class ServicePool:
             self._release_members(members)
             raise last
         entry = make_stub(template, self.clock.now())
+        self.metrics.created += 1
         self.metrics.recoveries["stub"] += 1
         return entry
 
@@ -465,6 +517,9 @@ class ServicePool:
                 "return the instance tests receive (a factory that sets something up still "
                 "returns the double)"
             )
+        # Counted made now, so that destroying it below (a failed snapshot) keeps
+        # ``created - destroyed`` equal to the live instances.
+        self.metrics.created += 1
         try:
             pristine = None
             if spec.snapshot is not None:
@@ -494,7 +549,6 @@ class ServicePool:
             entry.degraded = True
         elif self._known_type is None:
             self._known_type = type(instance)
-        self.metrics.created += 1
         return entry
 
     async def _lease_members(self) -> dict[str, Entry]:
@@ -679,7 +733,7 @@ class ServicePool:
 
     def _reset_failed(self, entry: Entry, exc: BaseException) -> None:
         self.metrics.reset_failures += 1
-        self.last_error = exc
+        self.last_error = self.last_reset_error = exc
         logger.warning("service %r: reset failed (%s: %s); recovering", self.name, type(exc).__name__, exc)
         self.to_recovery(entry, f"reset failed: {exc!r}")
 
@@ -756,6 +810,8 @@ class ServicePool:
             logger.warning("service %r: destroy failed: %r", self.name, exc)
 
     async def _destroy_instance(self, instance: Any) -> None:
+        """Destroy an instance no entry holds any more (replaced, never placed, or closing)."""
+        self.metrics.destroyed += 1
         destroy = self.spec.destroy
         if destroy is None:
             return
@@ -796,7 +852,8 @@ class ServicePool:
             ring = m.recovery_times[tier]
             if ring.count:
                 rec50[tier], rec99[tier] = ring.percentiles(50, 99)
-        served = m.hits + m.misses
+        reuses = m.hits + m.handoffs
+        served = reuses + m.misses
         return PoolStats(
             name=self.name,
             size=core.size,
@@ -811,10 +868,13 @@ class ServicePool:
             destroyed=m.destroyed,
             acquisitions=m.acquisitions,
             hits=m.hits,
+            reuses=reuses,
             misses=m.misses,
             hit_rate=m.hits / served if served else 0.0,
+            reuse_rate=reuses / served if served else 0.0,
             timeouts=m.timeouts,
             cancellations=m.cancellations,
+            acquire_errors=m.acquire_errors,
             resets=m.resets,
             reset_failures=m.reset_failures,
             health_checks=m.health_checks,
@@ -837,11 +897,18 @@ class ServicePool:
             error_rate=m.error_rate(),
             recovery_p50_s=rec50,
             recovery_p99_s=rec99,
+            last_error=format_error(self.last_error),
+            last_reset_error=format_error(self.last_reset_error),
         )
 
 
 class _NoLease:
     """Stands in for a lease when a group acquires its members."""
+
+
+def _served(lease: Lease[Any]) -> int:
+    """How ``lease`` was served: set by the slow path; the hot path (a hit) leaves it unset."""
+    return getattr(lease, "_served", HIT)
 
 
 _NO_LEASE: Any = _NoLease()

@@ -18,7 +18,7 @@ One module per concept:
 ``faults``    ``--faults``: failing hooks, and tests that raise, discard or are cancelled
 ``runner``    all tests at once, one task each, an outcome per test
 ``baseline``  ``--baseline``: a fresh double per test, and the cost of a double alone
-``timeline``  samples over time (concurrency, pool sizes, waiters, hits, RSS)
+``timeline``  samples over time (concurrency, pool sizes, waiters, waits, faults, recoveries, RSS)
 ``progress``  the rich progress bar; ``plot``: the PNG (matplotlib)
 ``results``   the JSON report, the end-of-run checks, the summary table
 ``cli``       ``python -m stress``: options, the run, the checks, the exit code

@@ -1,4 +1,4 @@
-"""The progress bar (rich): tests done, leases held, waiters and hit rate, refreshed from the
+"""The progress bar (rich): tests done, leases held, waiters, hit and reuse rates, refreshed from the
 timeline's samples (never per test). Off when stderr is not a terminal (CI logs)."""
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ class RunProgress:
     def update(self, sample: Sample) -> None:
         waiting = sum(sample.waiting.values())
         hit = f"{100 * sample.hits / sample.served:.0f}%" if sample.served else "-"
-        detail = f"running {sample.running:>5}  leases {sample.in_use:>4}  waiting {waiting:>5}  hits {hit}"
+        reuse = f"{100 * sample.reuses / sample.served:.0f}%" if sample.served else "-"
+        detail = (
+            f"running {sample.running:>5}  leases {sample.in_use:>4}  waiting {waiting:>5}  "
+            f"hit {hit:>4}  reuse {reuse:>4}"
+        )
         self._progress.update(self._task, completed=sample.done, detail=detail)
 
     def finish(self, done: int) -> None:

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from mockpool import PoolStats
-from mockpool.report import format_seconds
+from mockpool.metrics import RECOVERY_TIERS
+from mockpool.report import HIT_LEGEND, format_seconds
 
 from .runner import Outcome, RunOutcomes
 
-__all__ = ("Check", "StressResult")
+__all__ = ("RECOVERIES_LEGEND", "Check", "StressResult")
+
+#: Under the table: what the recoveries column's four numbers are.
+RECOVERIES_LEGEND = "recoveries by tier: snapshot restore / factory / minimal (degraded) / stub (degraded)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +68,17 @@ class StressResult:
 
     @property
     def hit_rate(self) -> float:
+        """Served at once by an idle instance, over every service's served acquisitions."""
         hits = sum(s.hits for s in self.stats.values())
-        served = sum(s.hits + s.misses for s in self.stats.values())
+        served = sum(s.served for s in self.stats.values())
         return hits / served if served else 0.0
+
+    @property
+    def reuse_rate(self) -> float:
+        """Served without a creation (at once or by a release), over the served acquisitions."""
+        reuses = sum(s.reuses for s in self.stats.values())
+        served = sum(s.served for s in self.stats.values())
+        return reuses / served if served else 0.0
 
     @property
     def leaks(self) -> int:
@@ -110,6 +124,7 @@ class StressResult:
             "warmup_s": None if self.warmup_s is None else round(self.warmup_s, 4),
             "peak_rss_mb": round(self.peak_rss_mb, 1),
             "hit_rate": round(self.hit_rate, 4),
+            "reuse_rate": round(self.reuse_rate, 4),
             "leaks": self.leaks,
             "recoveries": self.recoveries(),
             "recovery_failures": sum(s.recovery_failures for s in self.stats.values()),
@@ -150,35 +165,39 @@ class StressResult:
 
     # -- the summary --------------------------------------------------------------------------
 
-    def print_summary(self, console: Console) -> None:
-        table = Table(title=f"mockpool stress: {self.tests} tests, seed {self.seed}, faults {self.faults:g}")
-        for column in ("service", "size", "peak", "acq", "hit %", "wait p50", "wait p99", "resets"):
-            table.add_column(column, justify="left" if column == "service" else "right")
-        for column in ("reset fail", "health fail", "recoveries", "degraded", "leaks", "timeouts"):
-            table.add_column(column, justify="right")
+    def tables(self, width: int) -> list[Table]:
+        """The per-service figures, as one table if it fits in ``width`` columns, else as two
+        (load, then faults), each repeating the service column. Service names are never cut
+        nor wrapped, and figures stay on one line."""
+        full = self._table(_LOAD + _FAULTS, caption=f"{HIT_LEGEND}\n{RECOVERIES_LEGEND}")
+        if _natural_width(full) <= width:
+            return [full]
+        return [self._table(_LOAD, caption=HIT_LEGEND), self._table(_FAULTS, caption=RECOVERIES_LEGEND)]
+
+    def _table(self, columns: tuple[_Column, ...], caption: str) -> Table:
+        table = Table(
+            title=f"mockpool stress: {self.tests} tests, seed {self.seed}, faults {self.faults:g}",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            caption=caption,
+            caption_justify="left",
+        )
+        table.add_column("service", justify="left", no_wrap=True)
+        for header, _ in columns:
+            table.add_column(header, justify="right", no_wrap=True)
         for name, s in self.stats.items():
-            table.add_row(
-                name,
-                str(s.size),
-                str(s.peak_in_use),
-                str(s.acquisitions),
-                f"{100 * s.hit_rate:.1f}",
-                format_seconds(s.wait_p50_s),
-                format_seconds(s.wait_p99_s),
-                str(s.resets),
-                str(s.reset_failures),
-                str(s.health_failures),
-                _tiers(s.recoveries),
-                str(s.degraded_leases),
-                str(s.leaks),
-                str(s.timeouts),
-            )
-        console.print(table)
+            table.add_row(name, *(cell(s) for _, cell in columns))
+        return table
+
+    def print_summary(self, console: Console) -> None:
+        for table in self.tables(console.width):
+            console.print(table)
         d = self.to_dict()
         line = (
             f"passed {d['passed']}  failed {d['failed']}  injected {d['injected_failures']}  "
             f"cancelled {d['cancelled']}  |  wall {d['wall_s']:.2f}s  {d['tests_per_s']} tests/s  "
-            f"peak RSS {d['peak_rss_mb']} MB  hit rate {100 * d['hit_rate']:.1f}%  leaks {d['leaks']}  "
+            f"peak RSS {d['peak_rss_mb']} MB  hit {100 * d['hit_rate']:.1f}%  reuse {100 * d['reuse_rate']:.1f}%  "
+            f"leaks {d['leaks']}  "
             f"degraded {d['degraded']}  |  warm-up {d['warmup_s'] or 0:.2f}s"
         )
         console.print(line)
@@ -213,6 +232,37 @@ class StressResult:
         console.print("[bold green]OK[/bold green]" if self.ok else "[bold red]FAILED[/bold red]")
 
 
+#: A column of the summary: its header and how to read a cell from a service's stats.
+_Column = tuple[str, Callable[[PoolStats], str]]
+
+_LOAD: tuple[_Column, ...] = (
+    ("size", lambda s: str(s.size)),
+    ("peak", lambda s: str(s.peak_in_use)),
+    ("acq", lambda s: str(s.acquisitions)),
+    ("hit %", lambda s: f"{100 * s.hit_rate:.1f}"),
+    ("reuse %", lambda s: f"{100 * s.reuse_rate:.1f}"),
+    ("wait p50", lambda s: format_seconds(s.wait_p50_s)),
+    ("wait p99", lambda s: format_seconds(s.wait_p99_s)),
+    ("timeouts", lambda s: str(s.timeouts)),
+)
+_FAULTS: tuple[_Column, ...] = (
+    ("resets", lambda s: str(s.resets)),
+    ("reset fail", lambda s: str(s.reset_failures)),
+    ("health fail", lambda s: str(s.health_failures)),
+    ("recoveries", lambda s: _tiers(s.recoveries)),
+    ("degraded", lambda s: str(s.degraded_leases)),
+    ("leaks", lambda s: str(s.leaks)),
+)
+
+
+def _natural_width(table: Table) -> int:
+    """Columns ``table`` takes when nothing wraps."""
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
+
+
 def _tiers(counts: Mapping[str, int]) -> str:
-    parts = [f"{tier[0]}{n}" for tier, n in counts.items() if n]
-    return " ".join(parts) or "0"
+    """``"12/1/2/3"``: recoveries per tier in ladder order (see ``RECOVERIES_LEGEND``)."""
+    if not any(counts.values()):
+        return "0"
+    return "/".join(str(counts.get(tier, 0)) for tier in RECOVERY_TIERS)

@@ -1,16 +1,26 @@
-"""A Hypothesis state machine over the synchronous core: every interleaving of acquire,
+"""Hypothesis state machines. Over the synchronous core: every interleaving of acquire,
 release, cancel (while waiting, and after a hand-over), timeouts, failing factories, failing
-resets, health checks and evictions keeps the books exact."""
+resets, health checks and evictions keeps the books exact. Over a real service pool in virtual
+time: its counters agree with what the acquirers saw."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
+import anyio
+import looptime
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from mockpool import MockPool, ServiceSpec
 from mockpool.core import Budget, Entry, EntryState, ServiceCore, Waiter
-from mockpool.errors import AcquireTimeout
+from mockpool.errors import AcquireTimeout, MockPoolError
+
+T = TypeVar("T")
 
 
 class CoreMachine(RuleBasedStateMachine):
@@ -169,3 +179,160 @@ class CoreMachine(RuleBasedStateMachine):
 
 
 TestCoreMachine = CoreMachine.TestCase
+
+
+# == the same books through a real ServicePool, in virtual time ================================
+
+
+class User:
+    """One acquirer: a task that acquires, holds until told, and notes how it ended."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self.release = asyncio.Event()
+        self.acquiring = False
+        #: "served", "timeout", "cancelled" (while acquiring) or "error"; set once.
+        self.outcome: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def holding(self) -> bool:
+        return self.outcome == "served" and self.task is not None and not self.task.done()
+
+
+class PoolMachine(RuleBasedStateMachine):
+    """Acquire (with and without timeouts), release, cancel at any moment (also in the loop
+    step of the waiter's own deadline), let time pass, break and heal the factory and the
+    reset: the pool's counters always equal what the acquirers saw, one outcome each, and
+    ``size == created - destroyed`` whenever nothing is being created or recovered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = looptime.new_event_loop(start=0.0)
+        self.broken = {"factory": False, "reset": False}
+        self.pool = MockPool(supervise=False, default_timeout=None)
+        self.pool.register(ServiceSpec(name="svc", factory=self._factory, reset=self._reset, max_size=3))
+        self._run(self.pool.start())
+        self.users: list[User] = []
+
+    def _factory(self) -> dict[str, int]:
+        if self.broken["factory"]:
+            raise OSError("factory broken by the test")
+        return {}
+
+    def _reset(self, instance: dict[str, int]) -> None:
+        if self.broken["reset"]:
+            raise ValueError("reset broken by the test")
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def _settle(self) -> None:
+        async def settle() -> None:
+            for _ in range(3):
+                await anyio.wait_all_tasks_blocked()
+                await asyncio.sleep(0)
+
+        self._run(settle())
+
+    async def _use(self, user: User, timeout: float | None) -> None:
+        user.acquiring = True
+        try:
+            async with self.pool.acquire("svc", timeout=timeout):
+                user.outcome = "served"
+                await user.release.wait()
+        except AcquireTimeout:
+            user.outcome = "timeout"
+        except asyncio.CancelledError:
+            if user.outcome is None:
+                user.outcome = "cancelled"
+            raise
+        except MockPoolError:  # RecoveryFailedError: the factory is broken and nothing is alive
+            user.outcome = "error"
+
+    def _live(self) -> list[User]:
+        return [u for u in self.users if u.task is not None and not u.task.done()]
+
+    def teardown(self) -> None:
+        for user in self._live():
+            assert user.task is not None
+            user.task.cancel()
+        self._settle()
+        self._run(self.pool.aclose())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    # -- rules ----------------------------------------------------------------------------
+
+    @rule(timeout=st.sampled_from([None, 0.5, 2.0]))
+    def acquire(self, timeout: float | None) -> None:
+        user = User(None if timeout is None else self.loop.time() + timeout)
+        user.task = self.loop.create_task(self._use(user, timeout))
+        self.users.append(user)
+        self._settle()
+
+    @precondition(lambda self: any(u.holding for u in self.users))
+    @rule(i=st.integers(0, 100))
+    def release(self, i: int) -> None:
+        holders = [u for u in self.users if u.holding]
+        holders[i % len(holders)].release.set()
+        self._settle()
+
+    @precondition(lambda self: bool(self._live()))
+    @rule(i=st.integers(0, 100))
+    def cancel(self, i: int) -> None:
+        live = self._live()
+        task = live[i % len(live)].task
+        assert task is not None
+        task.cancel()
+        self._settle()
+
+    @precondition(lambda self: any(u.deadline is not None and u.outcome is None for u in self._live()))
+    @rule(i=st.integers(0, 100))
+    def cancel_at_its_deadline(self, i: int) -> None:
+        """Cancel a waiter in the very loop step its deadline passes."""
+        waiting = [u for u in self._live() if u.deadline is not None and u.outcome is None]
+        user = waiting[i % len(waiting)]
+        assert user.task is not None and user.deadline is not None
+        self.loop.call_at(user.deadline, user.task.cancel)
+        self._run(asyncio.sleep(max(0.0, user.deadline - self.loop.time())))  # virtual time
+        self._settle()
+
+    @rule(seconds=st.sampled_from([0.1, 0.6, 2.5]))
+    def time_passes(self, seconds: float) -> None:
+        self._run(asyncio.sleep(seconds))  # virtual time: deadlines pass
+        self._settle()
+
+    @rule(hook=st.sampled_from(["factory", "reset"]), broken=st.booleans())
+    def break_or_heal(self, hook: str, broken: bool) -> None:
+        self.broken[hook] = broken
+
+    # -- invariants -----------------------------------------------------------------------
+
+    @invariant()
+    def counters_agree_with_the_acquirers(self) -> None:
+        self.pool.check_invariants()
+        stats = self.pool.stats("svc")
+        seen = collections.Counter(u.outcome for u in self.users if u.outcome is not None)
+        assert stats.acquisitions == sum(u.acquiring for u in self.users)
+        assert (stats.served, stats.timeouts, stats.cancellations, stats.acquire_errors) == (
+            seen["served"],
+            seen["timeout"],
+            seen["cancelled"],
+            seen["error"],
+        )
+        # Exactly one outcome per acquisition: those that ended, plus those still waiting.
+        pending = sum(u.acquiring and u.outcome is None for u in self.users)
+        ended = stats.served + stats.timeouts + stats.cancellations + stats.acquire_errors
+        assert ended + pending == stats.acquisitions
+        assert stats.hits <= stats.reuses <= stats.served
+
+    @invariant()
+    def live_instances_are_created_minus_destroyed(self) -> None:
+        stats = self.pool.stats("svc")
+        if stats.creating == 0 and stats.recovering == 0:
+            assert stats.size == stats.created - stats.destroyed, stats
+
+
+TestPoolMachine = PoolMachine.TestCase
+TestPoolMachine.settings = settings(stateful_step_count=30, deadline=None)

@@ -345,6 +345,7 @@ class TestReport:
                 "predicted_acquisitions": 4.0,
                 "actual_acquisitions": 3,
                 "hit_rate": pytest.approx(2 / 3),
+                "reuse_rate": pytest.approx(2 / 3),
             }
             assert learning["b"]["predicted_peak"] is None
             assert learning["b"]["predicted_acquisitions"] is None

@@ -1,10 +1,11 @@
-"""Metrics: the wait percentiles weigh in the hits that never queued (counted, not stored)."""
+"""Metrics: the wait percentiles weigh in the hits that never queued (counted, not stored);
+the helpers the report, the pytest summary and the stress plot read them through."""
 
 from __future__ import annotations
 
 import pytest
 
-from mockpool.metrics import ServiceMetrics
+from mockpool.metrics import Ring, ServiceMetrics, format_error, reset_problem, wait_percentiles
 
 
 def _metrics(at_once: int, waits: list[float]) -> ServiceMetrics:
@@ -37,3 +38,53 @@ def test_zeros_take_their_share_of_the_distribution() -> None:
     assert p50 == 0.0
     assert 1.0 <= p95 <= 10.0
     assert p95 < p99 <= 10.0
+
+
+def test_workers_merge_to_the_figures_of_one_process() -> None:
+    """Two xdist workers' waits, merged through ``wait_percentiles``, give what one process
+    with all of them reports (the pytest summary merges so)."""
+    a = _metrics(120, [0.5, 1.0, 2.0])
+    b = _metrics(40, [0.25, 4.0])
+    merged = wait_percentiles(
+        a.waits.values() + b.waits.values(),
+        a.waits.count + b.waits.count,
+        a.zero_waits() + b.zero_waits(),
+        50,
+        97,
+        99,
+    )
+    assert merged == _metrics(160, [0.5, 1.0, 2.0, 0.25, 4.0]).wait_percentiles(50, 97, 99)
+    assert merged[0] == 0.0 < merged[1]
+
+
+def test_ring_since_returns_what_was_appended_after_a_count() -> None:
+    ring = Ring(4)
+    for value in (1.0, 2.0, 3.0):
+        ring.append(value)
+    assert ring.since(1) == [2.0, 3.0]
+    assert ring.since(3) == []
+    for value in (4.0, 5.0, 6.0):
+        ring.append(value)  # wraps: keeps 3..6
+    assert ring.since(3) == [4.0, 5.0, 6.0]
+    assert ring.since(0) == [3.0, 4.0, 5.0, 6.0]  # no more than it keeps
+
+
+def test_format_error_is_one_short_line() -> None:
+    assert format_error(None) is None
+    assert format_error(TimeoutError()) == "TimeoutError"
+    assert format_error(ValueError("bad\n  value")) == "ValueError: bad value"
+    long = format_error(RuntimeError("x" * 500), limit=40)
+    assert long is not None and len(long) == 40 and long.endswith("...")
+
+
+def test_reset_problem_names_the_service_the_count_the_error_and_the_fix() -> None:
+    assert reset_problem("redis", resets=3, failures=3, last_error="E: x") is None
+    assert reset_problem("redis", resets=0, failures=12, last_error="AttributeError: no kill") == (
+        "service 'redis': 12 of 12 resets failed, so those leases rebuilt their instance "
+        "(last error: AttributeError: no kill); the reset hook raises: fix it, or remove reset="
+    )
+    leaky = reset_problem("db", resets=1, failures=2, last_error=None, isolation=True)
+    assert leaky is not None
+    assert "2 of 3 resets failed" in leaky
+    assert "(last error: not recorded)" in leaky
+    assert leaky.endswith("resets leave state behind (isolation check failed): make the reset hook clear it")

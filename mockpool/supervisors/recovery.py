@@ -130,7 +130,6 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
             # Serve first, clean up after: a slow destroy must not delay the waiting acquirers
             # nor count as recovery time.
             succeed(tier)
-            svc.metrics.destroyed += 1
             await svc._destroy_instance(old)
             return
 
@@ -140,9 +139,9 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
             template = svc._stub_template()
             if template is not None:
                 stub = make_stub(template, clock.now())
+                svc.metrics.created += 1
                 swap_instance(entry, stub)
                 succeed("stub")
-                svc.metrics.destroyed += 1
                 await svc._destroy_instance(old)
                 return
 
@@ -260,17 +259,16 @@ async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
         swap_instance(member_entry, fresh)
         member.metrics.recoveries[tier] += 1
         member.metrics.recovery_times[tier].append(member.clock.now() - started)
-        member.metrics.destroyed += 1
         await member._destroy_instance(old)
         return True
     template = member._stub_template() if member.spec.allow_degraded else None
     if template is not None:
         old = member_entry.instance
         stub = make_stub(template, member.clock.now())
+        member.metrics.created += 1
         swap_instance(member_entry, stub)
         member.metrics.recoveries["stub"] += 1
         member.metrics.recovery_times["stub"].append(member.clock.now() - started)
-        member.metrics.destroyed += 1
         await member._destroy_instance(old)
         return True
     member.metrics.recovery_failures += 1

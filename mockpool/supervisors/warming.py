@@ -212,8 +212,8 @@ def learning_report(pool: MockPool) -> dict[str, dict[str, Any]]:
 
     ``predicted_peak`` (history's decayed peak concurrency), ``warmed`` (instances present
     after the start-up warm), ``actual_peak`` (this run's peak in use), ``predicted_acquisitions``
-    (history's decayed mean per run; None without history), ``actual_acquisitions`` and
-    ``hit_rate``.
+    (history's decayed mean per run; None without history), ``actual_acquisitions``,
+    ``hit_rate`` (served at once) and ``reuse_rate`` (served without a creation).
     """
     history = pool.history
     out: dict[str, dict[str, Any]] = {}
@@ -227,6 +227,7 @@ def learning_report(pool: MockPool) -> dict[str, dict[str, Any]]:
             "predicted_acquisitions": round(hist.acquisitions, 3) if hist is not None else None,
             "actual_acquisitions": stats.acquisitions,
             "hit_rate": stats.hit_rate,
+            "reuse_rate": stats.reuse_rate,
         }
     return out
 

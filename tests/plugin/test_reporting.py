@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from ._inner import Report, dedent, flags, setup_project
+from mockpool.report import HIT_LEGEND
+
+from ._inner import Report, dedent, flags, pyproject, setup_project
 
 ASYNCIO_INI = {"asyncio_mode": "strict", "asyncio_default_fixture_loop_scope": "function"}
 
@@ -42,11 +44,93 @@ def test_summary_section_and_header(pytester: pytest.Pytester) -> None:
         [
             "mockpool: services: + pytest_mockpool_register; runner: pytest-asyncio (strict, function loop); *",
             "*= mockpool =*",
-            "service * acquisitions * hit rate * wait p50 * wait p99 * recoveries * leaks * degraded",
+            "service  acquisitions  hit rate  reuse rate  wait p50  wait p99  reset fail  recoveries  leaks  degraded",
             # The first acquisition waits for the creation (a miss), the second is a hit.
-            "counter * 2 * 50.0% * 0 * 0 * 0",
+            "counter             2     50.0%       50.0%  * 0           0      0         0",
+            HIT_LEGEND,
         ]
     )
+    result.stdout.no_fnmatch_line("problem: *")
+    result.stdout.no_fnmatch_line("last errors:")
+
+
+MANY_HITS = """
+import pytest
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("n", range(30))
+async def test_counter(mockpool, n):
+    async with mockpool.acquire("counter") as c:
+        c.value += 1
+"""
+
+
+def test_summary_wait_percentiles_weigh_in_the_acquisitions_served_at_once(pytester: pytest.Pytester) -> None:
+    """29 of 30 acquisitions find the instance idle: the median wait is 0, as the JSON report
+    says, not the one wait for the creation (it was "wait p50 44.1ms" in a 126-test suite)."""
+    setup_project(pytester, ini=ASYNCIO_INI, probe=False)
+    pytester.makepyfile(test_many=dedent(MANY_HITS))
+    result = pytester.runpytest(*flags("asyncio", "--mockpool-report=report.json"))
+    result.assert_outcomes(passed=30)
+    (row,) = [line for line in result.stdout.lines if line.startswith("counter ")]
+    cells = row.split()
+    assert cells[1:4] == ["30", "96.7%", "96.7%"]
+    assert cells[4] == "0us"  # wait p50
+    assert cells[5] != "0us"  # wait p99: the creation's wait, 1 in 30
+    counter = Report.read(pytester.path / "report.json").service("counter")
+    assert counter["wait_p50_s"] == 0.0 < counter["wait_p99_s"]
+
+
+FLAKY_CONFTEST = """
+from mockpool import ServiceSpec
+
+
+def _reset(instance):
+    raise AttributeError("'AsyncFakeSocket' object has no attribute 'kill'")
+
+
+def pytest_mockpool_register(pool, config):
+    pool.register(ServiceSpec(name="flaky", factory=dict, reset=_reset, max_size=1))
+"""
+
+FLAKY_TESTS = """
+import pytest
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("n", range(3))
+async def test_flaky(mockpool, n):
+    async with mockpool.acquire("flaky", timeout=5) as d:
+        assert d == {}
+"""
+
+
+def test_summary_names_a_service_whose_resets_always_fail(pytester: pytest.Pytester) -> None:
+    """Every lease ends in a failed reset, so every lease rebuilds the instance: the summary
+    says so, with the count, the error and the fix, instead of passing it over."""
+    pytester.makepyprojecttoml(pyproject(**ASYNCIO_INI))
+    pytester.makeconftest(dedent(FLAKY_CONFTEST))
+    pytester.makepyfile(test_flaky=dedent(FLAKY_TESTS))
+    result = pytester.runpytest(*flags("asyncio", "--mockpool-report=report.json"))
+    result.assert_outcomes(passed=3)
+    error = "AttributeError: 'AsyncFakeSocket' object has no attribute 'kill'"
+    problem = (
+        "service 'flaky': 3 of 3 resets failed, so those leases rebuilt their instance "
+        f"(last error: {error}); the reset hook raises: fix it, or remove reset="
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "service  acquisitions  hit rate  reuse rate  wait p50  wait p99  reset fail  recoveries  leaks  degraded",
+            "flaky               3 * 3           3      0         0",
+            f"problem: {problem}",
+            "last errors:",
+            f"  flaky: {error}",
+        ]
+    )
+    report = Report.read(pytester.path / "report.json")
+    assert report.service("flaky")["reset_failures"] == 3
+    assert report.data["problems"] == [problem]
 
 
 def test_report_path_from_ini_is_relative_to_the_ini_file(pytester: pytest.Pytester) -> None:
@@ -169,3 +253,15 @@ def test_xdist_workers_report_and_the_controller_writes_the_cache_once(pytester:
     report = Report.read(pytester.path / "report.json")
     assert report.service("counter")["acquisitions"] == 6
     assert report.data["pytest"]["workers"] == 2
+    # The merged figures are those of the workers' own reports, added up.
+    workers = [w["services"]["counter"] for w in report.data["workers"].values()]
+    merged = report.service("counter")
+    for counter in ("hits", "reuses", "misses", "timeouts", "reset_failures"):
+        assert merged[counter] == sum(w[counter] for w in workers), counter
+    served = sum(w["reuses"] + w["misses"] for w in workers)
+    assert merged["hit_rate"] == pytest.approx(merged["hits"] / served)
+    assert merged["reuse_rate"] == pytest.approx(merged["reuses"] / served)
+    # Each worker misses at most once (its first creation): most of the 6 waited 0 s.
+    assert merged["misses"] <= 2
+    assert merged["wait_p50_s"] == 0.0
+    assert report.data["problems"] == []

@@ -1,0 +1,123 @@
+"""``Report``: every figure it prints and serialises, read back from the text and the JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import anyio
+import pytest
+
+from mockpool import MockPool, ServiceSpec
+from mockpool.report import HIT_LEGEND, Report
+
+
+async def _settle() -> None:
+    for _ in range(3):
+        await anyio.wait_all_tasks_blocked()
+        await asyncio.sleep(0)
+
+
+def _broken_reset(instance: dict[str, int]) -> None:
+    raise AttributeError("'AsyncFakeSocket' object has no attribute 'kill'")
+
+
+async def _report() -> Report:
+    """``steady``: a miss, a reuse after a wait, two hits. ``flaky``: every reset fails."""
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="steady", factory=dict, max_size=1))
+    pool.register(ServiceSpec(name="flaky", factory=dict, reset=_broken_reset, max_size=1))
+    async with pool:
+        holder = pool.acquire("steady")
+        await holder.__aenter__()
+        waiting = pool.acquire("steady")
+        task = asyncio.create_task(waiting.__aenter__())
+        await _settle()
+        await holder.__aexit__(None, None, None)
+        await task
+        await waiting.__aexit__(None, None, None)
+        for _ in range(2):
+            async with pool.acquire("steady"):
+                pass
+        for _ in range(3):
+            async with pool.acquire("flaky"):
+                pass
+            await _settle()  # recovery rebuilds it before the next lease
+        return pool.report()
+
+
+def _rows(text: str) -> dict[str, dict[str, str]]:
+    """The table of ``str(report)`` as {service: {column: cell}}."""
+    lines = text.splitlines()
+    header = re.split(r"\s{2,}", lines[1].strip())
+    rows = {}
+    for line in lines[3:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) != len(header):
+            break
+        rows[cells[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+@pytest.mark.asyncio
+async def test_text_shows_hit_and_reuse_side_by_side_and_reset_failures() -> None:
+    text = str(await _report())
+    rows = _rows(text)
+    assert list(rows) == ["steady", "flaky"]
+    steady, flaky = rows["steady"], rows["flaky"]
+    assert (steady["acq"], steady["hit %"], steady["reuse %"]) == ("4", "50.0", "75.0")
+    assert (steady["resets"], steady["reset fail"], steady["rec"], steady["timeouts"]) == ("4", "0", "0", "0")
+    assert (steady["wait p50"], steady["size"], steady["idle"]) == ("0us", "1", "1")
+    assert (flaky["acq"], flaky["hit %"], flaky["reuse %"]) == ("3", "66.7", "66.7")
+    assert (flaky["resets"], flaky["reset fail"], flaky["rec"]) == ("0", "3", "3")
+    assert HIT_LEGEND in text.splitlines()
+
+
+@pytest.mark.asyncio
+async def test_text_reports_resets_that_always_fail_as_a_problem_and_the_last_errors() -> None:
+    lines = str(await _report()).splitlines()
+    error = "AttributeError: 'AsyncFakeSocket' object has no attribute 'kill'"
+    assert (
+        f"problem: service 'flaky': 3 of 3 resets failed, so those leases rebuilt their instance "
+        f"(last error: {error}); the reset hook raises: fix it, or remove reset="
+    ) in lines
+    start = lines.index("last errors:")
+    assert lines[start + 1 :] == [f"  flaky: {error}"]
+
+
+@pytest.mark.asyncio
+async def test_json_carries_the_same_figures() -> None:
+    data = json.loads((await _report()).to_json())
+    steady, flaky = data["services"]["steady"], data["services"]["flaky"]
+    assert (steady["hits"], steady["reuses"], steady["misses"]) == (2, 3, 1)
+    assert (steady["hit_rate"], steady["reuse_rate"]) == (0.5, 0.75)
+    assert (steady["timeouts"], steady["cancellations"], steady["acquire_errors"]) == (0, 0, 0)
+    assert (steady["last_error"], steady["last_reset_error"]) == (None, None)
+    assert (flaky["reset_failures"], flaky["resets"]) == (3, 0)
+    assert (
+        flaky["last_error"]
+        == flaky["last_reset_error"]
+        == ("AttributeError: 'AsyncFakeSocket' object has no attribute 'kill'")
+    )
+    assert (flaky["size"], flaky["created"], flaky["destroyed"]) == (1, 4, 3)
+    problem = (
+        "service 'flaky': 3 of 3 resets failed, so those leases rebuilt their instance "
+        "(last error: AttributeError: 'AsyncFakeSocket' object has no attribute 'kill'); "
+        "the reset hook raises: fix it, or remove reset="
+    )
+    assert data["problems"] == [problem]
+
+
+@pytest.mark.asyncio
+async def test_a_healthy_pool_has_no_problem_and_no_error_lines() -> None:
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=dict))
+    async with pool:
+        async with pool.acquire("svc"):
+            pass
+        report = pool.report()
+    text = str(report)
+    assert "problem:" not in text
+    assert "last errors:" not in text
+    assert report.to_dict()["problems"] == []

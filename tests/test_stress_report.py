@@ -1,0 +1,161 @@
+"""The stress suite's figures: its table (rows, legends, names never cut), its JSON and its plot,
+from a real run of 80 tests with faults."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from mockpool.report import HIT_LEGEND, format_seconds
+from stress.cli import parse_args, run
+from stress.plot import plot_timeline, size_changes, window_waits
+from stress.results import RECOVERIES_LEGEND, StressResult, _tiers
+from stress.timeline import Sample, Timeline
+
+
+@pytest.fixture(scope="module")
+def stress_run() -> tuple[StressResult, Timeline]:
+    return asyncio.run(run(parse_args(["--tests", "80", "--faults", "0.1", "--seed", "1"])))
+
+
+def _render(result: StressResult, width: int) -> list[str]:
+    console = Console(width=width, record=True, file=io.StringIO())
+    for table in result.tables(console.width):
+        console.print(table)
+    return console.export_text().splitlines()
+
+
+def _rows(lines: list[str], names: list[str]) -> dict[str, list[list[str]]]:
+    """Per service, the cells of each table row that starts with its name."""
+    rows: dict[str, list[list[str]]] = {name: [] for name in names}
+    for line in lines:
+        cells = line.split()
+        if cells and cells[0] in rows:
+            rows[cells[0]].append(cells[1:])
+    return rows
+
+
+def _expected(result: StressResult, name: str) -> tuple[list[str], list[str]]:
+    s = result.stats[name]
+    tiers = "/".join(str(s.recoveries[t]) for t in ("snapshot", "factory", "minimal", "stub"))
+    load = [
+        str(s.size),
+        str(s.peak_in_use),
+        str(s.acquisitions),
+        f"{100 * s.hit_rate:.1f}",
+        f"{100 * s.reuse_rate:.1f}",
+        format_seconds(s.wait_p50_s),
+        format_seconds(s.wait_p99_s),
+        str(s.timeouts),
+    ]
+    faults = [
+        str(s.resets),
+        str(s.reset_failures),
+        str(s.health_failures),
+        tiers if s.recoveries.total() else "0",
+        str(s.degraded_leases),
+        str(s.leaks),
+    ]
+    return load, faults
+
+
+def test_one_table_when_it_fits_with_every_figure_and_both_legends(
+    stress_run: tuple[StressResult, Timeline],
+) -> None:
+    result, _ = stress_run
+    lines = _render(result, 200)
+    rows = _rows(lines, list(result.stats))
+    for name in result.stats:
+        load, faults = _expected(result, name)
+        assert rows[name] == [load + faults], name
+    assert HIT_LEGEND in " ".join(lines)
+    assert RECOVERIES_LEGEND in " ".join(lines)
+    assert any(sum(s.recoveries.values()) for s in result.stats.values()), "the run should recover"
+
+
+def test_long_names_are_never_cut_at_120_columns(stress_run: tuple[StressResult, Timeline]) -> None:
+    """A service name of 40 characters: the table splits into load and fault tables, each
+    within 120 columns, each with the whole name and whole figures."""
+    result, _ = stress_run
+    long = "device_session_for_the_living_room_tv_04"
+    renamed = {(long if n == "device_session" else n): s for n, s in result.stats.items()}
+    wide = dataclasses.replace(result, stats=renamed)
+    lines = _render(wide, 120)
+    assert max(map(len, lines)) <= 120
+    rows = _rows(lines, list(renamed))
+    load, faults = _expected(result, "device_session")
+    assert rows[long] == [load, faults]
+
+
+def test_recovery_tiers_are_told_apart() -> None:
+    assert _tiers({"snapshot": 0, "factory": 0, "minimal": 0, "stub": 0}) == "0"
+    assert _tiers({"snapshot": 16, "factory": 1, "minimal": 2, "stub": 3}) == "16/1/2/3"
+    assert _tiers({"snapshot": 0, "factory": 0, "minimal": 0, "stub": 4}) == "0/0/0/4"
+
+
+def test_json_and_summary_line_report_hit_and_reuse(
+    stress_run: tuple[StressResult, Timeline],
+) -> None:
+    result, _ = stress_run
+    data = json.loads(json.dumps(result.to_dict()))
+    stats = result.stats.values()
+    served = sum(s.served for s in stats)
+    assert data["hit_rate"] == round(sum(s.hits for s in stats) / served, 4)
+    assert data["reuse_rate"] == round(sum(s.reuses for s in stats) / served, 4)
+    assert data["hit_rate"] < data["reuse_rate"]  # 80 tests at once: most wait, few find one idle
+    for name, s in data["services"].items():
+        assert (s["reuses"], s["reuse_rate"]) == (result.stats[name].reuses, result.stats[name].reuse_rate)
+        assert "last_error" in s and "acquire_errors" in s
+    console = Console(width=300, record=True, file=io.StringIO())
+    result.print_summary(console)
+    text = console.export_text()
+    assert f"hit {100 * data['hit_rate']:.1f}%  reuse {100 * data['reuse_rate']:.1f}%" in text
+
+
+def _sample(t: float, size: int, waits: list[float], zeros: int, faults: int = 0) -> Sample:
+    return Sample(
+        t_s=t,
+        running=1,
+        done=0,
+        in_use=0,
+        size={"a": size, "b": 2},
+        waiting={"a": 0, "b": 0},
+        hits=0,
+        reuses=0,
+        served=0,
+        rss_mb=0.0,
+        waits={"a": waits, "b": []},
+        zero_waits={"a": zeros, "b": 0},
+        faults={"a": faults, "b": 0},
+        recoveries={"a": faults, "b": 0},
+        recovery_failures={"a": 0, "b": 0},
+        degraded={"a": 0, "b": 0},
+    )
+
+
+def test_plot_reads_waits_per_window_and_leaves_out_constant_sizes() -> None:
+    samples = [
+        _sample(0.1, 1, [0.2, 0.4], zeros=0),
+        _sample(0.2, 2, [], zeros=0),  # nothing ended: no point
+        _sample(0.3, 2, [1.0], zeros=3, faults=1),  # 3 of 4 waited 0 s: median 0
+    ]
+    points = window_waits(samples, "a")
+    assert [(t, p50) for t, p50, _ in points] == [(0.1, pytest.approx(0.3)), (0.3, 0.0)]
+    assert [longest for _, _, longest in points] == [0.4, 1.0]
+    assert window_waits(samples, "b") == []
+    assert size_changes(samples) == (["a"], {"b": 2})
+
+
+@pytest.mark.slow
+def test_plot_is_written(stress_run: tuple[StressResult, Timeline], tmp_path: Path) -> None:
+    _, timeline = stress_run
+    assert len(timeline.samples) >= 2
+    path = tmp_path / "run.png"
+    plot_timeline(timeline, path, title="test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
