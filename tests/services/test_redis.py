@@ -269,3 +269,18 @@ async def test_clean_connections_are_kept_and_dirty_ones_replaced() -> None:
             await pipe.reset()
         async with pool.acquire("redis") as r:
             assert await r.get("where") is None
+
+
+def test_a_fakeredis_older_than_the_reset_supports_is_refused_at_registration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fakeredis 2.35 and 2.37/2.38 lay out the server's internals differently: every reset
+    raised and every lease rebuilt its instance, silently. Refused when the spec is built."""
+    import fakeredis
+
+    from mockpool.services.redis import FAKEREDIS_MIN_VERSION
+
+    monkeypatch.setattr(fakeredis, "__version__", "2.38.0", raising=False)
+    with pytest.raises(MissingExtraError) as caught:
+        redis_service()
+    assert f"needs fakeredis >= {FAKEREDIS_MIN_VERSION}, and fakeredis 2.38.0 is installed" in str(caught.value)
