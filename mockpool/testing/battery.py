@@ -93,7 +93,7 @@ class IsolationReport:
         width = max((len(case.name) for case in self.cases), default=4)
         lines = [f"isolation battery of service {self.service!r}:"]
         for case in self.cases:
-            seen = {True: "fingerprint sees it", False: "fingerprint blind", None: "no fingerprint"}
+            seen = {True: "fingerprint sees it", False: "fingerprint blind", None: "fingerprint not checked"}
             line = f"  {case.name.ljust(width)}  {case.outcome:<9}  {seen[case.visible]}"
             lines.append(f"{line}  {case.detail}".rstrip())
         return "\n".join(lines)
