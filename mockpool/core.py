@@ -297,6 +297,11 @@ class ServiceCore:
         with self._lock:
             return [w for w in self.waiters if w.deadline <= now and w.future.get_loop() is loop]
 
+    def waits_in(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether a waiter of ``loop`` is queued."""
+        with self._lock:
+            return any(w.future.get_loop() is loop for w in self.waiters)
+
     def next_deadline(self, loop: asyncio.AbstractEventLoop) -> float | None:
         """The earliest deadline among the waiters of ``loop``, if any has one."""
         with self._lock:

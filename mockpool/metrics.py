@@ -139,6 +139,7 @@ class ServiceMetrics:
         "acquire_errors",
         "acquisitions",
         "cancellations",
+        "create_ewma",
         "create_failures",
         "created",
         "degraded_leases",
@@ -195,6 +196,8 @@ class ServiceMetrics:
         self.holds = Ring()
         self.hold_ewma = 0.0
         self.wait_ewma = 0.0
+        #: Mean creation time (EWMA; the first creation sets it), None before one ended.
+        self.create_ewma: float | None = None
 
     def wait_percentiles(self, *qs: float) -> tuple[float, ...]:
         """Percentiles of the wait of every acquisition that was served or timed out.
@@ -231,8 +234,17 @@ class ServiceMetrics:
         self.wait_ewma += _EWMA_ALPHA * (seconds - self.wait_ewma)
 
     def record_hold(self, seconds: float) -> None:
-        self.holds.append(seconds)
-        self.hold_ewma += _EWMA_ALPHA * (seconds - self.hold_ewma)
+        holds = self.holds
+        # The first hold sets the mean: starting from 0 would read a tenth of it for a while,
+        # and the sizing controller would take leases for shorter than they are.
+        self.hold_ewma = (
+            seconds if holds.count == 0 else self.hold_ewma + _EWMA_ALPHA * (seconds - self.hold_ewma)
+        )
+        holds.append(seconds)
+
+    def record_creation(self, seconds: float) -> None:
+        mean = self.create_ewma
+        self.create_ewma = seconds if mean is None else mean + _EWMA_ALPHA * (seconds - mean)
 
     def error_rate(self) -> float:
         """Errors (in leases, resets, health checks) per acquisition."""

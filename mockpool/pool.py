@@ -357,6 +357,19 @@ class MockPool:
             self._runtimes[loop] = runtime
         return runtime
 
+    def loop_busy(self) -> float | None:
+        """The busy share of the running loop's thread over the last sampling window (the
+        sizing supervisor measures it), or None when not measured."""
+        loop = asyncio._get_running_loop()
+        runtime = self._runtimes.get(loop) if loop is not None else None
+        return runtime.busy if runtime is not None else None
+
+    def note_loop_busy(self, busy: float) -> None:
+        """Record the running loop's busy share (called by the sizing supervisor)."""
+        runtime = self._runtimes.get(asyncio.get_running_loop())
+        if runtime is not None:
+            runtime.busy = busy
+
     def settle_closed_loops(self) -> None:
         """Settle the background work of loops that were closed without cancelling it (a
         runner's choice, not ours): reservations are released, entries parked for recovery."""

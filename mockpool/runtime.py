@@ -52,6 +52,8 @@ class Runtime:
         #: Spawned jobs that have not taken their first step yet, and those under way.
         self._unstarted: set[_Job] = set()
         self._running: set[_Job] = set()
+        #: The loop thread's busy share over the last window (the sizing supervisor's sample).
+        self.busy: float | None = None
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()
         #: Guards structural changes that span awaits (unregister, resize, recovered swaps);

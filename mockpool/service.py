@@ -27,6 +27,7 @@ from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFail
 from .hooks import call_hook, deadline, running_loop
 from .isolation import IsolationError, difference, fingerprint_hook
 from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
+from .sizing import LimitState, SizingInput, creations, stall_s
 from .supervisors.recovery import make_stub, recover_entry
 
 if TYPE_CHECKING:
@@ -77,6 +78,14 @@ class ServicePool:
         self.orphans: list[Entry] = []
         self.last_error: BaseException | None = None
         self.last_reset_error: BaseException | None = None
+        #: The sizing controller's state: the size limit its throughput search allows.
+        self.limit = LimitState(limit=spec.max_size)
+        #: Create only for liveness: memory is tight (the process is over the pool's memory
+        #: budget, or grew past the adaptation threshold; kept by the scaling supervisor).
+        self.memory_tight = False
+        self.memory_tight_by_growth = False
+        #: When the last creation ended, on the pool's clock (eviction waits a cooldown after).
+        self.last_created_at: float | None = None
         #: What the last failed isolation check found (isolation-verify mode), for the report.
         self.last_isolation_failure: str | None = None
         #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
@@ -84,6 +93,11 @@ class ServicePool:
         self._sampled_acquisitions = 0
         #: ``creations_settled`` callers waiting for the creations in flight to end.
         self._settled_waiters: list[asyncio.Future[None]] = []
+        #: The stall check of each loop with uncovered waiters, and the releases counted when
+        #: it was armed.
+        self._stall_checks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int]
+        ] = weakref.WeakKeyDictionary()
         #: The deadline timer of each loop with waiters that have a timeout, and when it fires.
         self._timers: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, float]
@@ -152,6 +166,8 @@ class ServicePool:
                 # call. Below it, ensure_creations also makes room under the pool-wide cap.
                 if len(core.entries) + core.creating < core.max_size and core.shortfall() > 0:
                     self.ensure_creations()
+                    if core.shortfall() > 0 and loop not in self._stall_checks:
+                        self._arm_stall_check(loop)
                 entry = await fut
             except BaseException as exc:
                 self._abandon(waiter)
@@ -342,18 +358,65 @@ class ServicePool:
                 self.bind_leased(lease, entry)
         return entry
 
-    def ensure_creations(self) -> None:
-        """Start background creations while waiters outnumber instances on their way."""
+    def _arm_stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Look again after a stall's time: uncovered waiters with no lease ended meanwhile
+        get a creation (liveness; works without supervisors)."""
+        delay = stall_s(self.metrics.hold_ewma if self.metrics.holds.count else None, self.core.in_use)
+        handle = loop.call_later(delay, self._stall_due, loop)
+        self._stall_checks[loop] = (handle, self.metrics.holds.count)
+
+    def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        # In a task: creations are spawned into the runtime's task group, which anyio allows
+        # from a task only, not from a bare loop callback.
+        loop.create_task(self._stall_check(loop), name=f"mockpool {self.name} stall check")
+
+    async def _stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
+        _, released_before = self._stall_checks.pop(loop, (None, 0))
+        core = self.core
+        if core.closed or core.shortfall() <= 0:
+            return
+        self.ensure_creations(stalled=self.metrics.holds.count == released_before)
+        if core.shortfall() > 0 and core.waits_in(loop):
+            self._arm_stall_check(loop)
+
+    def ensure_creations(self, *, stalled: bool = False) -> None:
+        """Start the background creations the sizing controller decides for the waiters that
+        no creation or recovery covers yet (:func:`mockpool.sizing.creations`)."""
         core = self.core
         if core.shortfall() <= 0:
             return
+        sizing = self.sizing_input(stalled=stalled)
+        wanted = creations(sizing)
         pool = self.pool
-        while core.shortfall() > 0:
+        while wanted > 0:
             if not core.reserve_creation():
-                if core.size + core.creating < core.max_size and pool.make_room(self):
+                # At the pool-wide cap, another service's idle instance makes room only for a
+                # waiter that nothing else can serve (liveness): otherwise the services would
+                # take turns destroying each other's instances.
+                live = stalled or (sizing.in_use == 0 and sizing.creating == 0 and sizing.recovering == 0)
+                if live and core.size + core.creating < core.max_size and pool.make_room(self):
                     continue
                 break
             pool.spawn(self._create_one, on_drop=self._creation_dropped)
+            wanted -= 1
+
+    def sizing_input(self, *, stalled: bool = False) -> SizingInput:
+        """This service's measurements, as the sizing controller reads them."""
+        core, m = self.core, self.metrics
+        return SizingInput(
+            size=core.size,
+            creating=core.creating,
+            recovering=core.recovering + core.checking,
+            in_use=core.in_use,
+            waiting=core.waiting,
+            max_size=core.max_size,
+            limit=self.limit.limit,
+            hold_s=m.hold_ewma if m.holds.count else None,
+            create_s=m.create_ewma,
+            busy=self.pool.loop_busy(),
+            memory_tight=self.memory_tight,
+            stalled=stalled,
+        )
 
     def grow(self, count: int) -> int:
         """Start up to ``count`` background creations (warming, scaling); return how many."""
@@ -411,6 +474,9 @@ class ServicePool:
                 raise
             self._after_failed_creation(exc, started)
             return
+        now = self.clock.now()
+        self.metrics.record_creation(now - started)
+        self.last_created_at = now
         waiter = core.add_created(entry)
         if waiter is not None:
             waiter.fresh = True

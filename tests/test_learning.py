@@ -251,12 +251,17 @@ async def _use_in_order(pool: MockPool, clock: FakeClock, name: str, n: int) -> 
 
 class TestEviction:
     @pytest.mark.asyncio
-    async def test_over_the_memory_budget_lru_idle_go_first_and_never_below_min_size(
+    async def test_over_the_memory_budget_lru_idle_go_one_per_window_and_never_below_min_size(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         clock = FakeClock()
         destroyed: list[Thing] = []
-        pool = MockPool(supervise=False, clock=clock, memory_budget_mb=100)
+        pool = MockPool(
+            supervise=False,
+            clock=clock,
+            memory_budget_mb=100,
+            scaling=ScalingConfig(shrink_window_s=1.0, cooldown_s=2.0),
+        )
         pool.register(ServiceSpec(name="a", factory=Thing, destroy=destroyed.append, min_size=1))
         rss = [50.0]
         monkeypatch.setattr(scaling, "read_rss_mb", lambda: rss[0])
@@ -266,10 +271,12 @@ class TestEviction:
             await supervisor.tick()  # under the budget: nothing goes
             assert destroyed == []
             rss[0] = 500.0
-            for _ in range(5):
+            await supervisor.tick()
+            assert pool.service_pools["a"].memory_tight  # creating only for liveness now
+            for _ in range(8):
+                clock.advance(1.0)
                 await supervisor.tick()
-                clock.advance(0.5)
-            # Half the evictable per tick (at least one), least recently used first...
+            # One per window once the cooldown after the last creation passed, LRU first...
             assert destroyed == order[:3]
             # ...and never below min_size: the most recently used one stays.
             stats = pool.stats("a")
@@ -280,26 +287,25 @@ class TestEviction:
             pool.check_invariants()
 
     @pytest.mark.asyncio
-    async def test_idle_beyond_the_predicted_need_are_evicted_lru_first(self) -> None:
+    async def test_idle_never_needed_in_a_window_go_one_per_window_after_the_cooldown(self) -> None:
         clock = FakeClock()
         destroyed: list[Thing] = []
-        pool = MockPool(supervise=False, clock=clock, scaling=ScalingConfig(shrink_window_s=1.0))
+        pool = MockPool(
+            supervise=False, clock=clock, scaling=ScalingConfig(shrink_window_s=1.0, cooldown_s=5.0)
+        )
         pool.register(ServiceSpec(name="a", factory=Thing, destroy=destroyed.append, min_size=2))
         async with pool:
             order = await _use_in_order(pool, clock, "a", 5)
             supervisor = ScalingSupervisor(pool)
             await supervisor.tick()  # opens the first shrink window
-            assert destroyed == []
-            # Four quiet windows: this run's forecast predicts no demand (a trusted "none").
-            for _ in range(4):
+            for _ in range(3):
                 clock.advance(1.0)
-                pool.sample_usage()
-            await supervisor.tick()
+                await supervisor.tick()
+            assert destroyed == []  # within the cooldown of the last creation: no churn
+            for _ in range(5):
+                clock.advance(1.0)
+                await supervisor.tick()
             assert destroyed == order[:3]  # 5 idle, min_size 2: the 3 least recently used
-            assert pool.stats("a").size == 2
-            clock.advance(1.0)
-            pool.sample_usage()
-            await supervisor.tick()
             assert pool.stats("a").size == 2  # the floor holds
             pool.check_invariants()
 

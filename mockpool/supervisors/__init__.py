@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import adaptation, health, leaks, scaling, warming
+from . import adaptation, health, leaks, scaling, sizing, warming
 from .adaptation import AdaptationConfig
 from .scaling import ScalingConfig
 
@@ -24,6 +24,7 @@ __all__ = ("SUPERVISORS", "AdaptationConfig", "ScalingConfig", "start_all")
 #: Name and entry point of every supervisor, in start order (the sampler first).
 SUPERVISORS = (
     ("warming", warming.run),
+    ("sizing", sizing.run),
     ("health", health.run),
     ("scaling", scaling.run),
     ("adaptation", adaptation.run),

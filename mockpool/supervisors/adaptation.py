@@ -9,13 +9,17 @@ concurrency > 20. Responses:
 =====================  =================================================================
 trigger                response
 =====================  =================================================================
-saturated & (peak      raise ``max_size`` (x ``growth``) up to ``max_size_ceiling``
-> concurrency or
-wait > wait_s)
+saturated & (peak      an event: the user's ``max_size`` is a hard bound. Only with
+> concurrency or       ``grow_beyond_max_size=True``: raise ``max_size`` (x ``growth``)
+wait > wait_s)         up to ``max_size_ceiling``
 error rate             switch to the ``"stable"`` variant; turn on check-on-acquire
-RSS growth             switch to the ``"lean"`` variant; evict half the idle beyond min_size
+RSS growth             switch to the ``"lean"`` variant; create only for liveness from
+                       then on (no eviction: preferring not to create over evicting)
 hold time              switch to the ``"fast"`` variant
 =====================  =================================================================
+
+How many instances to keep is the sizing controller's (:mod:`mockpool.sizing`): these
+thresholds are signals and events, they raise no bound unless asked to.
 
 Every adaptation is recorded with ``pool.record_event``. Hysteresis: a response that is
 already in effect is not repeated (the variant is current, the check is on, max_size is at the
@@ -36,7 +40,7 @@ from anyio.abc import TaskStatus
 
 from ..errors import ServiceConfigError
 from ._base import run_supervised
-from .scaling import evict_idle, read_rss_mb
+from .scaling import read_rss_mb
 
 if TYPE_CHECKING:
     from ..pool import MockPool
@@ -66,7 +70,9 @@ class AdaptationConfig:
     wait_s: float = 0.100
     #: Acquisitions needed before the error rate and hold EWMA are trusted.
     min_samples: int = 20
-    #: Bound of adaptive growth: this, else ``ceiling_factor`` x the spec's max_size.
+    #: Opt in to growth above the user's ``max_size`` (off: the bound is hard).
+    grow_beyond_max_size: bool = False
+    #: Bound of that growth: this, else ``ceiling_factor`` x the spec's max_size.
     max_size_ceiling: int | None = None
     ceiling_factor: int = 4
     growth: float = 2.0
@@ -114,6 +120,7 @@ class AdaptInput:
     left_variants: frozenset[str] = frozenset()
     has_health_check: bool = False
     check_on_acquire: bool = False
+    memory_tight: bool = False
     #: Response kinds still in their cooldown for this service.
     cooling: frozenset[str] = frozenset()
 
@@ -127,7 +134,7 @@ class Action:
     response: str
     max_size: int | None = None
     variant: str | None = None
-    shrink_idle: int = 0
+    memory_tight: bool = False
     check_on_acquire: bool = False
 
 
@@ -164,10 +171,10 @@ def plan_adaptation(s: AdaptInput, cfg: AdaptationConfig) -> tuple[Action, ...]:
                 )
             )
             switched = True
-        evictable = min(s.idle, s.size - s.min_size)
-        if evictable > 0 and "shrink" not in s.cooling:
-            n = max(1, evictable // 2)
-            actions.append(Action("shrink", trigger, f"evicted {n} idle (LRU)", shrink_idle=n))
+        if not s.memory_tight and "memory" not in s.cooling:
+            actions.append(
+                Action("memory", trigger, "creating only when nothing else can serve", memory_tight=True)
+            )
     if enough and s.hold_ewma_s > cfg.hold_s and "variant" not in s.cooling and can_switch(cfg.fast_variant):
         trigger = f"hold {s.hold_ewma_s * 1e3:.0f} ms > {cfg.hold_s * 1e3:.0f} ms"
         actions.append(
@@ -181,9 +188,18 @@ def plan_adaptation(s: AdaptInput, cfg: AdaptationConfig) -> tuple[Action, ...]:
             reason = f"concurrency {s.peak_in_use} > {cfg.concurrency} at max_size={s.max_size}"
         elif s.waiting > 0 and s.wait_ewma_s > cfg.wait_s:
             reason = f"wait {s.wait_ewma_s * 1e3:.0f} ms > {cfg.wait_s * 1e3:.0f} ms at max_size={s.max_size}"
-        if reason is not None:
+        if reason is not None and cfg.grow_beyond_max_size:
             new = min(s.ceiling, max(s.max_size + 1, math.ceil(s.max_size * cfg.growth)))
             actions.append(Action("grow", reason, f"raised max_size {s.max_size} -> {new}", max_size=new))
+        elif reason is not None:
+            actions.append(
+                Action(
+                    "grow",
+                    reason,
+                    f"kept max_size={s.max_size}, the user's bound "
+                    "(AdaptationConfig(grow_beyond_max_size=True) would raise it)",
+                )
+            )
     return tuple(actions)
 
 
@@ -252,6 +268,7 @@ class AdaptationSupervisor:
             left_variants=frozenset(self.left.get(svc.name, ())),
             has_health_check=svc.spec.health_check is not None,
             check_on_acquire=svc.check_on_acquire,
+            memory_tight=svc.memory_tight_by_growth,
             cooling=cooling,
         )
 
@@ -269,8 +286,8 @@ class AdaptationSupervisor:
             # ones are replaced as they are evicted or recovered.
             svc.factory = svc.spec.variants[action.variant]
             svc.variant = action.variant
-        if action.shrink_idle:
-            evict_idle(svc, action.shrink_idle)
+        if action.memory_tight:
+            svc.memory_tight_by_growth = svc.memory_tight = True
         if action.check_on_acquire:
             svc.check_window = self.cfg.check_window_s
             svc.check_on_acquire = True

@@ -69,6 +69,8 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
     logger.info("service %r: recovering entry #%d (%s)", svc.name, entry.id, reason)
 
     def succeed(tier: str) -> None:
+        # Just restored or rebuilt, and health-checked: not an instance that sat idle.
+        entry.last_used = clock.now()
         if entry.members:
             # A group is degraded when any of its members is: the test runs on a lesser double.
             entry.degraded = entry.tier is not None or any(m.degraded for m in entry.members.values())
@@ -179,6 +181,9 @@ def swap_instance(entry: Entry, fresh: Entry) -> None:
     entry.fingerprint = fresh.fingerprint
     entry.tier = fresh.tier
     entry.degraded = fresh.degraded
+    # A new instance: not one that sat idle (check-on-acquire would check it again at once,
+    # and an instance failing its check would be replaced and checked in a loop).
+    entry.last_used = fresh.last_used
 
 
 def _member_handles(svc: ServicePool, entry: Entry) -> list[Any]:

@@ -1,25 +1,20 @@
-"""Scaling supervisor: keep ``min_size``, back up demand creation, shrink by watermark.
+"""Scaling supervisor: keep ``min_size``; shrink slowly and never churn.
 
-Every ``interval_s`` (0.5 s) per service:
+Growth on demand is the sizing controller's (:mod:`mockpool.sizing`, driven by the sizing
+supervisor and by each waiter's arrival). Every ``interval_s`` (0.5 s) per service:
 
 * **floor**: grow when ``size + creating < min_size``;
-* **demand**: while waiters outnumber idle plus creating instances, create in background, one
-  at a time per service unless the shortfall reaches ``spike`` (then all of it at once); the
-  core already creates on demand, this backs it up (after a failed creation, say);
-* **watermark shrink** (psycopg's ``ShrinkPool``): at the end of each ``shrink_window_s``, if the
-  idle count never reached 0 during the window (``core.idle_low > 0``), one instance was never
-  needed: destroy one idle instance, least recently used first, never below ``min_size``;
-* **predictive eviction**: at the same window end, idle instances beyond what the forecast of
-  this run predicts are evicted least recently used first, at most ``idle_low`` of them (only
-  instances nobody used in the window);
-* **memory budget**: when the process RSS (read once per tick through psutil) exceeds
-  ``memory_budget_mb``, evict half of the evictable idle instances (at least one) per tick.
+* **watermark shrink** (psycopg's ``ShrinkPool``): at the end of each ``shrink_window_s``
+  (30 s), if the idle count never reached 0 during the window (``core.idle_low > 0``), one
+  instance was never needed: destroy one idle instance, least recently used first, never
+  below ``min_size``;
+* **memory budget**: while the process RSS (one psutil call per tick) exceeds
+  ``memory_budget_mb``, the services create only for liveness (``memory_tight``) and one
+  idle instance is destroyed per window.
 
-Idle instances are evicted from the bottom of the idle stack (least recently used first; an
-acquire takes the top) and never below ``min_size``. Creating *ahead* of predicted demand is
-the warming supervisor's half of prediction (it runs once per usage window, see ``warming``);
-both use :func:`~mockpool.supervisors.warming.predict`, so predictive eviction never takes the
-pool below what warming creates for.
+No churn: nothing is destroyed while tests wait, nor within ``cooldown_s`` (30 s) of the
+service's last creation: an instance made because it was needed is not thrown away while it
+may be needed again. Under memory pressure the pool prefers not creating to evicting.
 """
 
 from __future__ import annotations
@@ -32,7 +27,6 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from ._base import run_supervised
-from .warming import predict
 
 if TYPE_CHECKING:
     from ..pool import MockPool
@@ -59,17 +53,15 @@ class ScalingConfig:
 
     interval_s: float = 0.5
     #: Shrink by at most one instance per window (watermark).
-    shrink_window_s: float = 10.0
-    #: A shortfall of this many waiters is a spike: create for all of them at once.
-    spike: int = 4
-    #: Evict idle instances beyond the run forecast's need.
-    predictive: bool = True
+    shrink_window_s: float = 30.0
+    #: Nothing is evicted within this many seconds of the service's last creation.
+    cooldown_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.interval_s > 0 or not self.shrink_window_s > 0:
             raise ValueError("interval_s and shrink_window_s must be > 0")
-        if self.spike < 1:
-            raise ValueError("spike must be >= 1")
+        if self.cooldown_s < 0:
+            raise ValueError("cooldown_s must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +76,10 @@ class ScaleInput:
     max_size: int
     #: Lowest idle count during the window that just ended (None: the window goes on).
     window_idle_low: int | None = None
-    #: Instances the forecast says are needed (None: no trusted forecast).
-    predicted_need: int | None = None
     over_memory_budget: bool = False
+    #: Seconds since the service's last creation ended (None: none yet).
+    since_creation_s: float | None = None
+    cooldown_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,35 +91,21 @@ class ScalePlan:
     reason: str = ""
 
 
-def plan_scaling(s: ScaleInput, spike: int = 4) -> ScalePlan:
-    """Decide one tick's growth or shrinkage for one service."""
+def plan_scaling(s: ScaleInput) -> ScalePlan:
+    """Decide one tick's growth (the ``min_size`` floor) or shrinkage for one service."""
     room = max(s.max_size - s.size - s.creating, 0)
     floor = s.min_size - s.size - s.creating
     if floor > 0:
         return ScalePlan(grow=min(floor, room), reason=f"below min_size={s.min_size}")
-    shortfall = s.waiting - s.idle - s.creating
-    if shortfall > 0:
-        # HikariCP's rule: one grower per key unless the queue says otherwise.
-        if shortfall >= spike:
-            return ScalePlan(grow=min(shortfall, room), reason=f"demand spike: {shortfall} waiters uncovered")
-        if s.creating == 0:
-            return ScalePlan(grow=min(1, room), reason=f"{s.waiting} waiting, {s.idle} idle")
-        return ScalePlan()
-    if s.waiting:
-        return ScalePlan()
+    if s.waiting or s.creating:
+        return ScalePlan()  # never evict while tests wait, or while the pool grows
+    if s.since_creation_s is not None and s.since_creation_s < s.cooldown_s:
+        return ScalePlan()  # made because it was needed: not thrown away soon after
     evictable = min(s.idle, s.size - s.min_size)
-    if evictable <= 0:
+    if evictable <= 0 or s.window_idle_low is None or s.window_idle_low <= 0:
         return ScalePlan()
     if s.over_memory_budget:
-        return ScalePlan(shrink=max(1, evictable // 2), reason="process RSS over the memory budget")
-    if s.window_idle_low is None or s.window_idle_low <= 0:
-        return ScalePlan()
-    if s.predicted_need is not None:
-        # A trusted forecast replaces the one-per-window rule, both ways.
-        excess = min(s.size - max(s.predicted_need, s.min_size), s.window_idle_low, evictable)
-        if excess <= 0:
-            return ScalePlan()
-        return ScalePlan(shrink=excess, reason=f"{excess} idle beyond predicted need {s.predicted_need}")
+        return ScalePlan(shrink=1, reason="process RSS over the memory budget")
     return ScalePlan(shrink=1, reason=f"idle never below {s.window_idle_low} in the window")
 
 
@@ -170,15 +149,13 @@ class ScalingSupervisor:
             core = svc.core
             if core.closed:
                 continue
+            svc.memory_tight = over or svc.memory_tight_by_growth
             started = self.window_start.get(name)
             if started is None:
                 self._new_window(svc, now)
                 started = now
             window_done = now - started >= cfg.shrink_window_s
-            need = None
-            if window_done and cfg.predictive:
-                prediction = predict(pool, name, svc)
-                need = prediction.need if prediction.from_run else None
+            created_at = svc.last_created_at
             plan = plan_scaling(
                 ScaleInput(
                     size=core.size,
@@ -188,15 +165,13 @@ class ScalingSupervisor:
                     min_size=core.min_size,
                     max_size=core.max_size,
                     window_idle_low=core.idle_low if window_done else None,
-                    predicted_need=need,
                     over_memory_budget=over,
-                ),
-                cfg.spike,
+                    since_creation_s=None if created_at is None else now - created_at,
+                    cooldown_s=cfg.cooldown_s,
+                )
             )
             if plan.grow:
-                if svc.grow(plan.grow) == 0 and core.waiting:
-                    # At the pool-wide cap: the core's path can evict another service's idle.
-                    svc.ensure_creations()
+                svc.grow(plan.grow)
             elif plan.shrink:
                 evicted = evict_idle(svc, plan.shrink)
                 if evicted:

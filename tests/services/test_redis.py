@@ -283,4 +283,6 @@ def test_a_fakeredis_older_than_the_reset_supports_is_refused_at_registration(
     monkeypatch.setattr(fakeredis, "__version__", "2.38.0", raising=False)
     with pytest.raises(MissingExtraError) as caught:
         redis_service()
-    assert f"needs fakeredis >= {FAKEREDIS_MIN_VERSION}, and fakeredis 2.38.0 is installed" in str(caught.value)
+    assert f"needs fakeredis >= {FAKEREDIS_MIN_VERSION}, and fakeredis 2.38.0 is installed" in str(
+        caught.value
+    )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from mockpool import MockPool, ServiceSpec
 from mockpool.clock import FakeClock
 from mockpool.supervisors import AdaptationConfig
 from mockpool.supervisors.adaptation import AdaptationSupervisor
+
+from .conftest import settle
 
 
 class Double:
@@ -75,40 +79,73 @@ async def test_errors_switch_to_the_stable_variant_and_turn_on_check_on_acquire(
 
 
 @pytest.mark.asyncio
-async def test_memory_growth_switches_to_lean_and_evicts_idle_lru_first() -> None:
+async def test_memory_growth_switches_to_lean_and_stops_creating_without_evicting() -> None:
+    """Under memory pressure the pool prefers not creating to evicting: what is idle stays (a
+    test may need it next), and only a waiter nothing else can serve gets a creation."""
     clock = FakeClock()
     pool = _pool(clock, min_size=1)
     rss = [100.0]
     async with pool:
-        # Four idle instances, used in order: #0 least recently.
         leases = [pool.acquire("svc") for _ in range(4)]
-        held = [await lease.__aenter__() for lease in leases]
         for lease in leases:
-            clock.advance(1.0)
+            await lease.__aenter__()
+        for lease in leases:
             await lease.__aexit__(None, None, None)
         supervisor = AdaptationSupervisor(pool, rss=lambda: rss[0])
         await supervisor.tick()  # baseline
         assert pool.report().events == ()
         rss[0] = 200.0  # +100 MB > 50 MB
         await supervisor.tick()
-        responses = [e.response for e in pool.report().events]
-        assert responses[0] == "switched to variant 'lean'"
-        assert responses[1].startswith("evicted 1 idle")  # half of the 3 beyond min_size
+        assert [e.response for e in pool.report().events] == [
+            "switched to variant 'lean'",
+            "creating only when nothing else can serve",
+        ]
         svc = pool.service_pools["svc"]
-        kept = {entry.instance for entry in svc.core.idle}
-        assert held[0] not in kept  # the least recently used went first
-        assert held[3] in kept
-        assert pool.stats("svc").size >= 1
+        assert svc.memory_tight
+        assert pool.stats("svc").size == 4 and pool.stats("svc").destroyed == 0  # nothing evicted
+        # Five at once on four instances: the fifth waits for a release instead of a creation.
+        leases = [pool.acquire("svc", timeout=None) for _ in range(5)]
+        for lease in leases[:4]:
+            await lease.__aenter__()
+        fifth = asyncio.ensure_future(leases[4].__aenter__())
+        await settle()
+        assert not fifth.done() and pool.stats("svc").creating == 0
+        await leases[0].__aexit__(None, None, None)
+        await fifth
+        for lease in leases[1:]:
+            await lease.__aexit__(None, None, None)
+        assert pool.stats("svc").created == 4
         pool.check_invariants()
 
 
 @pytest.mark.asyncio
-async def test_saturation_with_high_concurrency_raises_max_size_up_to_the_ceiling() -> None:
+async def test_saturation_keeps_the_users_max_size_and_says_so() -> None:
+    clock = FakeClock()
+    pool = MockPool(clock=clock, supervise=False, adaptation=AdaptationConfig(concurrency=2, cooldown_s=10.0))
+    pool.register(ServiceSpec(name="svc", factory=Double, max_size=3))
+    async with pool:
+        leases = [pool.acquire("svc") for _ in range(3)]
+        for lease in leases:
+            await lease.__aenter__()
+        supervisor = AdaptationSupervisor(pool, rss=lambda: 0.0)
+        await supervisor.tick()
+        assert pool.stats("svc").max_size == 3
+        (event,) = pool.report().events
+        assert event.trigger == "concurrency 3 > 2 at max_size=3"
+        assert event.response.startswith("kept max_size=3, the user's bound")
+        for lease in leases:
+            await lease.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_saturation_raises_max_size_up_to_the_ceiling_when_asked_to() -> None:
     clock = FakeClock()
     pool = MockPool(
         clock=clock,
         supervise=False,
-        adaptation=AdaptationConfig(concurrency=2, max_size_ceiling=6, cooldown_s=0.0),
+        adaptation=AdaptationConfig(
+            concurrency=2, max_size_ceiling=6, cooldown_s=0.0, grow_beyond_max_size=True
+        ),
     )
     pool.register(ServiceSpec(name="svc", factory=Double, max_size=3))
     async with pool:

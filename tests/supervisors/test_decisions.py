@@ -30,13 +30,8 @@ from mockpool.supervisors.scaling import ScaleInput, plan_scaling
         (ScaleInput(size=0, idle=0, creating=0, waiting=0, min_size=3, max_size=2), 2, 0),
         # creations in flight count toward min_size
         (ScaleInput(size=1, idle=1, creating=2, waiting=0, min_size=3, max_size=8), 0, 0),
-        # waiters beyond idle + creating: one creation at a time...
-        (ScaleInput(size=2, idle=0, creating=0, waiting=2, min_size=0, max_size=8), 1, 0),
-        (ScaleInput(size=2, idle=0, creating=1, waiting=2, min_size=0, max_size=8), 0, 0),
-        # ...unless demand spikes (>= 4 uncovered waiters), capped by max_size
-        (ScaleInput(size=2, idle=0, creating=0, waiting=10, min_size=0, max_size=8), 6, 0),
-        # at max_size nothing grows
-        (ScaleInput(size=8, idle=0, creating=0, waiting=5, min_size=0, max_size=8), 0, 0),
+        # demand is the sizing controller's: waiters make the scaling supervisor do nothing
+        (ScaleInput(size=2, idle=0, creating=0, waiting=10, min_size=0, max_size=8), 0, 0),
         # shrink one per window, only if idle never reached 0 in it, never below min_size
         (ScaleInput(size=5, idle=3, creating=0, waiting=0, min_size=1, max_size=8, window_idle_low=2), 0, 1),
         (ScaleInput(size=5, idle=3, creating=0, waiting=0, min_size=1, max_size=8, window_idle_low=0), 0, 0),
@@ -46,16 +41,52 @@ from mockpool.supervisors.scaling import ScaleInput, plan_scaling
             0,
         ),
         (ScaleInput(size=2, idle=2, creating=0, waiting=0, min_size=2, max_size=8, window_idle_low=2), 0, 0),
-        # over the memory budget: half the evictable idle instances go
+        # no churn: never while tests wait or the pool grows, nor soon after a creation
+        (ScaleInput(size=5, idle=0, creating=0, waiting=1, min_size=0, max_size=8, window_idle_low=3), 0, 0),
+        (ScaleInput(size=5, idle=3, creating=1, waiting=0, min_size=0, max_size=8, window_idle_low=3), 0, 0),
         (
             ScaleInput(
-                size=6, idle=6, creating=0, waiting=0, min_size=2, max_size=8, over_memory_budget=True
+                size=5,
+                idle=3,
+                creating=0,
+                waiting=0,
+                min_size=0,
+                max_size=8,
+                window_idle_low=3,
+                since_creation_s=5,
             ),
             0,
-            2,
+            0,
         ),
-        # nobody waits on a shrink
-        (ScaleInput(size=5, idle=0, creating=0, waiting=1, min_size=0, max_size=8, window_idle_low=3), 1, 0),
+        (
+            ScaleInput(
+                size=5,
+                idle=3,
+                creating=0,
+                waiting=0,
+                min_size=0,
+                max_size=8,
+                window_idle_low=3,
+                since_creation_s=60,
+            ),
+            0,
+            1,
+        ),
+        # over the memory budget: one idle instance per window, not half of them at once
+        (
+            ScaleInput(
+                size=6,
+                idle=6,
+                creating=0,
+                waiting=0,
+                min_size=2,
+                max_size=8,
+                over_memory_budget=True,
+                window_idle_low=6,
+            ),
+            0,
+            1,
+        ),
     ],
 )
 def test_plan_scaling(case: ScaleInput, expect_grow: int, expect_shrink: int) -> None:
@@ -103,8 +134,9 @@ def _kinds(inp: AdaptInput, cfg: AdaptationConfig = CFG) -> list[tuple[str, str 
         (replace(CALM, error_rate=0.2, acquisitions=5), []),
         # no health check: no check-on-acquire
         (replace(CALM, error_rate=0.2, has_health_check=False), [("variant", "stable", None)]),
-        # RSS growth: the lean variant and an LRU shrink of half the evictable idle
-        (replace(CALM, rss_growth_mb=80.0), [("variant", "lean", None), ("shrink", None, None)]),
+        # RSS growth: the lean variant, and creating only for liveness (no eviction)
+        (replace(CALM, rss_growth_mb=80.0), [("variant", "lean", None), ("memory", None, None)]),
+        (replace(CALM, rss_growth_mb=80.0, memory_tight=True), [("variant", "lean", None)]),
         # slow holds: the fast variant
         (replace(CALM, hold_ewma_s=0.5), [("variant", "fast", None)]),
         # one variant switch per tick: errors win over slowness
@@ -115,12 +147,11 @@ def _kinds(inp: AdaptInput, cfg: AdaptationConfig = CFG) -> list[tuple[str, str 
         # a variant once left is never switched back to; the current one is not re-chosen
         (replace(CALM, hold_ewma_s=0.5, left_variants=frozenset({"fast"})), []),
         (replace(CALM, hold_ewma_s=0.5, variant="fast"), []),
-        # saturated with concurrency over the threshold: max_size doubles, up to the ceiling
-        (replace(CALM, size=4, idle=0, waiting=3, peak_in_use=25), [("grow", None, 8)]),
-        (replace(CALM, size=4, idle=0, waiting=3, peak_in_use=25, ceiling=6), [("grow", None, 6)]),
+        # saturated with concurrency over the threshold: an event; the user's max_size holds
+        (replace(CALM, size=4, idle=0, waiting=3, peak_in_use=25), [("grow", None, None)]),
         (replace(CALM, size=4, idle=0, waiting=3, peak_in_use=25, ceiling=4), []),
-        # saturated with long waits
-        (replace(CALM, size=4, idle=0, waiting=3, wait_ewma_s=0.5), [("grow", None, 8)]),
+        # saturated with long waits: the same
+        (replace(CALM, size=4, idle=0, waiting=3, wait_ewma_s=0.5), [("grow", None, None)]),
         # cooling responses are not repeated
         (replace(CALM, size=4, idle=0, waiting=3, peak_in_use=25, cooling=frozenset({"grow"})), []),
         (replace(CALM, error_rate=0.2, cooling=frozenset({"variant"})), [("check", None, None)]),
@@ -133,9 +164,14 @@ def test_plan_adaptation(case: AdaptInput, expected: list[tuple[str, str | None,
         assert action.response
 
 
-def test_adaptation_shrink_never_goes_below_min_size() -> None:
-    (_, shrink) = plan_adaptation(replace(CALM, rss_growth_mb=80.0, size=3, idle=3, min_size=2), CFG)
-    assert shrink.shrink_idle == 1
+def test_growth_beyond_max_size_only_when_asked_for() -> None:
+    grow = AdaptationConfig(grow_beyond_max_size=True)
+    saturated = replace(CALM, size=4, idle=0, waiting=3, peak_in_use=25)
+    assert _kinds(saturated, grow) == [("grow", None, 8)]
+    assert _kinds(replace(saturated, ceiling=6), grow) == [("grow", None, 6)]
+    assert _kinds(replace(CALM, size=4, idle=0, waiting=3, wait_ewma_s=0.5), grow) == [("grow", None, 8)]
+    (event,) = plan_adaptation(saturated, CFG)
+    assert event.max_size is None and "kept max_size=4, the user's bound" in event.response
 
 
 def test_adaptation_thresholds_are_configurable_and_validated() -> None:

@@ -1,0 +1,167 @@
+"""How many instances a service should have: the sizing controller, one pure function of a
+snapshot of measurements (tested without an event loop, driven by a Hypothesis machine).
+
+On one event loop, a second instance of a double helps only while the loop has idle time
+while tests wait (their leases await I/O); otherwise it costs its creation and nothing else
+(the tests take turns on one CPU). So a creation is decided, for waiters that are not covered
+by a creation or recovery already on its way, from what is measured per service and loop:
+
+* **liveness**: a waiter with nothing held and nothing on its way always gets a creation, and
+  so does one that waited a stall (no lease ended for ``stall_s(...)``: the holders may be
+  waiting for the waiters themselves, as tests that need several instances at once do);
+* **a release would be sooner**: leases end about every ``hold / in_use`` seconds, so the
+  ``k``-th waiter in line is served by releases after ``k * hold / in_use``; a creation serves
+  one after ``create``: only waiters further back than ``create / (hold / in_use)`` are worth
+  a creation;
+* **spare capacity**: not while the loop is saturated (its thread busy >= ``SATURATED`` of
+  the time), where another instance runs no test sooner;
+* **the search**: not beyond the service's ``limit``, the size the throughput search found
+  (:func:`next_limit`: grow while completed leases per second rise with the size, stop where
+  they do not: a smaller pool is often faster);
+* **the user's bound**: never beyond ``max_size``;
+* **memory**: not while memory is tight (preferring not to create over evicting later);
+* **slow start**: one creation at a time until a creation and a lease have been measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = (
+    "GROWTH",
+    "SATURATED",
+    "LimitState",
+    "SizingInput",
+    "Window",
+    "creations",
+    "next_limit",
+    "stall_s",
+)
+
+#: The loop's thread busy this share of the time: saturated, no instance more helps.
+SATURATED = 0.85
+
+#: A size step must raise completed leases per second by this factor to count as better.
+GROWTH = 1.05
+
+
+@dataclass(frozen=True, slots=True)
+class SizingInput:
+    """One service at the moment a creation is considered.
+
+    :param hold_s: mean hold time of recent leases, None before the first release.
+    :param create_s: mean creation time, None before the first creation ended.
+    :param busy: the loop thread's busy share over the last window, None before measured.
+    :param limit: the size the throughput search allows now (:func:`next_limit`).
+    """
+
+    size: int
+    creating: int
+    recovering: int
+    in_use: int
+    waiting: int
+    max_size: int
+    limit: int
+    hold_s: float | None = None
+    create_s: float | None = None
+    busy: float | None = None
+    memory_tight: bool = False
+    #: No lease ended for a stall (:func:`stall_s`) while these waiters waited.
+    stalled: bool = False
+
+
+#: The shortest wait without any release that counts as a stall.
+STALL_MIN_S = 0.05
+
+
+def stall_s(hold_s: float | None, in_use: int) -> float:
+    """How long waiters wait without any lease ending before it counts as a stall: twice the
+    expected time between releases, at least ``STALL_MIN_S``."""
+    if hold_s is None:
+        return STALL_MIN_S
+    return max(STALL_MIN_S, 2.0 * hold_s / max(in_use, 1))
+
+
+def creations(s: SizingInput) -> int:
+    """How many creations to start now (0 or more); see the module docstring."""
+    uncovered = s.waiting - s.creating - s.recovering
+    room = s.max_size - s.size - s.creating
+    if uncovered <= 0 or room <= 0:
+        return 0
+    if s.in_use == 0 and s.creating == 0 and s.recovering == 0:
+        return 1  # liveness: nothing held, nothing on its way
+    if s.stalled:
+        return 1 if s.creating == 0 else 0  # liveness: the holders may wait for the waiters
+    if s.memory_tight:
+        return 0
+    room = min(room, s.limit - s.size - s.creating)
+    if room <= 0:
+        return 0
+    if s.busy is not None and s.busy >= SATURATED:
+        return 0
+    if s.hold_s is None or s.create_s is None:
+        return 1 if s.creating == 0 else 0  # slow start: nothing measured yet
+    per_release = s.hold_s / max(s.in_use, 1)
+    if per_release <= 0:
+        return 0  # leases end at once: releases serve everyone first
+    served_by_releases = math.floor(s.create_s / per_release)
+    return max(0, min(uncovered - served_by_releases, room))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """What one service did over one sampling window."""
+
+    #: Leases that ended in the window, and the window's length.
+    completed: int
+    seconds: float
+    #: The size at the window's end, and whether tests waited at any point in it.
+    size: int
+    waited: bool
+    busy: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """The throughput search of one service: the limit, and the last size's throughput."""
+
+    limit: int
+    #: The size and throughput (leases per second) measured at the last window with demand.
+    last_size: int = 0
+    last_rate: float = 0.0
+    #: Windows left before the search probes one size above a limit it capped.
+    hold_off: int = 0
+
+
+#: After capping, the search probes one size higher after this many windows with demand.
+PROBE_AFTER = 20
+
+
+def next_limit(state: LimitState, w: Window, max_size: int) -> LimitState:
+    """One step of the throughput search (hill climbing on completed leases per second).
+
+    Without waiting the limit stays: there is nothing to learn. With waiting, a window at a
+    larger size than the last one is compared with it: if the rate did not rise by ``GROWTH``,
+    the extra instances bought nothing, so the limit is capped at the last size (they stay;
+    no churn, but no more are made). A capped limit is probed one higher now and then, since
+    the load may have changed. A saturated loop caps at the current size at once.
+    """
+    if not w.waited or w.seconds <= 0:
+        return state
+    rate = w.completed / w.seconds
+    limit = state.limit
+    hold_off = max(0, state.hold_off - 1)
+    if w.busy is not None and w.busy >= SATURATED:
+        limit = min(limit, max(w.size, 1))
+        hold_off = PROBE_AFTER
+    elif state.last_size and w.size > state.last_size:
+        if rate < state.last_rate * GROWTH:
+            limit = max(1, state.last_size)
+            hold_off = PROBE_AFTER
+        else:
+            limit = max_size
+    elif limit < max_size and hold_off == 0 and w.size >= limit:
+        limit += 1  # probe: the load may have changed since the cap
+        hold_off = PROBE_AFTER
+    return LimitState(limit=min(limit, max_size), last_size=w.size, last_rate=rate, hold_off=hold_off)

@@ -1,0 +1,102 @@
+"""Sizing supervisor: measure the loop's load, run the throughput search, decide creations.
+
+Every ``sample_s`` (50 ms) in each loop that uses the pool:
+
+* the loop thread's **busy share** since the last tick (CPU time of the thread over wall
+  time): what :func:`mockpool.sizing.creations` reads as the loop's spare capacity;
+* per service, every ``window_s`` (250 ms), a :class:`~mockpool.sizing.Window` of completed
+  leases, size and whether tests waited, for :func:`~mockpool.sizing.next_limit` (the
+  throughput search); a cap it sets is an event in the report;
+* per service with waiters no creation covers: :meth:`ServicePool.ensure_creations`, which
+  asks the controller again with fresh measurements (a waiter's arrival asks it too).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
+
+from ..sizing import Window, next_limit
+from ._base import run_supervised
+
+if TYPE_CHECKING:
+    from ..pool import MockPool
+
+__all__ = ("SizingSupervisor", "run")
+
+SAMPLE_S = 0.05
+WINDOW_S = 0.25
+
+
+@dataclass(slots=True)
+class _Open:
+    """A service's window under way."""
+
+    started: float
+    completed: int
+    waited: bool = False
+
+
+class SizingSupervisor:
+    """Samples the loop's load and feeds the sizing controller; see the module docstring."""
+
+    def __init__(self, pool: MockPool) -> None:
+        self.pool = pool
+        self.wall = time.perf_counter()
+        self.cpu = time.thread_time()
+        self.windows: dict[str, _Open] = {}
+
+    async def tick(self) -> float:
+        pool = self.pool
+        if pool.closed:
+            return SAMPLE_S
+        wall, cpu = time.perf_counter(), time.thread_time()
+        elapsed = wall - self.wall
+        busy = None
+        if elapsed > 0:
+            busy = min(1.0, max(0.0, (cpu - self.cpu) / elapsed))
+            pool.note_loop_busy(busy)
+        self.wall, self.cpu = wall, cpu
+        for name, svc in list(pool.service_pools.items()):
+            core = svc.core
+            if core.closed:
+                continue
+            completed = svc.metrics.holds.count
+            window = self.windows.get(name)
+            if window is None:
+                window = self.windows[name] = _Open(wall, completed)
+            window.waited |= core.waiting > 0
+            if wall - window.started >= WINDOW_S:
+                before = svc.limit
+                svc.limit = next_limit(
+                    before,
+                    Window(
+                        completed=completed - window.completed,
+                        seconds=wall - window.started,
+                        size=core.size,
+                        waited=window.waited,
+                        busy=busy,
+                    ),
+                    core.max_size,
+                )
+                if svc.limit.limit < before.limit:
+                    pool.record_event(
+                        name,
+                        f"completed leases per second did not rise with size {core.size}",
+                        f"limit {before.limit} -> {svc.limit.limit}",
+                    )
+                self.windows[name] = _Open(wall, completed)
+            if core.shortfall() > 0:
+                svc.ensure_creations()
+        for gone in set(self.windows) - set(pool.service_pools):
+            del self.windows[gone]
+        return SAMPLE_S
+
+
+async def run(pool: MockPool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+    """The sizing supervisor: runs until cancelled."""
+    await run_supervised(pool, "sizing", SizingSupervisor, task_status=task_status)
