@@ -516,6 +516,7 @@ class Summary:
     peak_size: int
     timeouts: int
     rounds: int
+    #: Fixed sizes that some run went past, each ``"max_size -> peak (services)"``.
     bound_passed: tuple[str, ...] = ()
     #: The best fixed size's run had more instances of a service alive than its max_size.
     best_grew: bool = False
@@ -525,7 +526,10 @@ class Summary:
         """The targets this workload missed, each as a sentence."""
         missed = []
         if self.timeouts:
-            missed.append(f"{self.workload}: {self.timeouts} AcquireTimeout with default sizing (target 0)")
+            missed.append(
+                f"{self.workload}: {self.timeouts} AcquireTimeout with default sizing (target 0); "
+                "those runs did not do the whole work, so their time and ratio are not comparable"
+            )
         if self.ratio > RATIO_TARGET:
             missed.append(
                 f"{self.workload}: default sizing took {self.ratio:.2f}x the best fixed size "
@@ -536,7 +540,11 @@ class Summary:
                 f"{self.workload}: churn {self.churn:.1%} ({self.destroyed} of {self.created} "
                 f"instances destroyed before close; target <= {CHURN_TARGET:.0%})"
             )
-        missed.extend(f"{self.workload}: {what}" for what in self.bound_passed)
+        if self.bound_passed:
+            missed.append(
+                f"{self.workload}: a fixed max_size was passed (max_size -> most instances of one "
+                f"service alive): {'; '.join(self.bound_passed)}"
+            )
         return missed
 
 
@@ -552,7 +560,7 @@ def summarize(workload: str, runs: Sequence[Run], load: float | None = None) -> 
     best_fixed = min(fixed, key=lambda r: r.wall_s) if fixed else None
     worst = max(defaults, key=lambda r: (churn(r.created, r.destroyed), r.destroyed))
     passed = tuple(
-        f"max_size={size} was passed: up to {peak} instances of a service alive ({', '.join(sorted(names))})"
+        f"{size} -> {peak} ({', '.join(sorted(names))})"
         for size, (peak, names) in sorted(_bounds_passed(runs).items())
     )
     return Summary(
