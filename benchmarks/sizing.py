@@ -87,13 +87,16 @@ def calibrate(trials: int = 7, turns: int = 100_000) -> float:
 
 class Double:
     """What tests lease: who holds it and what they wrote, so each test can check that its
-    double is clean (nothing from an earlier test) and exclusive (nobody wrote meanwhile)."""
+    double is clean (nothing from an earlier test) and exclusive (nobody wrote meanwhile).
+    ``payload`` is the memory it keeps, as a real double keeps its mock tree or its data."""
 
-    __slots__ = ("holder", "writes")
+    __slots__ = ("holder", "payload", "writes")
 
-    def __init__(self) -> None:
+    def __init__(self, payload: int = 0) -> None:
         self.holder: int | None = None
         self.writes = 0
+        # Non-zero bytes: the pages are written, so they count in the process's RSS.
+        self.payload = b"\x01" * payload
 
 
 def reset_double(double: Double) -> None:
@@ -122,13 +125,21 @@ class Instances:
         self.total -= 1
 
 
-def service_spec(name: str, factory_turns: int, max_size: int | None, instances: Instances) -> ServiceSpec:
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one instance of a service costs: CPU to make (loop turns), memory to keep (bytes)."""
+
+    turns: int = 0
+    payload: int = 0
+
+
+def service_spec(name: str, cost: Cost, max_size: int | None, instances: Instances) -> ServiceSpec:
     """The spec of one service: ``max_size=None`` gives no size at all (default sizing)."""
 
     def make() -> Double:
-        spin(factory_turns)
+        spin(cost.turns)
         instances.made(name)
-        return Double()
+        return Double(cost.payload)
 
     def destroy(_: Double) -> None:
         instances.destroyed(name)
@@ -205,7 +216,7 @@ async def run_test(
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """A suite: its services (name -> factory cost in loop turns), its tests and how they start.
+    """A suite: its services (name -> cost of an instance), its tests and how they start.
 
     ``schedule``: ``concurrent`` starts every test at once; ``sequential`` one after another;
     ``burst+trickle`` starts the first ``burst`` at once and, once they all ended, the others
@@ -215,7 +226,7 @@ class Workload:
 
     name: str
     about: str
-    factories: dict[str, int]
+    factories: dict[str, Cost]
     cases: tuple[Case, ...]
     schedule: str = "concurrent"
     burst: int = 0
@@ -236,6 +247,9 @@ class Params:
     sequential_tests: int = 200
     #: CPU cost of creating an expensive double (the cheap one costs nothing).
     factory_ms: float = 20.0
+    #: Memory an expensive double keeps: 1,199 autospec mocks of a 60-method class take about
+    #: 390 MB (DESIGN.md), 325 KB each.
+    payload_kb: int = 325
     cpu_hold_ms: float = 1.5
     io_hold_s: float = 0.02
     mixed_cpu_ms: float = 1.0
@@ -256,7 +270,9 @@ def workloads(params: Params, turns_per_ms: float) -> list[Workload]:
         return max(1, round(ms * turns_per_ms))
 
     n = params.tests
-    expensive = turns(params.factory_ms)
+    payload = params.payload_kb * 1024
+    expensive = Cost(turns(params.factory_ms), payload)
+    double = f"a {params.factory_ms:g} ms, {params.payload_kb:g} KB double"
     cpu = Hold(cpu_turns=turns(params.cpu_hold_ms))
     io = Hold(await_s=params.io_hold_s)
     mixed = Hold(cpu_turns=turns(params.mixed_cpu_ms), await_s=params.io_hold_s)
@@ -266,7 +282,10 @@ def workloads(params: Params, turns_per_ms: float) -> list[Workload]:
     # a third of the tests use two services (nested, in name order).
     rng = random.Random(params.seed)
     names = [f"s{i}" for i in range(params.services)]
-    costs = {name: turns(params.factory_ms * (i + 1) / params.services) for i, name in enumerate(names)}
+    costs = {
+        name: Cost(turns(params.factory_ms * (i + 1) / params.services), payload * (i + 1) // params.services)
+        for i, name in enumerate(names)
+    }
     holds = [
         Hold(cpu_turns=turns(0.25 * (i % 3)), await_s=params.io_hold_s * (1 + i % 2) / 2)
         for i in range(params.services)
@@ -279,20 +298,20 @@ def workloads(params: Params, turns_per_ms: float) -> list[Workload]:
     suite = [
         Workload(
             "cpu",
-            f"{params.cpu_hold_ms:g} ms of CPU per test, no await; a {params.factory_ms:g} ms double",
+            f"{params.cpu_hold_ms:g} ms of CPU per test, no await; {double}",
             {"client": expensive},
             (Case(("client",), cpu),) * n,
         ),
         Workload(
             "io",
             f"one {params.io_hold_s * 1000:g} ms await per test; a double that costs nothing",
-            {"cache": 0},
+            {"cache": Cost()},
             (Case(("cache",), io),) * n,
         ),
         Workload(
             "mixed",
             f"{params.mixed_cpu_ms:g} ms of CPU and one {params.io_hold_s * 1000:g} ms await per "
-            f"test; a {params.factory_ms:g} ms double",
+            f"test; {double}",
             {"client": expensive},
             (Case(("client",), mixed),) * n,
         ),
@@ -308,7 +327,8 @@ def workloads(params: Params, turns_per_ms: float) -> list[Workload]:
         ),
         Workload(
             "many services",
-            f"{params.services} services, each test uses 1 or 2 (nested), max_total={params.max_total}",
+            f"{params.services} services (doubles of {params.factory_ms / params.services:.3g}-"
+            f"{params.factory_ms:g} ms), each test uses 1 or 2 (nested), max_total={params.max_total}",
             costs,
             tuple(many),
             max_total=params.max_total,
@@ -316,7 +336,7 @@ def workloads(params: Params, turns_per_ms: float) -> list[Workload]:
         Workload(
             "sequential",
             f"one test at a time: {params.mixed_cpu_ms:g} ms of CPU and one "
-            f"{params.sequential_await_s * 1000:g} ms await; a {params.factory_ms:g} ms double",
+            f"{params.sequential_await_s * 1000:g} ms await; {double}",
             {"client": expensive},
             (
                 Case(
@@ -401,8 +421,8 @@ async def run_variant(workload: Workload, max_size: int | None, round_: int = 0)
     its stats read before it closes."""
     instances = Instances()
     pool = MockPool(max_total=workload.max_total)
-    for name, turns in workload.factories.items():
-        pool.register(service_spec(name, turns, max_size, instances))
+    for name, cost in workload.factories.items():
+        pool.register(service_spec(name, cost, max_size, instances))
     tally = Tally()
     try:
         t0 = time.perf_counter()
@@ -443,7 +463,7 @@ async def run_variant(workload: Workload, max_size: int | None, round_: int = 0)
 def warm_process() -> None:
     """One small run, not measured: mockpool imports numpy and psutil lazily, at a pool's
     first supervisor round, and the first measured run must not pay for that."""
-    workload = Workload("warm-up", "", {"warm": 0}, (Case(("warm",), Hold(await_s=0.001)),) * 20)
+    workload = Workload("warm-up", "", {"warm": Cost()}, (Case(("warm",), Hold(await_s=0.001)),) * 20)
     asyncio.run(run_variant(workload, None))
 
 

@@ -14,6 +14,7 @@ from benchmarks.sizing import (
     CHURN_TARGET,
     RATIO_TARGET,
     Case,
+    Cost,
     Double,
     Hold,
     Params,
@@ -71,8 +72,8 @@ def test_the_workloads_are_the_issues_six_with_their_schedules() -> None:
     by_name = {w.name: w for w in workloads(TINY, TURNS_PER_MS)}
     assert list(by_name) == ["cpu", "io", "mixed", "burst+trickle", "many services", "sequential"]
     assert by_name["cpu"].cases[0].hold.await_s is None
-    assert by_name["cpu"].factories == {"client": 20 * 50}
-    assert by_name["io"].factories == {"cache": 0}
+    assert by_name["cpu"].factories == {"client": Cost(turns=20 * 50, payload=325 * 1024)}
+    assert by_name["io"].factories == {"cache": Cost()}
     assert by_name["io"].cases[0].hold.turns == 0
     trickle = by_name["burst+trickle"]
     assert trickle.burst == 8 and len(trickle.cases) == 8 + 4
