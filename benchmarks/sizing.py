@@ -1,7 +1,8 @@
 """Self-sizing: default pool sizes against the best fixed ``max_size``, per workload (issue 14).
 
 Run: ``python benchmarks/sizing.py`` (``--quick`` for a short run; ``--tests N``, ``--rounds R``,
-``--only NAME``, ``--sizes 1,4,16``, ``--no-prune``, ``--json PATH``, ``--check``).
+``--only NAME``, ``--sizes 1,4,16``, ``--timeout S``, ``--no-prune``, ``--json PATH``,
+``--check``). What the figures mean, and those of main: docs/performance.md, "Self-sizing".
 
 Each workload is a suite of tests run as concurrent tasks in one event loop (or one after
 another, for ``sequential``), each test leasing one or two doubles through the public API
@@ -24,8 +25,8 @@ variant is the best of its rounds. Per workload the table gives:
 
 Same work in every variant: the CPU work is a fixed number of loop turns (calibrated once per
 process, printed), every test checks that its doubles are clean and exclusive, and the harness
-checks after each run that every test finished and did its work. The garbage collector is
-collected before each run and left enabled during it, as in a test suite. A fixed size whose
+checks after each run that every test finished and did its work. Garbage is collected before
+each run and the collector stays enabled during it, as in a test suite. A fixed size whose
 first round took more than twice the round's fastest variant is not run again (``--no-prune``
 runs it): it cannot be the best. ``--check`` exits 1 when a target is missed, or when a fixed
 run had more instances of a service alive than its ``max_size``.
