@@ -357,18 +357,39 @@ class MockPool:
             self._runtimes[loop] = runtime
         return runtime
 
-    def loop_busy(self) -> float | None:
-        """The busy share of the running loop's thread over the last sampling window (the
-        sizing supervisor measures it), or None when not measured."""
+    def fair_share(self, svc: ServicePool) -> int | None:
+        """How many instances ``svc`` may have under ``max_total`` (None: no bound): its
+        share of the bound among the services this run uses, and never so many that a
+        registered service not used yet would find no room for its first instance (it would
+        have to evict another service's, and the services would take turns: churn). A service
+        counts as used from its first acquire on, even between leases. A group's share counts
+        its members' instances too."""
+        max_total = self.budget.max_total
+        if max_total is None:
+            return None
+        used = unused = 0
+        for other in self.service_pools.values():
+            if other is svc or other.metrics.acquisitions or other.core.waiting or other.core.size:
+                used += 1
+            else:
+                unused += self.footprint(other.name)
+        each = self.footprint(svc.name)
+        share = max_total // (used * each)
+        free = max_total - self.budget.total - unused  # what others' first instances keep
+        return max(1, min(share, svc.core.size + svc.core.creating + free // each))
+
+    def loop_load(self) -> tuple[float | None, float | None]:
+        """The running loop thread's busy share over the last sampling window, and the share
+        of its time one held lease takes (the sizing supervisor measures both); None when not
+        measured."""
         loop = asyncio._get_running_loop()
         runtime = self._runtimes.get(loop) if loop is not None else None
-        return runtime.busy if runtime is not None else None
+        return (runtime.busy, runtime.lease_cost) if runtime is not None else (None, None)
 
-    def note_loop_busy(self, busy: float) -> None:
-        """Record the running loop's busy share (called by the sizing supervisor)."""
-        runtime = self._runtimes.get(asyncio.get_running_loop())
-        if runtime is not None:
-            runtime.busy = busy
+    def current_runtime(self) -> Runtime | None:
+        """The runtime of the running loop, if it has one (no runtime is started)."""
+        loop = asyncio._get_running_loop()
+        return self._runtimes.get(loop) if loop is not None else None
 
     def settle_closed_loops(self) -> None:
         """Settle the background work of loops that were closed without cancelling it (a

@@ -54,6 +54,10 @@ class Runtime:
         self._running: set[_Job] = set()
         #: The loop thread's busy share over the last window (the sizing supervisor's sample).
         self.busy: float | None = None
+        #: The share of the loop's time one held lease takes (the sizing supervisor measures
+        #: it), and the CPU sync factories took so far (not the leases').
+        self.lease_cost: float | None = None
+        self.creation_cpu = 0.0
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()
         #: Guards structural changes that span awaits (unregister, resize, recovered swaps);

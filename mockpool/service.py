@@ -15,6 +15,7 @@ import functools
 import inspect
 import logging
 import sys
+import time
 import typing
 import weakref
 from collections.abc import Callable
@@ -93,10 +94,10 @@ class ServicePool:
         self._sampled_acquisitions = 0
         #: ``creations_settled`` callers waiting for the creations in flight to end.
         self._settled_waiters: list[asyncio.Future[None]] = []
-        #: The stall check of each loop with uncovered waiters, and the releases counted when
-        #: it was armed.
+        #: The stall check of each loop with uncovered waiters: its timer, the releases counted
+        #: when it was armed, and the stalls in a row so far.
         self._stall_checks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int]
+            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int, int]
         ] = weakref.WeakKeyDictionary()
         #: The deadline timer of each loop with waiters that have a timeout, and when it fires.
         self._timers: weakref.WeakKeyDictionary[
@@ -358,12 +359,12 @@ class ServicePool:
                 self.bind_leased(lease, entry)
         return entry
 
-    def _arm_stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _arm_stall_check(self, loop: asyncio.AbstractEventLoop, streak: int = 0) -> None:
         """Look again after a stall's time: uncovered waiters with no lease ended meanwhile
-        get a creation (liveness; works without supervisors)."""
+        get a creation (liveness; works without supervisors). ``streak``: stalls in a row."""
         delay = stall_s(self.metrics.hold_ewma if self.metrics.holds.count else None, self.core.in_use)
         handle = loop.call_later(delay, self._stall_due, loop)
-        self._stall_checks[loop] = (handle, self.metrics.holds.count)
+        self._stall_checks[loop] = (handle, self.metrics.holds.count, streak)
 
     def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
         # In a task: creations are spawned into the runtime's task group, which anyio allows
@@ -371,17 +372,23 @@ class ServicePool:
         loop.create_task(self._stall_check(loop), name=f"mockpool {self.name} stall check")
 
     async def _stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
-        _, released_before = self._stall_checks.pop(loop, (None, 0))
+        _, released_before, streak = self._stall_checks.pop(loop, (None, 0, 0))
         core = self.core
         if core.closed or core.shortfall() <= 0:
             return
-        self.ensure_creations(stalled=self.metrics.holds.count == released_before)
+        stalled = self.metrics.holds.count == released_before
+        streak = streak + 1 if stalled else 0
+        # Evicting another service's idle instance for a stalled waiter only when the stall
+        # lasts: a slow release is no reason to destroy what another service will need again.
+        self.ensure_creations(stalled=stalled, evict=streak >= STALLS_TO_EVICT)
         if core.shortfall() > 0 and core.waits_in(loop):
-            self._arm_stall_check(loop)
+            self._arm_stall_check(loop, streak)
 
-    def ensure_creations(self, *, stalled: bool = False) -> None:
+    def ensure_creations(self, *, stalled: bool = False, evict: bool = False) -> None:
         """Start the background creations the sizing controller decides for the waiters that
-        no creation or recovery covers yet (:func:`mockpool.sizing.creations`)."""
+        no creation or recovery covers yet (:func:`mockpool.sizing.creations`). At the
+        pool-wide cap, another service's idle instance is evicted to make room only for a
+        waiter nothing else can serve, or (``evict``) one stalled for long."""
         core = self.core
         if core.shortfall() <= 0:
             return
@@ -393,7 +400,7 @@ class ServicePool:
                 # At the pool-wide cap, another service's idle instance makes room only for a
                 # waiter that nothing else can serve (liveness): otherwise the services would
                 # take turns destroying each other's instances.
-                live = stalled or (sizing.in_use == 0 and sizing.creating == 0 and sizing.recovering == 0)
+                live = evict or (sizing.in_use == 0 and sizing.creating == 0 and sizing.recovering == 0)
                 if live and core.size + core.creating < core.max_size and pool.make_room(self):
                     continue
                 break
@@ -403,6 +410,7 @@ class ServicePool:
     def sizing_input(self, *, stalled: bool = False) -> SizingInput:
         """This service's measurements, as the sizing controller reads them."""
         core, m = self.core, self.metrics
+        busy, lease_cost = self.pool.loop_load()
         return SizingInput(
             size=core.size,
             creating=core.creating,
@@ -413,9 +421,11 @@ class ServicePool:
             limit=self.limit.limit,
             hold_s=m.hold_ewma if m.holds.count else None,
             create_s=m.create_ewma,
-            busy=self.pool.loop_busy(),
+            busy=busy,
+            lease_cost=lease_cost,
             memory_tight=self.memory_tight,
             stalled=stalled,
+            share=self.pool.fair_share(self),
         )
 
     def grow(self, count: int) -> int:
@@ -573,9 +583,16 @@ class ServicePool:
 
     async def _build(self, factory: Callable[..., Any], args: list[Any], *, tier: str | None) -> Entry:
         spec = self.spec
+        cpu = time.thread_time()
         instance = await call_hook(
             factory, *args, timeout=spec.create_timeout, service=self.name, name=tier or "factory"
         )
+        if not inspect.iscoroutinefunction(factory):
+            # A sync factory ran on the loop's thread without a pause: its CPU is the loop's,
+            # not the leases' (the sizing controller tells the two apart).
+            runtime = self.pool.current_runtime()
+            if runtime is not None:
+                runtime.creation_cpu += time.thread_time() - cpu
         if instance is None:
             hook = "minimal factory" if tier == "minimal" else "factory"
             raise MockPoolError(
@@ -978,6 +995,10 @@ def _served(lease: Lease[Any]) -> int:
 
 
 _NO_LEASE: Any = _NoLease()
+
+#: Stall checks in a row with no lease ended before a stalled waiter may evict another
+#: service's idle instance at the pool-wide cap.
+STALLS_TO_EVICT = 4
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

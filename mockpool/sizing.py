@@ -14,13 +14,20 @@ by a creation or recovery already on its way, from what is measured per service 
   one after ``create``: only waiters further back than ``create / (hold / in_use)`` are worth
   a creation;
 * **spare capacity**: not while the loop is saturated (its thread busy >= ``SATURATED`` of
-  the time), where another instance runs no test sooner;
+  the time), where another instance runs no test sooner; and not beyond the size at which it
+  would be: each lease held takes ``lease_cost`` of the loop's time (measured: the loop's busy
+  share less the CPU the factories took, over the leases held meanwhile), so about
+  ``SATURATED / lease_cost`` leases saturate it;
 * **the search**: not beyond the service's ``limit``, the size the throughput search found
   (:func:`next_limit`: grow while completed leases per second rise with the size, stop where
   they do not: a smaller pool is often faster);
 * **the user's bound**: never beyond ``max_size``;
+* **a fair share**: under a pool-wide ``max_total``, not beyond this service's share of it
+  among the services in use (otherwise the first services take the whole budget, and tests
+  that hold one service while they wait for another wait for ever);
 * **memory**: not while memory is tight (preferring not to create over evicting later);
-* **slow start**: one creation at a time until a creation and a lease have been measured.
+* **slow start**: one creation at a time until a creation, a lease and the loop's load have
+  been measured.
 """
 
 from __future__ import annotations
@@ -66,9 +73,13 @@ class SizingInput:
     hold_s: float | None = None
     create_s: float | None = None
     busy: float | None = None
+    #: The share of the loop's time one lease held takes (None: not measured).
+    lease_cost: float | None = None
     memory_tight: bool = False
     #: No lease ended for a stall (:func:`stall_s`) while these waiters waited.
     stalled: bool = False
+    #: This service's share of the pool-wide ``max_total`` (None: no pool-wide bound).
+    share: int | None = None
 
 
 #: The shortest wait without any release that counts as a stall.
@@ -95,13 +106,18 @@ def creations(s: SizingInput) -> int:
         return 1 if s.creating == 0 else 0  # liveness: the holders may wait for the waiters
     if s.memory_tight:
         return 0
-    room = min(room, s.limit - s.size - s.creating)
+    cap = s.limit if s.share is None else min(s.limit, s.share)
+    room = min(room, cap - s.size - s.creating)
     if room <= 0:
         return 0
-    if s.busy is not None and s.busy >= SATURATED:
+    if s.hold_s is None or s.create_s is None or s.busy is None or s.lease_cost is None:
+        return 1 if s.creating == 0 else 0  # slow start: not all measured yet
+    if s.busy >= SATURATED:
         return 0
-    if s.hold_s is None or s.create_s is None:
-        return 1 if s.creating == 0 else 0  # slow start: nothing measured yet
+    if s.lease_cost > 0:
+        room = min(room, math.floor(SATURATED / s.lease_cost) - s.size - s.creating)
+        if room <= 0:
+            return 0
     per_release = s.hold_s / max(s.in_use, 1)
     if per_release <= 0:
         return 0  # leases end at once: releases serve everyone first

@@ -3,7 +3,9 @@
 Every ``sample_s`` (50 ms) in each loop that uses the pool:
 
 * the loop thread's **busy share** since the last tick (CPU time of the thread over wall
-  time): what :func:`mockpool.sizing.creations` reads as the loop's spare capacity;
+  time), and the **cost of a lease**: the same less the CPU sync factories took, over the
+  leases held meanwhile: what :func:`mockpool.sizing.creations` reads as the loop's spare
+  capacity;
 * per service, every ``window_s`` (250 ms), a :class:`~mockpool.sizing.Window` of completed
   leases, size and whether tests waited, for :func:`~mockpool.sizing.next_limit` (the
   throughput search); a cap it sets is an event in the report;
@@ -48,19 +50,32 @@ class SizingSupervisor:
         self.pool = pool
         self.wall = time.perf_counter()
         self.cpu = time.thread_time()
+        runtime = pool.current_runtime()
+        self.creation_cpu = runtime.creation_cpu if runtime is not None else 0.0
+        self.in_use = self._in_use()
         self.windows: dict[str, _Open] = {}
+
+    def _in_use(self) -> int:
+        return sum(svc.core.in_use for svc in self.pool.service_pools.values())
 
     async def tick(self) -> float:
         pool = self.pool
         if pool.closed:
             return SAMPLE_S
         wall, cpu = time.perf_counter(), time.thread_time()
+        runtime = pool.current_runtime()
+        creation_cpu = runtime.creation_cpu if runtime is not None else 0.0
         elapsed = wall - self.wall
         busy = None
-        if elapsed > 0:
+        in_use = self._in_use()
+        if elapsed > 0 and runtime is not None:
             busy = min(1.0, max(0.0, (cpu - self.cpu) / elapsed))
-            pool.note_loop_busy(busy)
-        self.wall, self.cpu = wall, cpu
+            runtime.busy = busy
+            held = (in_use + self.in_use) / 2  # the leases held over the window, about
+            if held >= 1:
+                load = max(0.0, cpu - self.cpu - (creation_cpu - self.creation_cpu)) / elapsed
+                runtime.lease_cost = min(1.0, load / held)
+        self.wall, self.cpu, self.creation_cpu, self.in_use = wall, cpu, creation_cpu, in_use
         for name, svc in list(pool.service_pools.items()):
             core = svc.core
             if core.closed:
