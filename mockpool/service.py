@@ -28,7 +28,7 @@ from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFail
 from .hooks import call_hook, deadline, running_loop
 from .isolation import IsolationError, difference, fingerprint_hook
 from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
-from .sizing import LimitState, SizingInput, creations, stall_s
+from .sizing import SATURATED, LimitState, SizingInput, creations, stall_s
 from .supervisors.recovery import make_stub, recover_entry
 
 if TYPE_CHECKING:
@@ -378,9 +378,14 @@ class ServicePool:
             return
         stalled = self.metrics.holds.count == released_before
         streak = streak + 1 if stalled else 0
-        # Evicting another service's idle instance for a stalled waiter only when the stall
-        # lasts: a slow release is no reason to destroy what another service will need again.
-        self.ensure_creations(stalled=stalled, evict=streak >= STALLS_TO_EVICT)
+        # On a saturated loop a release is slow because other tests run, not because the
+        # holders wait for the waiters: a stall counts there only when it lasts (a second or
+        # so). Evicting another service's idle instance too waits for a lasting stall: a slow
+        # release is no reason to destroy what another service will need again.
+        busy, _ = self.pool.loop_load()
+        saturated = busy is not None and busy >= SATURATED
+        lasting = streak >= (STALLS_WHEN_SATURATED if saturated else STALLS_TO_EVICT)
+        self.ensure_creations(stalled=stalled and (lasting or not saturated), evict=lasting)
         if core.shortfall() > 0 and core.waits_in(loop):
             self._arm_stall_check(loop, streak)
 
@@ -999,6 +1004,8 @@ _NO_LEASE: Any = _NoLease()
 #: Stall checks in a row with no lease ended before a stalled waiter may evict another
 #: service's idle instance at the pool-wide cap.
 STALLS_TO_EVICT = 4
+#: Stall checks in a row that count as a stall at all on a saturated loop.
+STALLS_WHEN_SATURATED = 20
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

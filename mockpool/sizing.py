@@ -110,19 +110,21 @@ def creations(s: SizingInput) -> int:
     room = min(room, cap - s.size - s.creating)
     if room <= 0:
         return 0
-    if s.hold_s is None or s.create_s is None or s.busy is None or s.lease_cost is None:
-        return 1 if s.creating == 0 else 0  # slow start: not all measured yet
-    if s.busy >= SATURATED:
-        return 0
-    if s.lease_cost > 0:
-        room = min(room, math.floor(SATURATED / s.lease_cost) - s.size - s.creating)
-        if room <= 0:
-            return 0
+    if s.hold_s is None or s.create_s is None:
+        return 1 if s.creating == 0 else 0  # slow start: nothing measured yet
     per_release = s.hold_s / max(s.in_use, 1)
     if per_release <= 0:
         return 0  # leases end at once: releases serve everyone first
-    served_by_releases = math.floor(s.create_s / per_release)
-    return max(0, min(uncovered - served_by_releases, room))
+    wanted = min(uncovered - math.floor(s.create_s / per_release), room)
+    if wanted <= 0:
+        return 0
+    if s.busy is None or s.lease_cost is None:
+        return 1 if s.creating == 0 else 0  # slow start: the loop's load not measured yet
+    if s.busy >= SATURATED:
+        return 0
+    if s.lease_cost > 0:
+        wanted = min(wanted, math.floor(SATURATED / s.lease_cost) - s.size - s.creating)
+    return max(0, wanted)
 
 
 @dataclass(frozen=True, slots=True)

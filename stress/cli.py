@@ -24,7 +24,6 @@ import anyio
 from rich.console import Console
 
 from mockpool import MockPool, MockPoolError
-from mockpool.supervisors import AdaptationConfig
 
 from .baseline import FreshUse, double_costs
 from .faults import FaultInjector
@@ -72,6 +71,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--history", type=Path, metavar="PATH", help="learn from and warm with this history file"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        metavar="N",
+        help="fixed sizes instead of the defaults: groups N, members room for their groups and "
+        "as many direct leases, all warmed before the first test",
     )
     args = parser.parse_args(argv)
     if args.tests < 1:
@@ -130,11 +136,10 @@ async def run(args: argparse.Namespace) -> tuple[StressResult, Timeline]:
         name="stress",
         history=args.history,
         default_timeout=30.0 + 0.01 * args.tests,
-        # The graph's sizes are the ceiling (see stress.graph): in one CPU-bound loop, an
-        # instance more is creation time taken from the tests, not a shorter wait.
-        adaptation=AdaptationConfig(ceiling_factor=1),
     )
-    register_graph(pool, stress_specs(wrap=injector.wrap if injector is not None else None))
+    register_graph(
+        pool, stress_specs(max_size=args.sizes, wrap=injector.wrap if injector is not None else None)
+    )
     use = PoolUse(pool)
     timeline = Timeline(pool)
     timeline.rss()

@@ -11,15 +11,11 @@ the ones DESIGN prices, as a real suite of that application would build them for
     device_session     group: redis + jwt + database
     dashboard          group: database + cache + plex
 
-Sizes. Groups get ``max_size`` (1), members room for each group built on them plus as many
-direct leases (plex, youtube, cache, redis, jwt: 2; ``database``, a member of two groups: 3),
-and every service is warmed to its size before the first test: 15 instances for 1,199 tests,
-DESIGN's "a few dozen instances serve the same 1,199 concurrent tests". Small on purpose: the
-tests share one event loop and are CPU-bound, so a second instance of a service never runs a
-test sooner, it only costs its creation (40-90 ms for a 60-method autospec). Measured with
-``python -m stress --baseline``: groups of 1 run the 1,199 tests in 1.8-2.0 s (20-23x the
-baseline), groups of 2 in 2.3-2.5 s (16-17x), groups of 32 grown by adaptation in 10-20 s.
-The stress pool therefore caps adaptation's growth at these sizes (``stress.cli``).
+Sizes: the defaults, as a new user writes the specs. The sizing controller
+(:mod:`mockpool.sizing`) finds that the tests, which share one event loop and are CPU-bound,
+run no sooner on a second instance of a service, so it makes a few instances instead of one
+per waiter. ``stress_specs(max_size=N)`` sets fixed sizes instead (groups ``N``, members room
+for each group built on them plus as many direct leases), warmed before the first test.
 """
 
 from __future__ import annotations
@@ -27,6 +23,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 from mockpool import MockPool, ServiceSpec
 from mockpool.services import (
@@ -51,7 +48,7 @@ __all__ = (
     "stress_specs",
 )
 
-#: ``max_size`` of the groups (device_session, dashboard); members get more (see above).
+#: ``max_size`` of the groups (device_session, dashboard) with fixed sizes (``--sizes``).
 GROUP_MAX_SIZE = 1
 #: Rows in the database's ``library_items`` table.
 LIBRARY_ITEMS = 1000
@@ -97,26 +94,24 @@ def cache_seed() -> dict[str, str]:
 
 
 def stress_specs(
-    *, max_size: int = GROUP_MAX_SIZE, wrap: Callable[[ServiceSpec], ServiceSpec] | None = None
+    *, max_size: int | None = None, wrap: Callable[[ServiceSpec], ServiceSpec] | None = None
 ) -> list[ServiceSpec]:
-    """The graph, members first, each service warmed to its size (``min_size = max_size``);
-    ``wrap`` (fault injection) is applied to each spec."""
-    member, database = 2 * max_size, 3 * max_size
+    """The graph, members first, with default sizes, or (``max_size``) fixed ones: groups
+    ``max_size``, members room for their groups and as many direct leases, each warmed to its
+    size (``min_size = max_size``); ``wrap`` (fault injection) is applied to each spec."""
+
+    def sized(n: int) -> dict[str, Any]:
+        return {} if max_size is None else {"min_size": n * max_size, "max_size": n * max_size}
+
     specs = [
-        autospec_service(PlexService, name="plex", min_size=member, max_size=member),
-        autospec_service(YouTubeService, name="youtube", min_size=member, max_size=member),
-        redis_service("cache", decode_responses=True, seed=cache_seed(), min_size=member, max_size=member),
-        redis_service("redis", min_size=member, max_size=member),
-        jwt_service("jwt", min_size=member, max_size=member),
-        sql_service(
-            "database",
-            schema=SEED_SCHEMA + LIBRARY_SCHEMA,
-            seed=_seed_database,
-            min_size=database,
-            max_size=database,
-        ),
-        device_session_service(min_size=max_size, max_size=max_size),
-        dashboard_service(min_size=max_size, max_size=max_size),
+        autospec_service(PlexService, name="plex", **sized(2)),
+        autospec_service(YouTubeService, name="youtube", **sized(2)),
+        redis_service("cache", decode_responses=True, seed=cache_seed(), **sized(2)),
+        redis_service("redis", **sized(2)),
+        jwt_service("jwt", **sized(2)),
+        sql_service("database", schema=SEED_SCHEMA + LIBRARY_SCHEMA, seed=_seed_database, **sized(3)),
+        device_session_service(**sized(1)),
+        dashboard_service(**sized(1)),
     ]
     return [wrap(spec) for spec in specs] if wrap is not None else specs
 

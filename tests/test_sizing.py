@@ -1,0 +1,229 @@
+"""The sizing controller (mockpool.sizing) is a pure function: tested without an event loop,
+by table, by properties, and driven by a Hypothesis state machine of a service under load."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from mockpool.sizing import (
+    PROBE_AFTER,
+    SATURATED,
+    LimitState,
+    SizingInput,
+    Window,
+    creations,
+    next_limit,
+    stall_s,
+)
+
+BASE = SizingInput(
+    size=4,
+    creating=0,
+    recovering=0,
+    in_use=4,
+    waiting=10,
+    max_size=64,
+    limit=64,
+    hold_s=0.020,
+    create_s=0.001,
+    busy=0.2,
+    lease_cost=0.01,
+)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        # I/O-bound holds, a cheap double, an idle loop: a creation per waiter a release would
+        # serve later than a creation would
+        (BASE, 10),
+        # the loop would saturate: about SATURATED / lease_cost leases at most
+        (replace(BASE, lease_cost=0.1), int(SATURATED / 0.1) - 4),
+        (replace(BASE, busy=SATURATED), 0),
+        # CPU-bound holds on an expensive double: releases serve the queue sooner
+        (replace(BASE, hold_s=0.002, create_s=0.020, in_use=1, size=1), 0),
+        # the first waiters go to releases, the ones further back get creations
+        (replace(BASE, hold_s=0.020, create_s=0.030, in_use=4, waiting=10), 4),
+        # creations and recoveries on their way cover waiters
+        (replace(BASE, creating=4, recovering=6), 0),
+        # the user's bound, the search's limit, a share of max_total
+        (replace(BASE, max_size=6), 2),
+        (replace(BASE, limit=5), 1),
+        (replace(BASE, share=4), 0),
+        # memory is tight: not even one, while something is held
+        (replace(BASE, memory_tight=True), 0),
+        # slow start: one at a time until a creation and a lease were measured...
+        (replace(BASE, hold_s=None), 1),
+        (replace(BASE, hold_s=None, creating=1), 0),
+        # ...and the loop's load
+        (replace(BASE, lease_cost=None), 1),
+        # liveness: nothing held, nothing on its way, whatever the measurements say
+        (replace(BASE, in_use=0, size=0, busy=1.0, memory_tight=True, limit=0), 1),
+        # a stall: holders may wait for the waiters themselves
+        (replace(BASE, stalled=True, busy=1.0, limit=4), 1),
+        (replace(BASE, stalled=True, creating=1), 0),
+    ],
+)
+def test_creations(case: SizingInput, expected: int) -> None:
+    assert creations(case) == expected
+
+
+sizing_inputs = st.builds(
+    SizingInput,
+    size=st.integers(0, 70),
+    creating=st.integers(0, 10),
+    recovering=st.integers(0, 5),
+    in_use=st.integers(0, 70),
+    waiting=st.integers(0, 2000),
+    max_size=st.integers(1, 64),
+    limit=st.integers(1, 64),
+    hold_s=st.none() | st.floats(0, 5),
+    create_s=st.none() | st.floats(0, 5),
+    busy=st.none() | st.floats(0, 1),
+    lease_cost=st.none() | st.floats(0, 1),
+    memory_tight=st.booleans(),
+    stalled=st.booleans(),
+    share=st.none() | st.integers(1, 64),
+)
+
+
+@given(sizing_inputs)
+def test_creations_never_pass_the_users_bound_nor_serve_nobody(s: SizingInput) -> None:
+    n = creations(s)
+    assert n >= 0
+    assert s.size + s.creating + n <= max(s.max_size, s.size + s.creating)
+    assert n <= max(0, s.waiting - s.creating - s.recovering)
+
+
+@given(sizing_inputs)
+def test_a_waiter_with_nothing_held_and_nothing_on_its_way_always_gets_a_creation(s: SizingInput) -> None:
+    s = replace(
+        s, in_use=0, creating=0, recovering=0, size=min(s.size, s.max_size - 1), waiting=s.waiting + 1
+    )
+    assert creations(s) >= 1
+
+
+def test_stall_s() -> None:
+    assert stall_s(None, 0) == 0.05
+    assert stall_s(0.5, 2) == 0.5
+    assert stall_s(0.001, 4) == 0.05
+
+
+class TestTheSearch:
+    def test_a_size_that_did_not_raise_throughput_caps_the_limit(self) -> None:
+        state = next_limit(LimitState(64), Window(100, 1.0, size=4, waited=True), 64)
+        state = next_limit(state, Window(102, 1.0, size=8, waited=True), 64)
+        assert state.limit == 4
+        # ...probed one higher after a while, since the load may change
+        for _ in range(PROBE_AFTER):
+            state = next_limit(state, Window(100, 1.0, size=8, waited=True), 64)
+        assert state.limit == 5
+
+    def test_a_size_that_raised_throughput_keeps_the_limit_open(self) -> None:
+        state = next_limit(LimitState(64), Window(100, 1.0, size=4, waited=True), 64)
+        state = next_limit(state, Window(200, 1.0, size=8, waited=True), 64)
+        assert state.limit == 64
+
+    def test_without_waiting_there_is_nothing_to_learn(self) -> None:
+        state = LimitState(7, last_size=3, last_rate=5.0)
+        assert next_limit(state, Window(0, 1.0, size=9, waited=False), 64) == state
+
+    def test_a_saturated_loop_caps_at_the_current_size(self) -> None:
+        state = next_limit(LimitState(64), Window(100, 1.0, size=3, waited=True, busy=0.99), 64)
+        assert state.limit == 3
+
+    def test_the_limit_never_passes_max_size(self) -> None:
+        state = next_limit(
+            LimitState(64, last_size=2, last_rate=1.0), Window(500, 1.0, size=8, waited=True), 10
+        )
+        assert state.limit == 10
+
+
+class ControlledService(RuleBasedStateMachine):
+    """A service whose creations the controller decides: waiters arrive, leases end,
+    creations finish, measurements change. The books stay within the bounds, and no waiter
+    is ever left with nothing held and nothing on its way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_size = 5
+        self.size = self.creating = self.in_use = self.waiting = 0
+        self.hold: float | None = None
+        self.create: float | None = None
+        self.busy: float | None = None
+        self.cost: float | None = None
+        self.limit = 5
+
+    def decide(self, stalled: bool = False) -> None:
+        n = creations(
+            SizingInput(
+                size=self.size,
+                creating=self.creating,
+                recovering=0,
+                in_use=self.in_use,
+                waiting=self.waiting,
+                max_size=self.max_size,
+                limit=self.limit,
+                hold_s=self.hold,
+                create_s=self.create,
+                busy=self.busy,
+                lease_cost=self.cost,
+                stalled=stalled,
+            )
+        )
+        self.creating += n
+
+    @rule()
+    def arrive(self) -> None:
+        if self.size > self.in_use:  # an idle instance
+            self.in_use += 1
+            return
+        self.waiting += 1
+        self.decide()
+
+    @precondition(lambda self: self.in_use > 0)
+    @rule(hold=st.floats(0.0001, 1.0))
+    def release(self, hold: float) -> None:
+        self.hold = hold
+        if self.waiting:
+            self.waiting -= 1  # handed straight to the next waiter
+        else:
+            self.in_use -= 1
+
+    @precondition(lambda self: self.creating > 0)
+    @rule(took=st.floats(0.0001, 1.0))
+    def creation_ends(self, took: float) -> None:
+        self.create = took
+        self.creating -= 1
+        self.size += 1
+        if self.waiting:
+            self.waiting -= 1
+            self.in_use += 1
+
+    @rule(busy=st.floats(0, 1), cost=st.floats(0.001, 1), limit=st.integers(1, 5))
+    def measure(self, busy: float, cost: float, limit: int) -> None:
+        self.busy, self.cost, self.limit = busy, cost, limit
+        self.decide()
+
+    @precondition(lambda self: self.waiting > 0)
+    @rule()
+    def stall(self) -> None:
+        self.decide(stalled=True)
+
+    @invariant()
+    def within_bounds(self) -> None:
+        assert self.size + self.creating <= self.max_size
+        assert self.in_use <= self.size
+
+    @invariant()
+    def live(self) -> None:
+        if self.waiting > self.creating:
+            assert self.in_use > 0 or self.creating > 0, "waiters with nothing held, nothing coming"
+
+
+TestControlledService = ControlledService.TestCase
