@@ -301,12 +301,13 @@ def main() -> None:
         )
     print("\nrun 2, per service: predicted (history) against actual")
     print(
-        f"  {'service':<15}{'peak pred.':>11}{'warmed':>8}{'peak':>6}{'acq. pred.':>12}{'acq.':>6}"
+        f"  {'service':<15}{'size pred.':>11}{'warmed':>8}{'size':>6}{'peak':>6}{'acq. pred.':>12}{'acq.':>6}"
         f"{'hit rate':>10}{'reuse rate':>12}"
     )
     for name, d in results[1].learning.items():
         print(
-            f"  {name:<15}{d['predicted_peak'] or 0:>11.1f}{d['warmed']:>8}{d['actual_peak']:>6}"
+            f"  {name:<15}{d['predicted_size'] or 0:>11.1f}{d['warmed']:>8}{d['actual_size']:>6}"
+            f"{d['actual_peak']:>6}"
             f"{d['predicted_acquisitions'] or 0:>12.1f}{d['actual_acquisitions']:>6}{100 * d['hit_rate']:>9.1f}%"
             f"{100 * d['reuse_rate']:>11.1f}%"
         )

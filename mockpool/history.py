@@ -20,14 +20,12 @@ How the pool uses it::
 
     history = History.load(path)                          # at start
     for name in pool.services:                            # warm (dependencies included)
-        want = math.ceil(history.peak(name))
+        want = math.ceil(history.size(name))              # the size it settled at
     recorder = UsageRecorder(window_s=1.0)
     recorder.record_acquire(name, now - t0, in_use)       # on every acquire, after counting it
     recorder.record_release(name, hold_s)                 # on every release
     recorder.record_test(test_id, services)               # plugin, at the end of each test
-    fc = forecast(recorder.demand(name, t_rel=now - t0), window_s=recorder.window_s)  # scaler
-    history.expected_demand(name, now - t0, now - t0 + lookahead_s)  # what earlier runs did next
-    history.merge(recorder.finish(duration_s=now - t0)).save(path)   # at close; catch OSError
+    history.merge(recorder.finish(duration_s=now - t0, sizes=sizes)).save(path)  # at close
 
 The pytest plugin stores ``history.to_dict()`` in pytest's cache and reads it back with
 :meth:`History.from_cache`; xdist workers send ``recorder.finish().to_dict()``, and the
@@ -57,12 +55,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    # numpy (about 40 ms to import) and the forecast built on it load when first used, not
-    # with mockpool: ``import mockpool`` stays cheap for suites that never summarise demand.
+    # numpy (about 40 ms to import) loads when first used, not with mockpool: ``import
+    # mockpool`` stays cheap for suites that never summarise demand.
     import numpy as np
     import numpy.typing as npt
-
-    from .forecast import Forecast
 
     FloatArray = npt.NDArray[np.float64]
 
@@ -139,6 +135,8 @@ class ServiceUsage:
     hold_p95_s: float
     #: Acquisitions per window of the run's ``window_s``, from the run start.
     demand: tuple[float, ...]
+    #: The most instances alive at once: the size the sizing controller settled at.
+    size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +182,8 @@ class RunRecord:
                 hold_mean_s=hold_mean,
                 hold_p95_s=max(u.hold_p95_s for _, u in parts),
                 demand=_to_tuple(demand),
+                # Each worker has a pool of its own: the size one settled at (the largest).
+                size=max(u.size for _, u in parts),
             )
         tests: dict[str, tuple[str, ...]] = {}
         for r in runs:
@@ -204,6 +204,7 @@ class RunRecord:
                     "hold_mean_s": u.hold_mean_s,
                     "hold_p95_s": u.hold_p95_s,
                     "demand": list(u.demand),
+                    "size": u.size,
                 }
                 for name, u in self.services.items()
             },
@@ -221,6 +222,7 @@ class RunRecord:
                 hold_mean_s=_num(s, "hold_mean_s", f"run.services[{name!r}]"),
                 hold_p95_s=_num(s, "hold_p95_s", f"run.services[{name!r}]"),
                 demand=_demand(s, f"run.services[{name!r}]"),
+                size=_int(s, "size", f"run.services[{name!r}]") if "size" in s else 0,
             )
             for name, s in _objects(root, "services", "run").items()
         }
@@ -344,7 +346,7 @@ class UsageRecorder:
         """This run's demand so far, per window of :attr:`window_s`.
 
         With ``t_rel`` (now, from the run start) only the windows complete by then, padded with
-        zeros for idle ones: a forecast must not see a half-counted window, nor miss a silence.
+        zeros for idle ones: a reader must not see a half-counted window, nor miss a silence.
         """
         import numpy as np
 
@@ -359,8 +361,9 @@ class UsageRecorder:
         out[:m] = counts[:m]
         return out
 
-    def finish(self, *, duration_s: float | None = None) -> RunRecord:
-        """Summarise the run. ``duration_s`` pads the demand with the run's idle tail."""
+    def finish(self, *, duration_s: float | None = None, sizes: Mapping[str, int] | None = None) -> RunRecord:
+        """Summarise the run. ``duration_s`` pads the demand with the run's idle tail; ``sizes``
+        are the most instances each service had alive at once."""
         import numpy as np
 
         windows = max((len(t.counts) for t in self._tallies.values()), default=0)
@@ -379,6 +382,7 @@ class UsageRecorder:
                 hold_mean_s=t.hold_sum / t.hold_n if t.hold_n else 0.0,
                 hold_p95_s=float(np.percentile(holds, 95)) if holds else 0.0,
                 demand=_to_tuple(demand),
+                size=(sizes or {}).get(name, 0),
             )
         valid = duration_s is not None and 0.0 <= duration_s < _MAX_T_REL
         duration = duration_s if duration_s is not None and valid else windows * self._window
@@ -403,6 +407,8 @@ class ServiceHistory:
     hold_p95_s: float
     #: Decayed mean acquisitions per window of :attr:`History.window_s`, from the run start.
     demand: tuple[float, ...]
+    #: Decayed maximum of the size each run settled at: what the next run starts with.
+    size: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,9 +439,14 @@ class History:
     # ----------------------------------------------------------------- queries
 
     def peak(self, service: str) -> float:
-        """Decayed peak concurrency of ``service`` (0 if unknown): how many to warm."""
+        """Decayed peak concurrency of ``service`` (0 if unknown)."""
         s = self.services.get(service)
         return s.peak if s else 0.0
+
+    def size(self, service: str) -> float:
+        """Decayed size ``service`` settled at in earlier runs (0 if unknown): how many to warm."""
+        s = self.services.get(service)
+        return s.size if s else 0.0
 
     def demand_series(self, service: str) -> FloatArray:
         """Decayed mean demand per window of :attr:`window_s` (empty if unknown); a copy."""
@@ -443,27 +454,6 @@ class History:
 
         s = self.services.get(service)
         return np.array(s.demand if s else (), dtype=np.float64)
-
-    def expected_demand(self, service: str, start_s: float, end_s: float) -> float:
-        """Acquisitions history expects between ``start_s`` and ``end_s`` from the run start.
-
-        Windows partly inside the interval count pro rata: what to warm for the next stretch.
-        """
-        import numpy as np
-
-        s = self.services.get(service)
-        if s is None or not s.demand or not end_s > start_s:
-            return 0.0
-        edges = np.arange(len(s.demand) + 1, dtype=np.float64) * self.window_s
-        cum = np.concatenate(([0.0], np.cumsum(s.demand)))
-        lo, hi = np.interp([start_s, end_s], edges, cum)
-        return max(float(hi - lo), 0.0)
-
-    def forecast(self, service: str) -> Forecast:
-        """:func:`mockpool.forecast.forecast` of :meth:`demand_series`."""
-        from .forecast import forecast
-
-        return forecast(self.demand_series(service), window_s=self.window_s)
 
     def services_for_test(self, test_id: str) -> tuple[str, ...]:
         """The services ``test_id`` used when it last ran, sorted; ``()`` if unknown."""
@@ -503,7 +493,11 @@ class History:
                 if runs - old.last_run > limits.max_idle_runs:
                     continue
                 services[name] = replace(
-                    old, weight=old.weight * decay, peak=old.peak * decay, demand=_to_tuple(old_demand)
+                    old,
+                    weight=old.weight * decay,
+                    peak=old.peak * decay,
+                    size=old.size * decay,
+                    demand=_to_tuple(old_demand),
                 )
                 continue
             new_demand = _rebin(np.asarray(new.demand), run.window_s, window)
@@ -516,6 +510,7 @@ class History:
                     hold_mean_s=new.hold_mean_s,
                     hold_p95_s=new.hold_p95_s,
                     demand=_to_tuple(new_demand),
+                    size=float(new.size),
                 )
                 continue
             # Normalised exponential decay: a mean weighted by decay ** age, so the first run
@@ -530,6 +525,7 @@ class History:
                 hold_mean_s=_blend(old.hold_mean_s, new.hold_mean_s, share),
                 hold_p95_s=_blend(old.hold_p95_s, new.hold_p95_s, share),
                 demand=_to_tuple(_blend_series(old_demand, new_demand, share)),
+                size=max(float(new.size), old.size * decay),
             )
         kept = sorted(services.items(), key=lambda kv: (-kv[1].last_run, -kv[1].weight, kv[0]))
         kept = kept[: limits.max_services]
@@ -558,6 +554,7 @@ class History:
                     "hold_mean_s": s.hold_mean_s,
                     "hold_p95_s": s.hold_p95_s,
                     "demand": list(s.demand),
+                    "size": s.size,
                 }
                 for name, s in self.services.items()
             },
@@ -581,6 +578,8 @@ class History:
                 hold_mean_s=_num(s, "hold_mean_s", where),
                 hold_p95_s=_num(s, "hold_p95_s", where),
                 demand=_demand(s, where),
+                # Added within version 1: a file without it warms nothing from history.
+                size=_num(s, "size", where) if "size" in s else 0.0,
             )
         tests = {}
         for test, t in _objects(root, "tests", "history").items():

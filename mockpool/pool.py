@@ -495,7 +495,8 @@ class MockPool:
         self.sample_usage()
         for test_id, services in self.test_services.items():
             self.recorder.record_test(test_id, services)
-        return self.recorder.finish(duration_s=self.elapsed())
+        sizes = {name: svc.peak_size for name, svc in self.service_pools.items()}
+        return self.recorder.finish(duration_s=self.elapsed(), sizes=sizes)
 
     def save_history(self) -> None:
         """Merge this run into the history and write it (when made with a ``history`` path)."""

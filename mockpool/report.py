@@ -139,9 +139,9 @@ class Report:
         learning = self.extra.get("learning")
         if isinstance(learning, dict):
             predicted = [
-                f"{n} peak {row['predicted_peak']:g}/{row['actual_peak']}"
+                f"{n} size {row['predicted_size']:g}/{row['actual_size']}"
                 for n, row in learning.items()
-                if row.get("predicted_peak") is not None
+                if row.get("predicted_size") is not None
             ]
             if predicted:
                 lines.append("history predicted/actual: " + ", ".join(predicted))

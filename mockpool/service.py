@@ -85,6 +85,9 @@ class ServicePool:
         #: budget, or grew past the adaptation threshold; kept by the scaling supervisor).
         self.memory_tight = False
         self.memory_tight_by_growth = False
+        #: The most instances alive at once in this run (what history keeps as the size the
+        #: service settled at; the next run warms to it).
+        self.peak_size = 0
         #: When the last creation ended, on the pool's clock (eviction waits a cooldown after).
         self.last_created_at: float | None = None
         #: What the last failed isolation check found (isolation-verify mode), for the report.
@@ -493,6 +496,7 @@ class ServicePool:
         self.metrics.record_creation(now - started)
         self.last_created_at = now
         waiter = core.add_created(entry)
+        self.peak_size = max(self.peak_size, core.size)
         if waiter is not None:
             waiter.fresh = True
         if core.closed:

@@ -115,14 +115,18 @@ def creations(s: SizingInput) -> int:
     per_release = s.hold_s / max(s.in_use, 1)
     if per_release <= 0:
         return 0  # leases end at once: releases serve everyone first
-    wanted = min(uncovered - math.floor(s.create_s / per_release), room)
+    served_by_releases = s.create_s / per_release  # waiters releases serve before a creation would
+    if served_by_releases >= uncovered:
+        return 0
+    wanted = min(uncovered - math.floor(served_by_releases), room)
     if wanted <= 0:
         return 0
     if s.busy is None or s.lease_cost is None:
         return 1 if s.creating == 0 else 0  # slow start: the loop's load not measured yet
     if s.busy >= SATURATED:
         return 0
-    if s.lease_cost > 0:
+    if s.lease_cost * (s.size + s.creating + wanted) > SATURATED:
+        # The loop saturates at about SATURATED / lease_cost leases.
         wanted = min(wanted, math.floor(SATURATED / s.lease_cost) - s.size - s.creating)
     return max(0, wanted)
 

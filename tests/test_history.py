@@ -8,6 +8,7 @@ import math
 import os
 import tracemalloc
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -270,8 +271,7 @@ def test_unknown_queries_are_empty() -> None:
     assert h.peak("redis") == 0.0
     assert h.demand_series("redis").size == 0
     assert h.services_for_test("t") == ()
-    assert h.expected_demand("redis", 0.0, 10.0) == 0.0
-    assert h.forecast("redis").expected_next == 0.0
+    assert h.size("redis") == 0.0
     assert h.runs == 0
 
 
@@ -403,21 +403,6 @@ def test_file_size_is_stable_under_repeated_runs(tmp_path: Path) -> None:
         record.save(path)
         sizes.append(path.stat().st_size)
     assert max(sizes[5:]) <= sizes[5] * 1.1
-
-
-def test_expected_demand_is_pro_rata() -> None:
-    h = merged(run(2.0, redis=usage((4.0, 2.0, 0.0, 6.0))))
-    assert h.expected_demand("redis", 0.0, 4.0) == pytest.approx(6.0)
-    assert h.expected_demand("redis", 1.0, 3.0) == pytest.approx(2.0 + 1.0)
-    assert h.expected_demand("redis", 6.0, 100.0) == pytest.approx(6.0)
-    assert h.expected_demand("redis", 3.0, 3.0) == 0.0
-
-
-def test_history_forecast_uses_its_window() -> None:
-    h = merged(run(2.0, redis=usage(tuple([1.0, 0.0] * 20))))
-    fc = h.forecast("redis")
-    assert fc.period == 2
-    assert fc.next_use_s == 0.0
 
 
 # --------------------------------------------------------------------------- persistence
@@ -623,7 +608,7 @@ def test_from_dict_only_ever_raises_format_errors(data: object) -> None:
     # Whatever got through is usable: queries work and it saves as valid JSON.
     for name in h.services:
         assert math.isfinite(h.peak(name))
-        h.forecast(name)
+        assert math.isfinite(h.size(name))
     assert History.from_dict(json.loads(json.dumps(h.to_dict(), allow_nan=False))) == h
 
 
@@ -657,3 +642,13 @@ def test_a_pool_never_overwrites_a_history_file_it_cannot_read(tmp_path: Path, c
     with pytest.warns(MockPoolHistoryWarning, match="kept beside it"):
         again = MockPool(history=path)
     assert again.history.runs == 1 and again.history_path == beside
+
+
+def test_the_settled_size_is_kept_decayed_and_read_from_files_without_it() -> None:
+    first = merged(run(redis=replace(usage((1.0,)), size=6)))
+    assert first.size("redis") == 6.0
+    second = first.merge(run(redis=replace(usage((1.0,)), size=2)), decay=0.5)
+    assert second.size("redis") == 3.0  # max(2, 6 * 0.5)
+    data = first.to_dict()
+    del data["services"]["redis"]["size"]  # a file written before the field existed
+    assert History.from_dict(data).size("redis") == 0.0

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 #: Modules that cost tens of milliseconds to import and that ``import mockpool`` does not need:
-#: numpy (percentiles, history, forecasts), unittest (the stub recovery tier), psutil (the
+#: numpy (percentiles, history), unittest (the stub recovery tier), psutil (the
 #: memory budget, read by the scaling supervisor).
 HEAVY = ("numpy", "unittest", "psutil")
 

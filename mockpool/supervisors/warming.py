@@ -1,19 +1,19 @@
-"""Warming: the start-up warm, ``expect()`` hints, the usage sampler and predictive warming.
+"""Warming: the start-up warm, ``expect()`` hints and the usage sampler.
 
-* **At start** (:func:`warm_targets`, :func:`warm`): per service, ``max(min_size, history's
-  decayed peak concurrency)``, capped by ``max_size``; a group member also gets at least what
-  the groups built on it will hold. The creations run in parallel, at most ``limit`` at once,
-  members before the groups built on them (so a group finds its members idle). With no
-  history, ``min_size`` only. The time it took is ``pool.warmup_s`` (and in the report).
+* **At start** (:func:`warm_targets`, :func:`warm`): per service, ``max(min_size, the size
+  history says the sizing controller settled at in earlier runs)``, capped by ``max_size``; a
+  group member also gets at least what the groups built on it will hold. The creations run in
+  parallel, at most ``limit`` at once, members before the groups built on them (so a group
+  finds its members idle). With no history, ``min_size`` only. The time it took is
+  ``pool.warmup_s`` (and in the report).
 * **Hints** (:func:`expect`, :func:`expected_services`): ``pool.expect(...)`` takes the order of upcoming
   work as service names or test ids; a test id stands for the services history says it used.
 * **While running** (:class:`WarmingSupervisor`): once per ``pool.recorder.window_s`` it folds
   the pool's counters into this run's usage record (``pool.sample_usage()``; the hot path only
-  bumps counters), then creates instances ahead of demand: what history says the next
-  ``lookahead`` windows need (``pool.history.expected_demand``) and what the forecast of this
-  run's demand so far says, each turned into instances by Little's law (demand rate x hold
-  time). Over the memory budget it creates nothing (the scaler is evicting).
-* **Afterwards** (:func:`learning_report`): predicted against actual demand per service.
+  bumps counters). It creates nothing ahead of a forecast any more: that made no measurable
+  difference, and on one event loop it made instances no test needed (issue 14); creations
+  are the sizing controller's (:mod:`mockpool.sizing`).
+* **Afterwards** (:func:`learning_report`): predicted against actual per service.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,14 +36,10 @@ if TYPE_CHECKING:
 
 __all__ = (
     "WARM_LIMIT",
-    "NeedInput",
-    "Prediction",
     "WarmingSupervisor",
     "expect",
     "expected_services",
     "learning_report",
-    "plan_need",
-    "predict",
     "run",
     "warm",
     "warm_targets",
@@ -53,10 +48,6 @@ __all__ = (
 
 logger = logging.getLogger("mockpool.warming")
 
-#: How many windows ahead warming looks at history.
-LOOKAHEAD_WINDOWS = 2
-#: A run forecast needs this many complete windows before anyone acts on it.
-MIN_WINDOWS = 4
 #: Creations the start-up warm runs at once (``pool.warm(limit=...)``).
 WARM_LIMIT = 16
 
@@ -65,13 +56,14 @@ WARM_LIMIT = 16
 
 
 def warm_targets(pool: MockPool) -> dict[str, int]:
-    """Instances to pre-create per service: ``max(min_size, ceil(history.peak))``, capped by
-    ``max_size``, then raised for group members by :func:`with_group_members`. Without
-    history: ``min_size``."""
+    """Instances to pre-create per service: ``max(min_size, ceil(history.size))``, the size the
+    sizing controller settled at in earlier runs (not their peak concurrency: on one loop most
+    of it waited for instances it never needed), capped by ``max_size``, then raised for group
+    members by :func:`with_group_members`. Without history: ``min_size``."""
     targets: dict[str, int] = {}
     history = pool.history
     for name, svc in pool.service_pools.items():
-        predicted = math.ceil(history.peak(name)) if history.runs else 0
+        predicted = math.ceil(history.size(name) - 1e-9) if history.runs else 0
         targets[name] = min(svc.core.max_size, max(svc.core.min_size, predicted))
     return with_group_members(pool.service_pools, targets)
 
@@ -210,8 +202,10 @@ def _available(svc: ServicePool) -> int:
 def learning_report(pool: MockPool) -> dict[str, dict[str, Any]]:
     """Per service, what history predicted against what this run did.
 
-    ``predicted_peak`` (history's decayed peak concurrency), ``warmed`` (instances present
-    after the start-up warm), ``actual_peak`` (this run's peak in use), ``predicted_acquisitions``
+    ``predicted_size`` (the size history says the service settled at: what was warmed, up to
+    ``max_size``), ``warmed`` (instances present after the start-up warm), ``actual_size``
+    (this run's most instances alive at once), ``predicted_peak`` (history's decayed peak
+    concurrency), ``actual_peak`` (this run's peak in use), ``predicted_acquisitions``
     (history's decayed mean per run; None without history), ``actual_acquisitions``,
     ``hit_rate`` (served at once) and ``reuse_rate`` (served without a creation).
     """
@@ -221,8 +215,10 @@ def learning_report(pool: MockPool) -> dict[str, dict[str, Any]]:
         stats = svc.stats()
         hist = history.services.get(name)
         out[name] = {
-            "predicted_peak": round(hist.peak, 3) if hist is not None else None,
+            "predicted_size": round(hist.size, 3) if hist is not None else None,
             "warmed": pool.warmed.get(name, 0),
+            "actual_size": svc.peak_size,
+            "predicted_peak": round(hist.peak, 3) if hist is not None else None,
             "actual_peak": stats.peak_in_use,
             "predicted_acquisitions": round(hist.acquisitions, 3) if hist is not None else None,
             "actual_acquisitions": stats.acquisitions,
@@ -232,91 +228,8 @@ def learning_report(pool: MockPool) -> dict[str, dict[str, Any]]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class NeedInput:
-    """What predicts a service's need over the next stretch."""
-
-    #: Acquisitions history expects in the next ``lookahead_s`` seconds.
-    history_demand: float
-    lookahead_s: float
-    #: Decayed peak concurrency in history (0: unknown); caps the history estimate.
-    history_peak: float
-    #: Upper estimate of this run's acquisitions in its next window (None: too little data).
-    run_peak_demand: float | None
-    window_s: float
-    #: Mean hold time in seconds (this run's EWMA, else history's mean; 0: unknown).
-    hold_s: float
-    max_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """Instances the service is expected to need at once, and whether the run's own
-    forecast contributed (only then is it trusted for eviction)."""
-
-    need: int
-    from_run: bool
-
-
-def plan_need(inp: NeedInput) -> Prediction:
-    """Instances needed at once over the next stretch, by Little's law, capped at max_size."""
-    from ..forecast import expected_concurrency  # numpy loads with the first forecast, not with mockpool
-
-    hist = 0.0
-    if inp.history_demand > 0:
-        if inp.hold_s > 0:
-            hist = expected_concurrency(inp.history_demand, window_s=inp.lookahead_s, hold_s=inp.hold_s)
-        else:
-            hist = inp.history_demand  # no hold known: as if each acquisition overlapped
-        if inp.history_peak > 0:
-            hist = min(hist, inp.history_peak)
-    run = 0.0
-    if inp.run_peak_demand is not None and inp.hold_s > 0:
-        run = expected_concurrency(inp.run_peak_demand, window_s=inp.window_s, hold_s=inp.hold_s)
-    need = max(hist, run)
-    if not math.isfinite(need):
-        need = 0.0
-    # Any expected use needs one instance, however short its holds.
-    wanted = math.ceil(need) if need >= 0.05 else 0
-    if wanted == 0 and (inp.history_demand >= 0.5 or (inp.run_peak_demand or 0.0) >= 0.5):
-        wanted = 1
-    return Prediction(need=min(wanted, inp.max_size), from_run=inp.run_peak_demand is not None)
-
-
-def predict(
-    pool: MockPool, name: str, svc: ServicePool, *, lookahead_windows: int = LOOKAHEAD_WINDOWS
-) -> Prediction:
-    """:func:`plan_need` from the pool's history, this run's record and the service's metrics."""
-    from ..forecast import forecast
-
-    recorder = pool.recorder
-    window = recorder.window_s
-    now = pool.elapsed()
-    lookahead = window * lookahead_windows
-    history = pool.history
-    hold = svc.metrics.hold_ewma
-    hist = history.services.get(name)
-    if hold <= 0 and hist is not None:
-        hold = hist.hold_mean_s
-    series = recorder.demand(name, t_rel=now)
-    run_peak: float | None = None
-    if series.size >= MIN_WINDOWS:
-        run_peak = forecast(series, window_s=window).expected_peak
-    return plan_need(
-        NeedInput(
-            history_demand=history.expected_demand(name, now, now + lookahead) if hist is not None else 0.0,
-            lookahead_s=lookahead,
-            history_peak=history.peak(name),
-            run_peak_demand=run_peak,
-            window_s=window,
-            hold_s=hold,
-            max_size=svc.core.max_size,
-        )
-    )
-
-
 class WarmingSupervisor:
-    """Samples usage once per window and creates ahead of predicted demand."""
+    """Samples usage once per window (creating is the sizing controller's)."""
 
     def __init__(self, pool: MockPool) -> None:
         self.pool = pool
@@ -327,27 +240,8 @@ class WarmingSupervisor:
         if pool.closed:
             return window
         pool.sample_usage()
-        budget = pool.memory_budget_mb
-        if budget is not None and _rss_mb() > budget:
-            return pool.recorder.window_s
-        for name, svc in list(pool.service_pools.items()):
-            core = svc.core
-            if core.closed:
-                continue
-            need = predict(pool, name, svc).need
-            missing = need - core.size - core.creating
-            if missing > 0:
-                started = svc.grow(missing)
-                if started:
-                    logger.debug("service %r: warming %d ahead of predicted need %d", name, started, need)
         # The recorder may have doubled its window meanwhile (long runs): follow it.
         return pool.recorder.window_s
-
-
-def _rss_mb() -> float:
-    from .scaling import read_rss_mb  # scaling imports this module
-
-    return read_rss_mb()
 
 
 async def run(pool: MockPool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
