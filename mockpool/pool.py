@@ -26,6 +26,7 @@ from .hooks import running_loop
 from .isolation import IsolationError
 from .lease import Lease
 from .metrics import PoolStats
+from .recovery import recover_entry
 from .report import Event, Report
 from .runtime import Runtime
 from .service import ServicePool
@@ -214,7 +215,7 @@ class MockPool:
                 f"{', '.join(map(repr, sorted(self.service_pools))) or 'none'})"
             )
         self._check_fits_max_total(spec)
-        svc = ServicePool(self, spec)
+        svc = ServicePool(self, spec, recover_entry)
         svc.members = tuple(self.service_pools[dep] for dep in spec.depends_on)
         self.service_pools[spec.name] = svc
         return spec

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
 
 import aiorwlock
 import anyio
@@ -21,8 +21,21 @@ from anyio.abc import TaskGroup
 
 from .hooks import given
 
-if TYPE_CHECKING:
-    from .pool import MockPool
+
+class _Resumable(Protocol):
+    def resume_orphans(self) -> None: ...
+
+
+class RuntimeOwner(Protocol):
+    """What a runtime needs of its pool (the pool module imports this one, not the other way
+    round)."""
+
+    name: str
+
+    @property
+    def service_pools(self) -> Mapping[str, _Resumable]: ...
+    def _start_supervisors(self, runtime: Runtime) -> None: ...
+    def _runtime_ended(self, runtime: Runtime) -> None: ...
 
 __all__ = ("Runtime",)
 
@@ -44,7 +57,7 @@ class _Job:
 class Runtime:
     """Background work of one pool in one event loop."""
 
-    def __init__(self, pool: MockPool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pool: RuntimeOwner, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.loop = loop
         self.tg: TaskGroup | None = None

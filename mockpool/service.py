@@ -18,8 +18,8 @@ import sys
 import time
 import typing
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -29,14 +29,14 @@ from .hooks import call_hook, deadline, running_loop
 from .isolation import IsolationError, difference, fingerprint_hook
 from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
 from .sizing import SATURATED, LimitState, SizingInput, creations, stall_s
-from .supervisors.recovery import make_stub, recover_entry
+from .stubs import make_stub
 
 if TYPE_CHECKING:
-    from .lease import Lease
-    from .pool import MockPool
+    from .clock import Clock
+    from .core import Budget
     from .spec import ServiceSpec
 
-__all__ = ("ServicePool",)
+__all__ = ("CpuMeter", "LeaseState", "PoolPort", "Recover", "ServicePool")
 
 logger = logging.getLogger("mockpool")
 
@@ -44,11 +44,57 @@ logger = logging.getLogger("mockpool")
 _CANCELLED = (asyncio.CancelledError,)
 
 
+class LeaseState(Protocol):
+    """What a service reads and writes on a lease it serves (a :class:`~mockpool.lease.Lease`;
+    the lease module imports this one, not the other way round)."""
+
+    _entry: Entry | None
+    _timeout: float | None
+    _served: int
+
+
+class CpuMeter(Protocol):
+    """The runtime of a loop, as far as creations count the CPU a sync factory took."""
+
+    creation_cpu: float
+
+
+class PoolPort(Protocol):
+    """What a service needs of its pool: the narrow interface :class:`~mockpool.MockPool`
+    offers it (the pool module imports this one, not the other way round)."""
+
+    name: str
+    clock: Clock
+    isolation_verify: bool
+    track_leases: bool
+    default_timeout: float | None
+    budget: Budget
+    service_pools: dict[str, ServicePool]
+
+    @property
+    def closed(self) -> bool: ...
+    def spawn(self, fn: Callable[..., Any], *args: Any, on_drop: Callable[[], None] | None = None) -> None: ...
+    def make_room(self, svc: ServicePool) -> bool: ...
+    def settle_closed_loops(self) -> None: ...
+    def loop_load(self) -> tuple[float | None, float | None]: ...
+    def current_runtime(self) -> CpuMeter | None: ...
+    def fair_share(self, svc: ServicePool) -> int | None: ...
+    def note_isolation_failure(self, owner: str | None, error: IsolationError) -> None: ...
+    def note_use(self, owner: str | None, service: str) -> None: ...
+    def lease_ended(self) -> None: ...
+
+
+#: Recovers an entry (recovery tiers; :func:`mockpool.recovery.recover_entry`, handed in by the
+#: pool, since the recovery module reads the service's internals).
+Recover = Callable[["ServicePool", Entry, str], Awaitable[None]]
+
+
 class ServicePool:
     """The pool of one service: bookkeeping in ``core``, hooks and background work here."""
 
-    def __init__(self, pool: MockPool, spec: ServiceSpec) -> None:
+    def __init__(self, pool: PoolPort, spec: ServiceSpec, recover: Recover) -> None:
         self._pool_ref = weakref.ref(pool)
+        self._recover = recover
         self.spec = spec
         self.name = spec.name
         self.clock = pool.clock
@@ -73,7 +119,8 @@ class ServicePool:
         #: Member service pools, in ``depends_on`` order (groups only).
         self.members: tuple[ServicePool, ...] = ()
         #: Leases alive now; tracked only when the pool tracks leases (leak detection).
-        self.active: set[Lease[Any]] | None = set() if pool.track_leases else None
+        #: (The :class:`~mockpool.lease.Lease` objects themselves, for leak reports.)
+        self.active: set[Any] | None = set() if pool.track_leases else None
         #: Entries whose background step was interrupted by the death of its event loop;
         #: the next runtime to start resumes their recovery.
         self.orphans: list[Entry] = []
@@ -90,6 +137,8 @@ class ServicePool:
         self.peak_size = 0
         #: When the last creation ended, on the pool's clock (eviction waits a cooldown after).
         self.last_created_at: float | None = None
+        #: Creations failed in a row (0 after one succeeds): backs off the stall checks' retries.
+        self.creation_failures = 0
         #: What the last failed isolation check found (isolation-verify mode), for the report.
         self.last_isolation_failure: str | None = None
         #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
@@ -108,7 +157,7 @@ class ServicePool:
         ] = weakref.WeakKeyDictionary()
 
     @property
-    def pool(self) -> MockPool:
+    def pool(self) -> PoolPort:
         pool = self._pool_ref()
         if pool is None:  # pragma: no cover - a ServicePool never outlives its pool in practice
             raise PoolClosedError(f"service {self.name!r}: its pool was garbage-collected")
@@ -117,7 +166,7 @@ class ServicePool:
     # == acquiring ============================================================================
 
     async def wait_for_entry(
-        self, lease: Lease[Any], timeout: float | None, *, first: bool = False, reported: float | None = None
+        self, lease: LeaseState, timeout: float | None, *, first: bool = False, reported: float | None = None
     ) -> Entry:
         """The slow path: queue as a waiter (``first``: at the front), trigger creations, wait
         (bounded) for an entry. ``reported``: the timeout an ``AcquireTimeout`` names, when
@@ -276,7 +325,7 @@ class ServicePool:
             fut.cancel()
         # Creations already started for this waiter go on: their instances join the pool.
 
-    def bind_leased(self, lease: Lease[Any], entry: Entry) -> None:
+    def bind_leased(self, lease: LeaseState, entry: Entry) -> None:
         """Bind a just-leased entry to the running loop (``spec.bind``). If bind raises, the
         test never got the instance: it goes to recovery, the error to the test, and the
         acquisition counts as an error instead of as served."""
@@ -286,7 +335,7 @@ class ServicePool:
             self.unlease(lease, entry, exc, f"bind raised {exc!r}")
             raise
 
-    def unlease(self, lease: Lease[Any], entry: Entry, exc: BaseException, reason: str) -> None:
+    def unlease(self, lease: LeaseState, entry: Entry, exc: BaseException, reason: str) -> None:
         """A step after the instance was leased failed (bind, ``on_acquire``): the test never
         got it. It goes to recovery, and the acquisition counts as an error, not as served."""
         lease._entry = None
@@ -294,7 +343,7 @@ class ServicePool:
         self.metrics.unserve(_served(lease))
         self.metrics.count_failure(exc)
 
-    async def checked_on_acquire(self, lease: Lease[Any], entry: Entry) -> Entry:
+    async def checked_on_acquire(self, lease: LeaseState, entry: Entry) -> Entry:
         """Health-check ``entry`` (just leased) if it was idle longer than ``check_window``;
         an unhealthy one goes to recovery and the lease waits for another. Returns the entry
         to use. Turned on by the adaptation supervisor (``check_on_acquire``).
@@ -365,7 +414,8 @@ class ServicePool:
     def _arm_stall_check(self, loop: asyncio.AbstractEventLoop, streak: int = 0) -> None:
         """Look again after a stall's time: uncovered waiters with no lease ended meanwhile
         get a creation (liveness; works without supervisors). ``streak``: stalls in a row."""
-        delay = stall_s(self.metrics.hold_ewma if self.metrics.holds.count else None, self.core.in_use)
+        hold = self.metrics.hold_ewma if self.metrics.holds.count else None
+        delay = stall_s(hold, self.core.in_use, self.creation_failures)
         handle = loop.call_later(delay, self._stall_due, loop)
         self._stall_checks[loop] = (handle, self.metrics.holds.count, streak)
 
@@ -495,6 +545,7 @@ class ServicePool:
         now = self.clock.now()
         self.metrics.record_creation(now - started)
         self.last_created_at = now
+        self.creation_failures = 0
         waiter = core.add_created(entry)
         self.peak_size = max(self.peak_size, core.size)
         if waiter is not None:
@@ -505,6 +556,7 @@ class ServicePool:
     def _after_failed_creation(self, exc: BaseException, started: float | None = None) -> None:
         core = self.core
         self.last_error = exc
+        self.creation_failures += 1
         if core.waiters and core.size + core.creating == 0:
             # Nothing alive and nothing on its way: no waiter can be served; fail them now,
             # with the cause, rather than let each wait for its timeout.
@@ -841,7 +893,7 @@ class ServicePool:
         ``minimal`` factory, an emergency stub (the last two only with ``allow_degraded``)."""
 
         try:
-            await recover_entry(self, entry, reason)
+            await self._recover(self, entry, reason)
         except _CANCELLED:
             if entry.state is EntryState.RECOVERING:
                 self.orphans.append(entry)
@@ -998,7 +1050,7 @@ class _NoLease:
     """Stands in for a lease when a group acquires its members."""
 
 
-def _served(lease: Lease[Any]) -> int:
+def _served(lease: LeaseState) -> int:
     """How ``lease`` was served: set by the slow path; the hot path (a hit) leaves it unset."""
     return getattr(lease, "_served", HIT)
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 __all__ = (
     "GROWTH",
     "SATURATED",
+    "STALL_MAX_RETRY_S",
     "LimitState",
     "SizingInput",
     "Window",
@@ -84,14 +85,19 @@ class SizingInput:
 
 #: The shortest wait without any release that counts as a stall.
 STALL_MIN_S = 0.05
+#: The longest wait between stall checks while the factory keeps failing (see ``stall_s``).
+STALL_MAX_RETRY_S = 1.0
 
 
-def stall_s(hold_s: float | None, in_use: int) -> float:
+def stall_s(hold_s: float | None, in_use: int, failures: int = 0) -> float:
     """How long waiters wait without any lease ending before it counts as a stall: twice the
-    expected time between releases, at least ``STALL_MIN_S``."""
-    if hold_s is None:
-        return STALL_MIN_S
-    return max(STALL_MIN_S, 2.0 * hold_s / max(in_use, 1))
+    expected time between releases, at least ``STALL_MIN_S``. ``failures``: creations failed in
+    a row; each doubles the wait (up to ``STALL_MAX_RETRY_S``), so a broken factory is retried
+    with backoff while a waiter waits, not every 50 ms for as long as it waits."""
+    base = STALL_MIN_S if hold_s is None else max(STALL_MIN_S, 2.0 * hold_s / max(in_use, 1))
+    if failures <= 0:
+        return base
+    return max(base, min(STALL_MIN_S * 2.0 ** min(failures, 16), STALL_MAX_RETRY_S))
 
 
 def creations(s: SizingInput) -> int:

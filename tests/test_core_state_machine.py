@@ -184,6 +184,23 @@ TestCoreMachine = CoreMachine.TestCase
 # == the same books through a real ServicePool, in virtual time ================================
 
 
+class LoopClock:
+    """The event loop's (virtual) time as the pool's clock."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+#: Virtual seconds a settle may take before the example fails as a livelock.
+SETTLE_LIMIT_S = 600.0
+
+
 class User:
     """One acquirer: a task that acquires, holds until told, and notes how it ended."""
 
@@ -210,7 +227,10 @@ class PoolMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = looptime.new_event_loop(start=0.0)
         self.broken = {"factory": False, "reset": False}
-        self.pool = MockPool(supervise=False, default_timeout=None)
+        # The pool's clock is the loop's virtual one: its sizing decisions read hold and
+        # creation times, which on the real clock vary with the machine's load and would make
+        # Hypothesis' replays of an example diverge.
+        self.pool = MockPool(supervise=False, default_timeout=None, clock=LoopClock(self.loop))
         self.pool.register(ServiceSpec(name="svc", factory=self._factory, reset=self._reset, max_size=3))
         self._run(self.pool.start())
         self.users: list[User] = []
@@ -228,12 +248,19 @@ class PoolMachine(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def _settle(self) -> None:
-        async def settle() -> None:
-            for _ in range(3):
-                await anyio.wait_all_tasks_blocked()
-                await asyncio.sleep(0)
+        """Run until every task waits. Bounded in virtual time: a pool whose timers keep tasks
+        busy for ever (a broken factory retried without backoff did) fails the example here,
+        with its steps, instead of hanging the run."""
 
-        self._run(settle())
+        async def settle() -> bool:
+            with anyio.move_on_after(SETTLE_LIMIT_S):
+                for _ in range(3):
+                    await anyio.wait_all_tasks_blocked()
+                    await asyncio.sleep(0)
+                return True
+            return False
+
+        assert self._run(settle()), f"tasks still busy after {SETTLE_LIMIT_S} s of virtual time"
 
     async def _use(self, user: User, timeout: float | None) -> None:
         user.acquiring = True

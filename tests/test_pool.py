@@ -370,7 +370,9 @@ class TestLoops:
         for _ in range(3):
             asyncio.run(use())
         stats = pool.stats("svc")
-        assert (stats.acquisitions, stats.size) == (9, 2)
+        # Whether a second instance is made depends on measured hold and creation times (the
+        # sizing controller); the bound holds either way.
+        assert stats.acquisitions == 9 and 1 <= stats.size <= 2
         pool.close()
         assert pool.closed
 

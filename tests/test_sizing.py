@@ -114,6 +114,15 @@ def test_stall_s() -> None:
     assert stall_s(0.001, 4) == 0.05
 
 
+def test_a_failing_factory_is_retried_with_backoff() -> None:
+    """Each creation failed in a row doubles the wait before the next stall check (which
+    retries the factory for a waiter), up to a second; a long hold still wins."""
+    waits = [stall_s(None, 0, failures) for failures in range(8)]
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert stall_s(3.0, 1, failures=2) == 6.0
+    assert stall_s(None, 0, failures=10_000) == 1.0
+
+
 class TestTheSearch:
     def test_a_size_that_did_not_raise_throughput_caps_the_limit(self) -> None:
         state = next_limit(LimitState(64), Window(100, 1.0, size=4, waited=True), 64)

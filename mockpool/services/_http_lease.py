@@ -29,7 +29,7 @@ from respx.models import AllMockedAssertionError, PassThrough
 from respx.patterns import Method, Path
 
 from ..errors import MockPoolError
-from .http import UnmatchedRequestError
+from ._http_errors import UnmatchedRequestError
 
 __all__ = (
     "HELD",

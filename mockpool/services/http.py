@@ -30,8 +30,8 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import MockPoolError
 from ._common import build_spec, require
+from ._http_errors import UnmatchedRequestError
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -73,11 +73,6 @@ OnUnmatched = Literal["raise", "404"]
 _PARAM = re.compile(r"\{(\w+)(?::(path))?\}")
 #: The client's base URL when the service has none (its routes then match any host).
 _DEFAULT_CLIENT_BASE = "http://testserver"
-
-
-class UnmatchedRequestError(MockPoolError, AssertionError, LookupError):
-    """A request matched no route of the leases that could answer it (or was sent from a task
-    holding none). Raised as respx's ``AllMockedAssertionError`` too."""
 
 
 class TransportDouble:

@@ -16,8 +16,8 @@ from .adaptation import AdaptationConfig
 from .scaling import ScalingConfig
 
 if TYPE_CHECKING:
-    from ..pool import MockPool
     from ..runtime import Runtime
+    from .view import PoolView
 
 __all__ = ("SUPERVISORS", "AdaptationConfig", "ScalingConfig", "start_all")
 
@@ -32,7 +32,7 @@ SUPERVISORS = (
 )
 
 
-def start_all(pool: MockPool, runtime: Runtime) -> None:
+def start_all(pool: PoolView, runtime: Runtime) -> None:
     """Start every supervisor of ``pool`` in ``runtime`` (each runs from the loop's next step).
 
     Through ``Runtime.spawn``, like all background work: a supervisor whose task is cancelled

@@ -20,7 +20,7 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 if TYPE_CHECKING:
-    from ..pool import MockPool
+    from .view import PoolView
 
 __all__ = ("Backoff", "Supervisor", "SupervisorFactory", "run_supervised")
 
@@ -58,11 +58,11 @@ class Supervisor(Protocol):
     async def tick(self) -> float: ...
 
 
-SupervisorFactory = Callable[["MockPool"], Supervisor]
+SupervisorFactory = Callable[["PoolView"], Supervisor]
 
 
 async def run_supervised(
-    pool: MockPool,
+    pool: PoolView,
     name: str,
     factory: SupervisorFactory,
     *,

@@ -43,8 +43,8 @@ from ._base import run_supervised
 from .scaling import read_rss_mb
 
 if TYPE_CHECKING:
-    from ..pool import MockPool
     from ..service import ServicePool
+    from .view import PoolView
 
 __all__ = (
     "Action",
@@ -206,7 +206,7 @@ def plan_adaptation(s: AdaptInput, cfg: AdaptationConfig) -> tuple[Action, ...]:
 class AdaptationSupervisor:
     """Applies :func:`plan_adaptation` to every service once per ``interval_s``."""
 
-    def __init__(self, pool: MockPool, *, rss: Callable[[], float] = read_rss_mb) -> None:
+    def __init__(self, pool: PoolView, *, rss: Callable[[], float] = read_rss_mb) -> None:
         self.pool = pool
         cfg = pool.adaptation
         self.cfg: AdaptationConfig = cfg if isinstance(cfg, AdaptationConfig) else AdaptationConfig()
@@ -293,6 +293,6 @@ class AdaptationSupervisor:
             svc.check_on_acquire = True
 
 
-async def run(pool: MockPool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+async def run(pool: PoolView, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
     """The adaptation supervisor: runs until cancelled."""
     await run_supervised(pool, "adaptation", AdaptationSupervisor, task_status=task_status)

@@ -24,12 +24,12 @@ from anyio.abc import TaskStatus
 
 from ..core import Entry, EntryState
 from ..hooks import call_hook, given
+from ..recovery import swap_instance
 from ._base import run_supervised
-from .recovery import swap_instance
 
 if TYPE_CHECKING:
-    from ..pool import MockPool
     from ..service import ServicePool
+    from .view import PoolView
 
 __all__ = (
     "HealthInput",
@@ -176,7 +176,7 @@ def _put_back(svc: ServicePool, entry: Entry) -> None:
 class HealthSupervisor:
     """Checks each service's idle instances every ``spec.health_interval`` (jittered)."""
 
-    def __init__(self, pool: MockPool, *, rng: random.Random | None = None) -> None:
+    def __init__(self, pool: PoolView, *, rng: random.Random | None = None) -> None:
         self.pool = pool
         # Seeded from the pool: a run (and a hang, if there is one) reproduces.
         self.rng = rng if rng is not None else random.Random(pool.seed)
@@ -235,6 +235,6 @@ class HealthSupervisor:
         return max(next_tick - (pool.clock.now() - now), 0.0)
 
 
-async def run(pool: MockPool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+async def run(pool: PoolView, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
     """The health supervisor: runs until cancelled."""
     await run_supervised(pool, "health", HealthSupervisor, task_status=task_status)

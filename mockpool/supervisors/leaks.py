@@ -21,7 +21,7 @@ from ._base import run_supervised
 
 if TYPE_CHECKING:
     from ..lease import Lease
-    from ..pool import MockPool
+    from .view import PoolView
 
 __all__ = ("LeaseView", "LeakSupervisor", "find_leaks", "run", "tick_interval")
 
@@ -50,7 +50,7 @@ def tick_interval(threshold: float) -> float:
 class LeakSupervisor:
     """Counts and logs each lease once when it outlives the threshold."""
 
-    def __init__(self, pool: MockPool) -> None:
+    def __init__(self, pool: PoolView) -> None:
         self.pool = pool
         self.threshold: float | None = pool.leak_threshold
         # Strong references, pruned to live leases each tick, so an id is never reused.
@@ -88,6 +88,6 @@ class LeakSupervisor:
         return tick_interval(threshold)
 
 
-async def run(pool: MockPool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+async def run(pool: PoolView, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
     """The leak supervisor: runs until cancelled."""
     await run_supervised(pool, "leaks", LeakSupervisor, task_status=task_status)

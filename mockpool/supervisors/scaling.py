@@ -29,8 +29,8 @@ from anyio.abc import TaskStatus
 from ._base import run_supervised
 
 if TYPE_CHECKING:
-    from ..pool import MockPool
     from ..service import ServicePool
+    from .view import PoolView
 
 __all__ = (
     "ScaleInput",
@@ -132,7 +132,7 @@ def evict_idle(svc: ServicePool, count: int) -> int:
 class ScalingSupervisor:
     """Grows and shrinks every service of a pool; see the module docstring."""
 
-    def __init__(self, pool: MockPool) -> None:
+    def __init__(self, pool: PoolView) -> None:
         self.pool = pool
         cfg = pool.scaling
         self.cfg: ScalingConfig = cfg if isinstance(cfg, ScalingConfig) else ScalingConfig()
@@ -190,6 +190,6 @@ class ScalingSupervisor:
         svc.core.idle_low = len(svc.core.idle)
 
 
-async def run(pool: MockPool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+async def run(pool: PoolView, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
     """The scaling supervisor: runs until cancelled."""
     await run_supervised(pool, "scaling", ScalingSupervisor, task_status=task_status)

@@ -26,7 +26,7 @@ from ..sizing import Window, next_limit
 from ._base import run_supervised
 
 if TYPE_CHECKING:
-    from ..pool import MockPool
+    from .view import PoolView
 
 __all__ = ("SizingSupervisor", "run")
 
@@ -46,7 +46,7 @@ class _Open:
 class SizingSupervisor:
     """Samples the loop's load and feeds the sizing controller; see the module docstring."""
 
-    def __init__(self, pool: MockPool) -> None:
+    def __init__(self, pool: PoolView) -> None:
         self.pool = pool
         self.wall = time.perf_counter()
         self.cpu = time.thread_time()
@@ -112,6 +112,6 @@ class SizingSupervisor:
         return SAMPLE_S
 
 
-async def run(pool: MockPool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+async def run(pool: PoolView, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
     """The sizing supervisor: runs until cancelled."""
     await run_supervised(pool, "sizing", SizingSupervisor, task_status=task_status)

@@ -31,8 +31,8 @@ from anyio.abc import TaskStatus
 from ._base import run_supervised
 
 if TYPE_CHECKING:
-    from ..pool import MockPool
     from ..service import ServicePool
+    from .view import PoolView
 
 __all__ = (
     "WARM_LIMIT",
@@ -55,7 +55,7 @@ WARM_LIMIT = 16
 # --------------------------------------------------------------------------- at start
 
 
-def warm_targets(pool: MockPool) -> dict[str, int]:
+def warm_targets(pool: PoolView) -> dict[str, int]:
     """Instances to pre-create per service: ``max(min_size, ceil(history.size))``, the size the
     sizing controller settled at in earlier runs (not their peak concurrency: on one loop most
     of it waited for instances it never needed), capped by ``max_size``, then raised for group
@@ -95,7 +95,7 @@ def _depth(svc: ServicePool) -> int:
     return 1 + max((_depth(m) for m in svc.members), default=-1)
 
 
-async def warm(pool: MockPool, targets: Mapping[str, int] | None = None, *, limit: int = WARM_LIMIT) -> float:
+async def warm(pool: PoolView, targets: Mapping[str, int] | None = None, *, limit: int = WARM_LIMIT) -> float:
     """Create instances until each service has its target, at most ``limit`` at once, and wait.
 
     ``targets`` defaults to ``min_size`` per service; group members are raised to what their
@@ -147,7 +147,7 @@ async def warm(pool: MockPool, targets: Mapping[str, int] | None = None, *, limi
 # --------------------------------------------------------------------------- hints
 
 
-def expected_services(pool: MockPool, items: Iterable[str]) -> list[str]:
+def expected_services(pool: PoolView, items: Iterable[str]) -> list[str]:
     """Service names for ``items``, in order, each once: a registered service name stands for
     itself, anything else is taken as a test id and stands for the services history says
     that test used. Unknown names are dropped."""
@@ -164,7 +164,7 @@ def expected_services(pool: MockPool, items: Iterable[str]) -> list[str]:
     return out
 
 
-def expect(pool: MockPool, items: Iterable[str], *, count: int = 1) -> int:
+def expect(pool: PoolView, items: Iterable[str], *, count: int = 1) -> int:
     """What ``pool.expect`` does: make sure each service in ``items`` (see
     :func:`expected_services`) has ``count`` instances idle or on their way, and that every
     group instance to be built has its members coming too. Creations start in background,
@@ -199,7 +199,7 @@ def _available(svc: ServicePool) -> int:
 # --------------------------------------------------------------------------- afterwards
 
 
-def learning_report(pool: MockPool) -> dict[str, dict[str, Any]]:
+def learning_report(pool: PoolView) -> dict[str, dict[str, Any]]:
     """Per service, what history predicted against what this run did.
 
     ``predicted_size`` (the size history says the service settled at: what was warmed, up to
@@ -231,7 +231,7 @@ def learning_report(pool: MockPool) -> dict[str, dict[str, Any]]:
 class WarmingSupervisor:
     """Samples usage once per window (creating is the sizing controller's)."""
 
-    def __init__(self, pool: MockPool) -> None:
+    def __init__(self, pool: PoolView) -> None:
         self.pool = pool
 
     async def tick(self) -> float:
@@ -244,6 +244,6 @@ class WarmingSupervisor:
         return pool.recorder.window_s
 
 
-async def run(pool: MockPool, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+async def run(pool: PoolView, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
     """The warming supervisor (usage sampler + predictive warming): runs until cancelled."""
     await run_supervised(pool, "warming", WarmingSupervisor, task_status=task_status)

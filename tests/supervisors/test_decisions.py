@@ -18,6 +18,7 @@ from mockpool.supervisors.adaptation import AdaptationConfig, AdaptInput, plan_a
 from mockpool.supervisors.health import HealthInput, IdleView, jittered, plan_health
 from mockpool.supervisors.leaks import LeaseView, find_leaks, tick_interval
 from mockpool.supervisors.scaling import ScaleInput, plan_scaling
+from mockpool.supervisors.view import PoolView
 
 # -- scaling -------------------------------------------------------------------------------
 
@@ -246,7 +247,7 @@ class _Flaky:
     made = 0
     ticks = 0
 
-    def __init__(self, pool: MockPool, fail: int) -> None:
+    def __init__(self, pool: PoolView, fail: int) -> None:
         type(self).made += 1
         self.fail = fail
 

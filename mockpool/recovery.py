@@ -15,14 +15,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..core import Entry, EntryState
-from ..errors import MockPoolError, RecoveryFailedError
-from ..hooks import call_hook
+from .core import Entry, EntryState
+from .errors import MockPoolError, RecoveryFailedError
+from .hooks import call_hook
+from .stubs import make_stub
 
 if TYPE_CHECKING:
-    from ..service import ServicePool
+    from .service import ServicePool
 
-__all__ = ("make_stub", "recover_entry", "swap_instance")
+__all__ = ("recover_entry", "swap_instance")
 
 logger = logging.getLogger("mockpool.recovery")
 
@@ -161,15 +162,6 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
         svc.fail_waiters_since(error, started)
     else:
         svc.ensure_creations()
-
-
-def make_stub(template: type, now: float) -> Entry:
-    """Tier 4: an emergency stub, an autospec of ``template`` that keeps its interface."""
-    from unittest import mock  # tier 4 only: unittest costs about 13 ms to import
-
-    stub = Entry(mock.create_autospec(template, instance=True), now=now)
-    stub.tier, stub.degraded = "stub", True
-    return stub
 
 
 def swap_instance(entry: Entry, fresh: Entry) -> None:
