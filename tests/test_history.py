@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import math
 import os
+import pickle
 import tracemalloc
 import warnings
 from dataclasses import replace
@@ -18,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mockpool.history as history_module
+import mockpool.history.store as history_store
 from mockpool import MockPool, ServiceSpec
 from mockpool.history import (
     FORMAT,
@@ -539,7 +542,7 @@ def test_load_of_an_unreadable_file_warns(tmp_path: Path, monkeypatch: pytest.Mo
 def test_load_refuses_an_oversized_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "h.json"
     sample_history().save(path)
-    monkeypatch.setattr(history_module, "_MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(history_store, "_MAX_FILE_BYTES", 100)
     with pytest.warns(MockPoolHistoryWarning, match="larger than"):
         assert History.load(path) == History()
 
@@ -652,3 +655,76 @@ def test_the_settled_size_is_kept_decayed_and_read_from_files_without_it() -> No
     data = first.to_dict()
     del data["services"]["redis"]["size"]  # a file written before the field existed
     assert History.from_dict(data).size("redis") == 0.0
+
+
+# --------------------------------------------------------------------------- the package's surface
+
+#: What ``mockpool.history`` exported when it was one module; the package keeps all of it.
+PUBLIC = (
+    "FORMAT",
+    "RUN_FORMAT",
+    "VERSION",
+    "History",
+    "HistoryFormatError",
+    "Limits",
+    "MockPoolHistoryWarning",
+    "RunRecord",
+    "ServiceHistory",
+    "ServiceUsage",
+    "TestHistory",
+    "UsageRecorder",
+)
+
+
+def test_every_name_stays_importable_from_mockpool_history() -> None:
+    assert history_module.__all__ == PUBLIC
+    for name in (*PUBLIC, "DEFAULT_LIMITS"):
+        assert getattr(history_module, name) is not None
+    assert Limits() == history_module.DEFAULT_LIMITS
+
+
+@pytest.mark.parametrize("name", [n for n in PUBLIC if isinstance(getattr(history_module, n), type)])
+def test_each_class_is_found_where_its_module_says(name: str) -> None:
+    # pytest-xdist carries a worker's warning to the controller as (module, name) and imports it.
+    cls = getattr(history_module, name)
+    assert getattr(importlib.import_module(cls.__module__), cls.__qualname__) is cls
+
+
+def test_the_warning_and_the_error_keep_their_public_module() -> None:
+    for cls in (MockPoolHistoryWarning, HistoryFormatError):
+        assert f"{cls.__module__}.{cls.__qualname__}" == f"mockpool.history.{cls.__name__}"
+        assert pickle.loads(pickle.dumps(cls("x"))).args == ("x",)
+
+
+def test_a_warnings_filter_naming_mockpool_history_still_matches(pytester: pytest.Pytester) -> None:
+    # A filter resolves ``mockpool.history.MockPoolHistoryWarning`` by importing the package and
+    # taking the attribute, then matches warnings by ``issubclass``: the re-exported class must
+    # be the one the store warns with. (Python's own ``-W`` option cannot name it: on 3.11 it
+    # reads its filters before site-packages are on ``sys.path``, whatever the module layout.)
+    bad = pytester.path / "h.json"
+    bad.write_text("{not json")
+    pytester.makepyfile(
+        test_load=f"from mockpool.history import History\n\ndef test_load():\n    History.load({str(bad)!r})\n"
+    )
+    name = "mockpool.history.MockPoolHistoryWarning"
+
+    def run(*filters: str) -> pytest.RunResult:
+        # Every other warning ignored, so only a filter matching the class can fail the test.
+        listed = ", ".join(f'"{f}"' for f in ("ignore", *filters))
+        pytester.makepyprojecttoml(
+            f'[tool.pytest.ini_options]\nasyncio_default_fixture_loop_scope = "function"\n'
+            f"filterwarnings = [{listed}]\n"
+        )
+        return pytester.runpytest("-p", "no:cacheprovider")
+
+    run().assert_outcomes(passed=1)
+    run(f"always::{name}").assert_outcomes(passed=1, warnings=1)
+    result = run(f"error::{name}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"E * {name}: mockpool: ignoring history file*"])
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nfilterwarnings = ["ignore"]\n')
+    pytester.runpytest("-p", "no:cacheprovider", "-W", f"error::{name}").assert_outcomes(failed=1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=MockPoolHistoryWarning)
+        with pytest.raises(MockPoolHistoryWarning, match="JSONDecodeError"):
+            History.load(bad)
