@@ -16,20 +16,35 @@ window::
      "tests": {"tests/test_a.py::test_x": ["redis"]}}
 
 Reading validates every field (:class:`HistoryFormatError` names the first bad one), with
-``json`` only; a document of another ``format`` or ``version`` is refused.
+``json`` only. :data:`VERSION` is the version written, and the newest read. A newer document is
+refused: it was written by a newer mockpool, and the error says to upgrade. An older history
+document is brought up to :data:`VERSION` by :data:`MIGRATIONS` one version at a time, then
+validated as a current one. Changing the format is: bump :data:`VERSION`, add the step from the
+old version, and change :func:`read_history` and :func:`write_history` (and the entries). A run
+document has no migrations: it lives for one session, between processes of one install.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 FORMAT = "mockpool-history"
 RUN_FORMAT = "mockpool-run"
 VERSION = 1
+
+#: A step of :data:`MIGRATIONS`: a version ``n`` document (a deep copy, to change in place or
+#: replace) to version ``n + 1``. It need not validate, nor set ``version``: :func:`upgrade`
+#: does both. A step that fails on a malformed document fails as a :class:`HistoryFormatError`.
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+
+#: Version ``n`` -> the step from history documents of version ``n`` to ``n + 1``. Empty while
+#: version 1 is the only one: version 2 adds ``MIGRATIONS[1]``, and files of version 1 still load.
+MIGRATIONS: dict[int, Migration] = {}
 
 # Stored demand is rounded: sub-micro-acquisition precision is noise and triples the file size.
 DEMAND_DECIMALS = 6
@@ -157,8 +172,8 @@ def write_history(
 
 
 def read_history(data: object) -> HistoryFields:
-    """Validate a history document; :class:`HistoryFormatError` naming the bad field otherwise."""
-    root = _header(data, FORMAT, "history")
+    """Upgrade and validate a history document; :class:`HistoryFormatError` otherwise."""
+    root = upgrade(data, FORMAT, "history")
     services = {}
     for name, s in _objects(root, "services", "history").items():
         where = f"history.services[{name!r}]"
@@ -214,7 +229,7 @@ def write_run(
 
 def read_run(data: object) -> RunFields:
     """Validate a run document; :class:`HistoryFormatError` naming the bad field otherwise."""
-    root = _header(data, RUN_FORMAT, "run")
+    root = upgrade(data, RUN_FORMAT, "run", migrations={})
     services = {
         name: ServiceUsage(
             acquisitions=_int(s, "acquisitions", f"run.services[{name!r}]"),
@@ -230,14 +245,51 @@ def read_run(data: object) -> RunFields:
     return _window(root, "run"), _num(root, "duration_s", "run"), services, tests
 
 
-def _header(data: object, fmt: str, where: str) -> dict[str, Any]:
+def upgrade(
+    data: object, fmt: str, where: str, *, migrations: Mapping[int, Migration] | None = None
+) -> dict[str, Any]:
+    """``data`` as a ``fmt`` document of :data:`VERSION`, its header checked; fields unchecked.
+
+    An older version goes through ``migrations`` (:data:`MIGRATIONS` when ``None``, read at the
+    call) a step at a time, on a copy: ``data`` is never changed. A newer version, or an older one
+    with a step missing, is a :class:`HistoryFormatError` that names the versions.
+    """
     if not isinstance(data, dict):
         raise HistoryFormatError(f"{where}: expected a JSON object, got {type(data).__name__}")
     if data.get("format") != fmt:
         raise HistoryFormatError(f"{where}: format is {data.get('format')!r}, expected {fmt!r}")
-    if data.get("version") != VERSION or isinstance(data.get("version"), bool):
-        raise HistoryFormatError(f"{where}: unsupported version {data.get('version')!r}, expected {VERSION}")
-    return data
+    version = data.get("version")
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)  # 1.0 has always been read as 1
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise HistoryFormatError(f"{where}: unsupported version {version!r}, expected {VERSION}")
+    if version > VERSION:
+        raise HistoryFormatError(
+            f"{where}: version {version} was written by a newer mockpool, and this one reads up to "
+            f"version {VERSION}; upgrade mockpool to use it"
+        )
+    if version == VERSION:
+        return data
+    steps = MIGRATIONS if migrations is None else migrations
+    oldest = VERSION
+    while oldest - 1 in steps:
+        oldest -= 1
+    if version < oldest:
+        readable = f"version {VERSION}" if oldest == VERSION else f"versions {oldest} to {VERSION}"
+        raise HistoryFormatError(f"{where}: unsupported version {version}, expected {readable}")
+    try:
+        doc = copy.deepcopy(data)
+        for n in range(version, VERSION):
+            doc = steps[n](doc)
+            doc["version"] = n + 1
+    except HistoryFormatError:
+        raise
+    except (LookupError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        # A step reads a document nobody has validated yet: its failure is the document's.
+        raise HistoryFormatError(
+            f"{where}: cannot upgrade version {version} to {VERSION}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return doc
 
 
 def encode(document: Mapping[str, Any]) -> str:
