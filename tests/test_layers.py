@@ -1,6 +1,7 @@
 """The import rules that keep the layers apart (docs/architecture.md): the static
 import graph of ``mockpool`` (``TYPE_CHECKING`` imports included) has no cycle, no supervisor
-imports the pool module, the state core imports no anyio, and no fake imports the plugin."""
+imports the pool module, the state core imports no anyio, the history imports nothing of
+mockpool but itself and no event-loop library, and no fake imports the plugin."""
 
 from __future__ import annotations
 
@@ -86,17 +87,35 @@ def test_no_supervisor_imports_the_pool_module(module: str) -> None:
     assert "mockpool.pool" not in GRAPH[module]
 
 
+def _sources(module: str) -> list[Path]:
+    """The files of ``module``: one, or all of a package's."""
+    path = ROOT / module.removeprefix("mockpool.").replace(".", "/")
+    return sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+
+
 @pytest.mark.parametrize(
     ("module", "forbidden"),
     [
         ("mockpool.core", "anyio"),
         ("mockpool.sizing", "anyio"),
         ("mockpool.sizing", "asyncio"),
+        ("mockpool.history", "anyio"),
+        ("mockpool.history", "asyncio"),
     ],
 )
 def test_the_pure_layers_import_no_event_loop_library(module: str, forbidden: str) -> None:
-    source = (ROOT / (module.removeprefix("mockpool.").replace(".", "/") + ".py")).read_text()
-    assert f"import {forbidden}" not in source and f"from {forbidden}" not in source
+    for path in _sources(module):
+        source = path.read_text(encoding="utf-8")
+        assert f"import {forbidden}" not in source and f"from {forbidden}" not in source, path
+
+
+HISTORY = sorted(m for m in GRAPH if m == "mockpool.history" or m.startswith("mockpool.history."))
+
+
+@pytest.mark.parametrize("module", HISTORY)
+def test_the_history_imports_nothing_of_mockpool_but_itself(module: str) -> None:
+    # Files of earlier runs are read by the pool and the plugin, never the other way round.
+    assert set(GRAPH[module]) <= set(HISTORY)
 
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("mockpool.services.")))
