@@ -117,19 +117,28 @@ class Budget:
     """The pool-wide cap on live plus creating instances, shared by every service, and the
     pool-wide lock of every service's bookkeeping."""
 
-    __slots__ = ("lock", "max_total", "total")
+    __slots__ = ("kept_for_others", "lock", "max_total", "total")
 
     def __init__(self, max_total: int | None) -> None:
         self.max_total = max_total
         self.total = 0
+        #: Under ``max_total``: the slots a service that has instances must leave free for the
+        #: other services' first ones (set by the pool; see ``MockPool.kept_for_others``).
+        self.kept_for_others: Callable[[ServiceCore, bool], int] | None = None
         #: Held by every core method that changes the books. A pool may be reached from two
         #: threads (Starlette's TestClient runs the app in a thread with its own loop); one
         #: lock for the pool, since services share the budget and a group reaches its
         #: members. Reentrant: retiring an instance releases its members into their cores.
         self.lock = threading.RLock()
 
-    def has_room(self) -> bool:
-        return self.max_total is None or self.total < self.max_total
+    def has_room(self, core: ServiceCore | None = None, *, lasting: bool = False) -> bool:
+        """Whether one more instance fits under ``max_total``; for ``core``'s growth, also
+        beyond the slots kept for the other services' first instances (``lasting``: for a
+        waiter of ``core`` stalled for long, see ``MockPool.kept_for_others``)."""
+        if self.max_total is None:
+            return True
+        kept = 0 if core is None or self.kept_for_others is None else self.kept_for_others(core, lasting)
+        return self.total + kept < self.max_total
 
 
 class ServiceCore:
@@ -209,10 +218,12 @@ class ServiceCore:
     def waiting(self) -> int:
         return len(self.waiters)
 
-    def can_grow(self) -> bool:
+    def can_grow(self, *, lasting: bool = False) -> bool:
         """Whether one more instance may be created without breaking a cap."""
         return (
-            not self.closed and len(self.entries) + self.creating < self.max_size and self.budget.has_room()
+            not self.closed
+            and len(self.entries) + self.creating < self.max_size
+            and self.budget.has_room(self, lasting=lasting)
         )
 
     def shortfall(self) -> int:
@@ -381,10 +392,11 @@ class ServiceCore:
 
     # -- creation ----------------------------------------------------------------------------
 
-    def reserve_creation(self) -> bool:
-        """Claim a slot for one creation; False when a cap forbids it."""
+    def reserve_creation(self, *, lasting: bool = False) -> bool:
+        """Claim a slot for one creation; False when a cap forbids it (``lasting``: for a
+        waiter stalled for long, see ``Budget.has_room``)."""
         with self._lock:
-            if not self.can_grow():
+            if not self.can_grow(lasting=lasting):
                 return False
             self.creating += 1
             self.creations_begun += 1

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import anyio
 
 from .clock import Clock, SystemClock
-from .core import Budget
+from .core import Budget, ServiceCore
 from .errors import DependencyError, MockPoolError, PoolClosedError, ServiceConfigError, UnknownServiceError
 from .history import History, MockPoolHistoryWarning, RunRecord, UsageRecorder
 from .hooks import running_loop
@@ -148,6 +148,8 @@ class MockPool:
             raise ServiceConfigError("seed", seed, "must be an integer")
         self.seed = seed
         self.budget = Budget(max_total)
+        if max_total is not None:
+            self.budget.kept_for_others = self.kept_for_others
         self.service_pools: dict[str, ServicePool] = {}
         #: Unregistered services whose leased instances are still out: closed with the pool.
         self._retired: list[ServicePool] = []
@@ -379,6 +381,29 @@ class MockPool:
         free = max_total - self.budget.total - unused  # what others' first instances keep
         return max(1, min(share, svc.core.size + svc.core.creating + free // each))
 
+    def kept_for_others(self, core: ServiceCore, lasting: bool = False) -> int:
+        """Slots under ``max_total`` that ``core`` may not grow into: one for each other
+        service with no instance (alive or being created), at most half the bound.
+
+        So a service can always make its first instance, and tests that hold one service's
+        lease while they wait for another's (nested, in a fixed order) cannot deadlock on the
+        bound: without it the first service used took every slot for tests that then waited
+        for a service with none and nothing idle to evict. A service's own first instance is
+        not held back (first come); the cap keeps a pool with many registered services and a
+        small bound from pinning the used ones at one instance each. ``lasting``: a waiter of
+        ``core`` stalled for long (its holders may wait for a second lease of it) may take a
+        slot kept for a service nobody waits for yet."""
+        if len(core.entries) + core.creating == 0:
+            return 0
+        kept = 0
+        for other in self.service_pools.values():
+            oc = other.core
+            if oc is core or oc.closed or len(oc.entries) + oc.creating or (lasting and not oc.waiters):
+                continue
+            kept += 1
+        max_total = self.budget.max_total
+        return kept if max_total is None else min(kept, max_total // 2)
+
     def loop_load(self) -> tuple[float | None, float | None]:
         """The running loop thread's busy share over the last sampling window, and the share
         of its time one held lease takes (the sizing supervisor measures both); None when not
@@ -410,14 +435,18 @@ class MockPool:
             return
         start_all(self, runtime)
 
-    def make_room(self, svc: ServicePool) -> bool:
+    def make_room(self, svc: ServicePool, *, lasting: bool = False) -> bool:
         """At the pool-wide cap, destroy the least recently used idle instance of another
         service so that ``svc`` can create one. True if room was made."""
-        if self.budget.has_room():
+        if self.budget.has_room(svc.core, lasting=lasting):
             return False
+        # A service's last instance goes only for another's first: evicting it would keep its
+        # slot for it again (``kept_for_others``) and free nothing for ``svc``.
+        first = len(svc.core.entries) + svc.core.creating == 0
         victim = None
         for other in self.service_pools.values():
-            if other is svc or not other.core.idle or len(other.core.entries) <= other.core.min_size:
+            oc = other.core
+            if other is svc or not oc.idle or len(oc.entries) <= max(oc.min_size, 0 if first else 1):
                 continue
             candidate = other.core.idle[0]
             if victim is None or candidate.last_used < victim[1].last_used:

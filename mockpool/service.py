@@ -74,7 +74,7 @@ class PoolPort(Protocol):
     @property
     def closed(self) -> bool: ...
     def spawn(self, fn: Callable[..., Any], *args: Any, on_drop: Callable[[], None] | None = None) -> None: ...
-    def make_room(self, svc: ServicePool) -> bool: ...
+    def make_room(self, svc: ServicePool, *, lasting: bool = False) -> bool: ...
     def settle_closed_loops(self) -> None: ...
     def loop_load(self) -> tuple[float | None, float | None]: ...
     def current_runtime(self) -> CpuMeter | None: ...
@@ -291,6 +291,11 @@ class ServicePool:
                 f"the pool is at max_total={core.budget.max_total} instances across its services: "
                 "raise max_total, or lower other services' max_size"
             )
+        if not core.budget.has_room(core):
+            return (
+                f"the rest of the pool's max_total={core.budget.max_total} is kept for the first "
+                "instance of services that have none yet: raise max_total"
+            )
         for member in self.members:
             mc = member.core
             if not mc.idle and mc.size + mc.creating >= mc.max_size:
@@ -454,12 +459,12 @@ class ServicePool:
         wanted = creations(sizing)
         pool = self.pool
         while wanted > 0:
-            if not core.reserve_creation():
+            if not core.reserve_creation(lasting=evict):
                 # At the pool-wide cap, another service's idle instance makes room only for a
                 # waiter that nothing else can serve (liveness): otherwise the services would
                 # take turns destroying each other's instances.
                 live = evict or (sizing.in_use == 0 and sizing.creating == 0 and sizing.recovering == 0)
-                if live and core.size + core.creating < core.max_size and pool.make_room(self):
+                if live and core.size + core.creating < core.max_size and pool.make_room(self, lasting=evict):
                     continue
                 break
             pool.spawn(self._create_one, on_drop=self._creation_dropped)

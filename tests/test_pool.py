@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
+import anyio
 import looptime
 import pytest
 
@@ -174,6 +175,47 @@ class TestAcquire:
             async with pool.acquire("b"):
                 assert pool.stats("a").size + pool.stats("b").size == 2
             pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_nested_leases_of_two_services_do_not_deadlock_on_max_total(self) -> None:
+        """Tests that hold ``a`` and then wait for ``b``: ``a`` may not take the slot ``b``'s
+        first instance needs, or every ``a`` would be held by a test waiting for a ``b`` that
+        can never be made (nothing idle to evict). That was a deadlock until the timeout."""
+        pool = MockPool(max_total=4, supervise=False, default_timeout=None)
+        # min_size=4 asks for every slot at start: the warm-up is what would take b's.
+        pool.register(ServiceSpec(name="a", factory=object, min_size=4))
+        pool.register(ServiceSpec(name="b", factory=object))
+        go = asyncio.Event()
+
+        async def test() -> None:
+            async with pool.acquire("a"):
+                await go.wait()
+                async with pool.acquire("b"):
+                    pass
+
+        async with pool:
+            # Before anyone asks for b, a has grown only to the slots b does not need.
+            assert (pool.stats("a").size, pool.stats("b").size) == (3, 0)
+            tasks = [asyncio.create_task(test()) for _ in range(6)]
+            await anyio.wait_all_tasks_blocked()
+            go.set()
+            with anyio.fail_after(30):  # a guard against a hang, not a timing
+                await asyncio.gather(*tasks)
+            assert pool.stats("b").acquisitions == 6
+            pool.check_invariants()
+
+    def test_slots_kept_for_first_instances(self) -> None:
+        """One slot for each other service with no instance, none for a service's own first
+        one, at most half the bound; a lasting stall counts only services someone waits for."""
+        pool = MockPool(max_total=6, supervise=False)
+        for name in "abcde":
+            pool.register(ServiceSpec(name=name, factory=object))
+        a = pool.service_pools["a"].core
+        assert pool.kept_for_others(a) == 0  # a's first instance: first come
+        a.creating = 1  # a has one on its way: b..e keep their slots, capped at 6 // 2
+        assert pool.kept_for_others(a) == 3
+        assert pool.kept_for_others(a, lasting=True) == 0  # nobody waits for b..e
+        a.creating = 0
 
     @pytest.mark.asyncio
     async def test_closed_pool_refuses(self) -> None:
