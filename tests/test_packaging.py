@@ -98,5 +98,6 @@ def test_the_wheel_holds_the_package_and_its_entry_points_only(tmp_path: Path) -
     tops = {name.split("/")[0] for name in names}
     assert tops == {"mockpool", wheel.name.split("-py3")[0] + ".dist-info"}
     assert "mockpool/py.typed" in names and "mockpool/pytest_plugin.py" in names
+    assert "mockpool/plugin/__init__.py" in names  # the plugin's code, which pytest_plugin imports
     assert "mockpool = mockpool.pytest_plugin" in points
     assert "mockpool.hookspecs = mockpool._hookspecs:Declaration" in points

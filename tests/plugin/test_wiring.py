@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import pickle
+import pkgutil
+import re
 import subprocess
 import sys
 
@@ -26,6 +30,44 @@ def test_importing_the_plugin_imports_no_fake() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_pytest_registers_the_plugin_module_once_and_finds_every_hook_on_it(
+    pytestconfig: pytest.Config,
+) -> None:
+    """The code is in the package mockpool.plugin; pytest registers mockpool.pytest_plugin only
+    and finds hooks by name on it. A hook defined in the package but not bound there would
+    never run; a package module registered as a plugin would run its hooks twice."""
+    import mockpool.plugin
+    import mockpool.pytest_plugin as registered
+    from mockpool.plugin import fixtures
+
+    pm = pytestconfig.pluginmanager
+    names = {getattr(plugin, "__name__", None) for plugin in pm.get_plugins()}
+    assert {n for n in names if isinstance(n, str) and n.startswith("mockpool.")} == {
+        "mockpool.pytest_plugin"
+    }
+    hooks = 0
+    for info in pkgutil.iter_modules(mockpool.plugin.__path__):
+        module = importlib.import_module(f"mockpool.plugin.{info.name}")
+        for name, obj in vars(module).items():
+            if name.startswith("pytest_") and getattr(obj, "__module__", None) == module.__name__:
+                hooks += 1
+                assert getattr(registered, name, None) is obj, f"{module.__name__}.{name} is not bound"
+                impls = getattr(pm.hook, name).get_hookimpls()
+                assert sum(impl.function is obj for impl in impls) == 1, name
+    assert hooks == 16
+    assert registered.mockpool is fixtures.mockpool
+
+
+def test_the_leak_warning_keeps_its_public_module() -> None:
+    """Defined in mockpool.plugin.leaks, named by users as mockpool.pytest_plugin's (-W, xdist
+    sends warnings by module and name, pickle)."""
+    from mockpool.pytest_plugin import MockPoolLeakWarning
+
+    name = f"{MockPoolLeakWarning.__module__}.{MockPoolLeakWarning.__qualname__}"
+    assert name == "mockpool.pytest_plugin.MockPoolLeakWarning"
+    assert pickle.loads(pickle.dumps(MockPoolLeakWarning("x"))).args == ("x",)
 
 
 def test_ini_options_from_pyproject_and_hookspec(pytester: pytest.Pytester) -> None:
@@ -204,6 +246,7 @@ def test_a_marker_naming_an_unknown_service_fails_with_a_suggestion(pytester: py
         ]
     )
     result.stdout.no_fnmatch_line("*pytest_plugin.py*")
+    result.stdout.no_fnmatch_line(r"*mockpool[/\\]plugin[/\\]*")  # the plugin's package
 
 
 # -- a registration error: once, as a usage error ----------------------------------------------
@@ -237,6 +280,7 @@ def test_a_registration_error_is_one_usage_error_without_mockpool_frames(pyteste
     output = result.stdout.str() + result.stderr.str()
     assert output.count("max_size=0") == 1
     assert "spec.py" not in output and "pytest_plugin.py" not in output
+    assert not re.search(r"mockpool[/\\]plugin[/\\]", output)  # the plugin's package
 
 
 def test_a_missing_extra_of_a_built_in_is_a_usage_error(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,166 @@
+"""What runs inside each test's coroutine, in the test's own task and loop.
+
+How a test's leases are attributed to it (``Lease.owner``, the ``lease_owner`` ContextVar):
+
+* The test body: around ``pytest_runtest_call`` the plugin sets ``lease_owner`` and swaps the
+  item's coroutine function for :func:`owned`, which sets it again *inside* the coroutine, so
+  it holds whichever task runs the test (pytest-asyncio copies the caller's context; anyio
+  runs tests in a long-lived runner task that the caller's context never reaches).
+* pytest-asyncio-cooperative calls ``item.function`` itself, in one task per test, all in
+  one loop: the plugin replaces the function at collection by :class:`OwnedFunction`, a
+  function-like object with the same ``__code__`` (cooperative reads the fixture names from
+  it) whose call sets the owner in that task.
+* Function-scoped fixtures: the owner is set around ``pytest_fixture_setup`` (``fixtures``);
+  async fixtures see it where the runner copies the caller's context (pytest-asyncio).
+
+Event loops: the pool's state is loop-agnostic; its runtime (waiter futures, background
+creations, supervisors) is per loop. At the start of each test's coroutine, in the test's loop,
+the wrapper starts that loop's runtime and waits until the supervisors are up (a runtime
+cancelled mid-start hangs ``asyncio.Runner.close`` with anyio 4.16), then asks the pool for
+what this test and the next collected one will acquire (``pool.expect``). The runtime ends
+when the runner closes the loop. Cost and trade-offs: docs/pytest.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .state import NEXT
+
+if TYPE_CHECKING:
+    from ..pool import MockPool
+    from .state import State
+
+
+async def _noop() -> None:
+    return None
+
+
+async def _start_runtime(pool: MockPool) -> None:
+    """Start the pool's runtime in the running loop and wait until its supervisors are up.
+
+    Waiting matters: a runtime still starting its supervisors (inside anyio's
+    ``TaskGroup.start``) when the loop is torn down cannot be cancelled cleanly (anyio 4.16
+    waits, shielded, for a task that never ran), which hangs ``asyncio.Runner.close``.
+    Once ready, cancelling the runtime at loop close is immediate."""
+    pool.spawn(_noop)
+    await pool._runtime().wait_ready()
+
+
+async def _enter_test(state: State, item: pytest.Item | None, wanted: tuple[str, ...]) -> None:
+    """At the start of a test's coroutine, in its loop: make sure this loop has the pool's
+    runtime (so the supervisors run while the test does), and create ahead what this test
+    and the next one will acquire."""
+    pool = state.pool
+    if pool is None or pool.closed:
+        return
+    if state.settings.supervise:
+        await _start_runtime(pool)
+    if state.settings.warm and wanted:
+        pool.expect(wanted)
+
+
+def owned(fn: Callable[..., Coroutine[Any, Any, Any]], state: State, item: pytest.Item) -> Callable[..., Any]:
+    """``fn``, the test's coroutine function, as one that owns its leases in the task that
+    runs it and enters the test's loop first (the module's docstring)."""
+    from ..errors import MockPoolError
+    from ..lease import lease_owner
+
+    nodeid = item.nodeid
+
+    @functools.wraps(fn)
+    async def run_owned(*args: Any, **kwargs: Any) -> Any:
+        token = lease_owner.set(nodeid)
+        try:
+            if asyncio._get_running_loop() is None:
+                return await _off_asyncio(state, nodeid, fn(*args, **kwargs), MockPoolError)
+            await _enter_test(
+                state, item, state.services_for(item) + state.services_for(item.stash.get(NEXT, None))
+            )
+            result = await fn(*args, **kwargs)
+            # One loop turn before the runner may close a function-scoped loop: background
+            # tasks the pool spawned during the test's last step get to start, so cancelling
+            # them at loop close cannot leave a coroutine that was never awaited.
+            await asyncio.sleep(0)
+            return result
+        finally:
+            lease_owner.reset(token)
+
+    return run_owned
+
+
+async def _off_asyncio(
+    state: State, nodeid: str, test: Coroutine[Any, Any, Any], own_error: type[Exception]
+) -> Any:
+    """Run a test's coroutine under an async library that is not asyncio (anyio's trio
+    backend): there is no runtime to start, and acquiring must say that mockpool runs on
+    asyncio. An acquire that waits says so itself (``hooks.running_loop``); one served at once
+    by an idle (warmed) instance cannot, without a check on the fast path: it may even work, or
+    fail later inside a loop-bound instance (fakeredis: "no running event loop"). So a test
+    that acquired here fails with the same explanation, or its error gets it as a note.
+    (``own_error`` is ``MockPoolError``, imported by the caller: no import runs in a coroutine.)"""
+    pool = state.pool
+    try:
+        result = await test
+    except own_error:
+        raise  # the acquire's own message
+    except BaseException as exc:
+        if (message := _off_asyncio_message(pool, nodeid)) is not None:
+            exc.add_note(message)
+        raise
+    if (message := _off_asyncio_message(pool, nodeid)) is not None:
+        pytest.fail(message, pytrace=False)
+    return result
+
+
+def _off_asyncio_message(pool: MockPool | None, nodeid: str) -> str | None:
+    used = sorted(pool.test_services.get(nodeid, ())) if pool is not None else []
+    if not used:
+        return None
+    try:
+        import sniffio
+
+        library = sniffio.current_async_library()
+    except Exception:
+        library = "an async library that is not asyncio"
+    return (
+        f"mockpool: {nodeid} acquired {', '.join(map(repr, used))} under {library}; mockpool runs "
+        "on asyncio (under anyio, use the asyncio backend; trio is not supported). An idle "
+        "instance served the acquire at once, before anything could check the loop."
+    )
+
+
+class OwnedFunction:
+    """A test function for pytest-asyncio-cooperative that sets the lease owner in the
+    test's task. Function-like on purpose: cooperative reads the fixture names from
+    ``__code__`` and tests ``inspect.iscoroutinefunction``, which accepts an object with a
+    function's attributes; a ``functools.wraps`` wrapper would show ``(*args, **kwargs)``."""
+
+    def __init__(self, fn: Callable[..., Coroutine[Any, Any, Any]], state: State, nodeid: str) -> None:
+        self.__wrapped__ = fn
+        self.__name__: str = fn.__name__
+        self.__qualname__: str = getattr(fn, "__qualname__", fn.__name__)
+        self.__module__ = fn.__module__
+        self.__doc__ = fn.__doc__
+        self.__code__ = fn.__code__
+        self.__defaults__ = fn.__defaults__
+        self.__kwdefaults__ = fn.__kwdefaults__
+        self.__annotations__ = fn.__annotations__
+        self.__dict__.update({k: v for k, v in fn.__dict__.items() if k not in self.__dict__})
+        self._state = state
+        self._nodeid = nodeid
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from ..lease import lease_owner
+
+        token = lease_owner.set(self._nodeid)
+        try:
+            await _enter_test(self._state, None, self._state.marked.get(self._nodeid, ()))
+            return await self.__wrapped__(*args, **kwargs)
+        finally:
+            lease_owner.reset(token)

@@ -1,0 +1,247 @@
+"""What the run reports: per process, the figures the summary needs (plain JSON, so they
+cross execnet from xdist workers); merged across processes, the ``mockpool`` section of the
+terminal summary and the JSON report (``mockpool_report``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .runners import runner_names
+from .state import get_state
+
+if TYPE_CHECKING:
+    from ..pool import MockPool
+    from .state import State
+
+
+def services_payload(pool: MockPool) -> dict[str, dict[str, Any]]:
+    """Per service, what the summary needs, as plain JSON (it crosses execnet): counters and
+    the kept wait samples, so percentiles merge exactly across workers."""
+    payload = {}
+    for name, stats in pool.stats().items():
+        metrics = pool.service_pools[name].metrics
+        payload[name] = {
+            "acquisitions": stats.acquisitions,
+            "hits": stats.hits,
+            "reuses": stats.reuses,
+            "misses": stats.misses,
+            "recoveries": stats.recoveries.total(),
+            "leaks": stats.leaks,
+            "degraded_leases": stats.degraded_leases,
+            "timeouts": stats.timeouts,
+            "resets": stats.resets,
+            "reset_failures": stats.reset_failures,
+            "isolation_failures": stats.isolation_failures,
+            "last_error": stats.last_error,
+            "last_reset_error": stats.last_reset_error,
+            # The waits as ServiceMetrics.wait_percentiles reads them: the zeros counted, the
+            # rest recorded (``waits`` keeps the latest of them).
+            "zero_waits": metrics.zero_waits(),
+            "recorded_waits": metrics.waits.count,
+            "waits": metrics.waits.values(),
+        }
+    return payload
+
+
+@dataclass
+class _Row:
+    acquisitions: int = 0
+    hits: int = 0
+    reuses: int = 0
+    misses: int = 0
+    recoveries: int = 0
+    leaks: int = 0
+    degraded_leases: int = 0
+    timeouts: int = 0
+    resets: int = 0
+    reset_failures: int = 0
+    isolation_failures: int = 0
+    last_error: str | None = None
+    last_reset_error: str | None = None
+    zero_waits: int = 0
+    recorded_waits: int = 0
+    waits: list[float] = field(default_factory=list)
+
+    @property
+    def hit_rate(self) -> float:
+        served = self.reuses + self.misses
+        return self.hits / served if served else 0.0
+
+    @property
+    def reuse_rate(self) -> float:
+        served = self.reuses + self.misses
+        return self.reuses / served if served else 0.0
+
+    def wait_percentiles(self, *qs: float) -> tuple[float, ...]:
+        from ..metrics import wait_percentiles  # numpy: loaded at the end of the session only
+
+        return wait_percentiles(self.waits, self.recorded_waits, self.zero_waits, *qs)
+
+    def reset_problem(self, name: str) -> str | None:
+        from ..metrics import reset_problem
+
+        return reset_problem(
+            name,
+            self.resets,
+            self.reset_failures,
+            self.last_reset_error or self.last_error,
+            isolation=self.isolation_failures > 0,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        p50, p99 = self.wait_percentiles(50, 99)
+        return {
+            "acquisitions": self.acquisitions,
+            "hits": self.hits,
+            "reuses": self.reuses,
+            "misses": self.misses,
+            "hit_rate": self.hit_rate,
+            "reuse_rate": self.reuse_rate,
+            "wait_p50_s": p50,
+            "wait_p99_s": p99,
+            "recoveries": self.recoveries,
+            "leaks": self.leaks,
+            "degraded_leases": self.degraded_leases,
+            "timeouts": self.timeouts,
+            "resets": self.resets,
+            "reset_failures": self.reset_failures,
+            "last_error": self.last_error,
+        }
+
+
+def _merge(outputs: Iterable[Mapping[str, Any]]) -> dict[str, _Row]:
+    rows: dict[str, _Row] = {}
+    for out in outputs:
+        for name, s in out.get("services", {}).items():
+            row = rows.setdefault(name, _Row())
+            for counter in (
+                "acquisitions",
+                "hits",
+                "reuses",
+                "misses",
+                "recoveries",
+                "leaks",
+                "degraded_leases",
+                "timeouts",
+                "resets",
+                "reset_failures",
+                "isolation_failures",
+                "zero_waits",
+                "recorded_waits",
+            ):
+                setattr(row, counter, getattr(row, counter) + int(s[counter]))
+            # Workers end in no particular order: any worker's last error is as recent as another's.
+            row.last_error = s["last_error"] or row.last_error
+            row.last_reset_error = s["last_reset_error"] or row.last_reset_error
+            row.waits.extend(float(w) for w in s["waits"])
+    return rows
+
+
+def _secs(value: float) -> str:
+    from ..report import format_seconds  # the pool's modules load when the pool is first used
+
+    return format_seconds(value)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    state = get_state(config)
+    if state is None or not state.settings.summary or state.worker_id is not None or not state.outputs:
+        return
+    rows = _merge(state.outputs)
+    tr = terminalreporter
+    processes = len(state.outputs)
+    tr.write_sep("=", "mockpool" + (f" ({processes} workers)" if state.controller else ""))
+    header = (
+        "service",
+        "acquisitions",
+        "hit rate",
+        "reuse rate",
+        "wait p50",
+        "wait p99",
+        "reset fail",
+        "recoveries",
+        "leaks",
+        "degraded",
+    )
+    table = [header]
+    for name, r in rows.items():
+        p50, p99 = r.wait_percentiles(50, 99)
+        table.append(
+            (
+                name,
+                str(r.acquisitions),
+                f"{100 * r.hit_rate:.1f}%",
+                f"{100 * r.reuse_rate:.1f}%",
+                _secs(p50),
+                _secs(p99),
+                str(r.reset_failures),
+                str(r.recoveries),
+                str(r.leaks),
+                str(r.degraded_leases),
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        tr.write_line(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    from ..report import HIT_LEGEND
+
+    tr.write_line(HIT_LEGEND)
+    for name, r in rows.items():
+        problem = r.reset_problem(name)
+        if problem is not None:
+            tr.write_line(f"problem: {problem}", red=True, bold=True)
+    errors = {name: r.last_error for name, r in rows.items() if r.last_error}
+    if errors:
+        tr.write_line("last errors:")
+        for name, error in errors.items():
+            tr.write_line(f"  {name}: {error}")
+    leaks = [leak for out in state.outputs for leak in out.get("leaks", ())]
+    if leaks:
+        tr.write_line(f"leaked leases ({len(leaks)}):")
+        for leak in leaks:
+            tr.write_line(
+                f"  {leak['test']}: {leak['service']!r} acquired at {leak['where']} ({leak['phase']})"
+            )
+    warmed: dict[str, int] = {}
+    for out in state.outputs:
+        for name, n in out.get("warmed", {}).items():
+            warmed[name] = warmed.get(name, 0) + int(n)
+    if warmed:
+        tr.write_line("warmed ahead: " + ", ".join(f"{name}={n}" for name, n in warmed.items()))
+    if state.history_note:
+        tr.write_line(state.history_note)
+
+
+def write_report(state: State) -> None:
+    path = state.settings.report
+    if path is None or not state.outputs:
+        return
+    if len(state.outputs) == 1 and state.outputs[0].get("worker") is None:
+        data = dict(state.outputs[0]["report"])
+    else:
+        rows = _merge(state.outputs)
+        data = {
+            "pool": "pytest",
+            "services": {name: row.to_dict() for name, row in rows.items()},
+            "problems": [p for name, row in rows.items() if (p := row.reset_problem(name)) is not None],
+            "workers": {str(out.get("worker")): out["report"] for out in state.outputs},
+        }
+    data["pytest"] = {
+        "runner": state.runner or runner_names(state.config),
+        "workers": state.workers if state.controller else 0,
+        "leaks": [leak for out in state.outputs for leak in out.get("leaks", ())],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

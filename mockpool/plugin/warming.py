@@ -1,0 +1,42 @@
+"""Warming: creating ahead what the tests will acquire. When the pool is first asked for, each
+service's ``min_size``, or this worker's share of the peak that history recorded for the
+services the collected tests use. As each test starts, the pool is asked for what it and the
+next test will acquire (``pool.expect``, in ``coroutine``)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..pool import MockPool
+    from .state import State
+
+
+def warm(state: State, pool: MockPool) -> None:
+    """Pre-create, per service: ``min_size``, or this worker's share of the peak that
+    history recorded for the services the collected tests use, whichever is larger."""
+    history = pool.history
+    targets: dict[str, int] = {}
+    for name, stats in pool.stats().items():
+        want = stats.min_size
+        if history.runs and (not state.planned or name in state.planned):
+            want = max(want, math.ceil(history.peak(name) / state.workers))
+        targets[name] = min(want, stats.max_size)
+    targets = {name: n for name, n in targets.items() if n > 0}
+    if not targets:
+        return
+    state.warmed = targets
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        # No loop is running (every runner but cooperative): warm now, in a private loop,
+        # and wait. Instances are loop-agnostic; what binds to a loop is rebuilt per loop.
+        # A loop_factory keeps asyncio.Runner from resetting the thread's current loop.
+        with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
+            runner.run(pool.warm(targets))
+    else:
+        # Cooperative calls fixtures inside its loop: create in the background there.
+        for name, count in targets.items():
+            pool.expect([name], count=count)
