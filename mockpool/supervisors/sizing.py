@@ -2,10 +2,11 @@
 
 Every ``sample_s`` (50 ms) in each loop that uses the pool:
 
-* the loop thread's **busy share** since the last tick (CPU time of the thread over wall
-  time), and the **cost of a lease**: the same less the CPU sync factories took, over the
-  leases held meanwhile: what :func:`mockpool.sizing.creations` reads as the loop's spare
-  capacity;
+* the loop's **busy share** since the last tick (one minus the share of wall time it waited
+  in its selector, :mod:`mockpool.idle`; the thread's CPU time over wall time where the loop
+  has no selector), and the **cost of a lease**: the busy time less the CPU sync factories
+  took, over the leases held meanwhile: what :func:`mockpool.sizing.creations` reads as the
+  loop's spare capacity;
 * per service, every ``window_s`` (250 ms), a :class:`~mockpool.sizing.Window` of completed
   leases, size and whether tests waited, for :func:`~mockpool.sizing.next_limit` (the
   throughput search); a cap it sets is an event in the report;
@@ -15,6 +16,7 @@ Every ``sample_s`` (50 ms) in each loop that uses the pool:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
+from ..idle import idle_meter
 from ..sizing import Window, next_limit
 from ._base import run_supervised
 
@@ -49,11 +52,19 @@ class SizingSupervisor:
     def __init__(self, pool: PoolView) -> None:
         self.pool = pool
         self.wall = time.perf_counter()
-        self.cpu = time.thread_time()
+        self.meter = idle_meter(asyncio.get_running_loop())
+        self.busy_at = self._busy_clock()
         runtime = pool.current_runtime()
         self.creation_cpu = runtime.creation_cpu if runtime is not None else 0.0
         self.in_use = self._in_use()
         self.windows: dict[str, _Open] = {}
+
+    def _busy_clock(self) -> float:
+        """Seconds the loop was busy so far: wall time less idle time, or the thread's CPU
+        time where the loop has no idle meter."""
+        if self.meter is None:
+            return time.thread_time()
+        return time.perf_counter() - self.meter.idle_s
 
     def _in_use(self) -> int:
         return sum(svc.core.in_use for svc in self.pool.service_pools.values())
@@ -62,20 +73,20 @@ class SizingSupervisor:
         pool = self.pool
         if pool.closed:
             return SAMPLE_S
-        wall, cpu = time.perf_counter(), time.thread_time()
+        wall, busy_at = time.perf_counter(), self._busy_clock()
         runtime = pool.current_runtime()
         creation_cpu = runtime.creation_cpu if runtime is not None else 0.0
         elapsed = wall - self.wall
         busy = None
         in_use = self._in_use()
         if elapsed > 0 and runtime is not None:
-            busy = min(1.0, max(0.0, (cpu - self.cpu) / elapsed))
+            busy = min(1.0, max(0.0, (busy_at - self.busy_at) / elapsed))
             runtime.busy = busy
             held = (in_use + self.in_use) / 2  # the leases held over the window, about
             if held >= 1:
-                load = max(0.0, cpu - self.cpu - (creation_cpu - self.creation_cpu)) / elapsed
+                load = max(0.0, busy_at - self.busy_at - (creation_cpu - self.creation_cpu)) / elapsed
                 runtime.lease_cost = min(1.0, load / held)
-        self.wall, self.cpu, self.creation_cpu, self.in_use = wall, cpu, creation_cpu, in_use
+        self.wall, self.busy_at, self.creation_cpu, self.in_use = wall, busy_at, creation_cpu, in_use
         for name, svc in list(pool.service_pools.items()):
             core = svc.core
             if core.closed:
