@@ -26,4 +26,4 @@ def test_a_loop_without_a_selector_has_no_meter() -> None:
     class Bare(asyncio.AbstractEventLoop):
         pass
 
-    assert idle_meter(Bare()) is None
+    assert idle_meter(Bare()) is None  # type: ignore[abstract]
