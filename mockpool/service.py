@@ -28,8 +28,9 @@ from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFail
 from .hooks import call_hook, deadline, running_loop
 from .isolation import IsolationError, difference, fingerprint_hook
 from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
-from .sizing import SATURATED, LimitState, SizingInput, creations, stall_s
+from .sizing import LimitState, SizingInput, creations
 from .stubs import make_stub
+from .waiting import Waiting
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -89,10 +90,12 @@ class PoolPort(Protocol):
 Recover = Callable[["ServicePool", Entry, str], Awaitable[None]]
 
 
-class ServicePool:
-    """The pool of one service: bookkeeping in ``core``, hooks and background work here."""
+class ServicePool(Waiting):
+    """The pool of one service: bookkeeping in ``core``, hooks and background work here and
+    in the mixins."""
 
     def __init__(self, pool: PoolPort, spec: ServiceSpec, recover: Recover) -> None:
+        super().__init__()  # the mixins' own state: timers, stall checks
         self._pool_ref = weakref.ref(pool)
         self._recover = recover
         self.spec = spec
@@ -144,17 +147,6 @@ class ServicePool:
         #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
         self.peak_total = 0
         self._sampled_acquisitions = 0
-        #: ``creations_settled`` callers waiting for the creations in flight to end.
-        self._settled_waiters: list[asyncio.Future[None]] = []
-        #: The stall check of each loop with uncovered waiters: its timer, the releases counted
-        #: when it was armed, and the stalls in a row so far.
-        self._stall_checks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int, int]
-        ] = weakref.WeakKeyDictionary()
-        #: The deadline timer of each loop with waiters that have a timeout, and when it fires.
-        self._timers: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, float]
-        ] = weakref.WeakKeyDictionary()
 
     @property
     def pool(self) -> PoolPort:
@@ -242,94 +234,6 @@ class ServicePool:
                 lease._served = HANDOFF
         return entry
 
-    def _arm_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        """(Re-)arm the timer of ``loop`` (called in that loop only)."""
-        armed = self._timers.get(loop)
-        if armed is not None:
-            armed[0].cancel()
-        self._timers[loop] = (loop.call_at(deadline, self._on_timer, loop), deadline)
-
-    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Expire the waiters of ``loop`` whose deadline has passed; re-arm for the next."""
-        self._timers.pop(loop, None)
-        for waiter in self.core.due_waiters(loop, loop.time()):
-            self._expire(waiter)
-        deadline = self.core.next_deadline(loop)
-        if deadline is not None:
-            self._arm_timer(loop, deadline)
-
-    def _expire(self, waiter: Waiter) -> None:
-        fut = waiter.future
-        core = self.core
-        if fut.done() or not core.remove_waiter(waiter):
-            return  # served (or being served from another thread) or gone already
-        # The counts as the waiter saw them, itself included among the waiting.
-        error = AcquireTimeout(
-            self.name,
-            waiter.timeout if waiter.timeout is not None else 0.0,
-            size=core.size,
-            in_use=core.in_use,
-            waiting=core.waiting + 1,
-            max_size=core.max_size,
-            creating=core.creating,
-            max_total=core.budget.max_total,
-            advice=self.why_no_instance(),
-        )
-        # Counted as a timeout by the waiting task (wait_for_entry), if that is what it raises.
-        fut.set_exception(error)
-
-    def why_no_instance(self) -> str:
-        """Which bound kept a waiter waiting, and what to change (for ``AcquireTimeout``)."""
-        core = self.core
-        if core.size + core.creating >= core.max_size:
-            return (
-                f"the service is at max_size={core.max_size}: raise max_size, pass a longer "
-                "timeout=, or look for tests that hold leases too long"
-            )
-        if not core.budget.has_room():
-            return (
-                f"the pool is at max_total={core.budget.max_total} instances across its services: "
-                "raise max_total, or lower other services' max_size"
-            )
-        if not core.budget.has_room(core):
-            return (
-                f"the rest of the pool's max_total={core.budget.max_total} is kept for the first "
-                "instance of services that have none yet: raise max_total"
-            )
-        for member in self.members:
-            mc = member.core
-            if not mc.idle and mc.size + mc.creating >= mc.max_size:
-                return (
-                    f"member {member.name!r} is at its max_size={mc.max_size}, shared by its own "
-                    f"leases and the groups built on it: raise {member.name!r}'s max_size"
-                )
-        if core.creating:
-            return (
-                f"{core.creating} instance(s) were being created and none was ready in time: the "
-                "factory is slow; pass a longer timeout= or make the factory faster"
-            )
-        if core.recovering or core.checking:
-            last = self.last_error
-            cause = f" (last error: {type(last).__name__}: {last})" if last is not None else ""
-            return (
-                f"{core.recovering + core.checking} instance(s) were being checked or recovered and "
-                f"none came back in time{cause}; fix what breaks them, or pass a longer timeout="
-            )
-        return "no instance could be made in time; see the service's last error in pool.report()"
-
-    def _abandon(self, waiter: Waiter) -> None:
-        """The waiting task stopped waiting (cancelled, timed out, failed): nothing may be lost."""
-        core = self.core
-        core.remove_waiter(waiter)
-        fut = waiter.future
-        if fut.done() and not fut.cancelled() and fut.exception() is None:
-            # The race: an entry was handed over, then the task was cancelled before it ran.
-            # Pass the entry on unchanged; the cancellation still propagates.
-            core.give_back(fut.result())
-        else:
-            fut.cancel()
-        # Creations already started for this waiter go on: their instances join the pool.
-
     def bind_leased(self, lease: LeaseState, entry: Entry) -> None:
         """Bind a just-leased entry to the running loop (``spec.bind``). If bind raises, the
         test never got the instance: it goes to recovery, the error to the test, and the
@@ -416,37 +320,6 @@ class ServicePool:
                 self.bind_leased(lease, entry)
         return entry
 
-    def _arm_stall_check(self, loop: asyncio.AbstractEventLoop, streak: int = 0) -> None:
-        """Look again after a stall's time: uncovered waiters with no lease ended meanwhile
-        get a creation (liveness; works without supervisors). ``streak``: stalls in a row."""
-        hold = self.metrics.hold_ewma if self.metrics.holds.count else None
-        delay = stall_s(hold, self.core.in_use, self.creation_failures)
-        handle = loop.call_later(delay, self._stall_due, loop)
-        self._stall_checks[loop] = (handle, self.metrics.holds.count, streak)
-
-    def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
-        # In a task: creations are spawned into the runtime's task group, which anyio allows
-        # from a task only, not from a bare loop callback.
-        loop.create_task(self._stall_check(loop), name=f"mockpool {self.name} stall check")
-
-    async def _stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
-        _, released_before, streak = self._stall_checks.pop(loop, (None, 0, 0))
-        core = self.core
-        if core.closed or core.shortfall() <= 0:
-            return
-        stalled = self.metrics.holds.count == released_before
-        streak = streak + 1 if stalled else 0
-        # On a saturated loop a release is slow because other tests run, not because the
-        # holders wait for the waiters: a stall counts there only when it lasts (a second or
-        # so). Evicting another service's idle instance too waits for a lasting stall: a slow
-        # release is no reason to destroy what another service will need again.
-        busy, _ = self.pool.loop_load()
-        saturated = busy is not None and busy >= SATURATED
-        lasting = streak >= (STALLS_WHEN_SATURATED if saturated else STALLS_TO_EVICT)
-        self.ensure_creations(stalled=stalled and (lasting or not saturated), evict=lasting)
-        if core.shortfall() > 0 and core.waits_in(loop):
-            self._arm_stall_check(loop, streak)
-
     def ensure_creations(self, *, stalled: bool = False, evict: bool = False) -> None:
         """Start the background creations the sizing controller decides for the waiters that
         no creation or recovery covers yet (:func:`mockpool.sizing.creations`). At the
@@ -501,21 +374,6 @@ class ServicePool:
 
     # == creating =============================================================================
 
-    async def creations_settled(self) -> None:
-        """Return once the creations in flight now have ended (``warm`` waits so for the ones
-        it did not start: the scaling supervisor's ``min_size`` floor starts them too).
-
-        Only those: creations started later are not waited for. A failing factory that the
-        floor keeps restarting would otherwise keep a creation in flight for ever, and
-        ``start()`` would never return.
-        """
-        core = self.core
-        target = core.creations_begun
-        while core.creations_ended < target:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._settled_waiters.append(fut)
-            await fut
-
     async def _create_one(self) -> None:
         try:
             await self._create()
@@ -527,14 +385,6 @@ class ServicePool:
         the service would count an instance on its way for ever and never create another."""
         self.core.cancel_creation()
         self._wake_settled()
-
-    def _wake_settled(self) -> None:
-        """A creation ended: let ``creations_settled`` callers check whether theirs have."""
-        if self._settled_waiters:
-            waiters, self._settled_waiters = self._settled_waiters, []
-            for fut in waiters:
-                if not fut.done() and not fut.get_loop().is_closed():
-                    fut.get_loop().call_soon_threadsafe(_settle, fut)
 
     async def _create(self) -> None:
         core = self.core
@@ -568,19 +418,6 @@ class ServicePool:
             error = RecoveryFailedError(self.name, self._ladder_names(), exc)
             error.__cause__ = exc
             self.fail_waiters_since(error, started)
-
-    def fail_waiters_since(self, error: BaseException, started: float | None) -> None:
-        """Fail the waiters already queued when the failed attempt began (``started``); later
-        ones get an attempt of their own, since the fault may have cleared meanwhile."""
-        core = self.core
-        if started is None:
-            core.fail_waiters(error)
-            return
-        stale = sum(1 for w in core.waiters if w.enqueued_at <= started and not w.future.done())
-        if stale:
-            core.fail_waiters(error, limit=stale)
-        if core.waiters:
-            self.ensure_creations()
 
     def _ladder_names(self) -> list[str]:
         names = ["factory"]
@@ -1061,17 +898,6 @@ def _served(lease: LeaseState) -> int:
 
 
 _NO_LEASE: Any = _NoLease()
-
-#: Stall checks in a row with no lease ended before a stalled waiter may evict another
-#: service's idle instance at the pool-wide cap.
-STALLS_TO_EVICT = 4
-#: Stall checks in a row that count as a stall at all on a saturated loop.
-STALLS_WHEN_SATURATED = 20
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _close(awaitable: Any) -> None:
