@@ -11,7 +11,6 @@ anyio's shields) cannot strand an instance half-reset.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import sys
 import weakref
@@ -24,6 +23,7 @@ from .hooks import call_hook, running_loop
 from .instances import CpuMeter, InstanceHooks
 from .isolation import IsolationError
 from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
+from .recovery_handoff import RecoveryHandoff
 from .sizing import LimitState, SizingInput, creations
 from .waiting import Waiting
 
@@ -77,12 +77,12 @@ class PoolPort(Protocol):
 Recover = Callable[["ServicePool", Entry, str], Awaitable[None]]
 
 
-class ServicePool(Waiting, InstanceHooks):
+class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
     """The pool of one service: bookkeeping in ``core``, hooks and background work here and
     in the mixins."""
 
     def __init__(self, pool: PoolPort, spec: ServiceSpec, recover: Recover) -> None:
-        super().__init__()  # the mixins' own state: timers, stall checks
+        super().__init__()  # the mixins' own state: timers, stall checks, orphans
         self._pool_ref = weakref.ref(pool)
         self._recover = recover
         self.spec = spec
@@ -111,9 +111,6 @@ class ServicePool(Waiting, InstanceHooks):
         #: Leases alive now; tracked only when the pool tracks leases (leak detection).
         #: (The :class:`~mockpool.lease.Lease` objects themselves, for leak reports.)
         self.active: set[Any] | None = set() if pool.track_leases else None
-        #: Entries whose background step was interrupted by the death of its event loop;
-        #: the next runtime to start resumes their recovery.
-        self.orphans: list[Entry] = []
         self.last_error: BaseException | None = None
         self.last_reset_error: BaseException | None = None
         #: The sizing controller's state: the size limit its throughput search allows.
@@ -442,46 +439,6 @@ class ServicePool(Waiting, InstanceHooks):
         return done
 
     # == recovery =============================================================================
-
-    def to_recovery(self, entry: Entry, reason: str) -> None:
-        """Send an entry (leased, resetting, checking or idle) to the recovery ladder."""
-        self.core.begin_recovery(entry)
-        self.pool.spawn(self.recover, entry, reason, on_drop=functools.partial(self.orphan, entry))
-
-    async def recover(self, entry: Entry, reason: str) -> None:
-        """Tiers in order: restore the pristine snapshot, recreate from the factory, the
-        ``minimal`` factory, an emergency stub (the last two only with ``allow_degraded``)."""
-
-        try:
-            await self._recover(self, entry, reason)
-        except _CANCELLED:
-            if entry.state is EntryState.RECOVERING:
-                self.orphans.append(entry)
-            raise
-
-    def orphan(self, entry: Entry) -> None:
-        """Park an entry whose recovery was cut short (its loop ended) for the next runtime.
-
-        A method, not ``self.orphans.append``: ``resume_orphans`` replaces the list, and an
-        ``on_drop`` bound to the old one would park the entry where nobody looks (the entry
-        stayed "recovering" for good).
-        """
-        self.orphans.append(entry)
-
-    def resume_orphans(self) -> None:
-        orphans, self.orphans = self.orphans, []
-        for entry in orphans:
-            if entry.state is EntryState.RECOVERING:
-                if self.core.closed:
-                    self.core.remove(entry)
-                    self._retire_closed(entry, already_removed=True)
-                else:
-                    self.pool.spawn(
-                        self.recover,
-                        entry,
-                        "interrupted by the end of its event loop",
-                        on_drop=functools.partial(self.orphan, entry),
-                    )
 
     # == destroying ===========================================================================
 
