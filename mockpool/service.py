@@ -1,11 +1,17 @@
 """``ServicePool``: one service's pool. It owns the :class:`~mockpool.core.ServiceCore` and runs
 the hooks (factory, reset, health, snapshot/restore, destroy) outside it.
 
-The cancellation rule, applied everywhere below: whatever interrupts a step, the instance goes
-back (to the next waiter, to idle or to recovery) and the original cancellation propagates.
-Async hooks run in background tasks of the pool's runtime, never in the task that released
-the lease, so a cancellation of that task (even a native ``Task.cancel()``, which pierces
-anyio's shields) cannot strand an instance half-reset.
+This module holds the acquire and release paths (the hot path's slow half: ``Lease`` takes an
+idle instance straight from the core) and the decision to create. The rest is in a mixin each:
+:mod:`mockpool.waiting` (deadline timers, the stall check, futures set across threads),
+:mod:`mockpool.instances` (creating, resetting and destroying instances: the user's hooks) and
+:mod:`mockpool.recovery_handoff` (sending entries to the recovery ladder; orphans).
+
+The cancellation rule, applied here and in the mixins: whatever interrupts a step, the
+instance goes back (to the next waiter, to idle or to recovery) and the original cancellation
+propagates. Async hooks run in background tasks of the pool's runtime, never in the task that
+released the lease, so a cancellation of that task (even a native ``Task.cancel()``, which
+pierces anyio's shields) cannot strand an instance half-reset.
 """
 
 from __future__ import annotations
@@ -139,6 +145,13 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             raise PoolClosedError(f"service {self.name!r}: its pool was garbage-collected")
         return pool
 
+    def closed_error(self) -> PoolClosedError:
+        return PoolClosedError(
+            f"service {self.name!r} of pool {self.pool.name!r} is closed "
+            f"({'the pool was closed' if self.pool.closed else 'the service was unregistered'}); "
+            "acquire inside 'async with pool:' or register the service again"
+        )
+
     # == acquiring ============================================================================
 
     async def wait_for_entry(
@@ -216,6 +229,33 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             else:
                 metrics.handoffs += 1
                 lease._served = HANDOFF
+        return entry
+
+    async def wait_for_entry_internal(self) -> Entry:
+        """An acquire on behalf of a group being built (no lease object, no timeout of its own).
+
+        It queues first: the group instance it completes serves a whole queue of group leases,
+        while behind the member's queue of direct leases the group's waiters would all starve
+        (in the stress suite, device_session had no instance for the first second of the run).
+        """
+        return await self.wait_for_entry(_NO_LEASE, self.timeout, first=True)
+
+    def bind_entry(self, entry: Entry) -> Entry:
+        """Refresh the loop-bound handle of an entry for the running loop (``spec.bind``)."""
+        bind = self.bind
+        if bind is not None:
+            loop = asyncio._get_running_loop()
+            bound = entry.handle_loop
+            if bound is None or bound() is not loop:  # type: ignore[operator]
+                # An emergency stub (recovery tier 4) imitates the handle already: binding it
+                # would call the real bind on a mock. The stub is its own handle.
+                if entry.tier == "stub":
+                    entry.handle = entry.instance
+                else:
+                    entry.handle = bind(entry.instance)
+                    if self._handle_type is None:
+                        self._handle_type = _imitated(entry.handle)
+                entry.handle_loop = weakref.ref(loop) if loop is not None else None
         return entry
 
     def bind_leased(self, lease: LeaseState, entry: Entry) -> None:
@@ -304,6 +344,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 self.bind_leased(lease, entry)
         return entry
 
+    # == deciding creations ===================================================================
+
     def ensure_creations(self, *, stalled: bool = False, evict: bool = False) -> None:
         """Start the background creations the sizing controller decides for the waiters that
         no creation or recovery covers yet (:func:`mockpool.sizing.creations`). At the
@@ -355,35 +397,6 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             self.pool.spawn(self._create_one, on_drop=self._creation_dropped)
             started += 1
         return started
-
-    # == creating =============================================================================
-
-    async def wait_for_entry_internal(self) -> Entry:
-        """An acquire on behalf of a group being built (no lease object, no timeout of its own).
-
-        It queues first: the group instance it completes serves a whole queue of group leases,
-        while behind the member's queue of direct leases the group's waiters would all starve
-        (in the stress suite, device_session had no instance for the first second of the run).
-        """
-        return await self.wait_for_entry(_NO_LEASE, self.timeout, first=True)
-
-    def bind_entry(self, entry: Entry) -> Entry:
-        """Refresh the loop-bound handle of an entry for the running loop (``spec.bind``)."""
-        bind = self.bind
-        if bind is not None:
-            loop = asyncio._get_running_loop()
-            bound = entry.handle_loop
-            if bound is None or bound() is not loop:  # type: ignore[operator]
-                # An emergency stub (recovery tier 4) imitates the handle already: binding it
-                # would call the real bind on a mock. The stub is its own handle.
-                if entry.tier == "stub":
-                    entry.handle = entry.instance
-                else:
-                    entry.handle = bind(entry.instance)
-                    if self._handle_type is None:
-                        self._handle_type = _imitated(entry.handle)
-                entry.handle_loop = weakref.ref(loop) if loop is not None else None
-        return entry
 
     # == releasing ============================================================================
 
@@ -437,17 +450,6 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             on_drop=lambda: self._reset_dropped(entry, pending, done),
         )
         return done
-
-    # == recovery =============================================================================
-
-    # == destroying ===========================================================================
-
-    def closed_error(self) -> PoolClosedError:
-        return PoolClosedError(
-            f"service {self.name!r} of pool {self.pool.name!r} is closed "
-            f"({'the pool was closed' if self.pool.closed else 'the service was unregistered'}); "
-            "acquire inside 'async with pool:' or register the service again"
-        )
 
     # == statistics ===========================================================================
 
