@@ -1,8 +1,8 @@
 """``Lease``: what ``pool.acquire(name)`` returns; an async context manager over one instance.
 
 This is the hot path. When an idle instance is ready, entering takes no lock and never
-awaits; leaving runs a sync reset inline. Everything else (waiting, async resets, recovery)
-is in :mod:`mockpool.service`.
+awaits; leaving runs a sync reset inline. Everything else is in :mod:`mockpool.service`
+(waiting, releasing) and its mixins (timers, async resets, the hand-off to recovery).
 """
 
 from __future__ import annotations

@@ -1,35 +1,37 @@
 """``ServicePool``: one service's pool. It owns the :class:`~mockpool.core.ServiceCore` and runs
 the hooks (factory, reset, health, snapshot/restore, destroy) outside it.
 
-The cancellation rule, applied everywhere below: whatever interrupts a step, the instance goes
-back (to the next waiter, to idle or to recovery) and the original cancellation propagates.
-Async hooks run in background tasks of the pool's runtime, never in the task that released
-the lease, so a cancellation of that task (even a native ``Task.cancel()``, which pierces
-anyio's shields) cannot strand an instance half-reset.
+This module holds the acquire and release paths (the hot path's slow half: ``Lease`` takes an
+idle instance straight from the core) and the decision to create. The rest is in a mixin each:
+:mod:`mockpool.waiting` (deadline timers, the stall check, futures set across threads),
+:mod:`mockpool.instances` (creating, resetting and destroying instances: the user's hooks) and
+:mod:`mockpool.recovery_handoff` (sending entries to the recovery ladder; orphans).
+
+The cancellation rule, applied here and in the mixins: whatever interrupts a step, the
+instance goes back (to the next waiter, to idle or to recovery) and the original cancellation
+propagates. Async hooks run in background tasks of the pool's runtime, never in the task that
+released the lease, so a cancellation of that task (even a native ``Task.cancel()``, which
+pierces anyio's shields) cannot strand an instance half-reset.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
-import logging
 import sys
-import time
-import typing
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio
-
 from .core import Entry, EntryState, ServiceCore, Waiter
-from .errors import AcquireTimeout, MockPoolError, PoolClosedError, RecoveryFailedError
-from .hooks import call_hook, deadline, running_loop
-from .isolation import IsolationError, difference, fingerprint_hook
+from .errors import AcquireTimeout, PoolClosedError
+from .hooks import call_hook, running_loop
+from .instances import CpuMeter, InstanceHooks
+from .isolation import IsolationError
 from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
-from .sizing import SATURATED, LimitState, SizingInput, creations, stall_s
-from .stubs import make_stub
+from .recovery_handoff import RecoveryHandoff
+from .sizing import LimitState, SizingInput, creations
+from .waiting import Waiting
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -37,8 +39,6 @@ if TYPE_CHECKING:
     from .spec import ServiceSpec
 
 __all__ = ("CpuMeter", "LeaseState", "PoolPort", "Recover", "ServicePool")
-
-logger = logging.getLogger("mockpool")
 
 # mockpool runs on asyncio, whose cancellation (also under anyio) is CancelledError.
 _CANCELLED = (asyncio.CancelledError,)
@@ -51,12 +51,6 @@ class LeaseState(Protocol):
     _entry: Entry | None
     _timeout: float | None
     _served: int
-
-
-class CpuMeter(Protocol):
-    """The runtime of a loop, as far as creations count the CPU a sync factory took."""
-
-    creation_cpu: float
 
 
 class PoolPort(Protocol):
@@ -89,10 +83,12 @@ class PoolPort(Protocol):
 Recover = Callable[["ServicePool", Entry, str], Awaitable[None]]
 
 
-class ServicePool:
-    """The pool of one service: bookkeeping in ``core``, hooks and background work here."""
+class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
+    """The pool of one service: bookkeeping in ``core``, hooks and background work here and
+    in the mixins."""
 
     def __init__(self, pool: PoolPort, spec: ServiceSpec, recover: Recover) -> None:
+        super().__init__()  # the mixins' own state: timers, stall checks, orphans
         self._pool_ref = weakref.ref(pool)
         self._recover = recover
         self.spec = spec
@@ -121,9 +117,6 @@ class ServicePool:
         #: Leases alive now; tracked only when the pool tracks leases (leak detection).
         #: (The :class:`~mockpool.lease.Lease` objects themselves, for leak reports.)
         self.active: set[Any] | None = set() if pool.track_leases else None
-        #: Entries whose background step was interrupted by the death of its event loop;
-        #: the next runtime to start resumes their recovery.
-        self.orphans: list[Entry] = []
         self.last_error: BaseException | None = None
         self.last_reset_error: BaseException | None = None
         #: The sizing controller's state: the size limit its throughput search allows.
@@ -144,17 +137,6 @@ class ServicePool:
         #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
         self.peak_total = 0
         self._sampled_acquisitions = 0
-        #: ``creations_settled`` callers waiting for the creations in flight to end.
-        self._settled_waiters: list[asyncio.Future[None]] = []
-        #: The stall check of each loop with uncovered waiters: its timer, the releases counted
-        #: when it was armed, and the stalls in a row so far.
-        self._stall_checks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int, int]
-        ] = weakref.WeakKeyDictionary()
-        #: The deadline timer of each loop with waiters that have a timeout, and when it fires.
-        self._timers: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, float]
-        ] = weakref.WeakKeyDictionary()
 
     @property
     def pool(self) -> PoolPort:
@@ -162,6 +144,13 @@ class ServicePool:
         if pool is None:  # pragma: no cover - a ServicePool never outlives its pool in practice
             raise PoolClosedError(f"service {self.name!r}: its pool was garbage-collected")
         return pool
+
+    def closed_error(self) -> PoolClosedError:
+        return PoolClosedError(
+            f"service {self.name!r} of pool {self.pool.name!r} is closed "
+            f"({'the pool was closed' if self.pool.closed else 'the service was unregistered'}); "
+            "acquire inside 'async with pool:' or register the service again"
+        )
 
     # == acquiring ============================================================================
 
@@ -242,93 +231,32 @@ class ServicePool:
                 lease._served = HANDOFF
         return entry
 
-    def _arm_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        """(Re-)arm the timer of ``loop`` (called in that loop only)."""
-        armed = self._timers.get(loop)
-        if armed is not None:
-            armed[0].cancel()
-        self._timers[loop] = (loop.call_at(deadline, self._on_timer, loop), deadline)
+    async def wait_for_entry_internal(self) -> Entry:
+        """An acquire on behalf of a group being built (no lease object, no timeout of its own).
 
-    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Expire the waiters of ``loop`` whose deadline has passed; re-arm for the next."""
-        self._timers.pop(loop, None)
-        for waiter in self.core.due_waiters(loop, loop.time()):
-            self._expire(waiter)
-        deadline = self.core.next_deadline(loop)
-        if deadline is not None:
-            self._arm_timer(loop, deadline)
+        It queues first: the group instance it completes serves a whole queue of group leases,
+        while behind the member's queue of direct leases the group's waiters would all starve
+        (in the stress suite, device_session had no instance for the first second of the run).
+        """
+        return await self.wait_for_entry(_NO_LEASE, self.timeout, first=True)
 
-    def _expire(self, waiter: Waiter) -> None:
-        fut = waiter.future
-        core = self.core
-        if fut.done() or not core.remove_waiter(waiter):
-            return  # served (or being served from another thread) or gone already
-        # The counts as the waiter saw them, itself included among the waiting.
-        error = AcquireTimeout(
-            self.name,
-            waiter.timeout if waiter.timeout is not None else 0.0,
-            size=core.size,
-            in_use=core.in_use,
-            waiting=core.waiting + 1,
-            max_size=core.max_size,
-            creating=core.creating,
-            max_total=core.budget.max_total,
-            advice=self.why_no_instance(),
-        )
-        # Counted as a timeout by the waiting task (wait_for_entry), if that is what it raises.
-        fut.set_exception(error)
-
-    def why_no_instance(self) -> str:
-        """Which bound kept a waiter waiting, and what to change (for ``AcquireTimeout``)."""
-        core = self.core
-        if core.size + core.creating >= core.max_size:
-            return (
-                f"the service is at max_size={core.max_size}: raise max_size, pass a longer "
-                "timeout=, or look for tests that hold leases too long"
-            )
-        if not core.budget.has_room():
-            return (
-                f"the pool is at max_total={core.budget.max_total} instances across its services: "
-                "raise max_total, or lower other services' max_size"
-            )
-        if not core.budget.has_room(core):
-            return (
-                f"the rest of the pool's max_total={core.budget.max_total} is kept for the first "
-                "instance of services that have none yet: raise max_total"
-            )
-        for member in self.members:
-            mc = member.core
-            if not mc.idle and mc.size + mc.creating >= mc.max_size:
-                return (
-                    f"member {member.name!r} is at its max_size={mc.max_size}, shared by its own "
-                    f"leases and the groups built on it: raise {member.name!r}'s max_size"
-                )
-        if core.creating:
-            return (
-                f"{core.creating} instance(s) were being created and none was ready in time: the "
-                "factory is slow; pass a longer timeout= or make the factory faster"
-            )
-        if core.recovering or core.checking:
-            last = self.last_error
-            cause = f" (last error: {type(last).__name__}: {last})" if last is not None else ""
-            return (
-                f"{core.recovering + core.checking} instance(s) were being checked or recovered and "
-                f"none came back in time{cause}; fix what breaks them, or pass a longer timeout="
-            )
-        return "no instance could be made in time; see the service's last error in pool.report()"
-
-    def _abandon(self, waiter: Waiter) -> None:
-        """The waiting task stopped waiting (cancelled, timed out, failed): nothing may be lost."""
-        core = self.core
-        core.remove_waiter(waiter)
-        fut = waiter.future
-        if fut.done() and not fut.cancelled() and fut.exception() is None:
-            # The race: an entry was handed over, then the task was cancelled before it ran.
-            # Pass the entry on unchanged; the cancellation still propagates.
-            core.give_back(fut.result())
-        else:
-            fut.cancel()
-        # Creations already started for this waiter go on: their instances join the pool.
+    def bind_entry(self, entry: Entry) -> Entry:
+        """Refresh the loop-bound handle of an entry for the running loop (``spec.bind``)."""
+        bind = self.bind
+        if bind is not None:
+            loop = asyncio._get_running_loop()
+            bound = entry.handle_loop
+            if bound is None or bound() is not loop:  # type: ignore[operator]
+                # An emergency stub (recovery tier 4) imitates the handle already: binding it
+                # would call the real bind on a mock. The stub is its own handle.
+                if entry.tier == "stub":
+                    entry.handle = entry.instance
+                else:
+                    entry.handle = bind(entry.instance)
+                    if self._handle_type is None:
+                        self._handle_type = _imitated(entry.handle)
+                entry.handle_loop = weakref.ref(loop) if loop is not None else None
+        return entry
 
     def bind_leased(self, lease: LeaseState, entry: Entry) -> None:
         """Bind a just-leased entry to the running loop (``spec.bind``). If bind raises, the
@@ -416,36 +344,7 @@ class ServicePool:
                 self.bind_leased(lease, entry)
         return entry
 
-    def _arm_stall_check(self, loop: asyncio.AbstractEventLoop, streak: int = 0) -> None:
-        """Look again after a stall's time: uncovered waiters with no lease ended meanwhile
-        get a creation (liveness; works without supervisors). ``streak``: stalls in a row."""
-        hold = self.metrics.hold_ewma if self.metrics.holds.count else None
-        delay = stall_s(hold, self.core.in_use, self.creation_failures)
-        handle = loop.call_later(delay, self._stall_due, loop)
-        self._stall_checks[loop] = (handle, self.metrics.holds.count, streak)
-
-    def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
-        # In a task: creations are spawned into the runtime's task group, which anyio allows
-        # from a task only, not from a bare loop callback.
-        loop.create_task(self._stall_check(loop), name=f"mockpool {self.name} stall check")
-
-    async def _stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
-        _, released_before, streak = self._stall_checks.pop(loop, (None, 0, 0))
-        core = self.core
-        if core.closed or core.shortfall() <= 0:
-            return
-        stalled = self.metrics.holds.count == released_before
-        streak = streak + 1 if stalled else 0
-        # On a saturated loop a release is slow because other tests run, not because the
-        # holders wait for the waiters: a stall counts there only when it lasts (a second or
-        # so). Evicting another service's idle instance too waits for a lasting stall: a slow
-        # release is no reason to destroy what another service will need again.
-        busy, _ = self.pool.loop_load()
-        saturated = busy is not None and busy >= SATURATED
-        lasting = streak >= (STALLS_WHEN_SATURATED if saturated else STALLS_TO_EVICT)
-        self.ensure_creations(stalled=stalled and (lasting or not saturated), evict=lasting)
-        if core.shortfall() > 0 and core.waits_in(loop):
-            self._arm_stall_check(loop, streak)
+    # == deciding creations ===================================================================
 
     def ensure_creations(self, *, stalled: bool = False, evict: bool = False) -> None:
         """Start the background creations the sizing controller decides for the waiters that
@@ -499,256 +398,6 @@ class ServicePool:
             started += 1
         return started
 
-    # == creating =============================================================================
-
-    async def creations_settled(self) -> None:
-        """Return once the creations in flight now have ended (``warm`` waits so for the ones
-        it did not start: the scaling supervisor's ``min_size`` floor starts them too).
-
-        Only those: creations started later are not waited for. A failing factory that the
-        floor keeps restarting would otherwise keep a creation in flight for ever, and
-        ``start()`` would never return.
-        """
-        core = self.core
-        target = core.creations_begun
-        while core.creations_ended < target:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._settled_waiters.append(fut)
-            await fut
-
-    async def _create_one(self) -> None:
-        try:
-            await self._create()
-        finally:
-            self._wake_settled()
-
-    def _creation_dropped(self) -> None:
-        """A spawned creation never ran (its loop closed first): release its reservation, or
-        the service would count an instance on its way for ever and never create another."""
-        self.core.cancel_creation()
-        self._wake_settled()
-
-    def _wake_settled(self) -> None:
-        """A creation ended: let ``creations_settled`` callers check whether theirs have."""
-        if self._settled_waiters:
-            waiters, self._settled_waiters = self._settled_waiters, []
-            for fut in waiters:
-                if not fut.done() and not fut.get_loop().is_closed():
-                    fut.get_loop().call_soon_threadsafe(_settle, fut)
-
-    async def _create(self) -> None:
-        core = self.core
-        started = self.clock.now()
-        try:
-            entry = await self.build_entry()
-        except BaseException as exc:
-            core.cancel_creation()
-            if isinstance(exc, _CANCELLED):
-                raise
-            self._after_failed_creation(exc, started)
-            return
-        now = self.clock.now()
-        self.metrics.record_creation(now - started)
-        self.last_created_at = now
-        self.creation_failures = 0
-        waiter = core.add_created(entry)
-        self.peak_size = max(self.peak_size, core.size)
-        if waiter is not None:
-            waiter.fresh = True
-        if core.closed:
-            self._retire_closed(entry)
-
-    def _after_failed_creation(self, exc: BaseException, started: float | None = None) -> None:
-        core = self.core
-        self.last_error = exc
-        self.creation_failures += 1
-        if core.waiters and core.size + core.creating == 0:
-            # Nothing alive and nothing on its way: no waiter can be served; fail them now,
-            # with the cause, rather than let each wait for its timeout.
-            error = RecoveryFailedError(self.name, self._ladder_names(), exc)
-            error.__cause__ = exc
-            self.fail_waiters_since(error, started)
-
-    def fail_waiters_since(self, error: BaseException, started: float | None) -> None:
-        """Fail the waiters already queued when the failed attempt began (``started``); later
-        ones get an attempt of their own, since the fault may have cleared meanwhile."""
-        core = self.core
-        if started is None:
-            core.fail_waiters(error)
-            return
-        stale = sum(1 for w in core.waiters if w.enqueued_at <= started and not w.future.done())
-        if stale:
-            core.fail_waiters(error, limit=stale)
-        if core.waiters:
-            self.ensure_creations()
-
-    def _ladder_names(self) -> list[str]:
-        names = ["factory"]
-        if self.spec.allow_degraded:
-            if self.spec.minimal is not None:
-                names.append("minimal")
-            names.append("stub")
-        return names
-
-    async def build_entry(self) -> Entry:
-        """Make a new entry: factory first, then (degraded services only) minimal, then stub."""
-        members = await self._lease_members() if self.members else None
-        try:
-            args = [m.handle for m in members.values()] if members else []
-            entry = await self._build(self.factory, args, tier=None)
-        except BaseException as first:
-            if isinstance(first, _CANCELLED) or not self.spec.allow_degraded:
-                self._release_members(members)
-                raise
-            self.metrics.create_failures += 1
-            entry = await self._build_degraded(args, first, members)
-        entry.members = members
-        if members and any(m.degraded for m in members.values()):
-            entry.degraded = True  # built on a degraded member: a lesser double too
-        entry.variant = self.variant
-        return entry
-
-    async def _build_degraded(
-        self, args: list[Any], cause: BaseException, members: dict[str, Entry] | None
-    ) -> Entry:
-        last = cause
-        if self.spec.minimal is not None:
-            try:
-                entry = await self._build(self.spec.minimal, args, tier="minimal")
-            except BaseException as exc:
-                if isinstance(exc, _CANCELLED):
-                    self._release_members(members)
-                    raise
-                last = exc
-            else:
-                self.metrics.recoveries["minimal"] += 1
-                return entry
-        template = self._stub_template()
-        if template is None:
-            self._release_members(members)
-            raise last
-        entry = make_stub(template, self.clock.now())
-        self.metrics.created += 1
-        self.metrics.recoveries["stub"] += 1
-        return entry
-
-    def _stub_template(self) -> type | None:
-        """The class an emergency stub imitates: what tests receive from a working instance
-        (with a ``bind`` hook, the bound handle's class, learned when one was bound), else the
-        class the factory declares (a class, or a function's return annotation), so that a
-        service whose factory never worked can still be stubbed."""
-        if self.bind is not None:
-            return self._handle_type
-        for entry in self.core.entries:
-            if not entry.degraded:
-                return type(entry.instance)
-        return self._known_type or declared_type(self.spec.factory)
-
-    _known_type: type | None = None
-    _handle_type: type | None = None
-
-    async def _build(self, factory: Callable[..., Any], args: list[Any], *, tier: str | None) -> Entry:
-        spec = self.spec
-        cpu = time.thread_time()
-        instance = await call_hook(
-            factory, *args, timeout=spec.create_timeout, service=self.name, name=tier or "factory"
-        )
-        if not inspect.iscoroutinefunction(factory):
-            # A sync factory ran on the loop's thread without a pause: its CPU is the loop's,
-            # not the leases' (the sizing controller tells the two apart).
-            runtime = self.pool.current_runtime()
-            if runtime is not None:
-                runtime.creation_cpu += time.thread_time() - cpu
-        if instance is None:
-            hook = "minimal factory" if tier == "minimal" else "factory"
-            raise MockPoolError(
-                f"service {self.name!r}: the {hook} {_hook_name(factory)} returned None; it must "
-                "return the instance tests receive (a factory that sets something up still "
-                "returns the double)"
-            )
-        # Counted made now, so that destroying it below (a failed snapshot) keeps
-        # ``created - destroyed`` equal to the live instances.
-        self.metrics.created += 1
-        try:
-            pristine = None
-            if spec.snapshot is not None:
-                pristine = await call_hook(
-                    spec.snapshot, instance, timeout=spec.reset_timeout, service=self.name, name="snapshot"
-                )
-            fingerprint = None
-            if self.verify_isolation:
-                fingerprint = (
-                    pristine
-                    if spec.fingerprint is None
-                    else await call_hook(
-                        spec.fingerprint,
-                        instance,
-                        timeout=spec.reset_timeout,
-                        service=self.name,
-                        name="fingerprint",
-                    )
-                )
-        except BaseException:
-            await self._destroy_instance(instance)
-            raise
-        entry = Entry(instance, now=self.clock.now(), pristine=pristine)
-        entry.fingerprint = fingerprint
-        if tier is not None:
-            entry.tier = tier
-            entry.degraded = True
-        elif self._known_type is None:
-            self._known_type = type(instance)
-        return entry
-
-    async def _lease_members(self) -> dict[str, Entry]:
-        members: dict[str, Entry] = {}
-        try:
-            for member in self.members:
-                entry = member.core.take_idle()
-                if entry is None:
-                    entry = await member.wait_for_entry_internal()
-                members[member.name] = member.bind_entry(entry)
-        except BaseException:
-            self._release_members(members)
-            raise
-        return members
-
-    def _release_members(self, members: dict[str, Entry] | None) -> None:
-        if not members:
-            return
-        services = self.pool.service_pools
-        for name, entry in members.items():
-            member = services.get(name)
-            if member is not None and entry.state is EntryState.LEASED:
-                member.release_entry(entry)
-
-    async def wait_for_entry_internal(self) -> Entry:
-        """An acquire on behalf of a group being built (no lease object, no timeout of its own).
-
-        It queues first: the group instance it completes serves a whole queue of group leases,
-        while behind the member's queue of direct leases the group's waiters would all starve
-        (in the stress suite, device_session had no instance for the first second of the run).
-        """
-        return await self.wait_for_entry(_NO_LEASE, self.timeout, first=True)
-
-    def bind_entry(self, entry: Entry) -> Entry:
-        """Refresh the loop-bound handle of an entry for the running loop (``spec.bind``)."""
-        bind = self.bind
-        if bind is not None:
-            loop = asyncio._get_running_loop()
-            bound = entry.handle_loop
-            if bound is None or bound() is not loop:  # type: ignore[operator]
-                # An emergency stub (recovery tier 4) imitates the handle already: binding it
-                # would call the real bind on a mock. The stub is its own handle.
-                if entry.tier == "stub":
-                    entry.handle = entry.instance
-                else:
-                    entry.handle = bind(entry.instance)
-                    if self._handle_type is None:
-                        self._handle_type = _imitated(entry.handle)
-                entry.handle_loop = weakref.ref(loop) if loop is not None else None
-        return entry
-
     # == releasing ============================================================================
 
     def release_entry(
@@ -801,183 +450,6 @@ class ServicePool:
             on_drop=lambda: self._reset_dropped(entry, pending, done),
         )
         return done
-
-    def _reset_dropped(self, entry: Entry, pending: Any, done: asyncio.Future[IsolationError | None]) -> None:
-        """The background reset never ran (its loop closed first): as for one interrupted
-        mid-way, park the entry for recovery by the next runtime."""
-        if inspect.iscoroutine(pending) and inspect.getcoroutinestate(pending) == inspect.CORO_CREATED:
-            pending.close()  # the reset hook's coroutine will not run: no "never awaited"
-        if entry.state is EntryState.RESETTING:
-            self.core.begin_recovery(entry)
-            self.orphans.append(entry)
-        if not done.done() and not done.get_loop().is_closed():
-            done.set_result(None)
-
-    async def _reset_in_background(
-        self, entry: Entry, pending: Any, done: asyncio.Future[IsolationError | None]
-    ) -> None:
-        try:
-            try:
-                with deadline(self.name, "reset", self.spec.reset_timeout):
-                    if pending is not None:
-                        await pending
-                    else:
-                        await self.full_reset(entry)
-            except _CANCELLED:
-                # The loop is going away mid-reset: the instance is in an unknown state. Park it
-                # for recovery by the next runtime; the cancellation propagates.
-                self.core.begin_recovery(entry)
-                self.orphans.append(entry)
-                raise
-            except Exception as exc:
-                self._reset_failed(entry, exc)
-                if isinstance(exc, IsolationError) and not done.done():
-                    done.set_result(exc)
-                return
-            self.core.finish_reset(entry)
-            self.metrics.resets += 1
-        finally:
-            if not done.done():
-                done.set_result(None)
-
-    async def full_reset(self, entry: Entry) -> None:
-        """Reset an entry (group members first), then verify isolation if asked to."""
-        services = self.pool.service_pools
-        if entry.members:
-            for name, member_entry in entry.members.items():
-                member = services[name]
-                if member.reset is not None:
-                    await call_hook(
-                        member.reset,
-                        member_entry.instance,
-                        timeout=member.spec.reset_timeout,
-                        service=name,
-                        name="reset",
-                    )
-        if self.reset is not None:
-            await call_hook(
-                self.reset, entry.instance, timeout=self.spec.reset_timeout, service=self.name, name="reset"
-            )
-        if self.verify_isolation:
-            # The group's own state, then each member's: a test reaches both.
-            checks = [(self, entry), *((services[n], e) for n, e in (entry.members or {}).items())]
-            for svc, checked in checks:
-                hook = fingerprint_hook(svc.spec)
-                if hook is None or checked.fingerprint is None:
-                    continue
-                now = await call_hook(
-                    hook,
-                    checked.instance,
-                    timeout=svc.spec.reset_timeout,
-                    service=svc.name,
-                    name="fingerprint",
-                )
-                if now != checked.fingerprint:
-                    detail = difference(checked.fingerprint, now)
-                    if svc is not self:
-                        detail = f"member {svc.name!r}: {detail}"
-                    self.metrics.isolation_failures += 1
-                    self.last_isolation_failure = detail
-                    raise IsolationError(self.name, detail)
-
-    def _reset_failed(self, entry: Entry, exc: BaseException) -> None:
-        self.metrics.reset_failures += 1
-        self.last_error = self.last_reset_error = exc
-        logger.warning("service %r: reset failed (%s: %s); recovering", self.name, type(exc).__name__, exc)
-        self.to_recovery(entry, f"reset failed: {exc!r}")
-
-    # == recovery =============================================================================
-
-    def to_recovery(self, entry: Entry, reason: str) -> None:
-        """Send an entry (leased, resetting, checking or idle) to the recovery ladder."""
-        self.core.begin_recovery(entry)
-        self.pool.spawn(self.recover, entry, reason, on_drop=functools.partial(self.orphan, entry))
-
-    async def recover(self, entry: Entry, reason: str) -> None:
-        """Tiers in order: restore the pristine snapshot, recreate from the factory, the
-        ``minimal`` factory, an emergency stub (the last two only with ``allow_degraded``)."""
-
-        try:
-            await self._recover(self, entry, reason)
-        except _CANCELLED:
-            if entry.state is EntryState.RECOVERING:
-                self.orphans.append(entry)
-            raise
-
-    def orphan(self, entry: Entry) -> None:
-        """Park an entry whose recovery was cut short (its loop ended) for the next runtime.
-
-        A method, not ``self.orphans.append``: ``resume_orphans`` replaces the list, and an
-        ``on_drop`` bound to the old one would park the entry where nobody looks (the entry
-        stayed "recovering" for good).
-        """
-        self.orphans.append(entry)
-
-    def resume_orphans(self) -> None:
-        orphans, self.orphans = self.orphans, []
-        for entry in orphans:
-            if entry.state is EntryState.RECOVERING:
-                if self.core.closed:
-                    self.core.remove(entry)
-                    self._retire_closed(entry, already_removed=True)
-                else:
-                    self.pool.spawn(
-                        self.recover,
-                        entry,
-                        "interrupted by the end of its event loop",
-                        on_drop=functools.partial(self.orphan, entry),
-                    )
-
-    # == destroying ===========================================================================
-
-    def _retire_closed(self, entry: Entry, *, already_removed: bool = False) -> None:
-        if not already_removed:
-            self.core.remove(entry)
-        self.destroy_soon(entry)
-
-    def destroy_soon(self, entry: Entry) -> None:
-        """Destroy a removed entry's instance: inline if the hook is sync, else in background."""
-        self._release_members(entry.members)
-        entry.members = None
-        destroy = self.spec.destroy
-        self.metrics.destroyed += 1
-        if destroy is None:
-            return
-        try:
-            result = destroy(entry.instance)
-        except Exception as exc:
-            logger.warning("service %r: destroy failed: %r", self.name, exc)
-            return
-        if inspect.isawaitable(result):
-            self.pool.spawn(self._await_destroy, result, on_drop=lambda: _close(result))
-
-    async def _await_destroy(self, awaitable: Any) -> None:
-        try:
-            with deadline(self.name, "destroy", self.spec.destroy_timeout):
-                await awaitable
-        except Exception as exc:
-            logger.warning("service %r: destroy failed: %r", self.name, exc)
-
-    async def _destroy_instance(self, instance: Any) -> None:
-        """Destroy an instance no entry holds any more (replaced, never placed, or closing)."""
-        self.metrics.destroyed += 1
-        destroy = self.spec.destroy
-        if destroy is None:
-            return
-        try:
-            with anyio.CancelScope(shield=True):
-                await call_hook(
-                    destroy, instance, timeout=self.spec.destroy_timeout, service=self.name, name="destroy"
-                )
-        except Exception as exc:
-            logger.warning("service %r: destroy failed: %r", self.name, exc)
-
-    def closed_error(self) -> PoolClosedError:
-        return PoolClosedError(
-            f"service {self.name!r} of pool {self.pool.name!r} is closed "
-            f"({'the pool was closed' if self.pool.closed else 'the service was unregistered'}); "
-            "acquire inside 'async with pool:' or register the service again"
-        )
 
     # == statistics ===========================================================================
 
@@ -1061,40 +533,6 @@ def _served(lease: LeaseState) -> int:
 
 
 _NO_LEASE: Any = _NoLease()
-
-#: Stall checks in a row with no lease ended before a stalled waiter may evict another
-#: service's idle instance at the pool-wide cap.
-STALLS_TO_EVICT = 4
-#: Stall checks in a row that count as a stall at all on a saturated loop.
-STALLS_WHEN_SATURATED = 20
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _close(awaitable: Any) -> None:
-    """Close a coroutine that will never be awaited (no "never awaited" warning); one frozen
-    mid-way in a closed loop is left alone."""
-    if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED:
-        awaitable.close()
-
-
-def _hook_name(hook: Callable[..., Any]) -> str:
-    return getattr(hook, "__qualname__", None) or repr(hook)
-
-
-def declared_type(factory: Callable[..., Any]) -> type | None:
-    """The class ``factory`` makes, when it says: the class itself, or the return annotation of
-    a function (``def make() -> RedisDouble``); None otherwise."""
-    if isinstance(factory, type):
-        return factory
-    try:
-        hint = typing.get_type_hints(factory).get("return")
-    except Exception:  # unresolvable annotations, builtins without hints: nothing declared
-        return None
-    return hint if isinstance(hint, type) and hint is not type(None) else None
 
 
 def _imitated(handle: Any) -> type | None:

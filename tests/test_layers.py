@@ -1,8 +1,9 @@
 """The import rules that keep the layers apart (docs/architecture.md): the static
 import graph of ``mockpool`` (``TYPE_CHECKING`` imports included) has no cycle, no supervisor
 imports the pool module, the state core imports no anyio, the history imports nothing of
-mockpool but itself and no event-loop library, and no fake imports the plugin
-(``mockpool.pytest_plugin`` or its package ``mockpool.plugin``)."""
+mockpool but itself and no event-loop library, no fake imports the plugin
+(``mockpool.pytest_plugin`` or its package ``mockpool.plugin``), and the mixins of
+``ServicePool`` import neither its module nor one another."""
 
 from __future__ import annotations
 
@@ -127,3 +128,11 @@ def _in_plugin(module: str) -> bool:
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("mockpool.services.")))
 def test_no_fake_imports_the_plugin(module: str) -> None:
     assert not {t for t in GRAPH[module] if _in_plugin(t)}
+
+
+@pytest.mark.parametrize("module", ["mockpool.waiting", "mockpool.instances", "mockpool.recovery_handoff"])
+def test_the_service_pool_mixins_import_neither_the_service_nor_what_sits_above(module: str) -> None:
+    # ServicePool imports them; each declares what it uses of it instead (docs/architecture.md).
+    above = {"mockpool.service", "mockpool.lease", "mockpool.pool", "mockpool.recovery"}
+    mixins = {"mockpool.waiting", "mockpool.instances", "mockpool.recovery_handoff"}
+    assert not GRAPH[module] & (above | mixins)

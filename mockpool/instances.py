@@ -1,0 +1,437 @@
+"""Running a service's hooks on its instances: creating (factory, then for degraded services
+the minimal factory or an emergency stub; snapshot and fingerprint), resetting in the
+background (a group's members, isolation-verify's fingerprint check) and destroying.
+
+An :class:`InstanceHooks` mixin of :class:`~mockpool.service.ServicePool`. Each hook is the
+user's code, sync or async; an async one is bounded by its ``*_timeout``
+(:func:`~mockpool.hooks.call_hook`). What a release starts (an async reset, a group's, one
+under isolation-verify; an async destroy) runs in a background task of the pool's runtime,
+never in the test's task. The hooks that run inline on the acquire and release paths stay
+there: ``bind``, a sync ``reset`` and the health check on acquire (:mod:`mockpool.service`),
+``on_acquire`` and ``on_release`` (:mod:`mockpool.lease`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import typing
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from .core import Entry, EntryState
+from .errors import MockPoolError, RecoveryFailedError
+from .hooks import call_hook, deadline
+from .isolation import IsolationError, difference, fingerprint_hook
+from .stubs import make_stub
+
+if TYPE_CHECKING:
+    from .clock import Clock
+    from .core import ServiceCore
+    from .metrics import ServiceMetrics
+    from .spec import Hook, ServiceSpec
+
+__all__ = ("CpuMeter", "InstanceHooks", "declared_type")
+
+logger = logging.getLogger("mockpool")
+
+# mockpool runs on asyncio, whose cancellation (also under anyio) is CancelledError.
+_CANCELLED = (asyncio.CancelledError,)
+
+
+class CpuMeter(Protocol):
+    """The runtime of a loop, as far as creations count the CPU a sync factory took."""
+
+    creation_cpu: float
+
+
+class _Port(Protocol):
+    """What running the hooks needs of the pool (:class:`~mockpool.service.PoolPort` has it)."""
+
+    @property
+    def service_pools(self) -> Mapping[str, InstanceHooks]: ...
+    def spawn(
+        self, fn: Callable[..., Any], *args: Any, on_drop: Callable[[], None] | None = None
+    ) -> None: ...
+    def current_runtime(self) -> CpuMeter | None: ...
+
+
+class InstanceHooks:
+    """Creating, resetting and destroying instances (a mixin of
+    :class:`~mockpool.service.ServicePool`)."""
+
+    if TYPE_CHECKING:
+        # What this part reads of the service pool, which defines it.
+        name: str
+        spec: ServiceSpec
+        clock: Clock
+        core: ServiceCore
+        metrics: ServiceMetrics
+        factory: Hook
+        variant: str | None
+        reset: Hook | None
+        bind: Hook | None
+        verify_isolation: bool
+        members: tuple[InstanceHooks, ...]
+        orphans: list[Entry]
+        last_error: BaseException | None
+        last_reset_error: BaseException | None
+        last_isolation_failure: str | None
+        creation_failures: int
+        last_created_at: float | None
+        peak_size: int
+
+        @property
+        def pool(self) -> _Port: ...
+        def bind_entry(self, entry: Entry) -> Entry: ...
+        async def wait_for_entry_internal(self) -> Entry: ...
+        def release_entry(
+            self, entry: Entry, *, discard: bool = False
+        ) -> asyncio.Future[IsolationError | None] | None: ...
+        def to_recovery(self, entry: Entry, reason: str) -> None: ...
+        def fail_waiters_since(self, error: BaseException, started: float | None) -> None: ...
+        def _wake_settled(self) -> None: ...
+
+    # == creating =============================================================================
+
+    async def _create_one(self) -> None:
+        try:
+            await self._create()
+        finally:
+            self._wake_settled()
+
+    def _creation_dropped(self) -> None:
+        """A spawned creation never ran (its loop closed first): release its reservation, or
+        the service would count an instance on its way for ever and never create another."""
+        self.core.cancel_creation()
+        self._wake_settled()
+
+    async def _create(self) -> None:
+        core = self.core
+        started = self.clock.now()
+        try:
+            entry = await self.build_entry()
+        except BaseException as exc:
+            core.cancel_creation()
+            if isinstance(exc, _CANCELLED):
+                raise
+            self._after_failed_creation(exc, started)
+            return
+        now = self.clock.now()
+        self.metrics.record_creation(now - started)
+        self.last_created_at = now
+        self.creation_failures = 0
+        waiter = core.add_created(entry)
+        self.peak_size = max(self.peak_size, core.size)
+        if waiter is not None:
+            waiter.fresh = True
+        if core.closed:
+            self._retire_closed(entry)
+
+    def _after_failed_creation(self, exc: BaseException, started: float | None = None) -> None:
+        core = self.core
+        self.last_error = exc
+        self.creation_failures += 1
+        if core.waiters and core.size + core.creating == 0:
+            # Nothing alive and nothing on its way: no waiter can be served; fail them now,
+            # with the cause, rather than let each wait for its timeout.
+            error = RecoveryFailedError(self.name, self._ladder_names(), exc)
+            error.__cause__ = exc
+            self.fail_waiters_since(error, started)
+
+    async def build_entry(self) -> Entry:
+        """Make a new entry: factory first, then (degraded services only) minimal, then stub."""
+        members = await self._lease_members() if self.members else None
+        try:
+            args = [m.handle for m in members.values()] if members else []
+            entry = await self._build(self.factory, args, tier=None)
+        except BaseException as first:
+            if isinstance(first, _CANCELLED) or not self.spec.allow_degraded:
+                self._release_members(members)
+                raise
+            self.metrics.create_failures += 1
+            entry = await self._build_degraded(args, first, members)
+        entry.members = members
+        if members and any(m.degraded for m in members.values()):
+            entry.degraded = True  # built on a degraded member: a lesser double too
+        entry.variant = self.variant
+        return entry
+
+    async def _build_degraded(
+        self, args: list[Any], cause: BaseException, members: dict[str, Entry] | None
+    ) -> Entry:
+        last = cause
+        if self.spec.minimal is not None:
+            try:
+                entry = await self._build(self.spec.minimal, args, tier="minimal")
+            except BaseException as exc:
+                if isinstance(exc, _CANCELLED):
+                    self._release_members(members)
+                    raise
+                last = exc
+            else:
+                self.metrics.recoveries["minimal"] += 1
+                return entry
+        template = self._stub_template()
+        if template is None:
+            self._release_members(members)
+            raise last
+        entry = make_stub(template, self.clock.now())
+        self.metrics.created += 1
+        self.metrics.recoveries["stub"] += 1
+        return entry
+
+    def _ladder_names(self) -> list[str]:
+        names = ["factory"]
+        if self.spec.allow_degraded:
+            if self.spec.minimal is not None:
+                names.append("minimal")
+            names.append("stub")
+        return names
+
+    def _stub_template(self) -> type | None:
+        """The class an emergency stub imitates: what tests receive from a working instance
+        (with a ``bind`` hook, the bound handle's class, learned when one was bound), else the
+        class the factory declares (a class, or a function's return annotation), so that a
+        service whose factory never worked can still be stubbed."""
+        if self.bind is not None:
+            return self._handle_type
+        for entry in self.core.entries:
+            if not entry.degraded:
+                return type(entry.instance)
+        return self._known_type or declared_type(self.spec.factory)
+
+    _known_type: type | None = None
+    _handle_type: type | None = None
+
+    async def _build(self, factory: Callable[..., Any], args: list[Any], *, tier: str | None) -> Entry:
+        spec = self.spec
+        cpu = time.thread_time()
+        instance = await call_hook(
+            factory, *args, timeout=spec.create_timeout, service=self.name, name=tier or "factory"
+        )
+        if not inspect.iscoroutinefunction(factory):
+            # A sync factory ran on the loop's thread without a pause: its CPU is the loop's,
+            # not the leases' (the sizing controller tells the two apart).
+            runtime = self.pool.current_runtime()
+            if runtime is not None:
+                runtime.creation_cpu += time.thread_time() - cpu
+        if instance is None:
+            hook = "minimal factory" if tier == "minimal" else "factory"
+            raise MockPoolError(
+                f"service {self.name!r}: the {hook} {_hook_name(factory)} returned None; it must "
+                "return the instance tests receive (a factory that sets something up still "
+                "returns the double)"
+            )
+        # Counted made now, so that destroying it below (a failed snapshot) keeps
+        # ``created - destroyed`` equal to the live instances.
+        self.metrics.created += 1
+        try:
+            pristine = None
+            if spec.snapshot is not None:
+                pristine = await call_hook(
+                    spec.snapshot, instance, timeout=spec.reset_timeout, service=self.name, name="snapshot"
+                )
+            fingerprint = None
+            if self.verify_isolation:
+                fingerprint = (
+                    pristine
+                    if spec.fingerprint is None
+                    else await call_hook(
+                        spec.fingerprint,
+                        instance,
+                        timeout=spec.reset_timeout,
+                        service=self.name,
+                        name="fingerprint",
+                    )
+                )
+        except BaseException:
+            await self._destroy_instance(instance)
+            raise
+        entry = Entry(instance, now=self.clock.now(), pristine=pristine)
+        entry.fingerprint = fingerprint
+        if tier is not None:
+            entry.tier = tier
+            entry.degraded = True
+        elif self._known_type is None:
+            self._known_type = type(instance)
+        return entry
+
+    async def _lease_members(self) -> dict[str, Entry]:
+        members: dict[str, Entry] = {}
+        try:
+            for member in self.members:
+                entry = member.core.take_idle()
+                if entry is None:
+                    entry = await member.wait_for_entry_internal()
+                members[member.name] = member.bind_entry(entry)
+        except BaseException:
+            self._release_members(members)
+            raise
+        return members
+
+    def _release_members(self, members: dict[str, Entry] | None) -> None:
+        if not members:
+            return
+        services = self.pool.service_pools
+        for name, entry in members.items():
+            member = services.get(name)
+            if member is not None and entry.state is EntryState.LEASED:
+                member.release_entry(entry)
+
+    # == resetting in the background ==========================================================
+
+    async def _reset_in_background(
+        self, entry: Entry, pending: Any, done: asyncio.Future[IsolationError | None]
+    ) -> None:
+        try:
+            try:
+                with deadline(self.name, "reset", self.spec.reset_timeout):
+                    if pending is not None:
+                        await pending
+                    else:
+                        await self.full_reset(entry)
+            except _CANCELLED:
+                # The loop is going away mid-reset: the instance is in an unknown state. Park it
+                # for recovery by the next runtime; the cancellation propagates.
+                self.core.begin_recovery(entry)
+                self.orphans.append(entry)
+                raise
+            except Exception as exc:
+                self._reset_failed(entry, exc)
+                if isinstance(exc, IsolationError) and not done.done():
+                    done.set_result(exc)
+                return
+            self.core.finish_reset(entry)
+            self.metrics.resets += 1
+        finally:
+            if not done.done():
+                done.set_result(None)
+
+    def _reset_dropped(self, entry: Entry, pending: Any, done: asyncio.Future[IsolationError | None]) -> None:
+        """The background reset never ran (its loop closed first): as for one interrupted
+        mid-way, park the entry for recovery by the next runtime."""
+        if inspect.iscoroutine(pending) and inspect.getcoroutinestate(pending) == inspect.CORO_CREATED:
+            pending.close()  # the reset hook's coroutine will not run: no "never awaited"
+        if entry.state is EntryState.RESETTING:
+            self.core.begin_recovery(entry)
+            self.orphans.append(entry)
+        if not done.done() and not done.get_loop().is_closed():
+            done.set_result(None)
+
+    async def full_reset(self, entry: Entry) -> None:
+        """Reset an entry (group members first), then verify isolation if asked to."""
+        services = self.pool.service_pools
+        if entry.members:
+            for name, member_entry in entry.members.items():
+                member = services[name]
+                if member.reset is not None:
+                    await call_hook(
+                        member.reset,
+                        member_entry.instance,
+                        timeout=member.spec.reset_timeout,
+                        service=name,
+                        name="reset",
+                    )
+        if self.reset is not None:
+            await call_hook(
+                self.reset, entry.instance, timeout=self.spec.reset_timeout, service=self.name, name="reset"
+            )
+        if self.verify_isolation:
+            # The group's own state, then each member's: a test reaches both.
+            checks = [(self, entry), *((services[n], e) for n, e in (entry.members or {}).items())]
+            for svc, checked in checks:
+                hook = fingerprint_hook(svc.spec)
+                if hook is None or checked.fingerprint is None:
+                    continue
+                now = await call_hook(
+                    hook,
+                    checked.instance,
+                    timeout=svc.spec.reset_timeout,
+                    service=svc.name,
+                    name="fingerprint",
+                )
+                if now != checked.fingerprint:
+                    detail = difference(checked.fingerprint, now)
+                    if svc is not self:
+                        detail = f"member {svc.name!r}: {detail}"
+                    self.metrics.isolation_failures += 1
+                    self.last_isolation_failure = detail
+                    raise IsolationError(self.name, detail)
+
+    def _reset_failed(self, entry: Entry, exc: BaseException) -> None:
+        self.metrics.reset_failures += 1
+        self.last_error = self.last_reset_error = exc
+        logger.warning("service %r: reset failed (%s: %s); recovering", self.name, type(exc).__name__, exc)
+        self.to_recovery(entry, f"reset failed: {exc!r}")
+
+    # == destroying ===========================================================================
+
+    def _retire_closed(self, entry: Entry, *, already_removed: bool = False) -> None:
+        if not already_removed:
+            self.core.remove(entry)
+        self.destroy_soon(entry)
+
+    def destroy_soon(self, entry: Entry) -> None:
+        """Destroy a removed entry's instance: inline if the hook is sync, else in background."""
+        self._release_members(entry.members)
+        entry.members = None
+        destroy = self.spec.destroy
+        self.metrics.destroyed += 1
+        if destroy is None:
+            return
+        try:
+            result = destroy(entry.instance)
+        except Exception as exc:
+            logger.warning("service %r: destroy failed: %r", self.name, exc)
+            return
+        if inspect.isawaitable(result):
+            self.pool.spawn(self._await_destroy, result, on_drop=lambda: _close(result))
+
+    async def _await_destroy(self, awaitable: Any) -> None:
+        try:
+            with deadline(self.name, "destroy", self.spec.destroy_timeout):
+                await awaitable
+        except Exception as exc:
+            logger.warning("service %r: destroy failed: %r", self.name, exc)
+
+    async def _destroy_instance(self, instance: Any) -> None:
+        """Destroy an instance no entry holds any more (replaced, never placed, or closing)."""
+        self.metrics.destroyed += 1
+        destroy = self.spec.destroy
+        if destroy is None:
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                await call_hook(
+                    destroy, instance, timeout=self.spec.destroy_timeout, service=self.name, name="destroy"
+                )
+        except Exception as exc:
+            logger.warning("service %r: destroy failed: %r", self.name, exc)
+
+
+def _close(awaitable: Any) -> None:
+    """Close a coroutine that will never be awaited (no "never awaited" warning); one frozen
+    mid-way in a closed loop is left alone."""
+    if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED:
+        awaitable.close()
+
+
+def _hook_name(hook: Callable[..., Any]) -> str:
+    return getattr(hook, "__qualname__", None) or repr(hook)
+
+
+def declared_type(factory: Callable[..., Any]) -> type | None:
+    """The class ``factory`` makes, when it says: the class itself, or the return annotation of
+    a function (``def make() -> RedisDouble``); None otherwise."""
+    if isinstance(factory, type):
+        return factory
+    try:
+        hint = typing.get_type_hints(factory).get("return")
+    except Exception:  # unresolvable annotations, builtins without hints: nothing declared
+        return None
+    return hint if isinstance(hint, type) and hint is not type(None) else None

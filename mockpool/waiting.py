@@ -1,0 +1,244 @@
+"""Waiting for an instance: the waiters' futures, the deadline timers, the stall check.
+
+A :class:`Waiting` mixin of :class:`~mockpool.service.ServicePool`. ``wait_for_entry`` (kept in
+:mod:`mockpool.service`, next to the rest of the acquire path) queues a waiter in the core and
+awaits its future; what can end that wait other than an instance is here:
+
+- the deadline timers: one per service and event loop, armed for the earliest deadline; it
+  sets the waiter's future to :class:`~mockpool.errors.AcquireTimeout` and never cancels the
+  task, so a timeout cannot race a cancellation;
+- the stall check: while waiters go uncovered (no creation or recovery on its way for them),
+  it asks the sizing controller for creations again after a stall's time, as a stall if no
+  lease ended meanwhile (liveness without supervisors), and re-arms for as long as they wait;
+- a waiter that gives up (``_abandon``), and waiters failed at once when nothing can serve them.
+
+Futures may belong to another thread's loop (a pool reached from Starlette's TestClient): they
+are set there, with ``call_soon_threadsafe``. An entry's own hand-over to a waiter is the core's
+(:meth:`~mockpool.core.ServiceCore.recycle` and the other placing steps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import TYPE_CHECKING, Protocol
+
+from .errors import AcquireTimeout
+from .sizing import SATURATED, stall_s
+
+if TYPE_CHECKING:
+    from .core import ServiceCore, Waiter
+    from .metrics import ServiceMetrics
+
+__all__ = ("STALLS_TO_EVICT", "STALLS_WHEN_SATURATED", "Waiting")
+
+#: Stall checks in a row with no lease ended before a stalled waiter may evict another
+#: service's idle instance at the pool-wide cap.
+STALLS_TO_EVICT = 4
+#: Stall checks in a row that count as a stall at all on a saturated loop.
+STALLS_WHEN_SATURATED = 20
+
+
+class _LoadPort(Protocol):
+    """What the stall check reads of the pool (:class:`~mockpool.service.PoolPort` has it)."""
+
+    def loop_load(self) -> tuple[float | None, float | None]: ...
+
+
+class Waiting:
+    """The waiting half of a service pool (a mixin of :class:`~mockpool.service.ServicePool`)."""
+
+    if TYPE_CHECKING:
+        # What this part reads of the service pool, which defines it.
+        name: str
+        core: ServiceCore
+        metrics: ServiceMetrics
+        members: tuple[Waiting, ...]
+        last_error: BaseException | None
+        creation_failures: int
+
+        @property
+        def pool(self) -> _LoadPort: ...
+        def ensure_creations(self, *, stalled: bool = False, evict: bool = False) -> None: ...
+
+    def __init__(self) -> None:
+        super().__init__()  # the next mixin's state (cooperative: ServicePool lists several)
+        #: ``creations_settled`` callers waiting for the creations in flight to end.
+        self._settled_waiters: list[asyncio.Future[None]] = []
+        #: The stall check of each loop with uncovered waiters: its timer, the releases counted
+        #: when it was armed, and the stalls in a row so far.
+        self._stall_checks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int, int]
+        ] = weakref.WeakKeyDictionary()
+        #: The deadline timer of each loop with waiters that have a timeout, and when it fires.
+        self._timers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, float]
+        ] = weakref.WeakKeyDictionary()
+
+    # == deadlines ============================================================================
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """(Re-)arm the timer of ``loop`` (called in that loop only)."""
+        armed = self._timers.get(loop)
+        if armed is not None:
+            armed[0].cancel()
+        self._timers[loop] = (loop.call_at(deadline, self._on_timer, loop), deadline)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Expire the waiters of ``loop`` whose deadline has passed; re-arm for the next."""
+        self._timers.pop(loop, None)
+        for waiter in self.core.due_waiters(loop, loop.time()):
+            self._expire(waiter)
+        deadline = self.core.next_deadline(loop)
+        if deadline is not None:
+            self._arm_timer(loop, deadline)
+
+    def _expire(self, waiter: Waiter) -> None:
+        fut = waiter.future
+        core = self.core
+        if fut.done() or not core.remove_waiter(waiter):
+            return  # served (or being served from another thread) or gone already
+        # The counts as the waiter saw them, itself included among the waiting.
+        error = AcquireTimeout(
+            self.name,
+            waiter.timeout if waiter.timeout is not None else 0.0,
+            size=core.size,
+            in_use=core.in_use,
+            waiting=core.waiting + 1,
+            max_size=core.max_size,
+            creating=core.creating,
+            max_total=core.budget.max_total,
+            advice=self.why_no_instance(),
+        )
+        # Counted as a timeout by the waiting task (wait_for_entry), if that is what it raises.
+        fut.set_exception(error)
+
+    def why_no_instance(self) -> str:
+        """Which bound kept a waiter waiting, and what to change (for ``AcquireTimeout``)."""
+        core = self.core
+        if core.size + core.creating >= core.max_size:
+            return (
+                f"the service is at max_size={core.max_size}: raise max_size, pass a longer "
+                "timeout=, or look for tests that hold leases too long"
+            )
+        if not core.budget.has_room():
+            return (
+                f"the pool is at max_total={core.budget.max_total} instances across its services: "
+                "raise max_total, or lower other services' max_size"
+            )
+        if not core.budget.has_room(core):
+            return (
+                f"the rest of the pool's max_total={core.budget.max_total} is kept for the first "
+                "instance of services that have none yet: raise max_total"
+            )
+        for member in self.members:
+            mc = member.core
+            if not mc.idle and mc.size + mc.creating >= mc.max_size:
+                return (
+                    f"member {member.name!r} is at its max_size={mc.max_size}, shared by its own "
+                    f"leases and the groups built on it: raise {member.name!r}'s max_size"
+                )
+        if core.creating:
+            return (
+                f"{core.creating} instance(s) were being created and none was ready in time: the "
+                "factory is slow; pass a longer timeout= or make the factory faster"
+            )
+        if core.recovering or core.checking:
+            last = self.last_error
+            cause = f" (last error: {type(last).__name__}: {last})" if last is not None else ""
+            return (
+                f"{core.recovering + core.checking} instance(s) were being checked or recovered and "
+                f"none came back in time{cause}; fix what breaks them, or pass a longer timeout="
+            )
+        return "no instance could be made in time; see the service's last error in pool.report()"
+
+    # == waiters that give up or cannot be served =============================================
+
+    def _abandon(self, waiter: Waiter) -> None:
+        """The waiting task stopped waiting (cancelled, timed out, failed): nothing may be lost."""
+        core = self.core
+        core.remove_waiter(waiter)
+        fut = waiter.future
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            # The race: an entry was handed over, then the task was cancelled before it ran.
+            # Pass the entry on unchanged; the cancellation still propagates.
+            core.give_back(fut.result())
+        else:
+            fut.cancel()
+        # Creations already started for this waiter go on: their instances join the pool.
+
+    def fail_waiters_since(self, error: BaseException, started: float | None) -> None:
+        """Fail the waiters already queued when the failed attempt began (``started``); later
+        ones get an attempt of their own, since the fault may have cleared meanwhile."""
+        core = self.core
+        if started is None:
+            core.fail_waiters(error)
+            return
+        stale = sum(1 for w in core.waiters if w.enqueued_at <= started and not w.future.done())
+        if stale:
+            core.fail_waiters(error, limit=stale)
+        if core.waiters:
+            self.ensure_creations()
+
+    # == the stall check ======================================================================
+
+    def _arm_stall_check(self, loop: asyncio.AbstractEventLoop, streak: int = 0) -> None:
+        """Look again after a stall's time: uncovered waiters with no lease ended meanwhile
+        get a creation (liveness; works without supervisors). ``streak``: stalls in a row."""
+        hold = self.metrics.hold_ewma if self.metrics.holds.count else None
+        delay = stall_s(hold, self.core.in_use, self.creation_failures)
+        handle = loop.call_later(delay, self._stall_due, loop)
+        self._stall_checks[loop] = (handle, self.metrics.holds.count, streak)
+
+    def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        # In a task: creations are spawned into the runtime's task group, which anyio allows
+        # from a task only, not from a bare loop callback.
+        loop.create_task(self._stall_check(loop), name=f"mockpool {self.name} stall check")
+
+    async def _stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
+        _, released_before, streak = self._stall_checks.pop(loop, (None, 0, 0))
+        core = self.core
+        if core.closed or core.shortfall() <= 0:
+            return
+        stalled = self.metrics.holds.count == released_before
+        streak = streak + 1 if stalled else 0
+        # On a saturated loop a release is slow because other tests run, not because the
+        # holders wait for the waiters: a stall counts there only when it lasts (a second or
+        # so). Evicting another service's idle instance too waits for a lasting stall: a slow
+        # release is no reason to destroy what another service will need again.
+        busy, _ = self.pool.loop_load()
+        saturated = busy is not None and busy >= SATURATED
+        lasting = streak >= (STALLS_WHEN_SATURATED if saturated else STALLS_TO_EVICT)
+        self.ensure_creations(stalled=stalled and (lasting or not saturated), evict=lasting)
+        if core.shortfall() > 0 and core.waits_in(loop):
+            self._arm_stall_check(loop, streak)
+
+    # == creations settled ====================================================================
+
+    async def creations_settled(self) -> None:
+        """Return once the creations in flight now have ended (``warm`` waits so for the ones
+        it did not start: the scaling supervisor's ``min_size`` floor starts them too).
+
+        Only those: creations started later are not waited for. A failing factory that the
+        floor keeps restarting would otherwise keep a creation in flight for ever, and
+        ``start()`` would never return.
+        """
+        core = self.core
+        target = core.creations_begun
+        while core.creations_ended < target:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._settled_waiters.append(fut)
+            await fut
+
+    def _wake_settled(self) -> None:
+        """A creation ended: let ``creations_settled`` callers check whether theirs have."""
+        if self._settled_waiters:
+            waiters, self._settled_waiters = self._settled_waiters, []
+            for fut in waiters:
+                if not fut.done() and not fut.get_loop().is_closed():
+                    fut.get_loop().call_soon_threadsafe(_settle, fut)
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
