@@ -107,28 +107,10 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
                 return
 
         # Tiers 2 and 3: a new instance from the factory, then from the minimal factory.
-        ladder: list[tuple[str, Any]] = [("factory", svc.factory)]
-        if spec.allow_degraded and spec.minimal is not None:
-            ladder.append(("minimal", spec.minimal))
         old = entry.instance
-        for tier, factory in ladder:
-            tried.append(tier)
-            try:
-                fresh = await svc._build(
-                    factory, _member_handles(svc, entry), tier=None if tier == "factory" else tier
-                )
-            except Exception as exc:
-                last = exc
-                continue
-            try:
-                await _check_health(svc, fresh.instance)
-            except BaseException as exc:
-                # The new instance is ours until it is swapped in: close it, never leak it.
-                await svc._destroy_instance(fresh.instance)
-                if not isinstance(exc, Exception):
-                    raise
-                last = exc
-                continue
+        tier, fresh, error = await _build_healthy(svc, entry, tried)
+        last = error or last
+        if tier is not None and fresh is not None:
             swap_instance(entry, fresh)
             # Serve first, clean up after: a slow destroy must not delay the waiting acquirers
             # nor count as recovery time.
@@ -233,25 +215,10 @@ async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
             member.metrics.recoveries["snapshot"] += 1
             member.metrics.recovery_times["snapshot"].append(member.clock.now() - started)
             return False
-    ladder: list[tuple[str, Any]] = [("factory", member.factory)]
-    if member.spec.allow_degraded and member.spec.minimal is not None:
-        ladder.append(("minimal", member.spec.minimal))
-    for tier, factory in ladder:
-        try:
-            fresh = await member._build(
-                factory, _member_handles(member, member_entry), tier=None if tier == "factory" else tier
-            )
-        except Exception as exc:
-            last = exc
-            continue
-        try:
-            await _check_health(member, fresh.instance)
-        except BaseException as exc:
-            await member._destroy_instance(fresh.instance)
-            if not isinstance(exc, Exception):
-                raise
-            last = exc
-            continue
+    tried = ["snapshot"]
+    tier, fresh, error = await _build_healthy(member, member_entry, tried)
+    last = error or last
+    if tier is not None and fresh is not None:
         old = member_entry.instance
         swap_instance(member_entry, fresh)
         member.metrics.recoveries[tier] += 1
@@ -269,5 +236,37 @@ async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
         await member._destroy_instance(old)
         return True
     member.metrics.recovery_failures += 1
-    tiers = ["snapshot", *(t for t, _ in ladder), *(["stub"] if member.spec.allow_degraded else [])]
-    raise RecoveryFailedError(member.name, tiers, last) from last
+    if member.spec.allow_degraded:
+        tried.append("stub")
+    raise RecoveryFailedError(member.name, tried, last) from last
+
+
+async def _build_healthy(
+    svc: ServicePool, entry: Entry, tried: list[str]
+) -> tuple[str | None, Entry | None, Exception | None]:
+    """Tiers 2 and 3 of the ladder: a new instance from the factory, then from the minimal
+    factory (if degraded instances are allowed), that passes the health check. Returns its
+    tier and the built entry, or (None, None, the last error); appends each tier tried."""
+    spec = svc.spec
+    ladder: list[tuple[str, Any]] = [("factory", svc.factory)]
+    if spec.allow_degraded and spec.minimal is not None:
+        ladder.append(("minimal", spec.minimal))
+    last: Exception | None = None
+    for tier, factory in ladder:
+        tried.append(tier)
+        try:
+            fresh = await svc._build(factory, _member_handles(svc, entry), tier=None if tier == "factory" else tier)
+        except Exception as exc:
+            last = exc
+            continue
+        try:
+            await _check_health(svc, fresh.instance)
+        except BaseException as exc:
+            # The new instance is ours until it is swapped in: close it, never leak it.
+            await svc._destroy_instance(fresh.instance)
+            if not isinstance(exc, Exception):
+                raise
+            last = exc
+            continue
+        return tier, fresh, None
+    return None, None, last
