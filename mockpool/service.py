@@ -354,7 +354,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         core = self.core
         if core.shortfall() <= 0:
             return
-        sizing = self.sizing_input(stalled=stalled)
+        sizing = self.sizing_input(stalled=stalled, lasting=evict)
         wanted = creations(sizing)
         pool = self.pool
         while wanted > 0:
@@ -369,7 +369,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             pool.spawn(self._create_one, on_drop=self._creation_dropped)
             wanted -= 1
 
-    def sizing_input(self, *, stalled: bool = False) -> SizingInput:
+    def sizing_input(self, *, stalled: bool = False, lasting: bool = False) -> SizingInput:
         """This service's measurements, as the sizing controller reads them."""
         core, m = self.core, self.metrics
         busy, lease_cost = self.pool.loop_load()
@@ -387,6 +387,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             lease_cost=lease_cost,
             memory_tight=self.memory_tight,
             stalled=stalled,
+            lasting=lasting,
             share=self.pool.fair_share(self),
         )
 

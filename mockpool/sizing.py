@@ -79,6 +79,8 @@ class SizingInput:
     memory_tight: bool = False
     #: No lease ended for a stall (:func:`stall_s`) while these waiters waited.
     stalled: bool = False
+    #: ... for several stalls in a row: the holders may be waiting for the waiters.
+    lasting: bool = False
     #: This service's share of the pool-wide ``max_total`` (None: no pool-wide bound).
     share: int | None = None
 
@@ -109,7 +111,10 @@ def creations(s: SizingInput) -> int:
     if s.in_use == 0 and s.creating == 0 and s.recovering == 0:
         return 1  # liveness: nothing held, nothing on its way
     if s.stalled:
-        return 1 if s.creating == 0 else 0  # liveness: the holders may wait for the waiters
+        # Within the service's share of max_total; beyond it only when the stall lasts: a
+        # short one taking another service's share would have it evict one back (churn).
+        within = s.share is None or s.lasting or s.size + s.creating < s.share
+        return 1 if s.creating == 0 and within else 0  # liveness: the holders may wait for the waiters
     if s.memory_tight:
         return 0
     cap = s.limit if s.share is None else min(s.limit, s.share)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import AcquireTimeout
 from .sizing import SATURATED, stall_s
@@ -37,12 +37,15 @@ __all__ = ("STALLS_TO_EVICT", "STALLS_WHEN_SATURATED", "Waiting")
 STALLS_TO_EVICT = 4
 #: Stall checks in a row that count as a stall at all on a saturated loop.
 STALLS_WHEN_SATURATED = 20
+#: A service at or over its share of ``max_total`` evicts only after this many times as long.
+OVER_SHARE_FACTOR = 4
 
 
 class _LoadPort(Protocol):
     """What the stall check reads of the pool (:class:`~mockpool.service.PoolPort` has it)."""
 
     def loop_load(self) -> tuple[float | None, float | None]: ...
+    def fair_share(self, svc: Any) -> int | None: ...
 
 
 class Waiting:
@@ -208,7 +211,15 @@ class Waiting:
         # release is no reason to destroy what another service will need again.
         busy, _ = self.pool.loop_load()
         saturated = busy is not None and busy >= SATURATED
-        lasting = streak >= (STALLS_WHEN_SATURATED if saturated else STALLS_TO_EVICT)
+        need = STALLS_WHEN_SATURATED if saturated else STALLS_TO_EVICT
+        lasting = streak >= need
+        if lasting and streak < OVER_SHARE_FACTOR * need:
+            # Under max_total, a lasting stall takes another service's instance only while
+            # this one is under its fair share: a service that grew early, before the others
+            # were used, would otherwise take theirs back one by one (churn), though its
+            # holders only wait for the other services' leases, which go on ending.
+            share = self.pool.fair_share(self)
+            lasting = share is None or core.size + core.creating < share
         self.ensure_creations(stalled=stalled and (lasting or not saturated), evict=lasting)
         if core.shortfall() > 0 and core.waits_in(loop):
             self._arm_stall_check(loop, streak)

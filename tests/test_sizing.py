@@ -67,6 +67,10 @@ BASE = SizingInput(
         # a stall: holders may wait for the waiters themselves
         (replace(BASE, stalled=True, busy=1.0, limit=4), 1),
         (replace(BASE, stalled=True, creating=1), 0),
+        # ...within the service's share of max_total, beyond it only when the stall lasts
+        (replace(BASE, stalled=True, share=4), 0),
+        (replace(BASE, stalled=True, share=4, lasting=True), 1),
+        (replace(BASE, stalled=True, share=5), 1),
     ],
 )
 def test_creations(case: SizingInput, expected: int) -> None:
