@@ -148,19 +148,8 @@ class UsageRecorder:
     def record_acquire(self, service: str, t_rel: float, in_use: int) -> None:
         """Count an acquisition at ``t_rel`` seconds from the run start, ``in_use`` included."""
         tally = self._tally(service)
-        tally.acquisitions += 1
         tally.peak = max(tally.peak, in_use)
-        if not 0.0 <= t_rel < _MAX_T_REL:  # also false for NaN
-            t_rel = 0.0
-        i = int(t_rel / self._window)
-        if i >= self._max_windows:
-            while i >= self._max_windows:
-                self._coarsen()
-                i = int(t_rel / self._window)
-        counts = tally.counts
-        if i >= len(counts):
-            counts.extend([0] * (i + 1 - len(counts)))
-        counts[i] += 1
+        self._count(tally, t_rel, 1)
 
     def record_window(self, service: str, t_rel: float, count: int, peak: int) -> None:
         """Count ``count`` acquisitions at ``t_rel`` at once, with the peak concurrency seen
@@ -168,8 +157,12 @@ class UsageRecorder:
         acquire."""
         tally = self._tally(service)
         tally.peak = max(tally.peak, peak)
-        if count <= 0:
-            return
+        if count > 0:
+            self._count(tally, t_rel, count)
+
+    def _count(self, tally: _Tally, t_rel: float, count: int) -> None:
+        """Add ``count`` acquisitions to the window of ``t_rel``, coarsening the windows when
+        the run outgrows ``max_windows``."""
         tally.acquisitions += count
         if not 0.0 <= t_rel < _MAX_T_REL:  # also false for NaN
             t_rel = 0.0
