@@ -323,24 +323,20 @@ class InstanceHooks:
         if not done.done() and not done.get_loop().is_closed():
             done.set_result(None)
 
+    async def reset_instance(self, instance: Any) -> None:
+        """Run this service's reset hook on ``instance``, bounded by ``reset_timeout``."""
+        if self.reset is not None:
+            await call_hook(
+                self.reset, instance, timeout=self.spec.reset_timeout, service=self.name, name="reset"
+            )
+
     async def full_reset(self, entry: Entry) -> None:
         """Reset an entry (group members first), then verify isolation if asked to."""
         services = self.pool.service_pools
         if entry.members:
             for name, member_entry in entry.members.items():
-                member = services[name]
-                if member.reset is not None:
-                    await call_hook(
-                        member.reset,
-                        member_entry.instance,
-                        timeout=member.spec.reset_timeout,
-                        service=name,
-                        name="reset",
-                    )
-        if self.reset is not None:
-            await call_hook(
-                self.reset, entry.instance, timeout=self.spec.reset_timeout, service=self.name, name="reset"
-            )
+                await services[name].reset_instance(member_entry.instance)
+        await self.reset_instance(entry.instance)
         if self.verify_isolation:
             # The group's own state, then each member's: a test reaches both.
             checks = [(self, entry), *((services[n], e) for n, e in (entry.members or {}).items())]

@@ -182,21 +182,14 @@ async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
     rebuilt = False
     for name, member_entry in entry.members.items():
         member = services[name]
-        if member.reset is not None:
-            try:
-                await call_hook(
-                    member.reset,
-                    member_entry.instance,
-                    timeout=member.spec.reset_timeout,
-                    service=name,
-                    name="reset",
-                )
-                continue
-            except Exception as exc:
-                member.metrics.reset_failures += 1
-                member.last_error = exc
-        else:
+        if member.reset is None:
             continue
+        try:
+            await member.reset_instance(member_entry.instance)
+            continue
+        except Exception as exc:
+            member.metrics.reset_failures += 1
+            member.last_error = exc
         rebuilt |= await _recover_member(member, member_entry)
     return rebuilt
 
