@@ -765,6 +765,24 @@ class TestErrorsNameTheRealCause:
         assert "the pool is at max_total=1 instances across its services: raise max_total" in message
 
     @pytest.mark.asyncio
+    async def test_acquire_timeout_names_the_slot_kept_for_another_service(self) -> None:
+        """a holds one of two slots and wants a second; the other slot is kept for b's first
+        instance, and the timeout comes before a stall lasts long enough to take it."""
+        pool = MockPool(supervise=False, max_total=2)
+        pool.register(ServiceSpec(name="a", factory=object))
+        pool.register(ServiceSpec(name="b", factory=object))
+        async with pool, pool.acquire("a"):
+            with pytest.raises(AcquireTimeout) as caught:
+                async with pool.acquire("a", timeout=0.001):
+                    pass  # pragma: no cover
+        message = str(caught.value)
+        assert "(size=1, in_use=1, waiting=1, creating=0, max_size=64, max_total=2)" in message
+        assert (
+            "the rest of the pool's max_total=2 is kept for the first instance of services that "
+            "have none yet: raise max_total"
+        ) in message
+
+    @pytest.mark.asyncio
     async def test_acquire_timeout_names_a_group_member_at_its_max_size(self) -> None:
         pool = MockPool(supervise=False)
         pool.register(ServiceSpec(name="redis", factory=object, max_size=1))
