@@ -381,6 +381,10 @@ class MockPool:
         free = max_total - self.budget.total - unused  # what others' first instances keep
         return max(1, min(share, svc.core.size + svc.core.creating + free // each))
 
+    def leases_ended(self) -> int:
+        """Leases ended so far, all services together (the stall check's sign of progress)."""
+        return sum(svc.metrics.holds.count for svc in self.service_pools.values())
+
     def kept_for_others(self, core: ServiceCore, lasting: bool = False) -> int:
         """Slots under ``max_total`` that ``core`` may not grow into: one for each other
         service with no instance (alive or being created), at most half the bound.

@@ -46,6 +46,7 @@ class _LoadPort(Protocol):
 
     def loop_load(self) -> tuple[float | None, float | None]: ...
     def fair_share(self, svc: Any) -> int | None: ...
+    def leases_ended(self) -> int: ...
 
 
 class Waiting:
@@ -69,9 +70,10 @@ class Waiting:
         #: ``creations_settled`` callers waiting for the creations in flight to end.
         self._settled_waiters: list[asyncio.Future[None]] = []
         #: The stall check of each loop with uncovered waiters: its timer, the releases counted
-        #: when it was armed, and the stalls in a row so far.
+        #: when it was armed (this service's, the pool's), and the stalls in a row so far (this
+        #: service's, and the pool's: checks with no lease of any service ended).
         self._stall_checks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int, int]
+            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int, int, int, int]
         ] = weakref.WeakKeyDictionary()
         #: The deadline timer of each loop with waiters that have a timeout, and when it fires.
         self._timers: weakref.WeakKeyDictionary[
@@ -185,13 +187,14 @@ class Waiting:
 
     # == the stall check ======================================================================
 
-    def _arm_stall_check(self, loop: asyncio.AbstractEventLoop, streak: int = 0) -> None:
+    def _arm_stall_check(self, loop: asyncio.AbstractEventLoop, streak: int = 0, quiet: int = 0) -> None:
         """Look again after a stall's time: uncovered waiters with no lease ended meanwhile
-        get a creation (liveness; works without supervisors). ``streak``: stalls in a row."""
+        get a creation (liveness; works without supervisors). ``streak``: stalls in a row;
+        ``quiet``: those with no lease of any service ended either."""
         hold = self.metrics.hold_ewma if self.metrics.holds.count else None
         delay = stall_s(hold, self.core.in_use, self.creation_failures)
         handle = loop.call_later(delay, self._stall_due, loop)
-        self._stall_checks[loop] = (handle, self.metrics.holds.count, streak)
+        self._stall_checks[loop] = (handle, self.metrics.holds.count, self.pool.leases_ended(), streak, quiet)
 
     def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
         # In a task: creations are spawned into the runtime's task group, which anyio allows
@@ -199,12 +202,15 @@ class Waiting:
         loop.create_task(self._stall_check(loop), name=f"mockpool {self.name} stall check")
 
     async def _stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
-        _, released_before, streak = self._stall_checks.pop(loop, (None, 0, 0))
+        _, released_before, pool_released_before, streak, quiet = self._stall_checks.pop(
+            loop, (None, 0, 0, 0, 0)
+        )
         core = self.core
         if core.closed or core.shortfall() <= 0:
             return
         stalled = self.metrics.holds.count == released_before
         streak = streak + 1 if stalled else 0
+        quiet = quiet + 1 if stalled and self.pool.leases_ended() == pool_released_before else 0
         # On a saturated loop a release is slow because other tests run, not because the
         # holders wait for the waiters: a stall counts there only when it lasts (a second or
         # so). Evicting another service's idle instance too waits for a lasting stall: a slow
@@ -213,16 +219,20 @@ class Waiting:
         saturated = busy is not None and busy >= SATURATED
         need = STALLS_WHEN_SATURATED if saturated else STALLS_TO_EVICT
         lasting = streak >= need
-        if lasting and streak < OVER_SHARE_FACTOR * need:
-            # Under max_total, a lasting stall takes another service's instance only while
-            # this one is under its fair share: a service that grew early, before the others
-            # were used, would otherwise take theirs back one by one (churn), though its
-            # holders only wait for the other services' leases, which go on ending.
+        if lasting:
+            # Under max_total, a lasting stall takes another service's instance while this one
+            # is under its fair share. At or over it, only after a stall four times as long with
+            # no lease ended anywhere in the pool all that time: then the holders may wait for
+            # this service itself (a test holding one lease asks for a second). While other
+            # services' leases end, the holders most likely wait for those (nested leases), and
+            # evicting would only move instances between services, destroying what was made
+            # (churn), for tests that are served anyway.
             share = self.pool.fair_share(self)
-            lasting = share is None or core.size + core.creating < share
+            if share is not None and core.size + core.creating >= share:
+                lasting = quiet >= OVER_SHARE_FACTOR * need
         self.ensure_creations(stalled=stalled and (lasting or not saturated), evict=lasting)
         if core.shortfall() > 0 and core.waits_in(loop):
-            self._arm_stall_check(loop, streak)
+            self._arm_stall_check(loop, streak, quiet)
 
     # == creations settled ====================================================================
 

@@ -204,6 +204,62 @@ class TestAcquire:
             assert pool.stats("b").acquisitions == 6
             pool.check_invariants()
 
+    def test_holders_waiting_for_another_service_that_serves_do_not_evict_at_max_total(self) -> None:
+        """``a`` is at its share of ``max_total`` and its one lease is held by a test waiting in
+        line for ``b``, whose leases keep ending. ``a``'s waiter stalls for seconds, but it is
+        served once that holder gets ``b``: evicting ``c``'s idle instance for it would destroy
+        what was made (churn). Only a stall with no lease ended anywhere may take it (the holder
+        may then be waiting for ``a`` itself)."""
+        destroyed: list[str] = []
+
+        def spec(name: str) -> ServiceSpec:
+            return ServiceSpec(
+                name=name, factory=lambda: {"name": name}, destroy=lambda d: destroyed.append(d["name"])
+            )
+
+        async def main() -> None:
+            pool = MockPool(max_total=4, supervise=False, default_timeout=None)
+            for name in "abc":
+                pool.register(spec(name))
+            async with pool:
+                async with pool.acquire("c"), pool.acquire("c"):
+                    pass  # c keeps two idle instances: the second one could be evicted
+                b_held = asyncio.Event()
+
+                async def use_b(hold_s: float) -> None:
+                    async with pool.acquire("b"):
+                        b_held.set()
+                        await asyncio.sleep(hold_s)
+
+                # b serves 100 tests one after another, 0.1 s each: its leases keep ending.
+                line = [asyncio.create_task(use_b(0.1))]
+                await b_held.wait()
+                line += [asyncio.create_task(use_b(0.1)) for _ in range(99)]
+
+                async def nested() -> None:
+                    # a first, then b, behind the 99 in b's line: about 10 s.
+                    async with pool.acquire("a"), pool.acquire("b"):
+                        pass
+
+                holder = asyncio.create_task(nested())
+                while pool.stats("b").waiting < 100:  # the holder has a, and is in b's line
+                    await asyncio.sleep(0)
+                assert pool.stats("a").in_use == 1
+                async with pool.acquire("a"):  # waits for the holder: about 10 s, not a stall
+                    assert asyncio.get_running_loop().time() > 9.0
+                await asyncio.gather(holder, *line)
+                stats = pool.stats()
+                assert (stats["a"].size, stats["b"].size, stats["c"].size) == (1, 1, 2)
+                assert destroyed == []
+                pool.check_invariants()
+
+        loop = looptime.new_event_loop(start=0.0)  # virtual time: the 10 s pass at once
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+        assert sorted(destroyed) == ["a", "b", "c", "c"]  # at close, not before
+
     def test_slots_kept_for_first_instances(self) -> None:
         """One slot for each other service with no instance, none for a service's own first
         one, at most half the bound; a lasting stall counts only services someone waits for."""
