@@ -131,8 +131,9 @@ async def fixture_alone(cycles: int, rounds: int) -> dict[str, float]:
     from mockpool import MockPool
 
     pool = MockPool()
-    # One instance: every cycle pays the previous lease's reset (the template reload).
-    pool.register(shop_db_service(max_size=1))
+    # Default sizes: one cycle at a time, so the pool keeps one instance, and every cycle pays
+    # the previous lease's reset (the template reload).
+    pool.register(shop_db_service())
 
     def pooled() -> AbstractAsyncContextManager[Any]:
         return pooled_session(pool)
@@ -143,6 +144,9 @@ async def fixture_alone(cycles: int, rounds: int) -> dict[str, float]:
         for _ in range(rounds):
             before.append(await _cycles(fresh_session, cycles))
             after.append(await _cycles(pooled, cycles * 10))
+        size = pool.stats("shop_db").size
+    if size != 1:
+        raise AssertionError(f"one cycle at a time made {size} instances on default sizes, not 1")
     return {"before_s": min(before), "after_s": min(after)}
 
 

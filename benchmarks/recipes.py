@@ -149,7 +149,7 @@ async def recipe_b(tests: int, jobs: int) -> dict[str, Any]:
     before = await teardown_times(queue_before, tests, jobs)
     keys_left = len(_memory_servers["memory://"].dbs[0])
     pool = MockPool()
-    pool.register(redis_service(max_size=1))
+    pool.register(redis_service())
     async with pool:
         after = await teardown_times(lambda _test: queue_after(pool), tests, jobs)
     return {"before": before, "after": after, "keys_left": keys_left}
@@ -242,7 +242,7 @@ async def per_test(run: Callable[[], Awaitable[None]], tests: int) -> float:
 
 async def recipe_c(tests: int, rounds: int) -> dict[str, float]:
     pool = MockPool()
-    pool.register(http_transport_service(routes=ROUTES, max_size=1, intercept=False))
+    pool.register(http_transport_service(routes=ROUTES, intercept=False))
     before, after = [], []
     async with pool:
         for _ in range(rounds):

@@ -183,7 +183,7 @@ async def main() -> None:
     users = UsersClient()
 
     pool = MockPool()
-    pool.register(http_service("users_api", routes=declare, base_url=API, max_size=32))
+    pool.register(http_service("users_api", routes=declare, base_url=API))
     async with pool:
         after = respx_mock_after(pool)
         before_s = min([await per_test(respx_mock_before, users, tests) for _ in range(rounds)])
