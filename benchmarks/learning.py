@@ -267,7 +267,9 @@ def main() -> None:
     parser.add_argument("--history", type=Path, help="history file (deleted first; default: a temp file)")
     parser.add_argument("--json", type=Path, help="write both runs' results here")
     parser.add_argument(
-        "--check", action="store_true", help="exit 1 unless run 2's hit rate >= 95%% and warm-up <= 250 ms"
+        "--check",
+        action="store_true",
+        help="exit 1 unless run 2's reuse rate (served without waiting for a creation) >= 95%% and warm-up <= 250 ms",
     )
     args = parser.parse_args()
     cases = make_suite(args.tests, args.seed)
@@ -279,7 +281,18 @@ def main() -> None:
         f"{len(cases)} tests, {args.concurrency} at once, seed {args.seed}, "
         f"{sys.version.split()[0]}, one history file for both runs"
     )
-    header = ("run", "warm-up", "warmed", "acquired", "hit rate", "reuse rate", "misses", "created", "destroyed", "wall")
+    header = (
+        "run",
+        "warm-up",
+        "warmed",
+        "acquired",
+        "hit rate",
+        "reuse rate",
+        "misses",
+        "created",
+        "destroyed",
+        "wall",
+    )
     rows = [header]
     for label, r in zip(("1 (cold)", "2 (from history)"), results, strict=True):
         rows.append(
@@ -321,8 +334,10 @@ def main() -> None:
     if failed:
         print(f"{failed} tests failed", file=sys.stderr)
         sys.exit(1)
-    if args.check and not (results[1].hit_rate >= 0.95 and results[1].warmup_ms <= 250):
-        print("targets missed: run 2 needs hit rate >= 95 % and warm-up <= 250 ms", file=sys.stderr)
+    # Issue 5's target: 95 % of run 2's acquisitions served "without waiting for a creation",
+    # what the reuse rate counts since hits (served at once) and reuses were told apart.
+    if args.check and not (results[1].reuse_rate >= 0.95 and results[1].warmup_ms <= 250):
+        print("targets missed: run 2 needs reuse rate >= 95 % and warm-up <= 250 ms", file=sys.stderr)
         sys.exit(1)
 
 

@@ -621,7 +621,8 @@ class MockPool:
 
     def expect(self, services: Iterable[str], *, count: int = 1) -> int:
         """Hint that ``services`` (and their members) will be acquired soon, in that order: make
-        sure each has ``count`` instances idle or on their way, creating in background. An item
+        sure each has ``count`` instances, alive (idle or in use) or on their way, creating in
+        background; more than that is the sizing controller's call, from measurements. An item
         that is not a service name is a test id, standing for the services history says that
         test used. Unknown names are ignored (history may name services this run did not
         register). Returns how many creations were started. Needs a running loop; without one
