@@ -248,7 +248,9 @@ async def _build_healthy(
     for tier, factory in ladder:
         tried.append(tier)
         try:
-            fresh = await svc._build(factory, _member_handles(svc, entry), tier=None if tier == "factory" else tier)
+            fresh = await svc._build(
+                factory, _member_handles(svc, entry), tier=None if tier == "factory" else tier
+            )
         except Exception as exc:
             last = exc
             continue

@@ -37,6 +37,7 @@ class RuntimeOwner(Protocol):
     def _start_supervisors(self, runtime: Runtime) -> None: ...
     def _runtime_ended(self, runtime: Runtime) -> None: ...
 
+
 __all__ = ("Runtime",)
 
 

@@ -46,9 +46,11 @@ class PoolView(Protocol):
     @property
     def adaptation(self) -> object:
         """``AdaptationConfig`` or None (checked where used)."""
+
     @property
     def scaling(self) -> object:
         """``ScalingConfig`` or None (checked where used)."""
+
     @property
     def memory_budget_mb(self) -> float | None: ...
     @property
