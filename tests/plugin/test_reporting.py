@@ -203,7 +203,10 @@ def pytest_configure(config):
 
     def spying_set(key, value):
         if key.startswith("mockpool/"):
-            who = os.environ.get("PYTEST_XDIST_WORKER", "controller")
+            # workerinput, not PYTEST_XDIST_WORKER: an outer xdist run sets that variable in
+            # this inner run's controller too.
+            workerinput = getattr(config, "workerinput", None)
+            who = workerinput["workerid"] if workerinput is not None else "controller"
             with open(os.path.join(str(config.rootpath), "cache-writes.log"), "a") as log:
                 log.write(f"{who} {key}\\n")
         return original(key, value)
