@@ -194,7 +194,7 @@ class TestAhead:
     async def test_a_hint_for_a_service_whose_instances_are_in_use_creates_nothing(self) -> None:
         """Instances in use count: whether another one would serve sooner than a release is
         the sizing controller's call. Creating whenever none was idle made 120 instances more
-        in the learning benchmark's concurrent second run, and made it slower."""
+        in the learning benchmark's concurrent second run, for no gain in wall time."""
         pool = MockPool(supervise=False)
         pool.register(ServiceSpec(name="a", factory=Thing))
         pool.register(ServiceSpec(name="m", factory=Thing))

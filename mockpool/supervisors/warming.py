@@ -173,8 +173,8 @@ def expect(pool: PoolView, items: Iterable[str], *, count: int = 1) -> int:
     Instances in use count. Whether one more would serve the next acquire sooner than a
     release is the sizing controller's call, from measurements; a hint that created whenever
     none was idle made the learning benchmark's second run (32 tests at once) create about 120
-    instances more and run 13 % slower. What a hint buys is the first instances of a service,
-    made while the test before runs."""
+    instances more, for no gain in wall time. What a hint buys is the first instances of a
+    service, made while the test before runs."""
     services = pool.service_pools
     wanted = expected_services(pool, items)
     to_make = {name: count - _present(services[name]) for name in wanted}
