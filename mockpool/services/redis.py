@@ -35,6 +35,8 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, is_not
 from typing import TYPE_CHECKING, Any
 
 from ._common import build_spec, require
@@ -63,6 +65,26 @@ FAKEREDIS_MIN_VERSION = "2.39"
 SeedValue = str | bytes | int | float | Mapping[Any, Any] | Sequence[Any] | AbstractSet[Any]
 
 
+_VALUE = attrgetter("value")
+_EXPIREAT = attrgetter("expireat")
+
+
+class _Seed:
+    """One database's seed, laid out for the reset: string keys apart (checked by identity in
+    C-level passes), the other values (rewritten at every reset), and every item by key."""
+
+    __slots__ = ("items", "keys", "others", "string_expiry", "string_values", "strings")
+
+    def __init__(self, pristine: Sequence[tuple[bytes, Any, float | None, type]]) -> None:
+        self.items = {key: (value, expireat, item_cls) for key, value, expireat, item_cls in pristine}
+        self.keys = frozenset(self.items)
+        strings = [entry for entry in pristine if type(entry[1]) is bytes]
+        self.strings = tuple(key for key, _, _, _ in strings)
+        self.string_values = tuple(value for _, value, _, _ in strings)
+        self.string_expiry = [expireat for _, _, expireat, _ in strings]
+        self.others = tuple(entry for entry in pristine if type(entry[1]) is not bytes)
+
+
 @dataclass(eq=False)
 class RedisDouble:
     """The pooled, loop-agnostic part of a fake redis: its server and what it looked like new."""
@@ -78,6 +100,8 @@ class RedisDouble:
     _template_seen: dict[str, Any] = field(default_factory=dict)
     #: The items reset (or the seeding) last stored, per db and key: reset skips those untouched.
     _written: dict[int, dict[bytes, Any]] = field(default_factory=dict)
+    #: ``_pristine`` laid out for the reset's C-level passes, per db (made at the first reset).
+    _seeds: dict[int, _Seed] = field(default_factory=dict)
     #: The clients handed out, each with its state when made.
     _clients: weakref.WeakKeyDictionary[Any, _ClientTemplate] = field(
         default_factory=weakref.WeakKeyDictionary
@@ -127,30 +151,62 @@ class RedisDouble:
         for num, db in server.dbs.items():
             if db and num not in self._pristine:
                 db.clear()
-        for num, items in self._pristine.items():
-            db = server.dbs[num]
-            written = self._written.setdefault(num, {})
-            # Rewriting every seeded key (and Database.clear's wake-up per key) cost about
-            # 1 ms for 200 keys. A string key still holding the very item and bytes object
-            # reset wrote last time is untouched (bytes are immutable, and every command
-            # that changes a string stores a new bytes object); it stays.
-            if len(db) != len(items) or any(key not in written for key in db):
-                for key in [key for key in db if key not in written]:
-                    del db[key]
-            for key, value, expireat, item_cls in items:
-                current: Any = written.get(key)
-                if (
-                    current is not None
-                    and type(value) is bytes
-                    and current.value is value
-                    and current.expireat == expireat
-                    and db.get(key) is current
-                ):
-                    continue
-                item = item_cls(_copy(value))
-                item.expireat = expireat
-                db[key] = item
-                written[key] = item
+        for num in self._pristine:
+            self._restore_db(num, server.dbs[num])
+
+    def _restore_db(self, num: int, db: Any) -> None:
+        """Bring one seeded database back to the seed: rewrite what differs, drop what was added.
+
+        Rewriting every seeded key (and Database.clear's wake-up per key) cost about 1 ms for
+        200 keys, and looking at each key through the database's Python-level ``get`` about
+        80 µs; the passes below are C-level. A key still holding the very item reset wrote last
+        time (items compare by identity) whose string value is the very bytes object written
+        and whose expiry is the seed's is untouched (bytes are immutable, and every command
+        that changes a string stores a new bytes object): it stays. Other seeded values (hashes,
+        lists, sets) are changed in place by commands, so they are always written anew.
+        """
+        seed = self._seeds.get(num)
+        if seed is None:
+            seed = self._seeds[num] = _Seed(self._pristine[num])
+        written = self._written.setdefault(num, {})
+        len(db)  # fakeredis drops the expired keys on len(): what is left below is live
+        live: dict[bytes, Any] = db._dict
+        if live == written:
+            redo: set[bytes] = set()
+        else:
+            # Keys added, deleted or given another item during the lease.
+            redo = {key for key, _ in live.items() ^ written.items()}
+            for key in redo - seed.keys:
+                del db[key]
+            redo &= seed.keys
+        strings = tuple(map(written.get, seed.strings, repeat(None)))
+        if (
+            None in strings
+            or any(map(is_not, map(_VALUE, strings), seed.string_values))
+            or (list(map(_EXPIREAT, strings)) != seed.string_expiry)
+        ):
+            redo.update(
+                key
+                for key, item, value, expireat in zip(
+                    seed.strings, strings, seed.string_values, seed.string_expiry, strict=True
+                )
+                if item is None or item.value is not value or item.expireat != expireat
+            )
+        for key, value, expireat, item_cls in seed.others:
+            self._write(db, written, key, value, expireat, item_cls)
+        for key in redo:
+            value, expireat, item_cls = seed.items[key]
+            if type(value) is bytes:
+                self._write(db, written, key, value, expireat, item_cls)
+
+    @staticmethod
+    def _write(
+        db: Any, written: dict[bytes, Any], key: bytes, value: Any, expireat: float | None, item_cls: type
+    ) -> None:
+        item = item_cls(_copy(value))
+        item.expireat = expireat
+        db[key] = item
+        written[key] = item
 
     def _end_connections(self, server: fakeredis.FakeServer, *, force: bool) -> bool:
         """Unblock what a lease left blocked, close what is not ours, and, if any of our
@@ -476,6 +532,9 @@ def _redis_spec(
                 for key in list(database)
                 for item in (database[key],)
             ]
+            # The seed's own items, as if reset had written them: the first reset already
+            # rewrites only what its lease changed (a string's bytes are the pristine ones).
+            double._written[db] = dict(database._dict)
         return double
 
     return build_spec(

@@ -227,6 +227,14 @@ async def _no_ttl(r: Any) -> None:
     assert await r.ttl("greeting") == -1
 
 
+async def _seeded_queue(r: Any) -> None:
+    assert await r.lrange("queue", 0, -1) == [b"a"]
+
+
+async def _only_the_seed(r: Any) -> None:
+    assert sorted(await r.keys("*")) == sorted(k.encode() for k in SEED)
+
+
 async def _scan_left_open(r: Any) -> None:
     await r.set("extra", "1")
     cursor, _ = await r.scan(0, count=1)
@@ -241,6 +249,14 @@ DIRTIERS = [
     Dirtier("data", lambda r: r.set("greeting", "changed"), gone=_get_is_real),
     Dirtier("expiry on a seeded key", _expire_seeded, gone=_no_ttl),
     Dirtier("SWAPDB", _swapdb, gone=_get_is_real),
+    # The reset keeps a seeded string whose item and bytes are the ones it wrote: each of these
+    # changes one of them (in place or not), or the key set.
+    Dirtier("APPEND to a seeded string", lambda r: r.append("greeting", "!"), gone=_get_is_real),
+    Dirtier("SETRANGE in a seeded string", lambda r: r.setrange("greeting", 0, "J"), gone=_get_is_real),
+    Dirtier("seeded key deleted", lambda r: r.delete("greeting"), gone=_get_is_real),
+    Dirtier("seeded key renamed", lambda r: r.rename("greeting", "moved"), gone=_only_the_seed),
+    Dirtier("seeded list pushed to", lambda r: r.rpush("queue", "b"), gone=_seeded_queue),
+    Dirtier("FLUSHALL", lambda r: r.flushall(), gone=_only_the_seed),
     Dirtier("ACL SETUSER", _acl_user, gone=_acl_gone),
     Dirtier("AUTH as another user", _authenticated, gone=_whoami_default),
     Dirtier("set_response_callback", _response_callback, gone=_get_is_real),
