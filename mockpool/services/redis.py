@@ -35,7 +35,6 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from itertools import repeat
 from operator import attrgetter, is_not
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +178,7 @@ class RedisDouble:
             for key in redo - seed.keys:
                 del db[key]
             redo &= seed.keys
-        strings = tuple(map(written.get, seed.strings, repeat(None)))
+        strings = tuple(map(written.get, seed.strings))
         if (
             None in strings
             or any(map(is_not, map(_VALUE, strings), seed.string_values))
