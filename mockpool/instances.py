@@ -77,6 +77,7 @@ class InstanceHooks:
         bind: Hook | None
         verify_isolation: bool
         members: tuple[InstanceHooks, ...]
+        lent: int
         orphans: list[Entry]
         last_error: BaseException | None
         last_reset_error: BaseException | None
@@ -269,6 +270,7 @@ class InstanceHooks:
                 if entry is None:
                     entry = await member.wait_for_entry_internal()
                 members[member.name] = member.bind_entry(entry)
+                member.lent += 1
         except BaseException:
             self._release_members(members)
             raise
@@ -280,19 +282,31 @@ class InstanceHooks:
         services = self.pool.service_pools
         for name, entry in members.items():
             member = services.get(name)
-            if member is not None and entry.state is EntryState.LEASED:
+            if member is None:
+                continue
+            member.lent -= 1
+            if entry.state is EntryState.LEASED:
                 member.release_entry(entry)
 
     # == resetting in the background ==========================================================
 
     async def _reset_in_background(
-        self, entry: Entry, pending: Any, done: asyncio.Future[IsolationError | None]
+        self,
+        entry: Entry,
+        pending: Any,
+        done: asyncio.Future[IsolationError | None],
+        rest: tuple[tuple[InstanceHooks, Any], ...] = (),
     ) -> None:
+        """Finish a reset begun at release: await ``pending`` (the first reset hook that
+        returned an awaitable), then run the resets in ``rest``; or, with nothing pending,
+        the whole reset (isolation-verify mode)."""
         try:
             try:
                 with deadline(self.name, "reset", self.spec.reset_timeout):
                     if pending is not None:
                         await pending
+                        for svc, instance in rest:
+                            await svc.reset_instance(instance)
                     else:
                         await self.full_reset(entry)
             except _CANCELLED:

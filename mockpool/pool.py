@@ -701,6 +701,7 @@ class MockPool:
                     svc.metrics.leaks += 1
                 entry.members = None
                 self._undestroyed.append((svc, entry.instance))
+            svc.lent = 0
         while self._undestroyed:
             svc, instance = self._undestroyed[0]
             await svc._destroy_instance(instance)  # counts it destroyed
@@ -761,14 +762,23 @@ class MockPool:
         for svc in self.service_pools.values():
             svc.core.check_invariants()
             total += svc.core.size + svc.core.creating
+        lent = dict.fromkeys(self.service_pools, 0)
         for svc in self.service_pools.values():
             for entry in svc.core.entries:
                 for member_name, member in (entry.members or {}).items():
+                    lent[member_name] += 1
                     if member.state.value != "leased":
                         raise MockPoolError(
                             f"service {svc.name!r}: invariant broken: member {member_name!r} of "
                             f"entry #{entry.id} is {member.state.value}, not leased to its group"
                         )
+        for svc in self.service_pools.values():
+            # Groups being built hold members they are not entries yet to show.
+            if not self.closed and not lent[svc.name] <= svc.lent <= svc.core.in_use:
+                raise MockPoolError(
+                    f"service {svc.name!r}: invariant broken: {svc.lent} instances counted lent "
+                    f"to groups, {lent[svc.name]} held by group instances, {svc.core.in_use} in use"
+                )
         if self.budget.max_total is not None and total > self.budget.max_total:
             raise MockPoolError(f"pool {self.name!r}: invariant broken: {total} instances > max_total")
         if total != self.budget.total and not self.closed:

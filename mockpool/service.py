@@ -117,6 +117,9 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         self.verify_isolation = pool.isolation_verify
         #: Member service pools, in ``depends_on`` order (groups only).
         self.members: tuple[ServicePool, ...] = ()
+        #: Instances lent to group instances: leased for as long as the group instance lives,
+        #: so none of them will be released to this service's waiters.
+        self.lent = 0
         #: Leases alive now; tracked only when the pool tracks leases (leak detection).
         #: (The :class:`~mockpool.lease.Lease` objects themselves, for leak reports.)
         self.active: set[Any] | None = set() if pool.track_leases else None
@@ -380,7 +383,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             size=core.size,
             creating=core.creating,
             recovering=core.recovering + core.checking,
-            in_use=core.in_use,
+            # Groups keep the members they were built on: only the leases of tests end.
+            in_use=core.in_use - min(self.lent, core.in_use),
             waiting=core.waiting,
             max_size=core.max_size,
             limit=self.limit.limit,
@@ -423,6 +427,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             self.metrics.discards += 1
             self.to_recovery(entry, "discarded by the test")
             return None
+        pending: Any = None
+        rest: tuple[tuple[InstanceHooks, Any], ...] = ()
         if entry.members is None and not self.verify_isolation:
             # The common case, kept short: no reset, or a sync one, runs inline while the
             # entry is still leased (nothing awaits, so nothing can interleave).
@@ -441,9 +447,26 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 core.recycle(entry)
                 self.metrics.resets += 1
                 return None
-            pending: Any = result
-        else:
-            pending = None
+            pending = result
+        elif not self.verify_isolation:
+            # A group: the members' resets, then its own, inline for as long as they are
+            # sync; the first that returns an awaitable and those after it go on in the
+            # background. A task per release cost more than the resets of a small group.
+            steps = self._reset_steps(entry)
+            for index, (svc, instance) in enumerate(steps):
+                try:
+                    result = svc.reset(instance)  # type: ignore[misc]  # None filtered out
+                except Exception as exc:
+                    core.begin_reset(entry)
+                    self._reset_failed(entry, exc)
+                    return None
+                if result is not None and inspect.isawaitable(result):
+                    pending, rest = result, steps[index + 1 :]
+                    break
+            else:
+                core.recycle(entry)
+                self.metrics.resets += 1
+                return None
         core.begin_reset(entry)
         done: asyncio.Future[IsolationError | None] = running_loop(self.name).create_future()
         self.pool.spawn(
@@ -451,9 +474,17 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             entry,
             pending,
             done,
+            rest,
             on_drop=lambda: self._reset_dropped(entry, pending, done),
         )
         return done
+
+    def _reset_steps(self, entry: Entry) -> tuple[tuple[InstanceHooks, Any], ...]:
+        """A group's resets, in order: each member's instance, then the group's own."""
+        services = self.pool.service_pools
+        steps = [(services[name], member.instance) for name, member in (entry.members or {}).items()]
+        steps.append((self, entry.instance))
+        return tuple((svc, instance) for svc, instance in steps if svc.reset is not None)
 
     # == statistics ===========================================================================
 

@@ -417,6 +417,102 @@ class TestGroups:
             pool.check_invariants()
 
     @pytest.mark.asyncio
+    async def test_a_group_whose_resets_are_sync_is_idle_again_as_its_block_ends(self) -> None:
+        """Members first, in ``depends_on`` order, then the group's own reset, all inline:
+        the group is idle the moment ``async with`` ends, with no background reset."""
+        order: list[str] = []
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="a", factory=list, reset=lambda a: order.append("a")))
+        pool.register(ServiceSpec(name="b", factory=dict, reset=lambda b: order.append("b")))
+        pool.register(
+            ServiceSpec(
+                name="g",
+                factory=lambda a, b: [a, b],
+                depends_on=("a", "b"),
+                reset=lambda g: order.append("g"),
+            )
+        )
+        async with pool:
+            lease = pool.acquire("g")
+            await lease.__aenter__()
+            release = lease.__aexit__(None, None, None)
+            with pytest.raises(StopIteration):  # done at its first step: it never suspended
+                release.send(None)
+            stats = pool.stats("g")
+            assert (stats.idle, stats.in_use, stats.resets) == (1, 0, 1)
+            assert order == ["a", "b", "g"]
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_a_group_goes_on_in_the_background_from_its_first_async_reset(self) -> None:
+        """A sync member reset runs inline; from the async one on, the rest (the next member,
+        then the group's own) runs after it, in order, and the block waits for all of them."""
+        order: list[str] = []
+        gate = asyncio.Event()
+
+        async def reset_b(b: dict[str, int]) -> None:
+            order.append("b started")
+            await gate.wait()
+            order.append("b done")
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="a", factory=list, reset=lambda a: order.append("a")))
+        pool.register(ServiceSpec(name="b", factory=dict, reset=reset_b))
+        pool.register(ServiceSpec(name="c", factory=set, reset=lambda c: order.append("c")))
+        pool.register(
+            ServiceSpec(
+                name="g",
+                factory=lambda a, b, c: [a, b, c],
+                depends_on=("a", "b", "c"),
+                reset=lambda g: order.append("g"),
+            )
+        )
+
+        async def use() -> None:
+            async with pool.acquire("g"):
+                pass
+            order.append("block ended")
+
+        async with pool:
+            task = asyncio.create_task(use())
+            while "b started" not in order:
+                await asyncio.sleep(0)
+            assert order == ["a", "b started"]
+            stats = pool.stats("g")
+            assert (stats.idle, stats.resets) == (0, 0) and not task.done()
+            gate.set()
+            await task
+            assert order == ["a", "b started", "b done", "c", "g", "block ended"]
+            assert (pool.stats("g").idle, pool.stats("g").resets) == (1, 1)
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_a_members_sync_reset_that_raises_sends_the_group_to_recovery(self) -> None:
+        calls: list[str] = []
+
+        def reset_b(b: dict[str, int]) -> None:
+            raise RuntimeError("b's reset broke")
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="a", factory=list, reset=lambda a: calls.append("a")))
+        pool.register(ServiceSpec(name="b", factory=dict, reset=reset_b))
+        pool.register(
+            ServiceSpec(
+                name="g",
+                factory=lambda a, b: [a, b],
+                depends_on=("a", "b"),
+                reset=lambda g: calls.append("g"),
+            )
+        )
+        async with pool:
+            async with pool.acquire("g"):
+                pass
+            stats = pool.stats("g")
+            assert stats.reset_failures == 1 and stats.recovering == 1
+            assert calls == ["a"], "the group's own reset ran after a member's failed"
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
     async def test_a_group_being_built_is_served_before_direct_waiters_of_its_member(self) -> None:
         """The member's one instance is held; a direct acquire of the member queues, then a
         group acquire (whose creation needs the member) queues behind it. The release goes to

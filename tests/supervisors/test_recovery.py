@@ -13,7 +13,7 @@ import pytest
 
 from mockpool import AcquireTimeout, MockPool, ServiceSpec
 
-from .conftest import LoopClock
+from .conftest import LoopClock, settle
 
 
 class Store:
@@ -89,6 +89,7 @@ async def test_a_member_that_must_be_rebuilt_rebuilds_the_group_over_it() -> Non
         async with pool.acquire("session") as second:
             assert second is not first and second.store is not first.store
             assert second.store.data == {}
+        await settle()  # the second release's recovery runs in the background
         # Each release failed the member's reset: the member was rebuilt, and the group over it.
         store, session = pool.stats("store"), pool.stats("session")
         assert store.recoveries["factory"] == 2 and session.recoveries["factory"] == 2
