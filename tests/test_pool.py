@@ -486,6 +486,40 @@ class TestGroups:
             assert (pool.stats("g").idle, pool.stats("g").resets) == (1, 1)
             pool.check_invariants()
 
+    def test_a_direct_waiter_of_a_member_lent_to_a_group_gets_a_creation_at_once(self) -> None:
+        """``m``'s one instance is lent to an idle group instance, which keeps it for as long
+        as it lives. Measured holds (0.1 s) against creations (1 s) say a release would come
+        sooner than a creation, but no release will: the waiter gets a creation at once, and
+        is served after one creation's time, not after a stall and then a creation."""
+
+        async def make_m() -> dict[str, int]:
+            await asyncio.sleep(1.0)
+            return {}
+
+        async def main() -> None:
+            pool = MockPool(supervise=False, default_timeout=None)
+            pool.register(ServiceSpec(name="m", factory=make_m))
+            pool.register(ServiceSpec(name="g", factory=lambda m: [m], depends_on=("m",)))
+            async with pool:
+                async with pool.acquire("m"):  # measures a creation (1 s) and a hold (0.1 s)
+                    await asyncio.sleep(0.1)
+                async with pool.acquire("g"):  # takes m's idle instance for good
+                    pass
+                m = pool.service_pools["m"]
+                assert (m.core.in_use, m.lent, m.sizing_input().in_use) == (1, 1, 0)
+                asked = asyncio.get_running_loop().time()
+                async with pool.acquire("m"):
+                    assert asyncio.get_running_loop().time() - asked == pytest.approx(1.0)
+                    assert m.sizing_input().in_use == 1  # a test's lease: it will end
+                assert pool.stats("m").size == 2
+                pool.check_invariants()
+
+        loop = looptime.new_event_loop(start=0.0)  # virtual time: the creations pass at once
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+
     @pytest.mark.asyncio
     async def test_a_members_sync_reset_that_raises_sends_the_group_to_recovery(self) -> None:
         calls: list[str] = []
