@@ -58,6 +58,7 @@ __all__ = (
 Responder = Any
 #: A shorthand route: ``("GET", "/videos/{id}")`` or ``"GET /videos/{id}"``; the method ``"*"``
 #: (or a bare path) matches any method; ``{name}`` matches a path segment, ``{name:path}`` the rest.
+#: The path may be a whole URL, host included: ``"GET https://api.test/videos/{id}"``.
 RouteKey = str | tuple[str, str]
 #: The declared routes: a mapping of shorthand routes, or a function that declares them on the
 #: instance's ``respx.Router`` with respx's API (called once per instance, so it must build the
@@ -367,22 +368,41 @@ def _add_shorthand(
 
     method = method.upper()
     lookups: dict[str, Any] = {} if method == "*" else {"method": method}
-    if _PARAM.search(path):
-        parts, last = ["^"], 0
-        for m in _PARAM.finditer(path):
-            parts.append(re.escape(path[last : m.start()]))
-            parts.append(f"(?P<{m.group(1)}>{'.+' if m.group(2) else '[^/]+'})")
-            last = m.end()
-        parts.append(re.escape(path[last:]) + "$")
-        lookups["path__regex"] = "".join(parts)
-    else:
-        lookups["path"] = path
     name = f"{method} {path}"
+    if "://" in path:
+        # A whole URL: scheme, host and path must match (respx's url=); any query string may
+        # follow, as with a path route.
+        if _PARAM.search(path):
+            lookups["url__regex"] = _regex(path, segment="[^/?#]+", whole=".+?") + r"(?:\?.*)?$"
+        else:
+            lookups["url"] = path
+    elif path.startswith("/"):
+        if _PARAM.search(path):
+            lookups["path__regex"] = _regex(path, segment="[^/]+", whole=".+") + "$"
+        else:
+            lookups["path"] = path
+    else:
+        raise ValueError(
+            f"service {service!r}: route {name!r}: the path must start with '/' "
+            "('GET /videos/{id}') or be a whole URL ('GET https://api.test/videos/{id}')"
+        )
     route = router.route(name=name, **lookups)
     if callable(answer) and not isinstance(answer, httpx.Response):
         return route.mock(side_effect=Answer(answer, service))
     # A static answer is built once; respx answers each request with a copy of it.
     return route.mock(return_value=to_response(answer, service, f"the route {name!r}"))
+
+
+def _regex(pattern: str, *, segment: str, whole: str) -> str:
+    """``pattern`` with each ``{name}`` as a named group matching ``segment`` (``{name:path}``:
+    ``whole``, slashes included), the rest literal, anchored at the start."""
+    parts, last = ["^"], 0
+    for m in _PARAM.finditer(pattern):
+        parts.append(re.escape(pattern[last : m.start()]))
+        parts.append(f"(?P<{m.group(1)}>{whole if m.group(2) else segment})")
+        last = m.end()
+    parts.append(re.escape(pattern[last:]))
+    return "".join(parts)
 
 
 def _declaration(name: str, routes: Routes | None, on_unmatched: str) -> Callable[[respx.Router], object]:

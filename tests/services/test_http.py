@@ -82,6 +82,31 @@ async def test_shorthand_routes_answer_in_every_supported_form() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_route_may_be_a_whole_url_that_names_its_host() -> None:
+    """respx takes whole URLs (``respx.get("https://api.test/a")``): so do shorthand keys, with
+    parameters, and they match that host only, whatever the query string."""
+    routes = {
+        "GET https://api.test/items": [{"id": 1}],
+        "GET https://api.test/videos/{id}": _video,
+        "https://cdn.test/{rest:path}": lambda request: request.extensions["path_params"]["rest"],
+    }
+    async with pool_of(http_service(routes=routes, max_size=1)) as pool, pool.acquire("http") as api:
+        assert (await api.get("https://api.test/items?page=2")).json() == [{"id": 1}]
+        assert (await api.get("https://api.test/videos/abc?t=1")).json() == {"id": "abc"}
+        assert (await api.post("https://cdn.test/a/b.png")).text == "a/b.png"
+        with pytest.raises(UnmatchedRequestError):
+            await api.get("https://other.test/items")
+        with pytest.raises(UnmatchedRequestError):
+            await api.get("https://api.test/videos/abc/comments")
+        assert api.router["GET https://api.test/videos/{id}"].call_count == 1
+
+
+def test_a_route_path_that_is_neither_a_path_nor_a_url_is_refused_when_defined() -> None:
+    with pytest.raises(ValueError, match=r"route 'GET videos/1': the path must start with '/'"):
+        http_service(routes={"GET videos/1": 200})
+
+
+@pytest.mark.asyncio
 async def test_routes_declared_with_respx_answer_and_count_their_calls() -> None:
     spec = http_service("api", routes=_declare, base_url=BASE, max_size=1)
     async with pool_of(spec) as pool, pool.acquire("api") as api:
