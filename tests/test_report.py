@@ -75,6 +75,27 @@ async def test_text_shows_hit_and_reuse_side_by_side_and_reset_failures() -> Non
 
 
 @pytest.mark.asyncio
+async def test_text_shows_a_dash_for_the_rates_and_waits_of_a_service_nothing_acquired() -> None:
+    """No acquisition: no rate and no wait to show, rather than a hit rate of 0 % (which reads
+    as every acquisition missing) and a wait of 0 s. Timed out only: the waits, but no rate."""
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="unused", factory=dict))
+    pool.register(ServiceSpec(name="starved", factory=dict, max_size=1))
+    async with pool:
+        async with pool.acquire("starved"):
+            with pytest.raises(TimeoutError):
+                async with pool.acquire("starved", timeout=0.01):
+                    pass
+        rows = _rows(str(pool.report()))
+    unused = rows["unused"]
+    cells = [unused[c] for c in ("hit %", "reuse %", "wait p50", "wait p99", "hold ewma")]
+    assert (unused["acq"], cells) == ("0", ["-"] * 5)
+    starved = rows["starved"]
+    assert (starved["acq"], starved["timeouts"], starved["hit %"]) == ("2", "1", "0.0")
+    assert starved["wait p99"] not in ("-", "0us")  # the timed-out wait
+
+
+@pytest.mark.asyncio
 async def test_text_reports_resets_that_always_fail_as_a_problem_and_the_last_errors() -> None:
     lines = str(await _report()).splitlines()
     error = "AttributeError: 'AsyncFakeSocket' object has no attribute 'kill'"

@@ -173,14 +173,16 @@ def pytest_terminal_summary(
     table = [header]
     for name, r in rows.items():
         p50, p99 = r.wait_percentiles(50, 99)
+        served = r.reuses + r.misses
         table.append(
             (
                 name,
                 str(r.acquisitions),
-                f"{100 * r.hit_rate:.1f}%",
-                f"{100 * r.reuse_rate:.1f}%",
-                _secs(p50),
-                _secs(p99),
+                # Nothing served, nothing waited: a dash, not a rate of 0 or a wait of 0 s.
+                f"{100 * r.hit_rate:.1f}%" if served else "-",
+                f"{100 * r.reuse_rate:.1f}%" if served else "-",
+                _secs(p50) if r.acquisitions else "-",
+                _secs(p99) if r.acquisitions else "-",
                 str(r.reset_failures),
                 str(r.recoveries),
                 str(r.leaks),

@@ -1,7 +1,7 @@
 """Warming: creating ahead what the tests will acquire. When the pool is first asked for, each
-service's ``min_size``, or this worker's share of the peak that history recorded for the
-services the collected tests use. As each test starts, the pool is asked for what it and the
-next test will acquire (``pool.expect``, in ``coroutine``)."""
+service's ``min_size``, or the size history says it settled at (in one process: one xdist
+worker's pool) for the services the collected tests use. As each test starts, the pool is
+asked for what it and the next test will acquire (``pool.expect``, in ``coroutine``)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,20 @@ if TYPE_CHECKING:
 
 
 def warm(state: State, pool: MockPool) -> None:
-    """Pre-create, per service: ``min_size``, or this worker's share of the peak that
-    history recorded for the services the collected tests use, whichever is larger."""
+    """Pre-create, per service: ``min_size``, or the size history says it settled at for the
+    services the collected tests use, whichever is larger (``MockPool.warm_targets``).
+
+    The size is that of one process's pool (under xdist, the largest a worker settled at), so
+    it holds whatever the worker count: tests that one process runs one at a time settle at
+    what one test holds at once. The peak concurrency it replaced is summed over the workers:
+    a single-process run after a 4-worker one warmed four times what it needed.
+    """
     history = pool.history
     targets: dict[str, int] = {}
     for name, stats in pool.stats().items():
         want = stats.min_size
         if history.runs and (not state.planned or name in state.planned):
-            want = max(want, math.ceil(history.peak(name) / state.workers))
+            want = max(want, math.ceil(history.size(name) - 1e-9))
         targets[name] = min(want, stats.max_size)
     targets = {name: n for name, n in targets.items() if n > 0}
     if not targets:

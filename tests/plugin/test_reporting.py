@@ -54,6 +54,17 @@ def test_summary_section_and_header(pytester: pytest.Pytester) -> None:
     result.stdout.no_fnmatch_line("last errors:")
 
 
+def test_summary_shows_a_dash_for_a_service_no_test_acquired(pytester: pytest.Pytester) -> None:
+    """A hit rate of 0.0% reads as every acquisition missing, and a wait of 0us as served at
+    once: with no acquisition, there is neither."""
+    setup_project(pytester, ini={**ASYNCIO_INI, "mockpool_services": "jwt"}, probe=False)
+    pytester.makepyfile(test_two=dedent(TWO_TESTS))
+    result = pytester.runpytest(*flags("asyncio"))
+    result.assert_outcomes(passed=2)
+    (row,) = [line for line in result.stdout.lines if line.startswith("jwt ")]
+    assert row.split() == ["jwt", "0", "-", "-", "-", "-", "0", "0", "0", "0"]
+
+
 MANY_HITS = """
 import pytest
 
@@ -174,6 +185,30 @@ def test_history_in_the_cache_warms_the_next_run(pytester: pytest.Pytester) -> N
     # Warmed before the first test asked: every acquisition is a hit now.
     assert Report.read(pytester.path / "second.json").service("counter")["hits"] == 2
     assert _history(pytester)["runs"] == 2
+
+
+def test_a_run_after_an_xdist_run_warms_the_size_one_worker_settled_at(pytester: pytest.Pytester) -> None:
+    """Two workers, each running its tests one at a time, each held one ``counter`` at most:
+    the merged history says peak 2 (summed over the workers) and size 1 (one worker's pool).
+    A run in one process warms 1: it warmed the summed peak, 2, before."""
+    from mockpool.history import History, RunRecord, ServiceUsage
+
+    worker = RunRecord(
+        1.0,
+        2.0,
+        {"counter": ServiceUsage(10, 1, 0.001, 0.002, (10.0,), size=1)},
+        {"test_two.py::test_one": ("counter",)},
+    )
+    history = History().merge(RunRecord.combine([worker, worker]))
+    assert (history.peak("counter"), history.size("counter")) == (2.0, 1.0)
+    target = pytester.path / ".pytest_cache" / "v" / "mockpool"
+    target.mkdir(parents=True)
+    (target / "history").write_text(json.dumps(history.to_dict()), encoding="utf-8")
+    setup_project(pytester, ini=ASYNCIO_INI, probe=False)
+    pytester.makepyfile(test_two=dedent(TWO_TESTS))
+    result = pytester.runpytest(*flags("asyncio"))
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["warmed ahead: counter=1"])
 
 
 def test_history_off_and_corrupt_cache(pytester: pytest.Pytester) -> None:
