@@ -239,10 +239,11 @@ _LOAD: tuple[_Column, ...] = (
     ("size", lambda s: str(s.size)),
     ("peak", lambda s: str(s.peak_in_use)),
     ("acq", lambda s: str(s.acquisitions)),
-    ("hit %", lambda s: f"{100 * s.hit_rate:.1f}"),
-    ("reuse %", lambda s: f"{100 * s.reuse_rate:.1f}"),
-    ("wait p50", lambda s: format_seconds(s.wait_p50_s)),
-    ("wait p99", lambda s: format_seconds(s.wait_p99_s)),
+    # Nothing served, nothing waited: a dash, not a rate of 0 or a wait of 0 s (--tests 3).
+    ("hit %", lambda s: f"{100 * s.hit_rate:.1f}" if s.served else "-"),
+    ("reuse %", lambda s: f"{100 * s.reuse_rate:.1f}" if s.served else "-"),
+    ("wait p50", lambda s: format_seconds(s.wait_p50_s) if s.acquisitions else "-"),
+    ("wait p99", lambda s: format_seconds(s.wait_p99_s) if s.acquisitions else "-"),
     ("timeouts", lambda s: str(s.timeouts)),
 )
 _FAULTS: tuple[_Column, ...] = (

@@ -48,10 +48,10 @@ def _expected(result: StressResult, name: str) -> tuple[list[str], list[str]]:
         str(s.size),
         str(s.peak_in_use),
         str(s.acquisitions),
-        f"{100 * s.hit_rate:.1f}",
-        f"{100 * s.reuse_rate:.1f}",
-        format_seconds(s.wait_p50_s),
-        format_seconds(s.wait_p99_s),
+        f"{100 * s.hit_rate:.1f}" if s.served else "-",
+        f"{100 * s.reuse_rate:.1f}" if s.served else "-",
+        format_seconds(s.wait_p50_s) if s.acquisitions else "-",
+        format_seconds(s.wait_p99_s) if s.acquisitions else "-",
         str(s.timeouts),
     ]
     faults = [
@@ -91,6 +91,13 @@ def test_long_names_are_never_cut_at_120_columns(stress_run: tuple[StressResult,
     rows = _rows(lines, list(renamed))
     load, faults = _expected(result, "device_session")
     assert rows[long] == [load, faults]
+
+
+def test_a_service_no_test_acquired_shows_dashes_not_a_rate_of_0_or_a_wait_of_0_s() -> None:
+    result, _ = asyncio.run(run(parse_args(["--tests", "3"])))  # cache, cache, redis
+    rows = _rows(_render(result, 200), list(result.stats))
+    assert rows["plex"] == [["0", "0", "0", "-", "-", "-", "-", "0", "0", "0", "0", "0", "0", "0"]]
+    assert rows["cache"][0][2:5] == ["2", "0.0", "50.0"]  # a miss, then a release's reuse
 
 
 def test_recovery_tiers_are_told_apart() -> None:
