@@ -398,6 +398,20 @@ class TestRecovery:
             assert "degraded leases: svc=1" in str(pool.report())
 
 
+def _group_over_a_and_b(log: list[str], *, reset_b: Callable[[Any], None] | None = None) -> MockPool:
+    """Services ``a`` and ``b`` and a group ``g`` over them; each reset logs its name (``b``'s
+    is ``reset_b`` when given)."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="a", factory=list, reset=lambda a: log.append("a")))
+    pool.register(ServiceSpec(name="b", factory=dict, reset=reset_b or (lambda b: log.append("b"))))
+    pool.register(
+        ServiceSpec(
+            name="g", factory=lambda a, b: [a, b], depends_on=("a", "b"), reset=lambda g: log.append("g")
+        )
+    )
+    return pool
+
+
 class TestGroups:
     @pytest.mark.asyncio
     async def test_group_leases_members_as_one_unit(self) -> None:
@@ -421,17 +435,7 @@ class TestGroups:
         """Members first, in ``depends_on`` order, then the group's own reset, all inline:
         the group is idle the moment ``async with`` ends, with no background reset."""
         order: list[str] = []
-        pool = MockPool(supervise=False)
-        pool.register(ServiceSpec(name="a", factory=list, reset=lambda a: order.append("a")))
-        pool.register(ServiceSpec(name="b", factory=dict, reset=lambda b: order.append("b")))
-        pool.register(
-            ServiceSpec(
-                name="g",
-                factory=lambda a, b: [a, b],
-                depends_on=("a", "b"),
-                reset=lambda g: order.append("g"),
-            )
-        )
+        pool = _group_over_a_and_b(order)
         async with pool:
             lease = pool.acquire("g")
             await lease.__aenter__()
@@ -527,17 +531,7 @@ class TestGroups:
         def reset_b(b: dict[str, int]) -> None:
             raise RuntimeError("b's reset broke")
 
-        pool = MockPool(supervise=False)
-        pool.register(ServiceSpec(name="a", factory=list, reset=lambda a: calls.append("a")))
-        pool.register(ServiceSpec(name="b", factory=dict, reset=reset_b))
-        pool.register(
-            ServiceSpec(
-                name="g",
-                factory=lambda a, b: [a, b],
-                depends_on=("a", "b"),
-                reset=lambda g: calls.append("g"),
-            )
-        )
+        pool = _group_over_a_and_b(calls, reset_b=reset_b)
         async with pool:
             async with pool.acquire("g"):
                 pass
