@@ -14,10 +14,10 @@ by a creation or recovery already on its way, from what is measured per service 
   one after ``create``: only waiters further back than ``create / (hold / in_use)`` are worth
   a creation;
 * **spare capacity**: not while the loop is saturated (its thread busy >= ``SATURATED`` of
-  the time), where another instance runs no test sooner; and not beyond the size at which it
-  would be: each lease held takes ``lease_cost`` of the loop's time (measured: the loop's busy
-  share less the CPU the factories took, over the leases held meanwhile), so about
-  ``SATURATED / lease_cost`` leases saturate it;
+  the time), where another instance runs no test sooner, even before the rest is measured;
+  and not beyond the size at which it would be: each lease held takes ``lease_cost`` of the
+  loop's time (measured: the loop's busy share less the CPU the factories took, over the
+  leases held meanwhile), so about ``SATURATED / lease_cost`` leases saturate it;
 * **the search**: not beyond the service's ``limit``, the size the throughput search found
   (:func:`next_limit`: grow while completed leases per second rise with the size, stop where
   they do not: a smaller pool is often faster);
@@ -117,6 +117,11 @@ def creations(s: SizingInput) -> int:
         return 1 if s.creating == 0 and within else 0  # liveness: the holders may wait for the waiters
     if s.memory_tight:
         return 0
+    if s.busy is not None and s.busy >= SATURATED:
+        # Before slow start: a loop measured saturated runs no test sooner on one instance
+        # more, whatever is still unmeasured. A run warmed from history starts with its
+        # creations measured but not its leases, and slow start made it grow each run.
+        return 0
     cap = s.limit if s.share is None else min(s.limit, s.share)
     room = min(room, cap - s.size - s.creating)
     if room <= 0:
@@ -134,8 +139,6 @@ def creations(s: SizingInput) -> int:
         return 0
     if s.busy is None or s.lease_cost is None:
         return 1 if s.creating == 0 else 0  # slow start: the loop's load not measured yet
-    if s.busy >= SATURATED:
-        return 0
     if s.lease_cost * (s.size + s.creating + wanted) > SATURATED:
         # The loop saturates at about SATURATED / lease_cost leases.
         wanted = min(wanted, math.floor(SATURATED / s.lease_cost) - s.size - s.creating)
