@@ -381,6 +381,10 @@ class MockPool:
         free = max_total - self.budget.total - unused  # what others' first instances keep
         return max(1, min(share, svc.core.size + svc.core.creating + free // each))
 
+    def settled_size(self, name: str) -> int:
+        """The size history says ``name`` settled at in earlier runs (0 without history)."""
+        return self.history.settled(name)
+
     def leases_ended(self) -> int:
         """Leases ended so far, all services together (the stall check's sign of progress)."""
         return sum(svc.metrics.holds.count for svc in self.service_pools.values())
@@ -478,7 +482,7 @@ class MockPool:
 
     async def start(self) -> None:
         """Start the runtime of the current loop (supervisors) and warm the pool: ``min_size``
-        of each service, or the peak concurrency history predicts, whichever is larger.
+        of each service, or the size history says it settled at, whichever is larger.
 
         A start that is cancelled or fails undoes itself: the pool is closed, what the warm-up
         made is destroyed, and the cancellation (or error) propagates.
@@ -501,8 +505,9 @@ class MockPool:
         self.warmup_s = self.clock.now() - started
 
     def warm_targets(self) -> dict[str, int]:
-        """Instances to pre-create per service: ``max(min_size, predicted peak)``, capped by
-        ``max_size``; group members at least what their groups hold (see ``warming``)."""
+        """Instances to pre-create per service: ``max(min_size, the size history says it
+        settled at)``, capped by ``max_size``; group members at least what their groups hold
+        (see ``warming``)."""
         return warming.warm_targets(self)
 
     def elapsed(self) -> float:

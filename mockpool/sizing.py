@@ -14,8 +14,8 @@ by a creation or recovery already on its way, from what is measured per service 
   one after ``create``: only waiters further back than ``create / (hold / in_use)`` are worth
   a creation;
 * **spare capacity**: not while the loop is saturated (its thread busy >= ``SATURATED`` of
-  the time), where another instance runs no test sooner, even before the rest is measured;
-  and not beyond the size at which it would be: each lease held takes ``lease_cost`` of the
+  the time), where another instance runs no test sooner; and not beyond the size at which
+  it would be: each lease held takes ``lease_cost`` of the
   loop's time (measured: the loop's busy share less the CPU the factories took, over the
   leases held meanwhile), so about ``SATURATED / lease_cost`` leases saturate it;
 * **the search**: not beyond the service's ``limit``, the size the throughput search found
@@ -27,7 +27,7 @@ by a creation or recovery already on its way, from what is measured per service 
   that hold one service while they wait for another wait for ever);
 * **memory**: not while memory is tight (preferring not to create over evicting later);
 * **slow start**: one creation at a time until a creation, a lease and the loop's load have
-  been measured.
+  been measured, and not past the size history says earlier runs settled at (``settled``).
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ class SizingInput:
     lasting: bool = False
     #: This service's share of the pool-wide ``max_total`` (None: no pool-wide bound).
     share: int | None = None
+    #: The size earlier runs settled at, from history (0: no history): where slow start stops.
+    settled: int = 0
 
 
 #: The shortest wait without any release that counts as a stall.
@@ -117,17 +119,16 @@ def creations(s: SizingInput) -> int:
         return 1 if s.creating == 0 and within else 0  # liveness: the holders may wait for the waiters
     if s.memory_tight:
         return 0
-    if s.busy is not None and s.busy >= SATURATED:
-        # Before slow start: a loop measured saturated runs no test sooner on one instance
-        # more, whatever is still unmeasured. A run warmed from history starts with its
-        # creations measured but not its leases, and slow start made it grow each run.
-        return 0
     cap = s.limit if s.share is None else min(s.limit, s.share)
     room = min(room, cap - s.size - s.creating)
     if room <= 0:
         return 0
+    # Slow start, one at a time while something is unmeasured, stops at the size earlier runs
+    # settled at: a run warmed to it has its creations measured but not yet its leases, and
+    # growing past it unmeasured made each run warm more than the one before.
+    slow = 1 if s.creating == 0 and (s.settled == 0 or s.size < s.settled) else 0
     if s.hold_s is None or s.create_s is None:
-        return 1 if s.creating == 0 else 0  # slow start: nothing measured yet
+        return slow  # slow start: nothing measured yet
     per_release = s.hold_s / max(s.in_use, 1)
     if per_release <= 0:
         return 0  # leases end at once: releases serve everyone first
@@ -138,7 +139,9 @@ def creations(s: SizingInput) -> int:
     if wanted <= 0:
         return 0
     if s.busy is None or s.lease_cost is None:
-        return 1 if s.creating == 0 else 0  # slow start: the loop's load not measured yet
+        return slow  # slow start: the loop's load not measured yet
+    if s.busy >= SATURATED:
+        return 0
     if s.lease_cost * (s.size + s.creating + wanted) > SATURATED:
         # The loop saturates at about SATURATED / lease_cost leases.
         wanted = min(wanted, math.floor(SATURATED / s.lease_cost) - s.size - s.creating)

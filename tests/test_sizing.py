@@ -62,10 +62,13 @@ BASE = SizingInput(
         (replace(BASE, hold_s=None, creating=1), 0),
         # ...and the loop's load
         (replace(BASE, lease_cost=None), 1),
-        # but not on a loop measured saturated: a run warmed from history has its creations
-        # measured, not yet its leases, and grew at every run
-        (replace(BASE, hold_s=None, busy=SATURATED), 0),
-        (replace(BASE, lease_cost=None, busy=1.0), 0),
+        # ...but not past the size earlier runs settled at: a run warmed to it from history has
+        # its creations measured, not yet its leases, and grew at every run
+        (replace(BASE, hold_s=None, settled=4), 0),
+        (replace(BASE, lease_cost=None, settled=4), 0),
+        (replace(BASE, hold_s=None, settled=5), 1),
+        # ...which the measured rule may pass once it can decide
+        (replace(BASE, settled=4), 10),
         # liveness: nothing held, nothing on its way, whatever the measurements say
         (replace(BASE, in_use=0, size=0, busy=1.0, memory_tight=True, limit=0), 1),
         # a stall: holders may wait for the waiters themselves
@@ -97,6 +100,7 @@ sizing_inputs = st.builds(
     memory_tight=st.booleans(),
     stalled=st.booleans(),
     share=st.none() | st.integers(1, 64),
+    settled=st.integers(0, 70),
 )
 
 

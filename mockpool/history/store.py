@@ -10,6 +10,7 @@ overwrites a file it cannot read: the run keeps its history in the file beside i
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 import warnings
@@ -72,6 +73,10 @@ class History:
         """Decayed size ``service`` settled at in earlier runs (0 if unknown): how many to warm."""
         s = self.services.get(service)
         return s.size if s else 0.0
+
+    def settled(self, service: str) -> int:
+        """:meth:`size` as a count of instances: rounded up, 0 without any run."""
+        return math.ceil(self.size(service) - 1e-9) if self.runs else 0
 
     def demand_series(self, service: str) -> FloatArray:
         """Decayed mean demand per window of :attr:`window_s` (empty if unknown); a copy."""

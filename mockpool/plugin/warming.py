@@ -6,7 +6,6 @@ asked for what it and the next test will acquire (``pool.expect``, in ``coroutin
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ def warm(state: State, pool: MockPool) -> None:
     for name, stats in pool.stats().items():
         want = stats.min_size
         if history.runs and (not state.planned or name in state.planned):
-            want = max(want, math.ceil(history.size(name) - 1e-9))
+            want = max(want, history.settled(name))
         targets[name] = min(want, stats.max_size)
     targets = {name: n for name, n in targets.items() if n > 0}
     if not targets:

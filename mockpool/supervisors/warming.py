@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -63,8 +62,7 @@ def warm_targets(pool: PoolView) -> dict[str, int]:
     targets: dict[str, int] = {}
     history = pool.history
     for name, svc in pool.service_pools.items():
-        predicted = math.ceil(history.size(name) - 1e-9) if history.runs else 0
-        targets[name] = min(svc.core.max_size, max(svc.core.min_size, predicted))
+        targets[name] = min(svc.core.max_size, max(svc.core.min_size, history.settled(name)))
     return with_group_members(pool.service_pools, targets)
 
 
