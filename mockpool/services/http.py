@@ -167,13 +167,16 @@ class TransportDouble:
         return self._router.calls
 
     def calls_to(self, method: str, path: str) -> list[httpx.Request]:
-        """The recorded requests with this method and exact path."""
+        """The recorded requests with this method and exact path, or whole URL (host
+        included, as a route may be given), whatever their query strings."""
+        import httpx
+
         method = method.upper()
-        return [
-            call.request
-            for call in self._router.calls
-            if call.request.method == method and call.request.url.path == path
-        ]
+        calls = [call.request for call in self._router.calls if call.request.method == method]
+        if "://" in path:
+            url = str(httpx.URL(path))
+            return [r for r in calls if str(r.url.copy_with(query=None, fragment=None)) == url]
+        return [r for r in calls if r.url.path == path]
 
     @property
     def on_unmatched(self) -> OnUnmatched:

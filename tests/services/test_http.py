@@ -99,6 +99,10 @@ async def test_a_route_may_be_a_whole_url_that_names_its_host() -> None:
         with pytest.raises(UnmatchedRequestError):
             await api.get("https://api.test/videos/abc/comments")
         assert api.router["GET https://api.test/videos/{id}"].call_count == 1
+        assert [str(r.url) for r in api.calls_to("GET", "https://api.test/items")] == [
+            "https://api.test/items?page=2"
+        ]
+        assert len(api.calls_to("GET", "https://api.test/videos/abc")) == 1  # its query aside
 
 
 def test_a_route_path_that_is_neither_a_path_nor_a_url_is_refused_when_defined() -> None:
