@@ -156,6 +156,7 @@ class ServiceCore:
         "idle",
         "idle_low",
         "leased",
+        "lent",
         "max_size",
         "min_size",
         "name",
@@ -194,6 +195,9 @@ class ServiceCore:
         self.creations_begun = 0
         self.creations_ended = 0
         self.leased = 0
+        #: Of the leased entries, those lent to group instances: they stay leased for as long
+        #: as the group instance lives, so none of them will be released to this service's waiters.
+        self.lent = 0
         self.resetting = 0
         self.checking = 0
         self.recovering = 0
@@ -225,6 +229,11 @@ class ServiceCore:
             and len(self.entries) + self.creating < self.max_size
             and self.budget.has_room(self, lasting=lasting)
         )
+
+    def lend(self, count: int) -> None:
+        """``count`` leased entries lent to a group instance (negative: given back by it)."""
+        with self._lock:
+            self.lent += count
 
     def shortfall(self) -> int:
         """Waiters not covered by instances being created (or recovered) for them."""
@@ -539,6 +548,8 @@ class ServiceCore:
             raise broken("size != idle + in_use + checking + recovering")
         if self.creating < 0:
             raise broken("creating < 0")
+        if not self.closed and not 0 <= self.lent <= self.leased:
+            raise broken(f"{self.lent} entries lent to groups, {self.leased} leased")
         if self.creations_begun - self.creations_ended != self.creating:
             raise broken("creations begun - ended != creating")
         if self.size > self.max_size and self.idle:

@@ -77,7 +77,6 @@ class InstanceHooks:
         bind: Hook | None
         verify_isolation: bool
         members: tuple[InstanceHooks, ...]
-        lent: int
         orphans: list[Entry]
         last_error: BaseException | None
         last_reset_error: BaseException | None
@@ -270,7 +269,7 @@ class InstanceHooks:
                 if entry is None:
                     entry = await member.wait_for_entry_internal()
                 members[member.name] = member.bind_entry(entry)
-                member.lent += 1
+                member.core.lend(1)
         except BaseException:
             self._release_members(members)
             raise
@@ -284,7 +283,7 @@ class InstanceHooks:
             member = services.get(name)
             if member is None:
                 continue
-            member.lent -= 1
+            member.core.lend(-1)
             if entry.state is EntryState.LEASED:
                 member.release_entry(entry)
 

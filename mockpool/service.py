@@ -118,9 +118,6 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         self.verify_isolation = pool.isolation_verify
         #: Member service pools, in ``depends_on`` order (groups only).
         self.members: tuple[ServicePool, ...] = ()
-        #: Instances lent to group instances: leased for as long as the group instance lives,
-        #: so none of them will be released to this service's waiters.
-        self.lent = 0
         #: Leases alive now; tracked only when the pool tracks leases (leak detection).
         #: (The :class:`~mockpool.lease.Lease` objects themselves, for leak reports.)
         self.active: set[Any] | None = set() if pool.track_leases else None
@@ -385,7 +382,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             creating=core.creating,
             recovering=core.recovering + core.checking,
             # Groups keep the members they were built on: only the leases of tests end.
-            in_use=core.in_use - min(self.lent, core.in_use),
+            in_use=core.in_use - core.lent,
             waiting=core.waiting,
             max_size=core.max_size,
             limit=self.limit.limit,

@@ -33,6 +33,8 @@ class CoreMachine(RuleBasedStateMachine):
             "svc", min_size=0, max_size=3, budget=Budget(None), on_retire=self.retired.append
         )
         self.held: list[Entry] = []
+        #: Held entries lent to a group instance (members it keeps for its life).
+        self.lent: list[Entry] = []
         self.waiting: list[Waiter] = []
         self.recovering: list[Entry] = []
         self.checking: list[Entry] = []
@@ -89,6 +91,24 @@ class CoreMachine(RuleBasedStateMachine):
         else:
             self.core.begin_recovery(entry)
             self.recovering.append(entry)
+        self._collect_served()
+
+    @precondition(lambda self: bool(self.held))
+    @rule(i=st.integers(0, 100))
+    def lend_to_a_group(self, i: int) -> None:
+        """A group instance being built takes a held entry as its member, for its life."""
+        entry = self.held.pop(i % len(self.held))
+        self.core.lend(1)
+        self.lent.append(entry)
+
+    @precondition(lambda self: bool(self.lent))
+    @rule(i=st.integers(0, 100))
+    def group_gives_a_member_back(self, i: int) -> None:
+        """The group instance is destroyed: its member is released like any lease."""
+        entry = self.lent.pop(i % len(self.lent))
+        self.core.lend(-1)
+        self.core.begin_reset(entry)
+        self.core.finish_reset(entry)
         self._collect_served()
 
     @precondition(lambda self: bool(self.held))
@@ -165,9 +185,11 @@ class CoreMachine(RuleBasedStateMachine):
     def books_are_exact(self) -> None:
         core = self.core
         core.check_invariants()
-        assert len({id(e) for e in self.held}) == len(self.held), "an entry is held twice"
-        assert all(e.state is EntryState.LEASED for e in self.held)
-        assert core.leased == len(self.held)
+        out = self.held + self.lent
+        assert len({id(e) for e in out}) == len(out), "an entry is held twice"
+        assert all(e.state is EntryState.LEASED for e in out)
+        assert core.leased == len(self.held) + len(self.lent)
+        assert core.lent == len(self.lent)
         assert core.recovering == len(self.recovering)
         assert core.creating == self.creations
         # Above a lowered max_size only while instances are out; they go as they come back.

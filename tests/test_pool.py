@@ -510,7 +510,7 @@ class TestGroups:
                 async with pool.acquire("g"):  # takes m's idle instance for good
                     pass
                 m = pool.service_pools["m"]
-                assert (m.core.in_use, m.lent, m.sizing_input().in_use) == (1, 1, 0)
+                assert (m.core.in_use, m.core.lent, m.sizing_input().in_use) == (1, 1, 0)
                 asked = asyncio.get_running_loop().time()
                 async with pool.acquire("m"):
                     assert asyncio.get_running_loop().time() - asked == pytest.approx(1.0)
