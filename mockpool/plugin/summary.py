@@ -68,14 +68,17 @@ class _Row:
     waits: list[float] = field(default_factory=list)
 
     @property
+    def served(self) -> int:
+        """Acquisitions that got an instance: hits, reuses after a wait, misses."""
+        return self.reuses + self.misses
+
+    @property
     def hit_rate(self) -> float:
-        served = self.reuses + self.misses
-        return self.hits / served if served else 0.0
+        return self.hits / self.served if self.served else 0.0
 
     @property
     def reuse_rate(self) -> float:
-        served = self.reuses + self.misses
-        return self.reuses / served if served else 0.0
+        return self.reuses / self.served if self.served else 0.0
 
     def wait_percentiles(self, *qs: float) -> tuple[float, ...]:
         from ..metrics import wait_percentiles  # numpy: loaded at the end of the session only
@@ -173,7 +176,7 @@ def pytest_terminal_summary(
     table = [header]
     for name, r in rows.items():
         p50, p99 = r.wait_percentiles(50, 99)
-        served = r.reuses + r.misses
+        served = r.served
         table.append(
             (
                 name,
