@@ -286,3 +286,33 @@ def test_a_fakeredis_older_than_the_reset_supports_is_refused_at_registration(
     assert f"needs fakeredis >= {FAKEREDIS_MIN_VERSION}, and fakeredis 2.38.0 is installed" in str(
         caught.value
     )
+
+
+@pytest.mark.asyncio
+async def test_a_command_runs_without_a_task_of_its_own() -> None:
+    """A fake socket's write never blocks, so the clients have no write timeout: with one,
+    redis-py on Python 3.11 wraps every write in ``asyncio.wait_for``, a task per command (a
+    third of a command's cost). Blocking commands still wait for another task's push."""
+    async with pool_of(redis_service(max_size=1)) as pool, pool.acquire("redis") as r:
+        await r.set("warm", "1")  # the client's first connection is made here
+        loop = asyncio.get_running_loop()
+        started: list[object] = []
+        default = loop.get_task_factory()
+
+        def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+            started.append(coro)
+            if default is not None:
+                return default(loop, coro, **kwargs)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(counting)
+        try:
+            await r.set("k", "v")
+            assert await r.get("k") == b"v"
+            assert started == []
+        finally:
+            loop.set_task_factory(default)
+        popped = asyncio.create_task(r.blpop(["q"], timeout=0))
+        await asyncio.sleep(0)
+        await r.rpush("q", "x")
+        assert await asyncio.wait_for(popped, 5) == (b"q", b"x")
