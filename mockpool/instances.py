@@ -94,6 +94,7 @@ class InstanceHooks:
         ) -> asyncio.Future[IsolationError | None] | None: ...
         def to_recovery(self, entry: Entry, reason: str) -> None: ...
         def fail_waiters_since(self, error: BaseException, started: float | None) -> None: ...
+        def watch_lent(self) -> None: ...
         def _wake_settled(self) -> None: ...
 
     # == creating =============================================================================
@@ -270,6 +271,8 @@ class InstanceHooks:
                     entry = await member.wait_for_entry_internal()
                 members[member.name] = member.bind_entry(entry)
                 member.core.lend(1)
+                if member.core.waiters:
+                    member.watch_lent()
         except BaseException:
             self._release_members(members)
             raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import sys
 import weakref
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from .spec import ServiceSpec
 
 __all__ = ("CpuMeter", "LeaseState", "PoolPort", "Recover", "ServicePool")
+
+logger = logging.getLogger("mockpool")
 
 # mockpool runs on asyncio, whose cancellation (also under anyio) is CancelledError.
 _CANCELLED = (asyncio.CancelledError,)
@@ -209,9 +212,13 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                     self._arm_timer(loop, waiter.deadline)
             try:
                 # At max_size (the contended steady state) there is nothing to create: skip the
-                # call. Below it, ensure_creations also makes room under the pool-wide cap.
-                if len(core.entries) + core.creating < core.max_size and core.shortfall() > 0:
-                    self.ensure_creations()
+                # call. Below it, ensure_creations also makes room under the pool-wide cap. At
+                # it, an idle group may have to give back an instance lent to it.
+                if core.shortfall() > 0:
+                    if len(core.entries) + core.creating < core.max_size:
+                        self.ensure_creations()
+                    elif core.lent:
+                        self.reclaim_if_only_lent()
                     if core.shortfall() > 0 and loop not in self._stall_checks:
                         self._arm_stall_check(loop)
                 entry = await fut
@@ -358,6 +365,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         core = self.core
         if core.shortfall() <= 0:
             return
+        if core.size + core.creating >= core.max_size and self.reclaim_if_only_lent():
+            return
         sizing = self.sizing_input(stalled=stalled, lasting=evict)
         wanted = creations(sizing)
         pool = self.pool
@@ -372,6 +381,40 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 break
             pool.spawn(self._create_one, on_drop=self._creation_dropped)
             wanted -= 1
+
+    def reclaim_if_only_lent(self) -> bool:
+        """At ``max_size`` with every instance lent to groups, waiters would wait for ever: a
+        group instance keeps its members for as long as it lives. So when no test holds an
+        instance and none is being reset, checked, recovered or created, destroy the least
+        recently used idle instance of a group built on this service; its members go back to
+        their services (reset), and this one's serves the first waiter (liveness). True if
+        one was destroyed."""
+        core = self.core
+        if not core.lent or core.leased != core.lent:
+            return False
+        if core.resetting or core.checking or core.recovering or core.creating:
+            return False
+        victim: ServicePool | None = None
+        for group in self.pool.service_pools.values():
+            idle = group.core.idle
+            if not idle or not any(member is self for member in group.members):
+                continue
+            if victim is None or idle[0].last_used < victim.core.idle[0].last_used:
+                victim = group
+        if victim is None:
+            return False
+        entry = victim.core.take_idle_for_removal()
+        if entry is None:
+            return False
+        logger.info(
+            "service %r: every instance lent to idle groups at max_size=%d; destroyed an idle %r "
+            "to give its instance to a waiter",
+            self.name,
+            core.max_size,
+            victim.name,
+        )
+        victim.destroy_soon(entry)
+        return True
 
     def sizing_input(self, *, stalled: bool = False, lasting: bool = False) -> SizingInput:
         """This service's measurements, as the sizing controller reads them."""

@@ -196,6 +196,13 @@ class Waiting:
         handle = loop.call_later(delay, self._stall_due, loop)
         self._stall_checks[loop] = (handle, self.metrics.holds.count, self.pool.leases_ended(), streak, quiet)
 
+    def watch_lent(self) -> None:
+        """An instance was lent to a group while waiters wait: look again after a stall, since
+        the group instance may go idle holding it (``reclaim_if_only_lent`` then takes it)."""
+        loop = asyncio.get_running_loop()
+        if self.core.shortfall() > 0 and loop not in self._stall_checks and self.core.waits_in(loop):
+            self._arm_stall_check(loop)
+
     def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
         # In a task: creations are spawned into the runtime's task group, which anyio allows
         # from a task only, not from a bare loop callback.

@@ -24,6 +24,7 @@ from mockpool import (
     ServiceSpec,
     UnknownServiceError,
 )
+from mockpool.sizing import STALL_MIN_S
 
 
 class Counter:
@@ -412,6 +413,20 @@ def _group_over_a_and_b(log: list[str], *, reset_b: Callable[[Any], None] | None
     return pool
 
 
+async def _use_once(pool: MockPool, name: str) -> None:
+    async with pool.acquire(name):
+        pass
+
+
+def _run_in_virtual_time(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on a looptime loop: timers fire at once, in virtual time."""
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        loop.close()
+
+
 class TestGroups:
     @pytest.mark.asyncio
     async def test_group_leases_members_as_one_unit(self) -> None:
@@ -569,11 +584,88 @@ class TestGroups:
             assert order == ["g"]
             assert not direct.done(), "the direct waiter was served while the group held m"
             assert pool.stats("m").waiting == 1
-            # The idle group keeps its member: the direct waiter gets it back when the group goes.
-            pool.unregister("g")
+            # The idle group keeps its member until the stall check sees that nothing else
+            # will serve the direct waiter: then the group instance goes, and gives it back.
             await direct
             assert order == ["g", "m"]
+            assert pool.stats("g").size == 0
             pool.check_invariants()
+
+    def test_an_idle_group_gives_back_a_member_at_max_size_to_a_direct_waiter(self) -> None:
+        """``m``'s one instance (max_size=1) is lent to an idle group instance, which keeps it
+        for as long as it lives: a direct acquire of ``m`` waited until its timeout (the error
+        blamed tests holding leases). The group instance is destroyed at once instead, and its
+        member serves the waiter."""
+
+        async def main() -> None:
+            pool = MockPool(supervise=False, default_timeout=5.0)  # virtual seconds
+            pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=1))
+            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            async with pool:
+                async with pool.acquire("g"):
+                    pass
+                assert (pool.stats("g").idle, pool.stats("m").in_use) == (1, 1)
+                asked = asyncio.get_running_loop().time()
+                async with pool.acquire("m") as m:
+                    assert asyncio.get_running_loop().time() == asked
+                    assert m == []
+                assert (pool.stats("g").size, pool.stats("m").size) == (0, 1)
+                async with pool.acquire("g"):  # the group is built again on the same instance
+                    pass
+                assert pool.stats("m").created == 1
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
+    def test_a_member_lent_while_a_direct_waiter_waits_comes_back_when_the_group_is_idle(self) -> None:
+        """The direct waiter queued while a test held ``m``; the release went to a group being
+        built (it queues first), and that group's lease ended: no release of ``m`` will come.
+        The stall check armed when ``m`` was lent takes it back from the idle group."""
+
+        async def main() -> None:
+            pool = MockPool(supervise=False, default_timeout=5.0)  # virtual seconds
+            pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=1))
+            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            async with pool:
+                held = pool.acquire("m")
+                await held.__aenter__()
+                direct = asyncio.create_task(_use_once(pool, "m"))
+                group = asyncio.create_task(_use_once(pool, "g"))
+                while pool.stats("m").waiting < 2:
+                    await asyncio.sleep(0)
+                await held.__aexit__(None, None, None)
+                await group
+                assert not direct.done() and pool.stats("g").idle == 1
+                lent_at = asyncio.get_running_loop().time()
+                await direct
+                assert asyncio.get_running_loop().time() - lent_at <= 2 * STALL_MIN_S
+                assert pool.stats("g").size == 0
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
+    def test_an_idle_group_keeps_its_member_while_a_test_holds_another(self) -> None:
+        """``m`` has two instances: one lent to an idle group, one held by a test. Its release
+        will serve the direct waiter, so the group instance is not destroyed for it."""
+
+        async def main() -> None:
+            pool = MockPool(supervise=False, default_timeout=5.0)  # virtual seconds
+            pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=2))
+            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            async with pool:
+                async with pool.acquire("g"):
+                    pass
+                held = pool.acquire("m")
+                await held.__aenter__()
+                direct = asyncio.create_task(_use_once(pool, "m"))
+                await asyncio.sleep(10 * STALL_MIN_S)  # virtual: stall checks come and go
+                assert not direct.done() and pool.stats("g").idle == 1
+                await held.__aexit__(None, None, None)
+                await direct
+                assert (pool.stats("g").size, pool.stats("m").size) == (1, 2)
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
 
 
 class TestLoops:
