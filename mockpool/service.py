@@ -214,11 +214,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 # At max_size (the contended steady state) there is nothing to create: skip the
                 # call. Below it, ensure_creations also makes room under the pool-wide cap. At
                 # it, an idle group may have to give back an instance lent to it.
-                if core.shortfall() > 0:
-                    if len(core.entries) + core.creating < core.max_size:
-                        self.ensure_creations()
-                    elif core.lent:
-                        self.reclaim_if_only_lent()
+                if (len(core.entries) + core.creating < core.max_size or core.lent) and core.shortfall() > 0:
+                    self.ensure_creations()
                     if core.shortfall() > 0 and loop not in self._stall_checks:
                         self._arm_stall_check(loop)
                 entry = await fut
