@@ -31,7 +31,7 @@ from .instances import CpuMeter, InstanceHooks
 from .isolation import IsolationError
 from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
 from .recovery_handoff import RecoveryHandoff
-from .sizing import LimitState, SizingInput, creations
+from .sizing import LimitState, LoopLoad, SizingInput, creations
 from .waiting import Waiting
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class PoolPort(Protocol):
     ) -> None: ...
     def make_room(self, svc: ServicePool, *, lasting: bool = False) -> bool: ...
     def settle_closed_loops(self) -> None: ...
-    def loop_load(self) -> tuple[float | None, float | None]: ...
+    def loop_load(self) -> LoopLoad: ...
     def current_runtime(self) -> CpuMeter | None: ...
     def fair_share(self, svc: ServicePool) -> int | None: ...
     def leases_ended(self) -> int: ...
@@ -416,7 +416,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
     def sizing_input(self, *, stalled: bool = False, lasting: bool = False) -> SizingInput:
         """This service's measurements, as the sizing controller reads them."""
         core, m = self.core, self.metrics
-        busy, lease_cost = self.pool.loop_load()
+        load = self.pool.loop_load()
         return SizingInput(
             size=core.size,
             creating=core.creating,
@@ -428,13 +428,15 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             limit=self.limit.limit,
             hold_s=m.hold_ewma if m.holds.count else None,
             create_s=m.create_ewma,
-            busy=busy,
-            lease_cost=lease_cost,
+            busy=load.busy,
+            lease_cost=load.lease_cost,
+            blocked=load.blocked,
             memory_tight=self.memory_tight,
             stalled=stalled,
             lasting=lasting,
             share=self.pool.fair_share(self),
             settled=self.pool.settled_size(self.name),
+            create_blocks=not inspect.iscoroutinefunction(self.factory),
         )
 
     def grow(self, count: int) -> int:

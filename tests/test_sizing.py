@@ -78,6 +78,18 @@ BASE = SizingInput(
         (replace(BASE, stalled=True, share=4), 0),
         (replace(BASE, stalled=True, share=4, lasting=True), 1),
         (replace(BASE, stalled=True, share=5), 1),
+        # a sync factory holds the loop while it builds: not past sqrt(n * hold / create),
+        # n the leases held and waiting (here sqrt(1,199 * 0.020 / 0.020) = 34)
+        (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=1195), 34 - 4),
+        (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=1195, size=34), 0),
+        # ...from the holds' own time: those measured while factories held the loop for 75 %
+        # of it lasted four times as long (here sqrt(1,199 * 0.080 * 0.25 / 0.020) = 34)
+        (
+            replace(BASE, create_blocks=True, create_s=0.020, hold_s=0.080, blocked=0.75, waiting=1195),
+            34 - 4,
+        ),
+        # ...but an async factory's creations overlap the leases: no such bound
+        (replace(BASE, create_s=0.020, in_use=4, waiting=1195), 64 - 4),
     ],
 )
 def test_creations(case: SizingInput, expected: int) -> None:
@@ -101,6 +113,8 @@ sizing_inputs = st.builds(
     stalled=st.booleans(),
     share=st.none() | st.integers(1, 64),
     settled=st.integers(0, 70),
+    create_blocks=st.booleans(),
+    blocked=st.none() | st.floats(0, 1),
 )
 
 
@@ -178,7 +192,10 @@ class ControlledService(RuleBasedStateMachine):
         self.create: float | None = None
         self.busy: float | None = None
         self.cost: float | None = None
+        self.blocked: float | None = None
         self.limit = 5
+        #: A sync factory: creations hold the loop (bounded by the square-root rule).
+        self.blocks = False
 
     def decide(self, stalled: bool = False) -> None:
         n = creations(
@@ -195,6 +212,8 @@ class ControlledService(RuleBasedStateMachine):
                 busy=self.busy,
                 lease_cost=self.cost,
                 stalled=stalled,
+                create_blocks=self.blocks,
+                blocked=self.blocked,
             )
         )
         self.creating += n
@@ -226,9 +245,15 @@ class ControlledService(RuleBasedStateMachine):
             self.waiting -= 1
             self.in_use += 1
 
-    @rule(busy=st.floats(0, 1), cost=st.floats(0.001, 1), limit=st.integers(1, 5))
-    def measure(self, busy: float, cost: float, limit: int) -> None:
-        self.busy, self.cost, self.limit = busy, cost, limit
+    @rule(
+        busy=st.floats(0, 1),
+        cost=st.floats(0.001, 1),
+        limit=st.integers(1, 5),
+        blocks=st.booleans(),
+        blocked=st.floats(0, 1),
+    )
+    def measure(self, busy: float, cost: float, limit: int, blocks: bool, blocked: float) -> None:
+        self.busy, self.cost, self.limit, self.blocks, self.blocked = busy, cost, limit, blocks, blocked
         self.decide()
 
     @precondition(lambda self: self.waiting > 0)
