@@ -310,6 +310,12 @@ def workloads(params: Params, turns_per_ms: float) -> list[Workload]:
             (Case(("cache",), io),) * n,
         ),
         Workload(
+            "io, expensive",
+            f"one {params.io_hold_s * 1000:g} ms await per test; {double}",
+            {"client": expensive},
+            (Case(("client",), io),) * n,
+        ),
+        Workload(
             "mixed",
             f"{params.mixed_cpu_ms:g} ms of CPU and one {params.io_hold_s * 1000:g} ms await per "
             f"test; {double}",

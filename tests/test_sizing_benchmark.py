@@ -68,9 +68,19 @@ def test_each_workload_runs_default_and_fixed_sizes_and_does_all_its_work(name: 
     assert summary.tests == len(workload.cases)
 
 
-def test_the_workloads_are_the_issues_six_with_their_schedules() -> None:
+def test_the_workloads_are_the_issues_six_and_io_on_an_expensive_double() -> None:
     by_name = {w.name: w for w in workloads(TINY, TURNS_PER_MS)}
-    assert list(by_name) == ["cpu", "io", "mixed", "burst+trickle", "many services", "sequential"]
+    assert list(by_name) == [
+        "cpu",
+        "io",
+        "io, expensive",
+        "mixed",
+        "burst+trickle",
+        "many services",
+        "sequential",
+    ]
+    assert by_name["io, expensive"].factories == by_name["cpu"].factories
+    assert by_name["io, expensive"].cases[0].hold == by_name["io"].cases[0].hold
     assert by_name["cpu"].cases[0].hold.await_s is None
     assert by_name["cpu"].factories == {"client": Cost(turns=20 * 50, payload=325 * 1024)}
     assert by_name["io"].factories == {"cache": Cost()}
