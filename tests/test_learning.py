@@ -8,6 +8,7 @@ synchronisation (events, gates, checkpoints), never by sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 from collections.abc import Callable
@@ -69,6 +70,11 @@ async def _until(condition: Callable[[], bool], *, rounds: int = 1000) -> None:
             return
         await anyio.lowlevel.checkpoint()
     raise AssertionError("condition not reached")
+
+
+async def _acquire_once(pool: MockPool, name: str) -> None:
+    async with pool.acquire(name):
+        pass
 
 
 # -- warming at start ------------------------------------------------------------------------
@@ -206,6 +212,33 @@ class TestAhead:
                 assert pool.expect(["a"], count=2) == 1  # short of two: one more
             await _until(lambda: pool.stats("a").idle == 2)
             assert (pool.stats("a").created, pool.stats("m").created, pool.stats("g").created) == (2, 1, 1)
+
+    @pytest.mark.asyncio
+    async def test_a_hint_for_a_service_with_waiters_leaves_them_to_the_controller(self) -> None:
+        """Releases serve the waiter sooner than a creation would (holds end at once, a
+        creation takes a second), so the controller starts none; a hint counted the waiter off
+        the instance it waits for and built one anyway (in the learning benchmark, one more
+        group instance and its members per hint)."""
+        clock = FakeClock()
+
+        def slow() -> Thing:
+            clock.advance(1.0)
+            return Thing()
+
+        pool = MockPool(supervise=False, clock=clock)
+        pool.register(ServiceSpec(name="a", factory=slow))
+        async with pool:
+            async with pool.acquire("a"):
+                pass  # measures a creation (1 s) and a hold (0 s)
+            held = pool.acquire("a")
+            await held.__aenter__()
+            waiter = asyncio.create_task(_acquire_once(pool, "a"))
+            await _until(lambda: pool.stats("a").waiting == 1)
+            assert pool.stats("a").creating == 0
+            assert pool.expect(["a"]) == 0
+            await held.__aexit__(None, None, None)
+            await waiter
+            assert pool.stats("a").created == 1
 
     @pytest.mark.asyncio
     async def test_the_supervisor_samples_usage_and_creates_nothing_ahead(self, tmp_path: Path) -> None:
