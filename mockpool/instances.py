@@ -32,7 +32,7 @@ from .stubs import make_stub
 if TYPE_CHECKING:
     from .clock import Clock
     from .core import ServiceCore
-    from .metrics import ServiceMetrics
+    from .metrics import LoopBlocks, ServiceMetrics
     from .spec import Hook, ServiceSpec
 
 __all__ = ("CpuMeter", "InstanceHooks", "declared_type")
@@ -71,6 +71,7 @@ class InstanceHooks:
         clock: Clock
         core: ServiceCore
         metrics: ServiceMetrics
+        blocks: LoopBlocks
         factory: Hook
         variant: str | None
         reset: Hook | None
@@ -212,12 +213,15 @@ class InstanceHooks:
     async def _build(self, factory: Callable[..., Any], args: list[Any], *, tier: str | None) -> Entry:
         spec = self.spec
         cpu = time.thread_time()
+        began = self.clock.now()
         instance = await call_hook(
             factory, *args, timeout=spec.create_timeout, service=self.name, name=tier or "factory"
         )
         if not inspect.iscoroutinefunction(factory):
             # A sync factory ran on the loop's thread without a pause: its CPU is the loop's,
-            # not the leases' (the sizing controller tells the two apart).
+            # not the leases' (the sizing controller tells the two apart), and the leases held
+            # meanwhile did nothing.
+            self.blocks.add(began, self.clock.now())
             runtime = self.pool.current_runtime()
             if runtime is not None:
                 runtime.creation_cpu += time.thread_time() - cpu

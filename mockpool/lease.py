@@ -122,7 +122,12 @@ class Lease(Generic[T]):
                 # What on_acquire set up may still be in place: recover the instance, tell the test.
                 hook_error, self._discard = error, True
         now = svc.clock.now()
-        svc.metrics.record_hold(now - self._started)
+        started = self._started
+        blocks = svc.blocks
+        if blocks.last_end > started:  # a sync factory held the loop during the lease
+            svc.metrics.record_blocked_hold(now - started, blocks.within(started, now))
+        else:
+            svc.metrics.record_hold(now - started)
         entry.last_used = now
         if exc_type is not None and issubclass(exc_type, Exception):
             svc.metrics.lease_errors += 1

@@ -10,6 +10,8 @@ a recovery: no creation), a *miss* (served by an instance created meanwhile), a 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,6 +22,7 @@ __all__ = (
     "HANDOFF",
     "HIT",
     "MISS",
+    "LoopBlocks",
     "RECOVERY_TIERS",
     "PoolStats",
     "Ring",
@@ -35,6 +38,33 @@ RECOVERY_TIERS = ("snapshot", "factory", "minimal", "stub")
 
 # Smoothing of the hold/wait EWMAs: each new sample weighs 10 %.
 _EWMA_ALPHA = 0.1
+
+
+class LoopBlocks:
+    """When sync factories held the loop (the last spans, on the pool's clock): no lease ran
+    then, so a lease's own work is its hold less these spans (what the sizing controller
+    weighs a creation against)."""
+
+    __slots__ = ("last_end", "spans")
+
+    def __init__(self, keep: int = 256) -> None:
+        self.spans: deque[tuple[float, float]] = deque(maxlen=keep)
+        #: When the last span ended: a lease that started after it had none (one comparison).
+        self.last_end = -math.inf
+
+    def add(self, start: float, end: float) -> None:
+        if end > start:
+            self.spans.append((start, end))
+            self.last_end = max(self.last_end, end)
+
+    def within(self, since: float, until: float) -> float:
+        """Seconds of the spans between ``since`` and ``until``."""
+        total = 0.0
+        for start, end in reversed(self.spans):
+            if end <= since:
+                break
+            total += max(0.0, min(end, until) - max(start, since))
+        return total
 
 
 class Ring:
@@ -136,6 +166,8 @@ class ServiceMetrics:
     """Mutable counters of one service, written by the pool; read through ``PoolStats``."""
 
     __slots__ = (
+        "_blocked_at",
+        "_blocked_mean",
         "acquire_errors",
         "acquisitions",
         "cancellations",
@@ -195,6 +227,10 @@ class ServiceMetrics:
         self.waits = Ring()
         self.holds = Ring()
         self.hold_ewma = 0.0
+        #: EWMA of the seconds sync factories held the loop per lease, as of hold number
+        #: ``_blocked_at`` (see record_blocked_hold).
+        self._blocked_mean = 0.0
+        self._blocked_at = 0
         self.wait_ewma = 0.0
         #: Mean creation time (EWMA; the first creation sets it), None before one ended.
         self.create_ewma: float | None = None
@@ -241,6 +277,32 @@ class ServiceMetrics:
             seconds if holds.count == 0 else self.hold_ewma + _EWMA_ALPHA * (seconds - self.hold_ewma)
         )
         holds.append(seconds)
+
+    def record_blocked_hold(self, seconds: float, blocked: float) -> None:
+        """A lease held ``seconds``, during which sync factories held the loop ``blocked``.
+
+        The mean of the blocked seconds per lease is an EWMA over every hold, kept lazily: the
+        holds without any (nearly all) would only decay it, so it is decayed when read and
+        when the next blocked hold comes, and the release path stays as it was."""
+        previous = self.holds.count
+        mean = blocked if previous == 0 else self._blocked_decayed(previous) * (1 - _EWMA_ALPHA)
+        self.record_hold(seconds)
+        self._blocked_mean = mean if previous == 0 else mean + _EWMA_ALPHA * blocked
+        self._blocked_at = previous + 1
+
+    def _blocked_decayed(self, count: int) -> float:
+        return self._blocked_mean * (1 - _EWMA_ALPHA) ** (count - self._blocked_at)
+
+    @property
+    def work_ewma(self) -> float | None:
+        """Mean hold less the time sync factories held the loop during each lease (None
+        before the first hold). A lease that awaited through a creation was not slowed by all
+        of it: this reads low, so the sizing controller makes too few rather than too many
+        (later holds no creation stretched raise it again; an instance made stays)."""
+        count = self.holds.count
+        if count == 0:
+            return None
+        return max(0.0, self.hold_ewma - self._blocked_decayed(count))
 
     def record_creation(self, seconds: float) -> None:
         mean = self.create_ewma

@@ -25,7 +25,7 @@ from .history import History, MockPoolHistoryWarning, RunRecord, UsageRecorder
 from .hooks import running_loop
 from .isolation import IsolationError
 from .lease import Lease
-from .metrics import PoolStats
+from .metrics import LoopBlocks, PoolStats
 from .recovery import recover_entry
 from .report import Event, Report
 from .runtime import Runtime
@@ -149,6 +149,8 @@ class MockPool:
             raise ServiceConfigError("seed", seed, "must be an integer")
         self.seed = seed
         self.budget = Budget(max_total)
+        #: When sync factories held the loop: spans left out of the leases' own work.
+        self.blocks = LoopBlocks()
         if max_total is not None:
             self.budget.kept_for_others = self.kept_for_others
         self.service_pools: dict[str, ServicePool] = {}
@@ -414,13 +416,13 @@ class MockPool:
         return kept if max_total is None else min(kept, max_total // 2)
 
     def loop_load(self) -> LoopLoad:
-        """The running loop's load over the sizing supervisor's last sample: its busy share,
-        the share of its time one held lease takes and the share sync factories took."""
+        """The running loop's load over the sizing supervisor's last sample: its busy share
+        and the share of its time one held lease takes."""
         loop = asyncio._get_running_loop()
         runtime = self._runtimes.get(loop) if loop is not None else None
         if runtime is None:
             return LoopLoad()
-        return LoopLoad(runtime.busy, runtime.lease_cost, runtime.blocked)
+        return LoopLoad(runtime.busy, runtime.lease_cost)
 
     def current_runtime(self) -> Runtime | None:
         """The runtime of the running loop, if it has one (no runtime is started)."""

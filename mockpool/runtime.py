@@ -72,8 +72,6 @@ class Runtime:
         #: it), and the CPU sync factories took so far (not the leases').
         self.lease_cost: float | None = None
         self.creation_cpu = 0.0
-        #: The share of the last window's time sync factories took.
-        self.blocked: float | None = None
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()
         #: Guards structural changes that span awaits (unregister, resize, recovered swaps);

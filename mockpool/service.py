@@ -29,7 +29,17 @@ from .errors import AcquireTimeout, PoolClosedError
 from .hooks import call_hook, running_loop
 from .instances import CpuMeter, InstanceHooks
 from .isolation import IsolationError
-from .metrics import HANDOFF, HIT, MISS, RECOVERY_TIERS, PoolStats, ServiceMetrics, TierCounts, format_error
+from .metrics import (
+    HANDOFF,
+    HIT,
+    MISS,
+    RECOVERY_TIERS,
+    LoopBlocks,
+    PoolStats,
+    ServiceMetrics,
+    TierCounts,
+    format_error,
+)
 from .recovery_handoff import RecoveryHandoff
 from .sizing import LimitState, LoopLoad, SizingInput, creations
 from .waiting import Waiting
@@ -66,6 +76,7 @@ class PoolPort(Protocol):
     track_leases: bool
     default_timeout: float | None
     budget: Budget
+    blocks: LoopBlocks
     service_pools: dict[str, ServicePool]
 
     @property
@@ -109,6 +120,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             on_retire=self.destroy_soon,
         )
         self.metrics = ServiceMetrics()
+        #: When sync factories held the loop, pool-wide (a lease's own work leaves them out).
+        self.blocks = pool.blocks
         self.factory: Callable[..., Any] = spec.factory
         self.variant: str | None = None
         self.reset = spec.reset
@@ -430,7 +443,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             create_s=m.create_ewma,
             busy=load.busy,
             lease_cost=load.lease_cost,
-            blocked=load.blocked,
+            work_s=m.work_ewma,
             memory_tight=self.memory_tight,
             stalled=stalled,
             lasting=lasting,

@@ -68,8 +68,6 @@ class LoopLoad(NamedTuple):
     busy: float | None = None
     #: The share of the loop's time one held lease takes.
     lease_cost: float | None = None
-    #: The share of the loop's time sync factories took (no lease ran meanwhile).
-    blocked: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +103,9 @@ class SizingInput:
     settled: int = 0
     #: The factory is sync: a creation holds the loop for ``create_s``, and no lease runs then.
     create_blocks: bool = False
-    #: The share of the loop's recent time sync factories took: leases held meanwhile took
-    #: that much longer than their own work (None: not measured).
-    blocked: float | None = None
+    #: Mean hold of recent leases less the time sync factories held the loop during each
+    #: (None: not measured): what a lease takes when no creation stops it.
+    work_s: float | None = None
 
 
 #: The shortest wait without any release that counts as a stall.
@@ -165,9 +163,9 @@ def creations(s: SizingInput) -> int:
         # Each creation holds the loop for create_s, so every lease waits that long; one more
         # instance shortens the remaining leases (those held and waiting, about
         # n * hold / size seconds) by n * hold / size**2. Worth it below sqrt(n * hold / create).
-        # The holds measured while creations held the loop lasted longer by as much: without
-        # taking that out, each batch of creations called for a larger one.
-        hold = s.hold_s * (1.0 - min(s.blocked or 0.0, 0.95))
+        # The holds, less the time creations held the loop during each: counted in, each
+        # batch of creations lengthened the holds and called for a larger one.
+        hold = s.hold_s if s.work_s is None else s.work_s
         best = max(1, math.floor(math.sqrt((s.waiting + s.in_use) * hold / s.create_s)))
         wanted = min(wanted, best - s.size - s.creating)
         if wanted <= 0:

@@ -4,8 +4,10 @@ the helpers the report, the pytest summary and the stress plot read them through
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mockpool.metrics import Ring, ServiceMetrics, format_error, reset_problem, wait_percentiles
+from mockpool.metrics import LoopBlocks, Ring, ServiceMetrics, format_error, reset_problem, wait_percentiles
 
 
 def _metrics(at_once: int, waits: list[float]) -> ServiceMetrics:
@@ -88,3 +90,37 @@ def test_reset_problem_names_the_service_the_count_the_error_and_the_fix() -> No
     assert "2 of 3 resets failed" in leaky
     assert "(last error: not recorded)" in leaky
     assert leaky.endswith("resets leave state behind (isolation check failed): make the reset hook clear it")
+
+
+# -- the leases' own work: holds less the time sync factories held the loop ----------------
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1) | st.just(0.0)), min_size=1, max_size=60))
+def test_work_ewma_is_the_mean_of_holds_less_what_blocked_them(samples: list[tuple[float, float]]) -> None:
+    """Kept lazily (the release path only pays when a factory blocked the lease), the mean
+    equals the EWMA of hold - blocked taken at every lease."""
+    metrics = ServiceMetrics()
+    assert metrics.work_ewma is None
+    eager: float | None = None
+    for hold, blocked in samples:
+        blocked = min(blocked, hold)
+        if blocked:
+            metrics.record_blocked_hold(hold, blocked)
+        else:
+            metrics.record_hold(hold)
+        work = hold - blocked
+        eager = work if eager is None else eager + 0.1 * (work - eager)
+    assert metrics.work_ewma == pytest.approx(max(0.0, eager), abs=1e-9)
+    assert metrics.hold_ewma >= (metrics.work_ewma or 0.0) - 1e-9
+
+
+def test_loop_blocks_sum_the_spans_within_a_lease() -> None:
+    blocks = LoopBlocks()
+    assert blocks.within(0.0, 10.0) == 0.0
+    blocks.add(1.0, 2.0)
+    blocks.add(3.0, 3.0)  # empty: not kept
+    blocks.add(4.0, 6.0)
+    assert blocks.last_end == 6.0
+    assert blocks.within(0.0, 10.0) == 3.0
+    assert blocks.within(1.5, 5.0) == pytest.approx(0.5 + 1.0)
+    assert blocks.within(6.0, 9.0) == 0.0

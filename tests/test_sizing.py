@@ -82,10 +82,10 @@ BASE = SizingInput(
         # n the leases held and waiting (here sqrt(1,199 * 0.020 / 0.020) = 34)
         (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=1195), 34 - 4),
         (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=1195, size=34), 0),
-        # ...from the holds' own time: those measured while factories held the loop for 75 %
-        # of it lasted four times as long (here sqrt(1,199 * 0.080 * 0.25 / 0.020) = 34)
+        # ...from the leases' own work: holds that creations stretched from 20 to 80 ms count
+        # as 20 ms (here sqrt(1,199 * 0.020 / 0.020) = 34)
         (
-            replace(BASE, create_blocks=True, create_s=0.020, hold_s=0.080, blocked=0.75, waiting=1195),
+            replace(BASE, create_blocks=True, create_s=0.020, hold_s=0.080, work_s=0.020, waiting=1195),
             34 - 4,
         ),
         # ...but an async factory's creations overlap the leases: no such bound
@@ -114,7 +114,7 @@ sizing_inputs = st.builds(
     share=st.none() | st.integers(1, 64),
     settled=st.integers(0, 70),
     create_blocks=st.booleans(),
-    blocked=st.none() | st.floats(0, 1),
+    work_s=st.none() | st.floats(0, 5),
 )
 
 
@@ -192,7 +192,8 @@ class ControlledService(RuleBasedStateMachine):
         self.create: float | None = None
         self.busy: float | None = None
         self.cost: float | None = None
-        self.blocked: float | None = None
+        #: The share of the holds that was the leases' own work (the rest: creations).
+        self.work_share = 1.0
         self.limit = 5
         #: A sync factory: creations hold the loop (bounded by the square-root rule).
         self.blocks = False
@@ -213,7 +214,7 @@ class ControlledService(RuleBasedStateMachine):
                 lease_cost=self.cost,
                 stalled=stalled,
                 create_blocks=self.blocks,
-                blocked=self.blocked,
+                work_s=None if self.hold is None else self.hold * self.work_share,
             )
         )
         self.creating += n
@@ -250,10 +251,11 @@ class ControlledService(RuleBasedStateMachine):
         cost=st.floats(0.001, 1),
         limit=st.integers(1, 5),
         blocks=st.booleans(),
-        blocked=st.floats(0, 1),
+        work_share=st.floats(0, 1),
     )
-    def measure(self, busy: float, cost: float, limit: int, blocks: bool, blocked: float) -> None:
-        self.busy, self.cost, self.limit, self.blocks, self.blocked = busy, cost, limit, blocks, blocked
+    def measure(self, busy: float, cost: float, limit: int, blocks: bool, work_share: float) -> None:
+        self.busy, self.cost, self.limit, self.blocks = busy, cost, limit, blocks
+        self.work_share = work_share
         self.decide()
 
     @precondition(lambda self: self.waiting > 0)

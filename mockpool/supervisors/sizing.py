@@ -86,7 +86,6 @@ class SizingSupervisor:
         if elapsed > 0 and runtime is not None:
             busy = min(1.0, max(0.0, (busy_at - self.busy_at) / elapsed))
             runtime.busy = busy
-            runtime.blocked = min(1.0, max(0.0, (creation_cpu - self.creation_cpu) / elapsed))
             held = (in_use + self.in_use) / 2  # the leases held over the window, about
             if held >= 1:
                 load = max(0.0, busy_at - self.busy_at - (creation_cpu - self.creation_cpu)) / elapsed

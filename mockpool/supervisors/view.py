@@ -26,7 +26,6 @@ class LoopSample(Protocol):
     busy: float | None
     lease_cost: float | None
     creation_cpu: float
-    blocked: float | None
 
 
 class PoolView(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mockpool import MockPool, ServiceSpec
+from mockpool import FakeClock, MockPool, ServiceSpec
 from mockpool.supervisors.sizing import SizingSupervisor
 
 
@@ -43,3 +43,28 @@ async def test_a_lease_a_test_holds_is_priced() -> None:
             await supervisor.tick()
             runtime = pool.current_runtime()
             assert runtime is not None and runtime.lease_cost is not None
+
+
+@pytest.mark.asyncio
+async def test_a_lease_held_while_a_sync_factory_ran_counts_that_time_out_of_its_work() -> None:
+    """No lease runs while a sync factory holds the loop: the sizing controller weighs a
+    creation against the leases' own work, not against holds its creations stretched."""
+    clock = FakeClock()
+
+    def slow() -> dict[str, int]:
+        clock.advance(1.0)  # the factory holds the loop for a second
+        return {}
+
+    pool = MockPool(supervise=False, clock=clock)
+    pool.register(ServiceSpec(name="a", factory=dict, reset=dict.clear))
+    pool.register(ServiceSpec(name="slow", factory=slow, reset=dict.clear))
+    async with pool:
+        async with pool.acquire("a"):
+            clock.advance(0.25)
+        async with pool.acquire("a"):
+            clock.advance(0.25)
+            async with pool.acquire("slow"):
+                pass
+        a = pool.service_pools["a"].sizing_input()
+        assert a.hold_s == pytest.approx(0.25 + 0.1 * (1.25 - 0.25))
+        assert a.work_s == pytest.approx(0.25)
