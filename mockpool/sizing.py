@@ -30,7 +30,8 @@ by a creation or recovery already on its way, from what is measured per service 
   runs while it does; one more instance shortens the ``n`` remaining leases (held and
   waiting) by about ``n * hold / size**2`` and costs ``create``: not beyond
   ``sqrt(n * hold / create)`` (1,199 tests awaiting 20 ms on a double that takes 20 ms to
-  build: 34, where the best fixed size measured 32 and 64 was 18 % slower);
+  build: 34, where the best fixed size measured 32 and 64 was 18 % slower). ``hold`` is
+  ``work_s``, the holds less the time factories held the loop during each;
 * **slow start**: one creation at a time until a creation, a lease and the loop's load have
   been measured, and not past the size history says earlier runs settled at (``settled``).
 """
