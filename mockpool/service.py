@@ -426,6 +426,15 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         victim.destroy_soon(entry)
         return True
 
+    def _creation_cost(self) -> float | None:
+        """Seconds a creation costs: a group's includes one instance of each member, which its
+        instance keeps for good (from idle members it is built in no time, but their own
+        waiters then need new ones: priced at the group's, groups were made by the dozen)."""
+        own = self.metrics.create_ewma
+        if own is None or not self.members:
+            return own
+        return own + sum(member._creation_cost() or 0.0 for member in self.members)
+
     def sizing_input(self, *, stalled: bool = False, lasting: bool = False) -> SizingInput:
         """This service's measurements, as the sizing controller reads them."""
         core, m = self.core, self.metrics
@@ -440,7 +449,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             max_size=core.max_size,
             limit=self.limit.limit,
             hold_s=m.hold_ewma if m.holds.count else None,
-            create_s=m.create_ewma,
+            create_s=self._creation_cost(),
             busy=load.busy,
             lease_cost=load.lease_cost,
             work_s=m.work_ewma,
