@@ -418,6 +418,15 @@ async def _use_once(pool: MockPool, name: str) -> None:
         pass
 
 
+def _member_and_group(*, max_size: int) -> MockPool:
+    """A service ``m`` of ``max_size`` and a group ``g`` over it; acquires time out after 5 s
+    (virtual seconds, under :func:`_run_in_virtual_time`)."""
+    pool = MockPool(supervise=False, default_timeout=5.0)
+    pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=max_size))
+    pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+    return pool
+
+
 def _run_in_virtual_time(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on a looptime loop: timers fire at once, in virtual time."""
     loop = looptime.new_event_loop(start=0.0)
@@ -598,9 +607,7 @@ class TestGroups:
         member serves the waiter."""
 
         async def main() -> None:
-            pool = MockPool(supervise=False, default_timeout=5.0)  # virtual seconds
-            pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=1))
-            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            pool = _member_and_group(max_size=1)
             async with pool:
                 async with pool.acquire("g"):
                     pass
@@ -623,9 +630,7 @@ class TestGroups:
         The stall check armed when ``m`` was lent takes it back from the idle group."""
 
         async def main() -> None:
-            pool = MockPool(supervise=False, default_timeout=5.0)  # virtual seconds
-            pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=1))
-            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            pool = _member_and_group(max_size=1)
             async with pool:
                 held = pool.acquire("m")
                 await held.__aenter__()
@@ -649,9 +654,7 @@ class TestGroups:
         will serve the direct waiter, so the group instance is not destroyed for it."""
 
         async def main() -> None:
-            pool = MockPool(supervise=False, default_timeout=5.0)  # virtual seconds
-            pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=2))
-            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            pool = _member_and_group(max_size=2)
             async with pool:
                 async with pool.acquire("g"):
                     pass
