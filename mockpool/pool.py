@@ -30,7 +30,6 @@ from .recovery import recover_entry
 from .report import Event, Report
 from .runtime import Runtime
 from .service import ServicePool
-from .sizing import LoopLoad
 from .spec import ServiceSpec
 from .supervisors import AdaptationConfig, ScalingConfig, start_all, warming
 
@@ -415,14 +414,13 @@ class MockPool:
         max_total = self.budget.max_total
         return kept if max_total is None else min(kept, max_total // 2)
 
-    def loop_load(self) -> LoopLoad:
-        """The running loop's load over the sizing supervisor's last sample: its busy share
-        and the share of its time one held lease takes."""
+    def loop_load(self) -> tuple[float | None, float | None]:
+        """The running loop thread's busy share over the last sampling window, and the share
+        of its time one held lease takes (the sizing supervisor measures both); None when not
+        measured."""
         loop = asyncio._get_running_loop()
         runtime = self._runtimes.get(loop) if loop is not None else None
-        if runtime is None:
-            return LoopLoad()
-        return LoopLoad(runtime.busy, runtime.lease_cost)
+        return (runtime.busy, runtime.lease_cost) if runtime is not None else (None, None)
 
     def current_runtime(self) -> Runtime | None:
         """The runtime of the running loop, if it has one (no runtime is started)."""

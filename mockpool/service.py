@@ -41,7 +41,7 @@ from .metrics import (
     format_error,
 )
 from .recovery_handoff import RecoveryHandoff
-from .sizing import LimitState, LoopLoad, SizingInput, creations
+from .sizing import LimitState, SizingInput, creations
 from .waiting import Waiting
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class PoolPort(Protocol):
     ) -> None: ...
     def make_room(self, svc: ServicePool, *, lasting: bool = False) -> bool: ...
     def settle_closed_loops(self) -> None: ...
-    def loop_load(self) -> LoopLoad: ...
+    def loop_load(self) -> tuple[float | None, float | None]: ...
     def current_runtime(self) -> CpuMeter | None: ...
     def fair_share(self, svc: ServicePool) -> int | None: ...
     def leases_ended(self) -> int: ...
@@ -438,7 +438,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
     def sizing_input(self, *, stalled: bool = False, lasting: bool = False) -> SizingInput:
         """This service's measurements, as the sizing controller reads them."""
         core, m = self.core, self.metrics
-        load = self.pool.loop_load()
+        busy, lease_cost = self.pool.loop_load()
         return SizingInput(
             size=core.size,
             creating=core.creating,
@@ -450,8 +450,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             limit=self.limit.limit,
             hold_s=m.hold_ewma if m.holds.count else None,
             create_s=self._creation_cost(),
-            busy=load.busy,
-            lease_cost=load.lease_cost,
+            busy=busy,
+            lease_cost=lease_cost,
             work_s=m.work_ewma,
             memory_tight=self.memory_tight,
             stalled=stalled,

@@ -40,12 +40,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 __all__ = (
     "GROWTH",
     "SATURATED",
-    "LoopLoad",
     "STALL_MAX_RETRY_S",
     "LimitState",
     "SizingInput",
@@ -60,15 +58,6 @@ SATURATED = 0.85
 
 #: A size step must raise completed leases per second by this factor to count as better.
 GROWTH = 1.05
-
-
-class LoopLoad(NamedTuple):
-    """A loop's load over the sizing supervisor's last sample; None where not measured yet."""
-
-    #: The loop thread's busy share.
-    busy: float | None = None
-    #: The share of the loop's time one held lease takes.
-    lease_cost: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import AcquireTimeout
-from .sizing import SATURATED, LoopLoad, stall_s
+from .sizing import SATURATED, stall_s
 
 if TYPE_CHECKING:
     from .core import ServiceCore, Waiter
@@ -44,7 +44,7 @@ OVER_SHARE_FACTOR = 4
 class _LoadPort(Protocol):
     """What the stall check reads of the pool (:class:`~mockpool.service.PoolPort` has it)."""
 
-    def loop_load(self) -> LoopLoad: ...
+    def loop_load(self) -> tuple[float | None, float | None]: ...
     def fair_share(self, svc: Any) -> int | None: ...
     def leases_ended(self) -> int: ...
 
@@ -222,7 +222,7 @@ class Waiting:
         # holders wait for the waiters: a stall counts there only when it lasts (a second or
         # so). Evicting another service's idle instance too waits for a lasting stall: a slow
         # release is no reason to destroy what another service will need again.
-        busy = self.pool.loop_load().busy
+        busy, _ = self.pool.loop_load()
         saturated = busy is not None and busy >= SATURATED
         need = STALLS_WHEN_SATURATED if saturated else STALLS_TO_EVICT
         lasting = streak >= need
