@@ -156,10 +156,12 @@ def creations(s: SizingInput) -> int:
         # The holds, less the time creations held the loop during each: counted in, each
         # batch of creations lengthened the holds and called for a larger one.
         hold = s.hold_s if s.work_s is None else s.work_s
-        best = max(1, math.floor(math.sqrt((s.waiting + s.in_use) * hold / s.create_s)))
-        wanted = min(wanted, best - s.size - s.creating)
-        if wanted <= 0:
-            return 0
+        ratio = (s.waiting + s.in_use) * hold / s.create_s  # may overflow to inf: no bound then
+        if ratio < (s.size + s.creating + wanted) ** 2:
+            best = max(1, math.floor(math.sqrt(ratio)))
+            wanted = min(wanted, best - s.size - s.creating)
+            if wanted <= 0:
+                return 0
     if s.busy is None or s.lease_cost is None:
         return slow  # slow start: the loop's load not measured yet
     if s.busy >= SATURATED:

@@ -88,6 +88,8 @@ BASE = SizingInput(
             replace(BASE, create_blocks=True, create_s=0.020, hold_s=0.080, work_s=0.020, waiting=1195),
             34 - 4,
         ),
+        # ...a creation measured as taking no time at all sets no bound (the ratio overflows)
+        (replace(BASE, create_blocks=True, create_s=1e-308, hold_s=1.0, in_use=1, waiting=1), 1),
         # ...but an async factory's creations overlap the leases: no such bound
         (replace(BASE, create_s=0.020, in_use=4, waiting=1195), 64 - 4),
     ],
