@@ -445,6 +445,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             recovering=core.recovering + core.checking,
             # Groups keep the members they were built on: only the leases of tests end.
             in_use=core.in_use - core.lent,
+            lent=core.lent,
             waiting=core.waiting,
             max_size=core.max_size,
             limit=self.limit.limit,

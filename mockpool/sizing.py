@@ -96,6 +96,10 @@ class SizingInput:
     #: Mean hold of recent leases less the time sync factories held the loop during each
     #: (None: not measured): what a lease takes when no creation stops it.
     work_s: float | None = None
+    #: Instances lent to groups as members: in ``size`` (the user's bound counts them), not in
+    #: ``in_use``; they serve no direct lease, so the sizes that trade leases against creations
+    #: leave them out.
+    lent: int = 0
 
 
 #: The shortest wait without any release that counts as a stall.
@@ -130,8 +134,12 @@ def creations(s: SizingInput) -> int:
         return 1 if s.creating == 0 and within else 0  # liveness: the holders may wait for the waiters
     if s.memory_tight:
         return 0
-    cap = s.limit if s.share is None else min(s.limit, s.share)
-    room = min(room, cap - s.size - s.creating)
+    serving = s.size - s.lent + s.creating  # instances that will serve direct leases
+    # The search measured sizes of instances serving direct leases; the share is of max_total,
+    # which counts every instance.
+    room = min(room, s.limit - serving)
+    if s.share is not None:
+        room = min(room, s.share - s.size - s.creating)
     if room <= 0:
         return 0
     # Slow start, one at a time while something is unmeasured, stops at the size earlier runs
@@ -157,18 +165,19 @@ def creations(s: SizingInput) -> int:
         # batch of creations lengthened the holds and called for a larger one.
         hold = s.hold_s if s.work_s is None else s.work_s
         ratio = (s.waiting + s.in_use) * hold / s.create_s  # may overflow to inf: no bound then
-        if ratio < (s.size + s.creating + wanted) ** 2:
+        if ratio < (serving + wanted) ** 2:
             best = max(1, math.floor(math.sqrt(ratio)))
-            wanted = min(wanted, best - s.size - s.creating)
+            wanted = min(wanted, best - serving)
             if wanted <= 0:
                 return 0
     if s.busy is None or s.lease_cost is None:
         return slow  # slow start: the loop's load not measured yet
     if s.busy >= SATURATED:
         return 0
-    if s.lease_cost * (s.size + s.creating + wanted) > SATURATED:
-        # The loop saturates at about SATURATED / lease_cost leases.
-        wanted = min(wanted, math.floor(SATURATED / s.lease_cost) - s.size - s.creating)
+    if s.lease_cost * (serving + wanted) > SATURATED:
+        # The loop saturates at about SATURATED / lease_cost leases (a group's, members and
+        # all, is one lease).
+        wanted = min(wanted, math.floor(SATURATED / s.lease_cost) - serving)
     return max(0, wanted)
 
 
@@ -179,9 +188,12 @@ class Window:
     #: Leases that ended in the window, and the window's length.
     completed: int
     seconds: float
-    #: The size at the window's end, and whether tests waited at any point in it.
+    #: The size at the window's end (instances serving this service's own leases), and
+    #: whether tests waited throughout it (at every sample): only then does the rate measure
+    #: what the size can serve rather than how many tests came.
     size: int
     waited: bool
+    #: The share of the loop's time the leases took (creations left out), None if unmeasured.
     busy: float | None = None
 
 
@@ -204,7 +216,8 @@ PROBE_AFTER = 20
 def next_limit(state: LimitState, w: Window, max_size: int) -> LimitState:
     """One step of the throughput search (hill climbing on completed leases per second).
 
-    Without waiting the limit stays: there is nothing to learn. With waiting, a window at a
+    Unless tests waited throughout the window the limit stays: the rate measured the demand,
+    not the size. With waiting throughout, a window at a
     larger size than the last one is compared with it: if the rate did not rise by ``GROWTH``,
     the extra instances bought nothing, so the limit is capped at the last size (they stay;
     no churn, but no more are made). A capped limit is probed one higher now and then, since

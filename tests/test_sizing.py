@@ -92,6 +92,12 @@ BASE = SizingInput(
         (replace(BASE, create_blocks=True, create_s=1e-308, hold_s=1.0, in_use=1, waiting=1), 1),
         # ...but an async factory's creations overlap the leases: no such bound
         (replace(BASE, create_s=0.020, in_use=4, waiting=1195), 64 - 4),
+        # members lent to groups serve no direct lease: the square-root size, the search's
+        # limit and the loop's capacity count the others (the user's bound counts them all)
+        (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=1195, size=34, lent=30), 30),
+        (replace(BASE, limit=5, size=8, lent=4), 1),
+        (replace(BASE, lease_cost=0.1, size=12, lent=8), int(SATURATED / 0.1) - 4),
+        (replace(BASE, max_size=12, size=12, lent=8), 0),
     ],
 )
 def test_creations(case: SizingInput, expected: int) -> None:
@@ -117,6 +123,7 @@ sizing_inputs = st.builds(
     settled=st.integers(0, 70),
     create_blocks=st.booleans(),
     work_s=st.none() | st.floats(0, 5),
+    lent=st.integers(0, 70),
 )
 
 
