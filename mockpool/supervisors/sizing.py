@@ -8,7 +8,7 @@ Every ``sample_s`` (50 ms) in each loop that uses the pool:
   took, over the leases held meanwhile: what :func:`mockpool.sizing.creations` reads as the
   loop's spare capacity;
 * per service, every ``window_s`` (250 ms), a :class:`~mockpool.sizing.Window` of completed
-  leases, size and whether tests waited, for :func:`~mockpool.sizing.next_limit` (the
+  leases, size and whether tests waited at every sample of it, for :func:`~mockpool.sizing.next_limit` (the
   throughput search); a cap it sets is an event in the report;
 * per service with waiters no creation covers: :meth:`ServicePool.ensure_creations`, which
   asks the controller again with fresh measurements (a waiter's arrival asks it too).
@@ -43,7 +43,8 @@ class _Open:
 
     started: float
     completed: int
-    waited: bool = False
+    #: Tests waited at every sample so far: the leases completed were bound by the size.
+    queued: bool = True
 
 
 class SizingSupervisor:
@@ -81,14 +82,15 @@ class SizingSupervisor:
         runtime = pool.current_runtime()
         creation_cpu = runtime.creation_cpu if runtime is not None else 0.0
         elapsed = wall - self.wall
-        busy = None
+        busy = load = None
         in_use = self._in_use()
         if elapsed > 0 and runtime is not None:
             busy = min(1.0, max(0.0, (busy_at - self.busy_at) / elapsed))
             runtime.busy = busy
+            # The share the leases took: creations that held the loop are not the leases'.
+            load = min(1.0, max(0.0, busy_at - self.busy_at - (creation_cpu - self.creation_cpu)) / elapsed)
             held = (in_use + self.in_use) / 2  # the leases held over the window, about
             if held >= 1:
-                load = max(0.0, busy_at - self.busy_at - (creation_cpu - self.creation_cpu)) / elapsed
                 runtime.lease_cost = min(1.0, load / held)
         self.wall, self.busy_at, self.creation_cpu, self.in_use = wall, busy_at, creation_cpu, in_use
         for name, svc in list(pool.service_pools.items()):
@@ -99,7 +101,10 @@ class SizingSupervisor:
             window = self.windows.get(name)
             if window is None:
                 window = self.windows[name] = _Open(wall, completed)
-            window.waited |= core.waiting > 0
+            # A queue that emptied, even once, means the window's rate measured the demand,
+            # not what the size can serve: a suite whose tests moved to other services looked
+            # like a size that bought nothing, and the search capped a service that was short.
+            window.queued &= core.waiting > 0
             if wall - window.started >= WINDOW_S:
                 before = svc.limit
                 svc.limit = next_limit(
@@ -107,16 +112,20 @@ class SizingSupervisor:
                     Window(
                         completed=completed - window.completed,
                         seconds=wall - window.started,
-                        size=core.size,
-                        waited=window.waited,
-                        busy=busy,
+                        # Members lent to groups serve no lease of this service's own.
+                        size=core.size - core.lent,
+                        waited=window.queued,
+                        # A loop saturated by creations says nothing of the size: a search
+                        # that read it as the leases' capped a service at the one instance it
+                        # had while sync factories built its group's members.
+                        busy=load,
                     ),
                     core.max_size,
                 )
                 if svc.limit.limit < before.limit:
                     pool.record_event(
                         name,
-                        f"completed leases per second did not rise with size {core.size}",
+                        f"completed leases per second did not rise with size {core.size - core.lent}",
                         f"limit {before.limit} -> {svc.limit.limit}",
                     )
                 self.windows[name] = _Open(wall, completed)

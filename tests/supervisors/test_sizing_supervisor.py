@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from mockpool import FakeClock, MockPool, ServiceSpec
+from mockpool.sizing import LimitState, Window, next_limit
+from mockpool.supervisors import sizing as sizing_supervisor
 from mockpool.supervisors.sizing import SizingSupervisor
 
 
@@ -98,3 +103,118 @@ async def test_a_group_creation_costs_its_members_too() -> None:
         assert pool.service_pools["m"].sizing_input().create_s == pytest.approx(1.0)
         assert pool.service_pools["g"].metrics.create_ewma == pytest.approx(0.5)
         assert pool.service_pools["g"].sizing_input().create_s == pytest.approx(1.5)
+
+
+@pytest.mark.asyncio
+async def test_a_group_creation_is_timed_from_its_members_arrival() -> None:
+    """A group built on members that had to be made first waited for their creations: those
+    are the members' cost, already in the group's price. Timed from the start, the group was
+    priced at its members twice over (a dashboard of three members at 110 ms instead of 36),
+    and the controller made half the instances an I/O-bound suite needed."""
+    clock = FakeClock()
+
+    def factory(seconds: float) -> Any:
+        def make(*members: object) -> dict[str, object]:
+            clock.advance(seconds)
+            return {"members": members}
+
+        return make
+
+    pool = MockPool(supervise=False, clock=clock)
+    pool.register(ServiceSpec(name="m", factory=factory(1.0)))
+    pool.register(ServiceSpec(name="g", factory=factory(0.5), depends_on=("m",)))
+    async with pool:
+        async with pool.acquire("g"):  # m has no instance yet: made first, then g on it
+            pass
+        assert pool.service_pools["m"].metrics.create_ewma == pytest.approx(1.0)
+        assert pool.service_pools["g"].metrics.create_ewma == pytest.approx(0.5)
+        assert pool.service_pools["g"].sizing_input().create_s == pytest.approx(1.5)
+
+
+class _Windows:
+    """Captures the windows the supervisor hands the throughput search."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.seen: list[Window] = []
+        real = next_limit
+
+        def spy(state: LimitState, window: Window, max_size: int) -> LimitState:
+            self.seen.append(window)
+            return real(state, window, max_size)
+
+        monkeypatch.setattr(sizing_supervisor, "next_limit", spy)
+
+    @staticmethod
+    def close(supervisor: SizingSupervisor, name: str) -> None:
+        """Make the open window of ``name`` old enough to close at the next tick."""
+        supervisor.windows[name].started -= sizing_supervisor.WINDOW_S
+
+
+@pytest.mark.asyncio
+async def test_a_window_whose_queue_emptied_is_not_read_as_what_the_size_can_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Completed leases per second measure what a size can serve only while tests queue the
+    whole time; once the queue emptied they measured how many tests came. Read as the size's,
+    a suite moving on to other services looked like a size that bought nothing, and the search
+    capped a service that was short of instances."""
+    windows = _Windows(monkeypatch)
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="s", factory=list, reset=list.clear, max_size=1))
+    async with pool:
+        supervisor = SizingSupervisor(pool)
+        held = pool.acquire("s")
+        await held.__aenter__()
+        first, second = pool.acquire("s"), pool.acquire("s")
+        entering = asyncio.ensure_future(first.__aenter__())
+        await _until(lambda: pool.stats("s").waiting == 1)
+        await supervisor.tick()  # opens the window: a test queues
+        await held.__aexit__(None, None, None)
+        await entering  # the queue empties...
+        await supervisor.tick()
+        entering = asyncio.ensure_future(second.__aenter__())
+        await _until(lambda: pool.stats("s").waiting == 1)  # ...and fills again
+        _Windows.close(supervisor, "s")
+        await supervisor.tick()
+        assert [w.waited for w in windows.seen] == [False]
+        await first.__aexit__(None, None, None)
+        await entering
+        await second.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_a_loop_saturated_by_creations_is_not_read_as_saturated_by_leases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The search caps a service at its size when the leases saturate the loop. Sync
+    factories saturate it too while they build, which says nothing of the size: read as the
+    leases' load, a service was capped at the one instance it had while its group's members
+    were being made, and its own tests waited for seconds."""
+    windows = _Windows(monkeypatch)
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="s", factory=list, reset=list.clear))
+    async with pool:
+        async with pool.acquire("s"):
+            supervisor = SizingSupervisor(pool)
+            await supervisor.tick()
+            runtime = pool.current_runtime()
+            assert runtime is not None
+            _Windows.close(supervisor, "s")
+            # The loop busy for what follows, all of it a factory's (as _build counts it).
+            began = time.thread_time()
+            while time.thread_time() - began < 0.02:
+                pass
+            runtime.creation_cpu += time.thread_time() - began
+            await supervisor.tick()
+        assert runtime.busy is not None and runtime.busy > 0.5
+        [window] = windows.seen
+        assert window.busy is not None and window.busy < 0.5
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (a bounded number of turns)."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
