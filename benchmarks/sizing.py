@@ -43,7 +43,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -134,10 +134,17 @@ class Cost:
     payload: int = 0
 
 
-def service_spec(name: str, cost: Cost, max_size: int | None, instances: Instances) -> ServiceSpec:
-    """The spec of one service: ``max_size=None`` gives no size at all (default sizing)."""
+def service_spec(
+    name: str,
+    cost: Cost,
+    max_size: int | None,
+    instances: Instances,
+    depends_on: tuple[str, ...] = (),
+) -> ServiceSpec:
+    """The spec of one service: ``max_size=None`` gives no size at all (default sizing);
+    ``depends_on`` makes it a group built on one instance of each of those services."""
 
-    def make() -> Double:
+    def make(*_members: Double) -> Double:
         spin(cost.turns)
         instances.made(name)
         return Double(cost.payload)
@@ -146,9 +153,17 @@ def service_spec(name: str, cost: Cost, max_size: int | None, instances: Instanc
         instances.destroyed(name)
 
     if max_size is None:  # what a new user writes: no sizes at all
-        return ServiceSpec(name=name, factory=make, reset=reset_double, destroy=destroy)
+        return ServiceSpec(
+            name=name, factory=make, reset=reset_double, destroy=destroy, depends_on=depends_on
+        )
     return ServiceSpec(
-        name=name, factory=make, reset=reset_double, destroy=destroy, min_size=0, max_size=max_size
+        name=name,
+        factory=make,
+        reset=reset_double,
+        destroy=destroy,
+        depends_on=depends_on,
+        min_size=0,
+        max_size=max_size,
     )
 
 
@@ -235,6 +250,8 @@ class Workload:
     max_total: int | None = None
     #: Bound on each acquire (None: the pool's default).
     acquire_timeout: float | None = None
+    #: Group services (``depends_on``): name -> members; the members come first in ``factories``.
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def turns(self) -> int:
@@ -296,6 +313,10 @@ def workloads(params: Params, turns_per_ms: float) -> list[Workload]:
         used = sorted(rng.sample(range(params.services), 2 if rng.random() < 1 / 3 else 1))
         many.append(Case(tuple(names[i] for i in used), holds[used[0]]))
 
+    # A group and its expensive member: two thirds of the tests lease the group (built on the
+    # member, a cheaper double and a free one), a third the member directly.
+    grouped = [Case(("app",), io) if rng.random() < 2 / 3 else Case(("client",), io) for _ in range(n)]
+
     suite = [
         Workload(
             "cpu",
@@ -339,6 +360,20 @@ def workloads(params: Params, turns_per_ms: float) -> list[Workload]:
             costs,
             tuple(many),
             max_total=params.max_total,
+        ),
+        Workload(
+            "groups",
+            f"one {params.io_hold_s * 1000:g} ms await per test; 2/3 lease a group of {double}, "
+            f"one a quarter of its cost and a free one; 1/3 lease that {params.factory_ms:g} ms "
+            "double directly",
+            {
+                "client": expensive,
+                "db": Cost(turns(params.factory_ms / 4), payload // 4),
+                "cache": Cost(),
+                "app": Cost(),
+            },
+            tuple(grouped),
+            groups={"app": ("client", "db", "cache")},
         ),
         Workload(
             "sequential",
@@ -429,7 +464,7 @@ async def run_variant(workload: Workload, max_size: int | None, round_: int = 0)
     instances = Instances()
     pool = MockPool(max_total=workload.max_total)
     for name, cost in workload.factories.items():
-        pool.register(service_spec(name, cost, max_size, instances))
+        pool.register(service_spec(name, cost, max_size, instances, tuple(workload.groups.get(name, ()))))
     tally = Tally()
     try:
         t0 = time.perf_counter()
