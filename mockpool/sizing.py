@@ -21,6 +21,9 @@ by a creation or recovery already on its way, from what is measured per service 
 * **the search**: not beyond the service's ``limit``, the size the throughput search found
   (:func:`next_limit`: grow while completed leases per second rise with the size, stop where
   they do not: a smaller pool is often faster);
+* **members lent to groups** are in ``size`` (the user's bound and ``max_total`` count them)
+  but serve none of the service's own leases: the search's limit, the loop's capacity and the
+  square-root size below count the others;
 * **the user's bound**: never beyond ``max_size``;
 * **a fair share**: under a pool-wide ``max_total``, not beyond this service's share of it
   among the services in use (otherwise the first services take the whole budget, and tests
