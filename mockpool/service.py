@@ -41,7 +41,7 @@ from .metrics import (
     format_error,
 )
 from .recovery_handoff import RecoveryHandoff
-from .sizing import LimitState, SizingInput, creations
+from .sizing import LimitState, SizingInput, creations, members_room
 from .waiting import Waiting
 
 if TYPE_CHECKING:
@@ -446,6 +446,11 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             # Groups keep the members they were built on: only the leases of tests end.
             in_use=core.in_use - core.lent,
             lent=core.lent,
+            members_room=None
+            if not self.members
+            else members_room(
+                (m.core.max_size, m.core.lent, m.metrics.acquisitions > 0) for m in self.members
+            ),
             waiting=core.waiting,
             max_size=core.max_size,
             limit=self.limit.limit,

@@ -42,6 +42,7 @@ by a creation or recovery already on its way, from what is measured per service 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = (
@@ -52,6 +53,7 @@ __all__ = (
     "SizingInput",
     "Window",
     "creations",
+    "members_room",
     "next_limit",
     "stall_s",
 )
@@ -103,6 +105,9 @@ class SizingInput:
     #: ``in_use``; they serve no direct lease, so the sizes that trade leases against creations
     #: leave them out.
     lent: int = 0
+    #: For a group: how many more instances its members can lend to groups and still keep half
+    #: their ``max_size`` for their own tests (see :func:`members_room`); None: not a group.
+    members_room: int | None = None
 
 
 #: The shortest wait without any release that counts as a stall.
@@ -122,6 +127,26 @@ def stall_s(hold_s: float | None, in_use: int, failures: int = 0) -> float:
     return max(base, min(STALL_MIN_S * 2.0 ** min(failures, 16), STALL_MAX_RETRY_S))
 
 
+def members_room(members: Iterable[tuple[int, int, bool]]) -> int:
+    """How many more instances a group's members can lend to groups: for each member
+    ``(max_size, lent, used_directly)``, its ``max_size`` less what it lends already, less
+    half its ``max_size`` if tests lease it directly.
+
+    A test that holds a group instance and then leases one of its members directly needs a
+    member instance that no group keeps. Groups allowed every member instance took them all
+    (the group's creations queue first at the member), and 64 such tests each held a group
+    and waited for the member until their timeouts. Half leaves the member's own tests as
+    many instances as the groups may keep, as ``max_total`` shares are kept between services.
+    """
+    return min(
+        (
+            max_size - lent - (max_size // 2 if used_directly else 0)
+            for max_size, lent, used_directly in members
+        ),
+        default=0,
+    )
+
+
 def creations(s: SizingInput) -> int:
     """How many creations to start now (0 or more); see the module docstring."""
     uncovered = s.waiting - s.creating - s.recovering
@@ -130,13 +155,19 @@ def creations(s: SizingInput) -> int:
         return 0
     if s.in_use == 0 and s.creating == 0 and s.recovering == 0:
         return 1  # liveness: nothing held, nothing on its way
+    # A group instance keeps one instance of each member for good: past the members' room, the
+    # tests that hold the group and then lease a member directly would wait for ever.
+    members = None if s.members_room is None else s.members_room - s.creating
     if s.stalled:
         # Within the service's share of max_total; beyond it only when the stall lasts: a
         # short one taking another service's share would have it evict one back (churn).
         within = s.share is None or s.lasting or s.size + s.creating < s.share
+        within = within and (members is None or members > 0)
         return 1 if s.creating == 0 and within else 0  # liveness: the holders may wait for the waiters
     if s.memory_tight:
         return 0
+    if members is not None:
+        room = min(room, members)
     serving = s.size - s.lent + s.creating  # instances that will serve direct leases
     # The search measured sizes of instances serving direct leases; the share is of max_total,
     # which counts every instance.

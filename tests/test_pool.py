@@ -670,6 +670,30 @@ class TestGroups:
 
         _run_in_virtual_time(main())
 
+    def test_tests_that_hold_a_group_and_then_lease_its_member_all_finish(self) -> None:
+        """Each test holds ``g`` and then leases ``m``, of ``max_size=4``, directly. A group
+        instance keeps an ``m`` for good and its creations queue first at ``m``: allowed every
+        ``m``, the groups took three or four, and the tests holding them took turns on what
+        was left, or waited for an ``m`` that would never come: 59 of the 64 timed out. Groups
+        keep at most half of a member its own tests lease."""
+
+        async def main() -> None:
+            pool = MockPool(supervise=False, default_timeout=5.0)
+            pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=4))
+            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+
+            async def test() -> None:
+                async with pool.acquire("g"), pool.acquire("m"):
+                    await asyncio.sleep(0.05)
+
+            async with pool:
+                results = await asyncio.gather(*(test() for _ in range(64)), return_exceptions=True)
+                assert [r for r in results if r is not None] == []
+                assert pool.stats("g").size <= 2
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
 
 class TestLoops:
     def test_one_pool_serves_many_event_loops(self) -> None:

@@ -17,6 +17,7 @@ from mockpool.sizing import (
     SizingInput,
     Window,
     creations,
+    members_room,
     next_limit,
     stall_s,
 )
@@ -98,6 +99,15 @@ BASE = SizingInput(
         (replace(BASE, limit=5, size=8, lent=4), 1),
         (replace(BASE, lease_cost=0.1, size=12, lent=8), int(SATURATED / 0.1) - 4),
         (replace(BASE, max_size=12, size=12, lent=8), 0),
+        # a group keeps one instance of each member: not past its members' room, even after a
+        # stall that lasts (the holders may be waiting for a member the groups keep)...
+        (replace(BASE, members_room=0), 0),
+        (replace(BASE, members_room=3, creating=1), 2),
+        (replace(BASE, stalled=True, members_room=0), 0),
+        (replace(BASE, stalled=True, lasting=True, share=4, members_room=0), 0),
+        (replace(BASE, stalled=True, members_room=1), 1),
+        # ...but a group with nothing held and nothing on its way still gets its first
+        (replace(BASE, in_use=0, size=0, members_room=0), 1),
     ],
 )
 def test_creations(case: SizingInput, expected: int) -> None:
@@ -124,6 +134,7 @@ sizing_inputs = st.builds(
     create_blocks=st.booleans(),
     work_s=st.none() | st.floats(0, 5),
     lent=st.integers(0, 70),
+    members_room=st.none() | st.integers(-10, 70),
 )
 
 
@@ -141,6 +152,15 @@ def test_a_waiter_with_nothing_held_and_nothing_on_its_way_always_gets_a_creatio
         s, in_use=0, creating=0, recovering=0, size=min(s.size, s.max_size - 1), waiting=s.waiting + 1
     )
     assert creations(s) >= 1
+
+
+def test_members_room_keeps_half_of_each_member_used_directly() -> None:
+    # (max_size, lent, used directly): 64 - 10 - 32 for the first, 64 for the second
+    assert members_room([(64, 10, True), (64, 0, False)]) == 22
+    assert members_room([(2, 1, True)]) == 0
+    # a member of max_size 1 can still be lent (the idle group gives it back to its waiters)
+    assert members_room([(1, 0, True)]) == 1
+    assert members_room([(4, 4, False)]) == 0
 
 
 def test_stall_s() -> None:
