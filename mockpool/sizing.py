@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = (
     "GROWTH",
@@ -241,6 +241,8 @@ class LimitState:
     last_rate: float = 0.0
     #: Windows left before the search probes one size above a limit it capped.
     hold_off: int = 0
+    #: The largest size a window has seen.
+    peak: int = 0
 
 
 #: After capping, the search probes one size higher after this many windows with demand.
@@ -255,15 +257,20 @@ def next_limit(state: LimitState, w: Window, max_size: int) -> LimitState:
     larger size than the last one is compared with it: if the rate did not rise by ``GROWTH``,
     the extra instances bought nothing, so the limit is capped at the last size (they stay;
     no churn, but no more are made). A capped limit is probed one higher now and then, since
-    the load may have changed. A saturated loop caps at the current size at once.
+    the load may have changed. A saturated loop caps at once, at the largest size a window
+    has seen (groups that take a member's instances lower its size without telling anything
+    of what its own tests can use).
     """
+    peak = max(state.peak, w.size)
     if not w.waited or w.seconds <= 0:
-        return state
+        return state if peak == state.peak else replace(state, peak=peak)
     rate = w.completed / w.seconds
     limit = state.limit
     hold_off = max(0, state.hold_off - 1)
     if w.busy is not None and w.busy >= SATURATED:
-        limit = min(limit, max(w.size, 1))
+        # Not below the most it has had: a size that groups lowered by taking members says
+        # nothing of how many the service's own tests can use.
+        limit = min(limit, max(peak, 1))
         hold_off = PROBE_AFTER
     elif state.last_size and w.size > state.last_size:
         if rate < state.last_rate * GROWTH:
@@ -274,4 +281,6 @@ def next_limit(state: LimitState, w: Window, max_size: int) -> LimitState:
     elif limit < max_size and hold_off == 0 and w.size >= limit:
         limit += 1  # probe: the load may have changed since the cap
         hold_off = PROBE_AFTER
-    return LimitState(limit=min(limit, max_size), last_size=w.size, last_rate=rate, hold_off=hold_off)
+    return LimitState(
+        limit=min(limit, max_size), last_size=w.size, last_rate=rate, hold_off=hold_off, peak=peak
+    )

@@ -43,6 +43,8 @@ class _Open:
 
     started: float
     completed: int
+    #: Instances lent to groups when it opened.
+    lent: int
     #: Tests waited at every sample so far: the leases completed were bound by the size.
     queued: bool = True
 
@@ -100,11 +102,14 @@ class SizingSupervisor:
             completed = svc.metrics.holds.count
             window = self.windows.get(name)
             if window is None:
-                window = self.windows[name] = _Open(wall, completed)
+                window = self.windows[name] = _Open(wall, completed, core.lent)
             # A queue that emptied, even once, means the window's rate measured the demand,
             # not what the size can serve: a suite whose tests moved to other services looked
             # like a size that bought nothing, and the search capped a service that was short.
-            window.queued &= core.waiting > 0
+            # Nor does a window in which groups took members or gave them back: the size
+            # serving the service's own tests changed under it (a search that read such a
+            # window capped redis at the one instance device_session groups had left it).
+            window.queued &= core.waiting > 0 and core.lent == window.lent
             if wall - window.started >= WINDOW_S:
                 before = svc.limit
                 svc.limit = next_limit(
@@ -128,7 +133,7 @@ class SizingSupervisor:
                         f"completed leases per second did not rise with size {core.size - core.lent}",
                         f"limit {before.limit} -> {svc.limit.limit}",
                     )
-                self.windows[name] = _Open(wall, completed)
+                self.windows[name] = _Open(wall, completed, core.lent)
             if core.shortfall() > 0:
                 svc.ensure_creations()
         for gone in set(self.windows) - set(pool.service_pools):

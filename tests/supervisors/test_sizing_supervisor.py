@@ -218,3 +218,43 @@ async def _until(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the condition never held")
+
+
+@pytest.mark.asyncio
+async def test_a_window_in_which_groups_took_members_is_not_read_as_the_sizes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A group that takes a member's instance lowers the size that serves the member's own
+    tests in the middle of the window: its rate belongs to no one size."""
+    windows = _Windows(monkeypatch)
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=1))
+    pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+
+    async def use_group() -> None:
+        async with pool.acquire("g"):
+            pass
+
+    async with pool:
+        supervisor = SizingSupervisor(pool)
+        held = pool.acquire("m")
+        await held.__aenter__()
+        direct = asyncio.ensure_future(_use(pool, "m"))
+        await _until(lambda: pool.stats("m").waiting == 1)
+        await supervisor.tick()  # opens the window: a test queues for m
+        group = asyncio.ensure_future(use_group())
+        await _until(lambda: pool.stats("m").waiting == 2)  # g's creation queues first
+        await held.__aexit__(None, None, None)  # ...and takes the instance: lent to g
+        await group
+        assert pool.service_pools["m"].core.lent == 1 and pool.stats("m").waiting == 1
+        _Windows.close(supervisor, "m")
+        await supervisor.tick()
+        assert [(w.size, w.waited) for w in windows.seen] == [(0, False)]  # none serves m's tests
+        direct.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await direct
+
+
+async def _use(pool: MockPool, name: str) -> None:
+    async with pool.acquire(name):
+        pass
