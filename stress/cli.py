@@ -73,6 +73,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--history", type=Path, metavar="PATH", help="learn from and warm with this history file"
     )
     parser.add_argument(
+        "--hold",
+        type=float,
+        default=HOLD_S,
+        metavar="S",
+        help="mean seconds each test awaits in the middle of its lease, as if for I/O "
+        "(exponential, at most 20x the mean; 0: it only yields to the loop) (0)",
+    )
+    parser.add_argument(
         "--sizes",
         type=int,
         metavar="N",
@@ -82,6 +90,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tests < 1:
         parser.error("--tests must be >= 1")
+    if not 0.0 <= args.hold <= 10.0:
+        parser.error("--hold must be between 0 and 10 seconds")
     if not 0.0 <= args.faults <= 1.0 / 3:
         parser.error("--faults must be between 0 and 1/3 (three kinds of test fault share it)")
     return args
@@ -125,7 +135,7 @@ async def run(args: argparse.Namespace) -> tuple[StressResult, Timeline]:
     cases = make_cases(
         args.tests,
         seed=args.seed,
-        hold_s=HOLD_S,
+        hold_s=args.hold,
         faults=injector.test_fault if injector is not None else None,
     )
     if injector is not None:

@@ -16,6 +16,7 @@ from mockpool.report import HIT_LEGEND, format_seconds
 from stress.cli import parse_args, run
 from stress.plot import plot_timeline, size_changes, window_waits
 from stress.results import RECOVERIES_LEGEND, StressResult, _tiers
+from stress.scenario import make_cases
 from stress.timeline import Sample, Timeline
 
 
@@ -166,3 +167,16 @@ def test_plot_is_written(stress_run: tuple[StressResult, Timeline], tmp_path: Pa
     path = tmp_path / "run.png"
     plot_timeline(timeline, path, title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hold_makes_the_tests_await_in_their_leases_and_is_bounded() -> None:
+    """``--hold S``: the tests await a mean of S seconds in the middle of each lease (the
+    runs that found the group faults of 2026-12-03 held 5 and 20 ms)."""
+    result, _ = asyncio.run(run(parse_args(["--tests", "9", "--hold", "0.002"])))
+    assert result.ok and result.outcomes.done == 9
+    # The shortest hold drawn for these nine tests is a floor under every service's holds.
+    floor = min(c.hold_s for c in make_cases(9, seed=0, hold_s=0.002))
+    assert floor > 0
+    assert all(s.hold_p50_s >= floor for s in result.stats.values() if s.acquisitions)
+    with pytest.raises(SystemExit):
+        parse_args(["--hold", "-1"])
