@@ -77,12 +77,9 @@ async def test_a_lease_held_while_a_sync_factory_ran_counts_that_time_out_of_its
         assert a.work_s == pytest.approx(0.25)
 
 
-@pytest.mark.asyncio
-async def test_a_group_creation_costs_its_members_too() -> None:
-    """Built from idle members, a group instance takes no time, but it keeps one of each for
-    good, and their own waiters then need new ones: the controller prices a group creation
-    with its members'. Priced alone, groups were made by the dozen and starved their members
-    (the learning benchmark's second run took 1.0 s against 0.7 s for the first)."""
+def _timed_member_and_group() -> MockPool:
+    """A service ``m`` whose factory takes 1 s and a group ``g`` over it whose own takes 0.5 s
+    (on the pool's fake clock)."""
     clock = FakeClock()
 
     def factory(seconds: float) -> Any:
@@ -95,6 +92,16 @@ async def test_a_group_creation_costs_its_members_too() -> None:
     pool = MockPool(supervise=False, clock=clock)
     pool.register(ServiceSpec(name="m", factory=factory(1.0)))
     pool.register(ServiceSpec(name="g", factory=factory(0.5), depends_on=("m",)))
+    return pool
+
+
+@pytest.mark.asyncio
+async def test_a_group_creation_costs_its_members_too() -> None:
+    """Built from idle members, a group instance takes no time, but it keeps one of each for
+    good, and their own waiters then need new ones: the controller prices a group creation
+    with its members'. Priced alone, groups were made by the dozen and starved their members
+    (the learning benchmark's second run took 1.0 s against 0.7 s for the first)."""
+    pool = _timed_member_and_group()
     async with pool:
         async with pool.acquire("m"):
             pass
@@ -111,18 +118,7 @@ async def test_a_group_creation_is_timed_from_its_members_arrival() -> None:
     are the members' cost, already in the group's price. Timed from the start, the group was
     priced at its members twice over (a dashboard of three members at 110 ms instead of 36),
     and the controller made half the instances an I/O-bound suite needed."""
-    clock = FakeClock()
-
-    def factory(seconds: float) -> Any:
-        def make(*members: object) -> dict[str, object]:
-            clock.advance(seconds)
-            return {"members": members}
-
-        return make
-
-    pool = MockPool(supervise=False, clock=clock)
-    pool.register(ServiceSpec(name="m", factory=factory(1.0)))
-    pool.register(ServiceSpec(name="g", factory=factory(0.5), depends_on=("m",)))
+    pool = _timed_member_and_group()
     async with pool:
         async with pool.acquire("g"):  # m has no instance yet: made first, then g on it
             pass
