@@ -116,7 +116,7 @@ class InstanceHooks:
         core = self.core
         started = self.clock.now()
         try:
-            entry, built_from = await self._build_timed()
+            entry, built_from = await self.build_entry()
         except BaseException as exc:
             core.cancel_creation()
             if isinstance(exc, _CANCELLED):
@@ -148,13 +148,9 @@ class InstanceHooks:
             error.__cause__ = exc
             self.fail_waiters_since(error, started)
 
-    async def build_entry(self) -> Entry:
-        """Make a new entry: factory first, then (degraded services only) minimal, then stub."""
-        entry, _ = await self._build_timed()
-        return entry
-
-    async def _build_timed(self) -> tuple[Entry, float]:
-        """:meth:`build_entry`, and when the build began once a group's members were leased."""
+    async def build_entry(self) -> tuple[Entry, float]:
+        """Make a new entry: factory first, then (degraded services only) minimal, then stub.
+        Returns it, and when its build began (for a group: once its members were leased)."""
         members = await self._lease_members() if self.members else None
         built_from = self.clock.now()
         try:

@@ -25,7 +25,7 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from ..idle import idle_meter
-from ..sizing import Window, next_limit
+from ..sizing import SATURATED, Window, next_limit
 from ._base import run_supervised
 
 if TYPE_CHECKING:
@@ -128,9 +128,12 @@ class SizingSupervisor:
                     core.max_size,
                 )
                 if svc.limit.limit < before.limit:
+                    serving = core.size - core.lent
                     pool.record_event(
                         name,
-                        f"completed leases per second did not rise with size {core.size - core.lent}",
+                        f"the leases saturated the loop (size {serving})"
+                        if load is not None and load >= SATURATED
+                        else f"completed leases per second did not rise with size {serving}",
                         f"limit {before.limit} -> {svc.limit.limit}",
                     )
                 self.windows[name] = _Open(wall, completed, core.lent)

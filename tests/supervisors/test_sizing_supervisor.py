@@ -254,3 +254,39 @@ async def test_a_window_in_which_groups_took_members_is_not_read_as_the_sizes(
 async def _use(pool: MockPool, name: str) -> None:
     async with pool.acquire(name):
         pass
+
+
+@pytest.mark.asyncio
+async def test_a_cap_for_a_saturated_loop_is_reported_as_that() -> None:
+    """The report's event says why the search capped: a loop the leases saturated is not a
+    size that failed to raise throughput."""
+    second = asyncio.Event()
+    made = 0
+
+    async def factory() -> list[int]:
+        nonlocal made
+        made += 1
+        if made > 1:
+            await second.wait()  # the second instance is on its way for as long as the test runs
+        return []
+
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="s", factory=factory, reset=list.clear, max_size=4))
+    async with pool:
+        supervisor = SizingSupervisor(pool)
+        held = pool.acquire("s")
+        await held.__aenter__()
+        waiter = asyncio.ensure_future(_use(pool, "s"))
+        await _until(lambda: pool.stats("s").waiting == 1)
+        await supervisor.tick()  # opens the window: a test queues throughout
+        _Windows.close(supervisor, "s")
+        began = time.thread_time()
+        while time.thread_time() - began < 0.02:  # the leases' work keeps the loop busy
+            pass
+        await supervisor.tick()
+        [event] = [e for e in pool.report().events if e.service == "s"]
+        assert event.trigger == "the leases saturated the loop (size 1)"
+        assert event.response == "limit 4 -> 1"
+        second.set()
+        await waiter
+        await held.__aexit__(None, None, None)
