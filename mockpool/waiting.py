@@ -24,7 +24,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import AcquireTimeout
-from .sizing import SATURATED, stall_s
+from .sizing import SATURATED, members_room, stall_s
 
 if TYPE_CHECKING:
     from .core import ServiceCore, Waiter
@@ -142,6 +142,13 @@ class Waiting:
                 return (
                     f"member {member.name!r} is at its max_size={mc.max_size}, shared by its own "
                     f"leases and the groups built on it: raise {member.name!r}'s max_size"
+                )
+            if members_room([(mc.max_size, mc.lent, member.metrics.acquisitions > 0)]) <= 0:
+                return (
+                    f"the groups built on member {member.name!r} keep {mc.lent} of its "
+                    f"max_size={mc.max_size}; the other half is kept for tests that lease "
+                    f"{member.name!r} directly: raise {member.name!r}'s max_size, or pass a longer "
+                    "timeout="
                 )
         if core.creating:
             return (

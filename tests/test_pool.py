@@ -694,6 +694,23 @@ class TestGroups:
 
         _run_in_virtual_time(main())
 
+    def test_a_group_held_back_by_its_members_half_says_so_when_a_wait_times_out(self) -> None:
+        """``m`` (max_size 2) is leased directly, so groups keep at most one of its
+        instances: a second ``g`` waits for the first, and its timeout names that bound."""
+
+        async def main() -> None:
+            pool = _member_and_group(max_size=2)
+            async with pool:
+                await _use_once(pool, "m")
+                async with pool.acquire("g"):
+                    with pytest.raises(AcquireTimeout) as caught:
+                        async with pool.acquire("g", timeout=1.0):
+                            pass
+                assert "the groups built on member 'm' keep 1 of its max_size=2" in str(caught.value)
+                assert "raise 'm''s max_size" in str(caught.value)
+
+        _run_in_virtual_time(main())
+
 
 class TestLoops:
     def test_one_pool_serves_many_event_loops(self) -> None:
