@@ -11,7 +11,7 @@ import math
 import os
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -350,6 +350,11 @@ class MockPool:
         """Run ``fn(*args)`` in the running loop's runtime, starting that runtime if needed;
         ``on_drop`` runs instead if that runtime ends before the task started."""
         self._runtime().spawn(fn, *args, on_drop=on_drop)
+
+    def start_task(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None:
+        """From a loop callback: run ``fn(*args)`` in a task of the running loop, settled with
+        that loop's runtime (see :meth:`Runtime.start_task`)."""
+        self._runtime().start_task(fn, *args, name=name)
 
     def _runtime(self) -> Runtime:
         loop = running_loop(self.name)

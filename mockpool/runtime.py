@@ -66,6 +66,8 @@ class Runtime:
         #: Spawned jobs that have not taken their first step yet, and those under way.
         self._unstarted: set[_Job] = set()
         self._running: set[_Job] = set()
+        #: Bare tasks started from loop callbacks (:meth:`start_task`), until they end.
+        self._bare: set[asyncio.Task[Any]] = set()
         #: The loop thread's busy share over the last window (the sizing supervisor's sample).
         self.busy: float | None = None
         #: The share of the loop's time one held lease takes (the sizing supervisor measures
@@ -109,6 +111,17 @@ class Runtime:
         else:
             self._pending.append((fn, args, name))
 
+    def start_task(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None:
+        """Run ``fn(*args)`` in a bare task of this runtime's loop, for work that a loop
+        callback starts (anyio's task group takes new tasks from a task only). It is settled
+        with the runtime: cancelled when the runtime ends, closed unrun (and kept referenced)
+        when its loop was closed without cancelling it. Untracked, a stall check due as
+        pytest-asyncio-cooperative's loop closed warned "never awaited" (an error under
+        ``filterwarnings = error``)."""
+        task = self.loop.create_task(fn(*args), name=name)
+        self._bare.add(task)
+        task.add_done_callback(self._bare.discard)
+
     async def _run_job(
         self, job: _Job, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]
     ) -> None:
@@ -139,6 +152,8 @@ class Runtime:
         # Every child has ended by now (the task group waited); the jobs still here never ran.
         self._settle(self._unstarted)
         self._unstarted = set()
+        for bare in list(self._bare):
+            bare.cancel()  # the loop runs on: an unstarted one ends at its first step
         self.ready.set()
         self.finished.set()
         self.pool._runtime_ended(self)
@@ -158,6 +173,12 @@ class Runtime:
         jobs = self._unstarted | self._running
         self._unstarted, self._running = set(), set()
         self._settle(jobs)
+        # Kept in _bare, so referenced for as long as the abandoned runtime is; the host too
+        # never ran if the loop closed in the step that started it.
+        for bare in (self._host, *self._bare):
+            coro = bare.get_coro()
+            if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                coro.close()
         self.pool._runtime_ended(self)
 
     def _settle(self, jobs: set[_Job]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import AcquireTimeout
@@ -47,6 +48,7 @@ class _LoadPort(Protocol):
     def loop_load(self) -> tuple[float | None, float | None]: ...
     def fair_share(self, svc: Any) -> int | None: ...
     def leases_ended(self) -> int: ...
+    def start_task(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None: ...
 
 
 class Waiting:
@@ -211,9 +213,12 @@ class Waiting:
             self._arm_stall_check(loop)
 
     def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.core.closed:
+            self._stall_checks.pop(loop, None)
+            return
         # In a task: creations are spawned into the runtime's task group, which anyio allows
         # from a task only, not from a bare loop callback.
-        loop.create_task(self._stall_check(loop), name=f"mockpool {self.name} stall check")
+        self.pool.start_task(self._stall_check, loop, name=f"mockpool {self.name} stall check")
 
     async def _stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
         _, released_before, pool_released_before, streak, quiet = self._stall_checks.pop(

@@ -1046,6 +1046,29 @@ class TestLoopsClosedWithoutCancelling:
         pool.check_invariants()
         pool.close()
 
+    def test_a_stall_check_due_as_the_loop_closed_never_warns(self) -> None:
+        """The stall check runs in a task that its timer starts. Due in the loop's last step
+        (pytest-asyncio-cooperative's loop, at the end of the stress suite), the task never
+        ran, and its coroutine warned "never awaited" when the closed loop dropped it: fatal
+        under ``filterwarnings = error``. So did the runtime that the timer started there."""
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=dict, max_size=1))
+        svc = pool.service_pools["svc"]
+        loop = asyncio.new_event_loop()
+        self.closed.append(loop)
+        try:
+            # The stall timer fires in the loop's last step: the task it starts never runs.
+            loop.call_soon(svc._stall_due, loop)
+            loop.call_soon(loop.stop)
+            loop.run_forever()
+        finally:
+            loop.close()
+        gc.collect()  # a stall check dropped unrun would warn here
+        pool.settle_closed_loops()  # what the pool's next use, in any loop, does first
+        pool.close()
+        del pool, svc
+        gc.collect()  # ...or here, with the pool and its abandoned runtime
+
 
 class TestErrorsNameTheRealCause:
     @pytest.mark.asyncio
