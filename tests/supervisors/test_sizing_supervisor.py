@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mockpool import FakeClock, MockPool, ServiceSpec
+from mockpool import FakeClock, Lease, MockPool, ServiceSpec
 from mockpool.sizing import LimitState, Window, next_limit
 from mockpool.supervisors import sizing as sizing_supervisor
 from mockpool.supervisors.sizing import SizingSupervisor
@@ -233,10 +233,7 @@ async def test_a_window_in_which_groups_took_members_is_not_read_as_the_sizes(
 
     async with pool:
         supervisor = SizingSupervisor(pool)
-        held = pool.acquire("m")
-        await held.__aenter__()
-        direct = asyncio.ensure_future(_use(pool, "m"))
-        await _until(lambda: pool.stats("m").waiting == 1)
+        held, direct = await _hold_one_and_queue_one(pool, "m")
         await supervisor.tick()  # opens the window: a test queues for m
         group = asyncio.ensure_future(use_group())
         await _until(lambda: pool.stats("m").waiting == 2)  # g's creation queues first
@@ -254,6 +251,15 @@ async def test_a_window_in_which_groups_took_members_is_not_read_as_the_sizes(
 async def _use(pool: MockPool, name: str) -> None:
     async with pool.acquire(name):
         pass
+
+
+async def _hold_one_and_queue_one(pool: MockPool, name: str) -> tuple[Lease[Any], asyncio.Future[None]]:
+    """A lease of ``name`` entered, and a test queued behind it (its task)."""
+    held = pool.acquire(name)
+    await held.__aenter__()
+    waiter = asyncio.ensure_future(_use(pool, name))
+    await _until(lambda: pool.stats(name).waiting == 1)
+    return held, waiter
 
 
 @pytest.mark.asyncio
@@ -274,10 +280,7 @@ async def test_a_cap_for_a_saturated_loop_is_reported_as_that() -> None:
     pool.register(ServiceSpec(name="s", factory=factory, reset=list.clear, max_size=4))
     async with pool:
         supervisor = SizingSupervisor(pool)
-        held = pool.acquire("s")
-        await held.__aenter__()
-        waiter = asyncio.ensure_future(_use(pool, "s"))
-        await _until(lambda: pool.stats("s").waiting == 1)
+        held, waiter = await _hold_one_and_queue_one(pool, "s")
         await supervisor.tick()  # opens the window: a test queues throughout
         _Windows.close(supervisor, "s")
         began = time.thread_time()
