@@ -362,6 +362,13 @@ def workloads(params: Params, turns_per_ms: float) -> list[Workload]:
             max_total=params.max_total,
         ),
         Workload(
+            "nested",
+            f"one {params.io_hold_s * 1000:g} ms await per test, holding a double that costs "
+            f"nothing and, leased inside it, {double}",
+            {"cache": Cost(), "client": expensive},
+            (Case(("cache", "client"), io),) * n,
+        ),
+        Workload(
             "groups",
             f"one {params.io_hold_s * 1000:g} ms await per test; 2/3 lease a group of {double}, "
             f"one a quarter of its cost and a free one; 1/3 lease that {params.factory_ms:g} ms "

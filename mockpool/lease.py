@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 from .errors import MockPoolError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .core import Entry
     from .service import ServicePool
 
@@ -40,6 +42,7 @@ class Lease(Generic[T]):
     __slots__ = (
         "_discard",
         "_entry",
+        "_holder",
         "_released",
         "_served",
         "_started",
@@ -58,6 +61,7 @@ class Lease(Generic[T]):
         self._svc = svc
         self._timeout = timeout
         self._entry: Entry | None = None
+        self._holder: asyncio.Task[Any] | None = None  # set if it queued (service.Holds)
         self._discard = False
         self._released = False
         self._started = 0.0
@@ -134,6 +138,14 @@ class Lease(Generic[T]):
         active = svc.active
         if active is not None:
             active.discard(self)
+        task = self._holder
+        if task is not None:  # it queued: its task holds it no more (mockpool.nesting)
+            self._holder = None
+            held_by = svc.held_by
+            if held_by.get(task) is svc:
+                del held_by[task]
+            else:
+                svc.holds.remove(task, svc)
         pending = svc.release_entry(entry, discard=self._discard)
         if pending is not None:
             # An async reset runs in the background; wait for it so the instance is back when

@@ -26,6 +26,7 @@ from .hooks import running_loop
 from .isolation import IsolationError
 from .lease import Lease
 from .metrics import LoopBlocks, PoolStats
+from .nesting import Holds
 from .recovery import recover_entry
 from .report import Event, Report
 from .runtime import Runtime
@@ -150,6 +151,8 @@ class MockPool:
         self.budget = Budget(max_total)
         #: When sync factories held the loop: spans left out of the leases' own work.
         self.blocks = LoopBlocks()
+        #: Leases each task queued for and holds: nested leases' queues (sizing's upstream).
+        self.holds: Holds[ServicePool] = Holds()
         if max_total is not None:
             self.budget.kept_for_others = self.kept_for_others
         self.service_pools: dict[str, ServicePool] = {}
@@ -607,6 +610,7 @@ class MockPool:
             self._history_saved = True
             self.save_history()
         await self._destroy_all()
+        self.holds.clear()  # leases never ended (leaks) would keep their tasks alive
         current = asyncio.get_running_loop()
         for loop, runtime in list(self._runtimes.items()):
             if loop is current:

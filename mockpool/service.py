@@ -47,6 +47,7 @@ from .waiting import Waiting
 if TYPE_CHECKING:
     from .clock import Clock
     from .core import Budget
+    from .nesting import Holds
     from .spec import ServiceSpec
 
 __all__ = ("CpuMeter", "LeaseState", "PoolPort", "Recover", "ServicePool")
@@ -64,6 +65,8 @@ class LeaseState(Protocol):
     _entry: Entry | None
     _timeout: float | None
     _served: int
+    #: The task that queued for it and holds it (the slow path sets it; see ``Holds``).
+    _holder: asyncio.Task[Any] | None
 
 
 class PoolPort(Protocol):
@@ -78,6 +81,7 @@ class PoolPort(Protocol):
     budget: Budget
     blocks: LoopBlocks
     service_pools: dict[str, ServicePool]
+    holds: Holds[ServicePool]
 
     @property
     def closed(self) -> bool: ...
@@ -158,6 +162,11 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         #: Peak in-use of the run, folded in from the core's windowed peak by the sampler.
         self.peak_total = 0
         self._sampled_acquisitions = 0
+        #: Waiters here now that hold a lease of another service they queued for, by that
+        #: service: its own waiters will come here next (see :mod:`mockpool.nesting`).
+        self.nested: dict[ServicePool, int] = {}
+        self.holds = pool.holds
+        self.held_by = pool.holds.by_task  # read on every queued acquire: no property
 
     @property
     def pool(self) -> PoolPort:
@@ -200,6 +209,10 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             if self.orphans:
                 self.resume_orphans()
             fut: asyncio.Future[Entry] = loop.create_future()
+            task = asyncio.current_task(loop) if counted else None
+            held = self.held_by.get(task) if task is not None else None
+            if held is not None:
+                self._nest(held, 1)
             started = self.clock.now()
             if timeout is None:
                 waiter = Waiter(fut, started)
@@ -209,6 +222,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 )
             entry = core.take_or_queue(waiter, first=first)
             if entry is not None:
+                if held is not None:
+                    self._nest(held, -1)
                 if counted:
                     metrics.hits += 1
                     lease._served = HIT
@@ -234,6 +249,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                         self._arm_stall_check(loop)
                 entry = await fut
             except BaseException as exc:
+                if held is not None:
+                    self._nest(held, -1)
                 self._abandon(waiter)
                 # A timeout's wait is one the caller had; a cancellation's is the canceller's.
                 if counted and isinstance(exc, AcquireTimeout):
@@ -243,6 +260,14 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             if counted:
                 metrics.count_failure(exc)
             raise
+        if held is not None:
+            self._nest(held, -1)
+        if task is not None:
+            lease._holder = task
+            if task in self.held_by:
+                self.holds.add(task, self)  # it holds another lease it queued for too
+            else:
+                self.held_by[task] = self
         if counted:
             metrics.record_wait(self.clock.now() - started)
             if waiter.fresh:
@@ -252,6 +277,34 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 metrics.handoffs += 1
                 lease._served = HANDOFF
         return entry
+
+    def _nest(self, held: ServicePool | tuple[ServicePool, ...], step: int) -> None:
+        """Count a waiter here that holds leases of ``held`` in (``step=1``) or out (-1)."""
+        nested = self.nested
+        for upstream in held if isinstance(held, tuple) else (held,):
+            if upstream is not self:
+                count = nested.get(upstream, 0) + step
+                if count > 0:
+                    nested[upstream] = count
+                else:
+                    nested.pop(upstream, None)
+
+    def forget_holder(self, lease: LeaseState) -> None:
+        """The lease ended (or never began): its task no longer holds it."""
+        task = lease._holder
+        if task is not None:
+            lease._holder = None
+            if self.held_by.get(task) is self:
+                del self.held_by[task]
+            else:
+                self.holds.remove(task, self)
+
+    def upstream_waiting(self) -> int:
+        """Tests queued at services whose holders wait here: each will lease this one next."""
+        nested = self.nested
+        if not nested:
+            return 0
+        return sum(upstream.core.waiting for upstream in nested)
 
     async def wait_for_entry_internal(self) -> Entry:
         """An acquire on behalf of a group being built (no lease object, no timeout of its own).
@@ -294,6 +347,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         """A step after the instance was leased failed (bind, ``on_acquire``): the test never
         got it. It goes to recovery, and the acquisition counts as an error, not as served."""
         lease._entry = None
+        self.forget_holder(lease)
         self.to_recovery(entry, reason)
         self.metrics.unserve(_served(lease))
         self.metrics.count_failure(exc)
@@ -326,6 +380,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             except _CANCELLED as exc:
                 # The test never saw the instance: pass it on unchanged and propagate.
                 lease._entry = None
+                self.forget_holder(lease)
                 if entry.state is EntryState.LEASED:
                     self.core.give_back(entry)
                 metrics.unserve(_served(lease))
@@ -338,6 +393,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 break
             metrics.health_failures += 1
             lease._entry = None
+            self.forget_holder(lease)
             if entry.state is EntryState.LEASED:
                 self.to_recovery(entry, f"check on acquire {failure}")
             metrics.unserve(_served(lease))
@@ -453,6 +509,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 (m.core.max_size, m.core.lent, m.metrics.acquisitions > 0) for m in self.members
             ),
             waiting=core.waiting,
+            upstream=self.upstream_waiting(),
             max_size=core.max_size,
             limit=self.limit.limit,
             hold_s=m.hold_ewma if m.holds.count else None,
@@ -630,6 +687,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
 
 class _NoLease:
     """Stands in for a lease when a group acquires its members."""
+
+    _holder = None
 
 
 def _served(lease: LeaseState) -> int:

@@ -34,7 +34,9 @@ by a creation or recovery already on its way, from what is measured per service 
   waiting) by about ``n * hold / size**2`` and costs ``create``: not beyond
   ``sqrt(n * hold / create)`` (1,199 tests awaiting 20 ms on a double that takes 20 ms to
   build: 34, where the best fixed size measured 32 and 64 was 18 % slower). ``hold`` is
-  ``work_s``, the holds less the time factories held the loop during each;
+  ``work_s``, the holds less the time factories held the loop during each. ``n`` counts the
+  tests queued at services whose holders wait here (``upstream``: nested leases), which will
+  each lease this service next;
 * **slow start**: one creation at a time until a creation, a lease and the loop's load have
   been measured, and not past the size history says earlier runs settled at (``settled``).
 """
@@ -108,6 +110,10 @@ class SizingInput:
     #: For a group: how many more instances its members can lend to groups and still keep half
     #: their ``max_size`` for their own tests (see :func:`members_room`); None: not a group.
     members_room: int | None = None
+    #: Tests queued at other services whose holders wait here (nested leases, see
+    #: :mod:`mockpool.nesting`): each will lease this service next, so they count among the
+    #: leases a creation shortens.
+    upstream: int = 0
 
 
 #: The shortest wait without any release that counts as a stall.
@@ -198,7 +204,7 @@ def creations(s: SizingInput) -> int:
         # The holds, less the time creations held the loop during each: counted in, each
         # batch of creations lengthened the holds and called for a larger one.
         hold = s.hold_s if s.work_s is None else s.work_s
-        ratio = (s.waiting + s.in_use) * hold / s.create_s  # may overflow to inf: no bound then
+        ratio = (s.waiting + s.in_use + s.upstream) * hold / s.create_s  # may overflow: no bound
         if ratio < (serving + wanted) ** 2:
             best = max(1, math.floor(math.sqrt(ratio)))
             wanted = min(wanted, best - serving)

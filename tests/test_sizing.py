@@ -89,6 +89,13 @@ BASE = SizingInput(
             replace(BASE, create_blocks=True, create_s=0.020, hold_s=0.080, work_s=0.020, waiting=1195),
             34 - 4,
         ),
+        # ...n counts the tests queued at services whose holders wait here (nested leases):
+        # 32 waiters here hold the group they queued for, 1,163 more wait for it and will lease
+        # this service next (sqrt(1,199 * 0.020 / 0.020) = 34, against sqrt(36) = 6 without;
+        # the 4 first waiters go to releases)
+        (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=32), 6 - 4),
+        (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=32, upstream=1163), 32 - 4),
+        (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=60, upstream=1135), 34 - 4),
         # ...a creation measured as taking no time at all sets no bound (the ratio overflows)
         (replace(BASE, create_blocks=True, create_s=1e-308, hold_s=1.0, in_use=1, waiting=1), 1),
         # ...but an async factory's creations overlap the leases: no such bound
@@ -135,6 +142,7 @@ sizing_inputs = st.builds(
     work_s=st.none() | st.floats(0, 5),
     lent=st.integers(0, 70),
     members_room=st.none() | st.integers(-10, 70),
+    upstream=st.integers(0, 2000),
 )
 
 

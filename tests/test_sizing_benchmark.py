@@ -68,7 +68,7 @@ def test_each_workload_runs_default_and_fixed_sizes_and_does_all_its_work(name: 
     assert summary.tests == len(workload.cases)
 
 
-def test_the_workloads_are_the_issues_six_io_on_an_expensive_double_and_groups() -> None:
+def test_the_workloads_are_the_issues_six_io_on_an_expensive_double_nested_and_groups() -> None:
     by_name = {w.name: w for w in workloads(TINY, TURNS_PER_MS)}
     assert list(by_name) == [
         "cpu",
@@ -77,6 +77,7 @@ def test_the_workloads_are_the_issues_six_io_on_an_expensive_double_and_groups()
         "mixed",
         "burst+trickle",
         "many services",
+        "nested",
         "groups",
         "sequential",
     ]
@@ -92,6 +93,10 @@ def test_the_workloads_are_the_issues_six_io_on_an_expensive_double_and_groups()
     assert many.max_total == 4 and len(many.factories) == 3
     assert {len(c.services) for c in many.cases} <= {1, 2}
     assert all(list(c.services) == sorted(c.services) for c in many.cases)
+    nested = by_name["nested"]
+    assert list(nested.factories) == ["cache", "client"]
+    assert nested.factories["client"] == by_name["cpu"].factories["client"]
+    assert {c.services for c in nested.cases} == {("cache", "client")}  # client inside cache
     groups = by_name["groups"]
     assert groups.groups == {"app": ("client", "db", "cache")}
     assert list(groups.factories) == ["client", "db", "cache", "app"]  # members registered first
