@@ -279,15 +279,17 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         return entry
 
     def _nest(self, held: ServicePool | tuple[ServicePool, ...], step: int) -> None:
-        """Count a waiter here that holds leases of ``held`` in (``step=1``) or out (-1)."""
+        """Count a waiter here that holds leases of ``held`` in (``step=1``) or out (-1).
+        Under the books' lock: waiters of two threads' loops may count at once."""
         nested = self.nested
-        for upstream in held if isinstance(held, tuple) else (held,):
-            if upstream is not self:
-                count = nested.get(upstream, 0) + step
-                if count > 0:
-                    nested[upstream] = count
-                else:
-                    nested.pop(upstream, None)
+        with self.pool.budget.lock:
+            for upstream in held if isinstance(held, tuple) else (held,):
+                if upstream is not self:
+                    count = nested.get(upstream, 0) + step
+                    if count > 0:
+                        nested[upstream] = count
+                    else:
+                        nested.pop(upstream, None)
 
     def forget_holder(self, lease: LeaseState) -> None:
         """The lease ended (or never began): its task no longer holds it."""
