@@ -13,6 +13,7 @@ it (``tests/test_layers.py`` keeps the import graph acyclic):
 * ``leaks``: leases a test still holds, and state a reset left (isolation-verify)
 * ``markers``: ``@pytest.mark.mockpool``
 * ``runners``: which async runner runs a test
+* ``cooperative``: pytest-asyncio-cooperative's scheduler, made to wait instead of spin
 * ``collection``: after collection: who uses the pool, the pool made, the header line
 * ``runtest``: the hooks around each test's run
 * ``fixtures``: the ``mockpool`` fixture and the fixture setup hook

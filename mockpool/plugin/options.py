@@ -87,6 +87,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
     )
     parser.addini(
+        "mockpool_fix_cooperative_wait",
+        "make pytest-asyncio-cooperative's scheduler wait instead of spin (its issue #84), "
+        "where its installed version has the flipped timeout",
+        type="bool",
+        default=True,
+    )
+    parser.addini(
         "mockpool_service_options",
         "options of the built-in services, one per line: SERVICE.OPTION = VALUE "
         "(e.g. redis.decode_responses = true)",

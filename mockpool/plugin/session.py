@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from .cache import load_history, read_cache, save_history
+from .cooperative import fix_busy_wait
+from .cooperative import undo as undo_busy_wait_fix
 from .leaks import record_leak
 from .markers import register_marker
 from .options import Settings
@@ -32,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if cached is not None or workerinput is None:
             load_history(state, cached)
     config.stash[STATE] = state
+    fix_busy_wait(config)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -46,6 +49,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    undo_busy_wait_fix()
     # sessionfinish does not run when the session never starts (usage errors): close here.
     state = get_state(config)
     if state is not None and not state.closed and state.pool is not None and not _loop_running():

@@ -1,0 +1,113 @@
+"""pytest-asyncio-cooperative's scheduler, made to wait instead of spin (its issue #84).
+
+Up to at least 0.40, its ``run_tests`` waits for the running tests with
+``asyncio.wait(tasks, timeout=min(30, int(elapsed - task_timeout)))``: the operands are flipped,
+so the timeout is negative until a test overruns its task timeout (ten minutes by default), and
+``asyncio.wait`` returns at once. The scheduler then spins: every turn of the loop it waits
+again, on every running test (a callback added to and taken from each), and the loop never
+waits for I/O or a timer. That costs the tests a CPU (the stress suite, 1,199 tests at once:
+3.1-3.2 s under the runner against 1.1-1.2 s under ``python -m stress``), and the pool reads a
+loop that never waits as saturated: it made no more instances, so tests that await in their
+leases ran a few at a time.
+
+The fix proposed upstream (pull request #85) waits for the time left before the first test
+would overrun, at least 1 s and at most 30 s. Alone, it starves a suite larger than
+``--max-asyncio-tasks``: the scheduler starts one waiting test per return of ``asyncio.wait``,
+which its spinning made constant; waiting, it started one per completion, and 600 tests at 100
+at a time took 11.3 s instead of 5.2 s. So while tests wait to start (the scheduler's
+``sidelined_tasks``, read from its frame) and a slot is free, the wait returns at once as
+before and the scheduler fills the slot on its next turn; otherwise it waits. This module applies that by giving the plugin's module an
+``asyncio`` whose ``wait`` does it, when, and only when, it finds the flipped line in
+``run_tests``. The ini option ``mockpool_fix_cooperative_wait = false`` leaves the runner as it
+is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import sys
+from collections.abc import Awaitable, Iterable
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+__all__ = ("FLIPPED", "CooperativeAsyncio", "fix_busy_wait", "undo")
+
+#: The line of ``run_tests`` with the operands flipped (elapsed less the timeout).
+FLIPPED = "time_to_wait = (time.time() - earliest_enqueue_time) - task_timeout"
+
+_MODULE = "pytest_asyncio_cooperative.plugin"
+
+
+class CooperativeAsyncio:
+    """``asyncio``, as the cooperative plugin's module sees it: ``wait`` reads its timeout
+    as the flipped one the scheduler computes; everything else is asyncio's own."""
+
+    def __init__(self, real: ModuleType, max_tasks: int) -> None:
+        self.real = real
+        self.max_tasks = max_tasks
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def wait(
+        self,
+        fs: Iterable[Awaitable[Any]],
+        *,
+        timeout: float | None = None,
+        return_when: str = asyncio.ALL_COMPLETED,
+    ) -> tuple[set[Any], set[Any]]:
+        tasks = list(fs)
+        if timeout is not None and not self._filling(len(tasks)):
+            # ``-timeout`` is the time left before the first test overruns; past it (or under
+            # a second, which int() made 0) poll once a second, as upstream's fix does.
+            timeout = max(1.0, min(30.0, -timeout))
+        done, pending = await self.real.wait(tasks, timeout=timeout, return_when=return_when)
+        return done, pending
+
+    def _filling(self, running: int) -> bool:
+        """Tests wait to start and a slot is free: the scheduler starts one per return."""
+        if running >= self.max_tasks:
+            return False
+        # This coroutine's body runs first inside the scheduler's frame, which awaits it.
+        caller = sys._getframe(2)
+        if caller.f_code.co_name != "run_tests":
+            return True  # not the scheduler we know: keep its behaviour
+        return bool(caller.f_locals.get("sidelined_tasks"))
+
+
+def fix_busy_wait(config: pytest.Config) -> bool:
+    """Apply the fix to the cooperative plugin if it is loaded, has the flipped line and the
+    ini option allows it. True if the runner waits now (fixed here or before)."""
+    if not config.getini("mockpool_fix_cooperative_wait"):
+        return False
+    if not config.pluginmanager.has_plugin("asyncio-cooperative"):
+        return False
+    module = sys.modules.get(_MODULE)
+    if module is None:
+        return False
+    if isinstance(getattr(module, "asyncio", None), CooperativeAsyncio):
+        return True
+    try:
+        source = inspect.getsource(module.run_tests)
+    except (AttributeError, OSError, TypeError):
+        return False
+    if FLIPPED not in source or getattr(module, "asyncio", None) is not asyncio:
+        return False  # another version: left as it is
+    try:  # as the scheduler reads it (_run_test_loop)
+        max_tasks = int(config.getoption("--max-asyncio-tasks") or config.getini("max_asyncio_tasks"))
+    except (ValueError, TypeError):
+        return False
+    module.asyncio = CooperativeAsyncio(asyncio, max_tasks)  # type: ignore[attr-defined]
+    return True
+
+
+def undo() -> None:
+    """Give the cooperative plugin's module its ``asyncio`` back (at the session's end, so an
+    in-process pytest run leaves the module as it found it)."""
+    module = sys.modules.get(_MODULE)
+    shim = getattr(module, "asyncio", None)
+    if module is not None and isinstance(shim, CooperativeAsyncio):
+        module.asyncio = shim.real  # type: ignore[attr-defined]
