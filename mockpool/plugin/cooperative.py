@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sized
 from types import ModuleType
 from typing import Any
 
@@ -59,12 +59,11 @@ class CooperativeAsyncio:
         timeout: float | None = None,
         return_when: str = asyncio.ALL_COMPLETED,
     ) -> tuple[set[Any], set[Any]]:
-        tasks = list(fs)
-        if timeout is not None and not self._filling(len(tasks)):
+        if timeout is not None and not self._filling(len(fs) if isinstance(fs, Sized) else 0):
             # ``-timeout`` is the time left before the first test overruns; past it (or under
             # a second, which int() made 0) poll once a second, as upstream's fix does.
             timeout = max(1.0, min(30.0, -timeout))
-        done, pending = await self.real.wait(tasks, timeout=timeout, return_when=return_when)
+        done, pending = await self.real.wait(fs, timeout=timeout, return_when=return_when)
         return done, pending
 
     def _filling(self, running: int) -> bool:
