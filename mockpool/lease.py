@@ -138,14 +138,8 @@ class Lease(Generic[T]):
         active = svc.active
         if active is not None:
             active.discard(self)
-        task = self._holder
-        if task is not None:  # it queued: its task holds it no more (mockpool.nesting)
-            self._holder = None
-            held_by = svc.held_by
-            if held_by.get(task) is svc:
-                del held_by[task]
-            else:
-                svc.holds.remove(task, svc)
+        if self._holder is not None:  # it queued: its task holds it no more (mockpool.nesting)
+            svc.forget_holder(self)
         pending = svc.release_entry(entry, discard=self._discard)
         if pending is not None:
             # An async reset runs in the background; wait for it so the instance is back when

@@ -27,7 +27,7 @@ class Holds(Generic[S]):
 
     ``by_task`` maps a task to the one service it holds, or to a tuple of them when it holds
     several: one store and one lookup for the common case, on a path every queued acquire
-    takes (the services use the dict directly).
+    takes.
     """
 
     __slots__ = ("by_task",)

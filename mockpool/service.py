@@ -165,8 +165,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         #: Waiters here now that hold a lease of another service they queued for, by that
         #: service: its own waiters will come here next (see :mod:`mockpool.nesting`).
         self.nested: dict[ServicePool, int] = {}
-        self.holds = pool.holds
-        self.held_by = pool.holds.by_task  # read on every queued acquire: no property
+        self.holds = pool.holds  # read on every queued acquire: not through the pool property
 
     @property
     def pool(self) -> PoolPort:
@@ -210,7 +209,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 self.resume_orphans()
             fut: asyncio.Future[Entry] = loop.create_future()
             task = asyncio.current_task(loop) if counted else None
-            held = self.held_by.get(task) if task is not None else None
+            held = self.holds.by_task.get(task) if task is not None else None
             if held is not None:
                 self._nest(held, 1)
             started = self.clock.now()
@@ -264,10 +263,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             self._nest(held, -1)
         if task is not None:
             lease._holder = task
-            if task in self.held_by:
-                self.holds.add(task, self)  # it holds another lease it queued for too
-            else:
-                self.held_by[task] = self
+            self.holds.add(task, self)
         if counted:
             metrics.record_wait(self.clock.now() - started)
             if waiter.fresh:
@@ -296,10 +292,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         task = lease._holder
         if task is not None:
             lease._holder = None
-            if self.held_by.get(task) is self:
-                del self.held_by[task]
-            else:
-                self.holds.remove(task, self)
+            self.holds.remove(task, self)
 
     def upstream_waiting(self) -> int:
         """Tests queued at services whose holders wait here: each will lease this one next."""

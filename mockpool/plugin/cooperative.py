@@ -16,10 +16,11 @@ would overrun, at least 1 s and at most 30 s. Alone, it starves a suite larger t
 which its spinning made constant; waiting, it started one per completion, and 600 tests at 100
 at a time took 11.3 s instead of 5.2 s. So while tests wait to start (the scheduler's
 ``sidelined_tasks``, read from its frame) and a slot is free, the wait returns at once as
-before and the scheduler fills the slot on its next turn; otherwise it waits. This module applies that by giving the plugin's module an
-``asyncio`` whose ``wait`` does it, when, and only when, it finds the flipped line in
-``run_tests``. The ini option ``mockpool_fix_cooperative_wait = false`` leaves the runner as it
-is.
+before and the scheduler fills the slot on its next turn; otherwise it waits.
+
+This module does that by giving the plugin's module an ``asyncio`` whose ``wait`` does it,
+when, and only when, it finds the flipped line in ``run_tests``. The ini option
+``mockpool_fix_cooperative_wait = false`` leaves the runner as it is.
 """
 
 from __future__ import annotations
