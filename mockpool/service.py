@@ -263,7 +263,11 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             self._nest(held, -1)
         if task is not None:
             lease._holder = task
-            self.holds.add(task, self)
+            by_task = self.holds.by_task
+            if task in by_task:
+                self.holds.add(task, self)  # it holds another lease it queued for too
+            else:
+                by_task[task] = self  # the common case, inline: every queued acquire does it
         if counted:
             metrics.record_wait(self.clock.now() - started)
             if waiter.fresh:
@@ -292,7 +296,11 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         task = lease._holder
         if task is not None:
             lease._holder = None
-            self.holds.remove(task, self)
+            by_task = self.holds.by_task
+            if by_task.get(task) is self:
+                del by_task[task]  # the common case, inline
+            else:
+                self.holds.remove(task, self)
 
     def upstream_waiting(self) -> int:
         """Tests queued at services whose holders wait here: each will lease this one next."""
