@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ("FLIPPED", "CooperativeAsyncio", "fix_busy_wait", "undo")
+__all__ = ("APPLIED", "FLIPPED", "CooperativeAsyncio", "fix_busy_wait", "undo")
 
 #: The line of ``run_tests`` with the operands flipped (elapsed less the timeout).
 FLIPPED = "time_to_wait = (time.time() - earliest_enqueue_time) - task_timeout"
@@ -78,6 +78,10 @@ class CooperativeAsyncio:
         return bool(caller.f_locals.get("sidelined_tasks"))
 
 
+#: Set on the config of the session that applied the fix: only that session takes it back.
+APPLIED = pytest.StashKey[bool]()
+
+
 def fix_busy_wait(config: pytest.Config) -> bool:
     """Apply the fix to the cooperative plugin if it is loaded, has the flipped line and the
     ini option allows it. True if the runner waits now (fixed here or before)."""
@@ -101,12 +105,17 @@ def fix_busy_wait(config: pytest.Config) -> bool:
     except (ValueError, TypeError):
         return False
     module.asyncio = CooperativeAsyncio(asyncio, max_tasks)  # type: ignore[attr-defined]
+    config.stash[APPLIED] = True
     return True
 
 
-def undo() -> None:
-    """Give the cooperative plugin's module its ``asyncio`` back (at the session's end, so an
-    in-process pytest run leaves the module as it found it)."""
+def undo(config: pytest.Config) -> None:
+    """Give the cooperative plugin's module its ``asyncio`` back at the end of the session that
+    applied the fix (an in-process pytest run leaves the module as it found it, and one run
+    inside another leaves the outer one's fix in place)."""
+    if not config.stash.get(APPLIED, False):
+        return
+    del config.stash[APPLIED]
     module = sys.modules.get(_MODULE)
     shim = getattr(module, "asyncio", None)
     if module is not None and isinstance(shim, CooperativeAsyncio):

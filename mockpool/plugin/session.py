@@ -49,7 +49,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    undo_busy_wait_fix()
+    undo_busy_wait_fix(config)
     # sessionfinish does not run when the session never starts (usage errors): close here.
     state = get_state(config)
     if state is not None and not state.closed and state.pool is not None and not _loop_running():

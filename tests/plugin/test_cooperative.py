@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mockpool.plugin.cooperative import FLIPPED, CooperativeAsyncio
+from mockpool.plugin.cooperative import APPLIED, FLIPPED, CooperativeAsyncio, undo
 
 from ._inner import dedent, flags, setup_project
 
@@ -86,3 +86,26 @@ def test_the_plugin_installs_the_fix_unless_told_not_to(
     module = sys.modules.get("pytest_asyncio_cooperative.plugin")
     if module is not None:
         assert module.asyncio is asyncio  # given back as the inner session ended
+
+
+def test_only_the_session_that_applied_the_fix_takes_it_back() -> None:
+    """A pytest run inside another (pytester, in process) must not undo the outer one's fix."""
+    plugin = pytest.importorskip("pytest_asyncio_cooperative.plugin")
+    shim = CooperativeAsyncio(asyncio, max_tasks=100)
+    outer, inner = _Config(), _Config()
+    outer.stash[APPLIED] = True
+    plugin.asyncio = shim
+    try:
+        undo(inner)  # type: ignore[arg-type]
+        assert vars(plugin)["asyncio"] is shim
+        undo(outer)  # type: ignore[arg-type]
+        assert vars(plugin)["asyncio"] is asyncio
+    finally:
+        plugin.asyncio = asyncio
+
+
+class _Config:
+    """What undo() reads of a config: its stash."""
+
+    def __init__(self) -> None:
+        self.stash = pytest.Stash()
