@@ -162,6 +162,7 @@ class ServiceCore:
         "name",
         "on_retire",
         "peak_in_use",
+        "queued_since",
         "recovering",
         "resetting",
         "waiters",
@@ -190,6 +191,9 @@ class ServiceCore:
         self.idle: deque[Entry] = deque()
         # FIFO waiters; an OrderedDict gives O(1) removal of a cancelled waiter from the middle.
         self.waiters: OrderedDict[Waiter, None] = OrderedDict()
+        #: When the queue last went from empty to waited on (the waiter's ``enqueued_at``):
+        #: a load reading taken before it describes another demand (see ``SizingInput``).
+        self.queued_since = 0.0
         self.creating = 0
         #: Creations reserved and ended so far (``creations_settled`` waits on these).
         self.creations_begun = 0
@@ -299,6 +303,8 @@ class ServiceCore:
                     f"service {self.name!r}: a waiter was queued while {len(self.idle)} instances "
                     "were idle; this is a mockpool bug, please report it"
                 )
+            if not self.waiters:
+                self.queued_since = waiter.enqueued_at
             self.waiters[waiter] = None
             if first:
                 self.waiters.move_to_end(waiter, last=False)

@@ -422,13 +422,15 @@ class MockPool:
         max_total = self.budget.max_total
         return kept if max_total is None else min(kept, max_total // 2)
 
-    def loop_load(self) -> tuple[float | None, float | None]:
-        """The running loop thread's busy share over the last sampling window, and the share
-        of its time one held lease takes (the sizing supervisor measures both); None when not
-        measured."""
+    def loop_load(self) -> tuple[float | None, float | None, float | None]:
+        """The running loop thread's busy share over the last sampling window, the share of its
+        time one held lease takes (the sizing supervisor measures both), and when that window
+        began on the pool's clock; None when not measured."""
         loop = asyncio._get_running_loop()
         runtime = self._runtimes.get(loop) if loop is not None else None
-        return (runtime.busy, runtime.lease_cost) if runtime is not None else (None, None)
+        if runtime is None:
+            return (None, None, None)
+        return (runtime.busy, runtime.lease_cost, runtime.load_since)
 
     def current_runtime(self) -> Runtime | None:
         """The runtime of the running loop, if it has one (no runtime is started)."""
@@ -544,8 +546,10 @@ class MockPool:
         self.sample_usage()
         for test_id, services in self.test_services.items():
             self.recorder.record_test(test_id, services)
-        sizes = {name: svc.peak_size for name, svc in self.service_pools.items()}
-        return self.recorder.finish(duration_s=self.elapsed(), sizes=sizes)
+        return self.recorder.finish(
+            duration_s=self.elapsed(),
+            sizes={name: svc.settled_at() for name, svc in self.service_pools.items()},
+        )
 
     def save_history(self) -> None:
         """Merge this run into the history and write it (when made with a ``history`` path)."""

@@ -73,6 +73,8 @@ class Runtime:
         #: The share of the loop's time one held lease takes (the sizing supervisor measures
         #: it), and the CPU sync factories took so far (not the leases').
         self.lease_cost: float | None = None
+        #: When that window began, on the pool's clock.
+        self.load_since: float | None = None
         self.creation_cpu = 0.0
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()

@@ -90,7 +90,7 @@ class PoolPort(Protocol):
     ) -> None: ...
     def make_room(self, svc: ServicePool, *, lasting: bool = False) -> bool: ...
     def settle_closed_loops(self) -> None: ...
-    def loop_load(self) -> tuple[float | None, float | None]: ...
+    def loop_load(self) -> tuple[float | None, float | None, float | None]: ...
     def current_runtime(self) -> CpuMeter | None: ...
     def fair_share(self, svc: ServicePool) -> int | None: ...
     def leases_ended(self) -> int: ...
@@ -144,8 +144,13 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         self.active: set[Any] | None = set() if pool.track_leases else None
         self.last_error: BaseException | None = None
         self.last_reset_error: BaseException | None = None
-        #: The sizing controller's state: the size limit its throughput search allows.
-        self.limit = LimitState(limit=spec.max_size)
+        #: The sizing controller's state: the size limit its throughput search allows. A
+        #: service history says settled at a size starts capped there: growing past it takes
+        #: a probe of the search that raises completed leases per second, not a load reading
+        #: from the burst at a run's start (each run of a suite grew past the last one's size,
+        #: 11 -> 21 -> 38 -> 64, and the next warmed to it).
+        settled = pool.settled_size(spec.name)
+        self.limit = LimitState(limit=min(spec.max_size, settled) if settled > 0 else spec.max_size)
         #: Create only for liveness: memory is tight (the process is over the pool's memory
         #: budget, or grew past the adaptation threshold; kept by the scaling supervisor).
         self.memory_tight = False
@@ -498,7 +503,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
     def sizing_input(self, *, stalled: bool = False, lasting: bool = False) -> SizingInput:
         """This service's measurements, as the sizing controller reads them."""
         core, m = self.core, self.metrics
-        busy, lease_cost = self.pool.loop_load()
+        busy, lease_cost, load_since = self.pool.loop_load()
         return SizingInput(
             size=core.size,
             creating=core.creating,
@@ -519,6 +524,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             create_s=self._creation_cost(),
             busy=busy,
             lease_cost=lease_cost,
+            load_predates_queue=load_since is not None and load_since < core.queued_since,
             work_s=m.work_ewma,
             memory_tight=self.memory_tight,
             stalled=stalled,
@@ -527,6 +533,15 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             settled=self.pool.settled_size(self.name),
             create_blocks=not inspect.iscoroutinefunction(self.factory),
         )
+
+    def settled_at(self) -> int:
+        """The size this run settled at, as history keeps it: the most instances alive at once,
+        but not past the throughput search's limit when it capped (the instances beyond it
+        bought nothing, or were made for a stall) with the members lent to groups on top."""
+        limit = self.limit.limit
+        if limit >= self.core.max_size:
+            return self.peak_size
+        return min(self.peak_size, limit + self.core.lent)
 
     def grow(self, count: int) -> int:
         """Start up to ``count`` background creations (warming, scaling); return how many."""

@@ -38,7 +38,9 @@ by a creation or recovery already on its way, from what is measured per service 
   tests queued at services whose holders wait here (``upstream``: nested leases), which will
   each lease this service next;
 * **slow start**: one creation at a time until a creation, a lease and the loop's load have
-  been measured, and not past the size history says earlier runs settled at (``settled``).
+  been measured (the load over a window in which the waiters already waited: one taken
+  before they came describes another demand), and not past the size history says earlier
+  runs settled at (``settled``).
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ class SizingInput:
     busy: float | None = None
     #: The share of the loop's time one lease held takes (None: not measured).
     lease_cost: float | None = None
+    #: ``busy`` and ``lease_cost`` were measured over a window that began before the waiters
+    #: queued: they describe another demand, so count as not measured yet. (A warm pool's
+    #: burst decided on the idle moments before it grew 11 -> 26 on a saturated loop, and each
+    #: run of the suite warmed to more than the one before.)
+    load_predates_queue: bool = False
     memory_tight: bool = False
     #: No lease ended for a stall (:func:`stall_s`) while these waiters waited.
     stalled: bool = False
@@ -210,8 +217,8 @@ def creations(s: SizingInput) -> int:
             wanted = min(wanted, best - serving)
             if wanted <= 0:
                 return 0
-    if s.busy is None or s.lease_cost is None:
-        return slow  # slow start: the loop's load not measured yet
+    if s.busy is None or s.lease_cost is None or s.load_predates_queue:
+        return slow  # slow start: the loop's load not measured (under this demand) yet
     if s.busy >= SATURATED:
         return 0
     if s.lease_cost * (serving + wanted) > SATURATED:

@@ -45,7 +45,7 @@ OVER_SHARE_FACTOR = 4
 class _LoadPort(Protocol):
     """What the stall check reads of the pool (:class:`~mockpool.service.PoolPort` has it)."""
 
-    def loop_load(self) -> tuple[float | None, float | None]: ...
+    def loop_load(self) -> tuple[float | None, float | None, float | None]: ...
     def fair_share(self, svc: Any) -> int | None: ...
     def leases_ended(self) -> int: ...
     def start_task(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str) -> None: ...
@@ -234,7 +234,7 @@ class Waiting:
         # holders wait for the waiters: a stall counts there only when it lasts (a second or
         # so). Evicting another service's idle instance too waits for a lasting stall: a slow
         # release is no reason to destroy what another service will need again.
-        busy, _ = self.pool.loop_load()
+        busy, _, _ = self.pool.loop_load()
         saturated = busy is not None and busy >= SATURATED
         need = STALLS_WHEN_SATURATED if saturated else STALLS_TO_EVICT
         lasting = streak >= need

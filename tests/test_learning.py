@@ -406,3 +406,30 @@ class TestReport:
                 rates.append(pool.stats("a").hit_rate)
         assert rates == [0.0, 1.0]
         assert History.load(path).runs == 2
+
+
+# -- settling at the learned size -------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_warm_start_is_capped_at_the_settled_size_and_records_the_searchs_limit(
+    tmp_path: Path,
+) -> None:
+    """A run that starts from history starts with the search capped at the size earlier runs
+    settled at (a cold one is not capped), and a run records the size its search kept, not
+    instances made past it: under pytest-asyncio-cooperative each run grew past the last one's
+    size on a load reading from its start burst, 11 -> 21 -> 38 -> 64, and the next warmed to it."""
+    path = _history(tmp_path / "h.json", peaks={"db": 3})
+    pool = MockPool(history=path, supervise=False, clock=FakeClock())
+    pool.register(ServiceSpec(name="db", factory=Thing))
+    pool.register(ServiceSpec(name="cold", factory=Thing, max_size=10))
+    db, cold = pool.service_pools["db"], pool.service_pools["cold"]
+    assert (db.limit.limit, cold.limit.limit) == (3, 10)
+    async with pool:
+        async with AsyncExitStack() as stack:
+            for _ in range(5):
+                await stack.enter_async_context(pool.acquire("db"))
+            await stack.enter_async_context(pool.acquire("cold"))
+        # Five made (a stall's creations are not bound by the search), three kept by it.
+        assert (db.peak_size, db.settled_at(), cold.settled_at()) == (5, 3, 1)
+        assert pool.run_record().services["db"].size == 3

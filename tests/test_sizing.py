@@ -70,6 +70,11 @@ BASE = SizingInput(
         (replace(BASE, hold_s=None, settled=5), 1),
         # ...which the measured rule may pass once it can decide
         (replace(BASE, settled=4), 10),
+        # ...on a load measured while the waiters waited: one taken before they came (the
+        # idle moments before a burst) counts as not measured yet
+        (replace(BASE, load_predates_queue=True), 1),
+        (replace(BASE, load_predates_queue=True, settled=4), 0),
+        (replace(BASE, load_predates_queue=True, creating=1), 0),
         # liveness: nothing held, nothing on its way, whatever the measurements say
         (replace(BASE, in_use=0, size=0, busy=1.0, memory_tight=True, limit=0), 1),
         # a stall: holders may wait for the waiters themselves
@@ -143,6 +148,7 @@ sizing_inputs = st.builds(
     lent=st.integers(0, 70),
     members_room=st.none() | st.integers(-10, 70),
     upstream=st.integers(0, 2000),
+    load_predates_queue=st.booleans(),
 )
 
 

@@ -42,6 +42,20 @@ def warm(state: State, pool: MockPool) -> None:
         with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
             runner.run(pool.warm(targets))
     else:
-        # Cooperative calls fixtures inside its loop: create in the background there.
+        # Cooperative calls fixtures inside its loop: create in the background there, and
+        # record the warm-up once those creations end, as a warm in a private loop does (the
+        # report said nothing was warmed while the summary listed what was).
+        started = pool.clock.now()
         for name, count in targets.items():
             pool.expect([name], count=count)
+        pool.spawn(_record_warm_up, pool, list(targets), started)
+
+
+async def _record_warm_up(pool: MockPool, names: list[str], started: float) -> None:
+    """Once the creations in flight for ``names`` have ended: ``pool.warmed`` and
+    ``pool.warmup_s``, as :meth:`MockPool.warm` sets them."""
+    services = pool.service_pools
+    for name in names:
+        await services[name].creations_settled()
+    pool.warmed = {name: services[name].core.size for name in names}
+    pool.warmup_s = pool.clock.now() - started

@@ -57,6 +57,8 @@ class SizingSupervisor:
         self.wall = time.perf_counter()
         self.meter = idle_meter(asyncio.get_running_loop())
         self.busy_at = self._busy_clock()
+        #: When the window under way began, on the pool's clock (waiters' times are on it).
+        self.since = pool.clock.now()
         runtime = pool.current_runtime()
         self.creation_cpu = runtime.creation_cpu if runtime is not None else 0.0
         self.in_use = self._in_use()
@@ -80,7 +82,7 @@ class SizingSupervisor:
         pool = self.pool
         if pool.closed:
             return SAMPLE_S
-        wall, busy_at = time.perf_counter(), self._busy_clock()
+        wall, busy_at, now = time.perf_counter(), self._busy_clock(), pool.clock.now()
         runtime = pool.current_runtime()
         creation_cpu = runtime.creation_cpu if runtime is not None else 0.0
         elapsed = wall - self.wall
@@ -89,12 +91,14 @@ class SizingSupervisor:
         if elapsed > 0 and runtime is not None:
             busy = min(1.0, max(0.0, (busy_at - self.busy_at) / elapsed))
             runtime.busy = busy
+            runtime.load_since = self.since
             # The share the leases took: creations that held the loop are not the leases'.
             load = min(1.0, max(0.0, busy_at - self.busy_at - (creation_cpu - self.creation_cpu)) / elapsed)
             held = (in_use + self.in_use) / 2  # the leases held over the window, about
             if held >= 1:
                 runtime.lease_cost = min(1.0, load / held)
         self.wall, self.busy_at, self.creation_cpu, self.in_use = wall, busy_at, creation_cpu, in_use
+        self.since = now
         for name, svc in list(pool.service_pools.items()):
             core = svc.core
             if core.closed:

@@ -25,6 +25,7 @@ class LoopSample(Protocol):
 
     busy: float | None
     lease_cost: float | None
+    load_since: float | None
     creation_cpu: float
 
 

@@ -211,6 +211,50 @@ def test_a_run_after_an_xdist_run_warms_the_size_one_worker_settled_at(pytester:
     result.stdout.fnmatch_lines(["warmed ahead: counter=1"])
 
 
+COOPERATIVE_TESTS = """
+import pytest
+
+
+@pytest.mark.asyncio_cooperative
+async def test_one(mockpool):
+    async with mockpool.acquire("counter") as counter:
+        assert counter.value == 0
+
+
+@pytest.mark.asyncio_cooperative
+async def test_two(mockpool):
+    async with mockpool.acquire("counter") as counter:
+        assert counter.value == 0
+"""
+
+
+def test_a_cooperative_run_warmed_from_history_reports_its_warm_up(pytester: pytest.Pytester) -> None:
+    """Under cooperative the warm-up runs in the background of the runner's loop; the report
+    says what it made and how long it took, as it does under the other runners (it said 0
+    warmed and no warm-up while the summary listed what was warmed)."""
+    from mockpool.history import History, RunRecord, ServiceUsage
+
+    run = RunRecord(1.0, 2.0, {"counter": ServiceUsage(10, 2, 0.001, 0.002, (10.0,), size=2)}, {})
+    target = pytester.path / ".pytest_cache" / "v" / "mockpool"
+    target.mkdir(parents=True)
+    (target / "history").write_text(json.dumps(History().merge(run).to_dict()), encoding="utf-8")
+    setup_project(pytester, probe=False)
+    pytester.makepyfile(test_two=dedent(COOPERATIVE_TESTS))
+    result = pytester.runpytest(
+        *flags(
+            "cooperative",
+            "--mockpool-report=report.json",
+            "-W",
+            "ignore:FixtureDef.has_location:pytest.PytestRemovedIn10Warning",
+        )
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["warmed ahead: counter=2"])
+    report = json.loads((pytester.path / "report.json").read_text(encoding="utf-8"))
+    assert report["learning"]["counter"]["warmed"] == 2
+    assert report["warmup_s"] is not None and report["warmup_s"] >= 0
+
+
 def test_history_off_and_corrupt_cache(pytester: pytest.Pytester) -> None:
     setup_project(pytester, ini=ASYNCIO_INI, probe=False)
     pytester.makepyfile(test_two=dedent(TWO_TESTS))

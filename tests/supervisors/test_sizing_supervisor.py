@@ -293,3 +293,29 @@ async def test_a_cap_for_a_saturated_loop_is_reported_as_that() -> None:
         second.set()
         await waiter
         await held.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_a_load_reading_from_before_the_queue_formed_is_not_the_queues() -> None:
+    """The reading's window began before the waiters came: it measured another demand (a warm
+    pool's burst read the idle moments before it, and grew 11 -> 26 on a loop the burst then
+    saturated). The next reading, over a window the waiters waited through, counts."""
+    clock = FakeClock()
+    pool = MockPool(supervise=False, clock=clock)
+    pool.register(ServiceSpec(name="db", factory=list, reset=list.clear, max_size=1))
+    async with pool:
+        supervisor = SizingSupervisor(pool)
+        async with pool.acquire("db"):
+            clock.advance(1.0)
+            second = pool.acquire("db")
+            waiter = asyncio.ensure_future(second.__aenter__())
+            await asyncio.sleep(0)  # queued at t=1
+            svc = pool.service_pools["db"]
+            assert svc.core.queued_since == 1.0
+            await supervisor.tick()  # the window [0, 1]: began before the queue
+            assert svc.sizing_input().load_predates_queue
+            clock.advance(0.05)
+            await supervisor.tick()  # the window [1, 1.05]: the queue waited through it
+            assert not svc.sizing_input().load_predates_queue
+        await waiter
+        await second.__aexit__(None, None, None)
