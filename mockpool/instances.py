@@ -60,9 +60,29 @@ class _Port(Protocol):
     def current_runtime(self) -> CpuMeter | None: ...
 
 
+class _Ticket:
+    """A reserved creation, spawned in one loop's runtime, that a waiter in another loop may
+    run instead: whichever claims it first creates (see :meth:`InstanceHooks.spawn_creation`)."""
+
+    __slots__ = ("loop", "offered", "owner")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        #: The spawned task that claimed it (its token), None while unclaimed.
+        self.owner: object | None = None
+        #: The other loops a claimer was spawned in (one each).
+        self.offered: set[asyncio.AbstractEventLoop] = set()
+
+
 class InstanceHooks:
     """Creating, resetting and destroying instances (a mixin of
     :class:`~mockpool.service.ServicePool`)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # the next mixin's state (cooperative: ServicePool lists several)
+        #: Creations spawned and not yet claimed, and how many of them each loop spawned.
+        self._tickets: list[_Ticket] = []
+        self._ticket_loops: dict[asyncio.AbstractEventLoop, int] = {}
 
     if TYPE_CHECKING:
         # What this part reads of the service pool, which defines it.
@@ -99,6 +119,63 @@ class InstanceHooks:
         def _wake_settled(self) -> None: ...
 
     # == creating =============================================================================
+
+    def spawn_creation(self) -> None:
+        """Run a creation reserved with ``core.reserve_creation()`` in the running loop's
+        runtime, as a ticket that a waiter in another loop can take over
+        (:meth:`take_over_creations`)."""
+        ticket = _Ticket(asyncio.get_running_loop())
+        with self.core.budget.lock:
+            self._tickets.append(ticket)
+            self._ticket_loops[ticket.loop] = self._ticket_loops.get(ticket.loop, 0) + 1
+        self._spawn_claimer(ticket, first=True)
+
+    def take_over_creations(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A waiter queued in ``loop`` counts on creations spawned in other loops, which may
+        never run: a test that calls Starlette's TestClient synchronously blocks its own loop,
+        and the app's acquire in TestClient's thread waited 30 s for the creation a marker had
+        started there. Spawn a claimer for each here too; the first to run creates, the other
+        does nothing. O(1) while every creation is the waiter's own loop's."""
+        loops = self._ticket_loops
+        if not loops or (len(loops) == 1 and loop in loops):
+            return
+        with self.core.budget.lock:
+            foreign = [t for t in self._tickets if t.loop is not loop and loop not in t.offered]
+            for ticket in foreign:
+                ticket.offered.add(loop)
+        for ticket in foreign:
+            self._spawn_claimer(ticket, first=False)
+
+    def _spawn_claimer(self, ticket: _Ticket, *, first: bool) -> None:
+        token = object()
+        self.pool.spawn(
+            self._run_ticket, ticket, token, on_drop=lambda: self._drop_claimer(ticket, token, first)
+        )
+
+    def _claim(self, ticket: _Ticket, token: object) -> bool:
+        with self.core.budget.lock:
+            if ticket.owner is not None:
+                return False
+            ticket.owner = token
+            self._tickets.remove(ticket)
+            left = self._ticket_loops[ticket.loop] - 1
+            if left:
+                self._ticket_loops[ticket.loop] = left
+            else:
+                del self._ticket_loops[ticket.loop]
+            return True
+
+    async def _run_ticket(self, ticket: _Ticket, token: object) -> None:
+        if self._claim(ticket, token):
+            await self._create_one()
+
+    def _drop_claimer(self, ticket: _Ticket, token: object, first: bool) -> None:
+        """A claimer's runtime ended before it ended (its loop closed): release the
+        reservation if it had claimed the ticket (frozen mid-creation), or if it was the
+        ticket's first claimer and nobody claimed it (a take-over claimer leaves it to that one)."""
+        if ticket.owner is not token and not (first and self._claim(ticket, token)):
+            return
+        self._creation_dropped()
 
     async def _create_one(self) -> None:
         try:

@@ -251,6 +251,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                     self.ensure_creations()
                     if core.shortfall() > 0 and loop not in self._stall_checks:
                         self._arm_stall_check(loop)
+                if self._ticket_loops:
+                    self.take_over_creations(loop)
                 entry = await fut
             except BaseException as exc:
                 if held is not None:
@@ -454,7 +456,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 if live and core.size + core.creating < core.max_size and pool.make_room(self, lasting=evict):
                     continue
                 break
-            pool.spawn(self._create_one, on_drop=self._creation_dropped)
+            self.spawn_creation()
             wanted -= 1
 
     def reclaim_if_only_lent(self) -> bool:
@@ -547,7 +549,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         """Start up to ``count`` background creations (warming, scaling); return how many."""
         started = 0
         while started < count and self.core.reserve_creation():
-            self.pool.spawn(self._create_one, on_drop=self._creation_dropped)
+            self.spawn_creation()
             started += 1
         return started
 

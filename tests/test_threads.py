@@ -75,3 +75,25 @@ async def test_each_loop_keeps_its_own_waiters_timeouts() -> None:
         pool.check_invariants()
         stats = pool.stats("db")
         assert (stats.size, stats.timeouts) == (1, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_creation_stuck_in_a_blocked_loop_is_taken_over_by_the_waiting_loop() -> None:
+    """A creation spawned in this loop (``pool.expect``, as a ``mockpool`` marker does), then
+    this loop blocked by a sync call into the app (``TestClient.get`` from an async test): the
+    app's acquire, in TestClient's loop, runs the creation itself instead of waiting for ever."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict, reset=dict.clear))
+    async with pool:
+        assert pool.expect(["db"]) == 1  # reserved, spawned here, not yet run
+        assert pool.stats("db").creating == 1
+        with TestClient(_app(pool, timeout=5.0)) as client:
+            response = client.get("/use")  # blocks this loop until the app answers
+        assert response.json() == {"ok": True}
+        # This loop's copy of the creation runs now: it finds the ticket claimed, makes nothing.
+        await pool.service_pools["db"].creations_settled()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        pool.check_invariants()
+        stats = pool.stats("db")
+        assert (stats.size, stats.creating, stats.created) == (1, 0, 1)
