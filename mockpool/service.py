@@ -520,6 +520,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             ),
             waiting=core.waiting,
             upstream=self.upstream_waiting(),
+            queued_before=max(0, m.queued - core.waiting),
             max_size=core.max_size,
             limit=self.limit.limit,
             hold_s=m.hold_ewma if m.holds.count else None,

@@ -75,6 +75,8 @@ BASE = SizingInput(
         (replace(BASE, load_predates_queue=True), 1),
         (replace(BASE, load_predates_queue=True, settled=4), 0),
         (replace(BASE, load_predates_queue=True, creating=1), 0),
+        # ...but a loop saturated before they came is no less saturated with them
+        (replace(BASE, load_predates_queue=True, busy=SATURATED), 0),
         # liveness: nothing held, nothing on its way, whatever the measurements say
         (replace(BASE, in_use=0, size=0, busy=1.0, memory_tight=True, limit=0), 1),
         # a stall: holders may wait for the waiters themselves
@@ -101,6 +103,23 @@ BASE = SizingInput(
         (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=32), 6 - 4),
         (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=32, upstream=1163), 32 - 4),
         (replace(BASE, create_blocks=True, create_s=0.020, in_use=4, waiting=60, upstream=1135), 34 - 4),
+        # ...and the leases that queued here earlier in the run: as many are likely to queue
+        # again, and an instance made now serves them too (tests that each fan out 50 leases:
+        # sqrt(56 * 0.010 / 0.011) = 7 for one queue, sqrt(556 * 0.010 / 0.011) = 22 after ten)
+        (replace(BASE, create_blocks=True, create_s=0.011, hold_s=0.010, in_use=6, size=6, waiting=50), 1),
+        (
+            replace(
+                BASE,
+                create_blocks=True,
+                create_s=0.011,
+                hold_s=0.010,
+                in_use=6,
+                size=6,
+                waiting=50,
+                queued_before=500,
+            ),
+            22 - 6,
+        ),
         # ...a creation measured as taking no time at all sets no bound (the ratio overflows)
         (replace(BASE, create_blocks=True, create_s=1e-308, hold_s=1.0, in_use=1, waiting=1), 1),
         # ...but an async factory's creations overlap the leases: no such bound
@@ -149,6 +168,7 @@ sizing_inputs = st.builds(
     members_room=st.none() | st.integers(-10, 70),
     upstream=st.integers(0, 2000),
     load_predates_queue=st.booleans(),
+    queued_before=st.integers(0, 5000),
 )
 
 
