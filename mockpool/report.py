@@ -100,8 +100,8 @@ class Report:
                     # Nothing served, nothing waited: a dash, not a rate of 0 or a wait of 0 s.
                     f"{100 * s.hit_rate:.1f}" if s.served else "-",
                     f"{100 * s.reuse_rate:.1f}" if s.served else "-",
-                    format_seconds(s.wait_p50_s) if s.acquisitions else "-",
-                    format_seconds(s.wait_p99_s) if s.acquisitions else "-",
+                    format_seconds(s.wait_p50_s) if s.served or s.timeouts else "-",
+                    format_seconds(s.wait_p99_s) if s.served or s.timeouts else "-",
                     format_seconds(s.hold_ewma_s) if s.served else "-",
                     str(s.resets),
                     str(s.reset_failures),

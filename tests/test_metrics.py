@@ -14,6 +14,7 @@ def _metrics(at_once: int, waits: list[float]) -> ServiceMetrics:
     m = ServiceMetrics()
     m.acquisitions = at_once + len(waits)
     m.queued = len(waits)
+    m.hits = at_once
     for w in waits:
         m.record_wait(w)
     return m

@@ -9,7 +9,7 @@ import re
 import anyio
 import pytest
 
-from mockpool import MockPool, ServiceSpec
+from mockpool import MockPool, MockPoolError, ServiceSpec
 from mockpool.report import HIT_LEGEND, Report
 
 
@@ -93,6 +93,26 @@ async def test_text_shows_a_dash_for_the_rates_and_waits_of_a_service_nothing_ac
     starved = rows["starved"]
     assert (starved["acq"], starved["timeouts"], starved["hit %"]) == ("2", "1", "0.0")
     assert starved["wait p99"] not in ("-", "0us")  # the timed-out wait
+
+
+def test_acquisitions_that_failed_before_they_could_wait_are_no_waits_of_0_s() -> None:
+    """Acquiring under trio fails before it can queue (mockpool runs on asyncio): five such
+    failures showed a median wait of 0 s, which reads as "served at once". A dash now."""
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict))
+
+    async def under_trio() -> None:
+        for _ in range(5):
+            with pytest.raises(MockPoolError, match="trio is not supported"):
+                async with pool.acquire("db"):
+                    pass
+
+    anyio.run(under_trio, backend="trio")
+    metrics = pool.service_pools["db"].metrics
+    assert (metrics.acquisitions, metrics.acquire_errors, metrics.zero_waits()) == (5, 5, 0)
+    db = _rows(str(pool.report()))["db"]
+    assert (db["acq"], db["wait p50"], db["wait p99"]) == ("5", "-", "-")
+    pool.close()
 
 
 @pytest.mark.asyncio

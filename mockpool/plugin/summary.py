@@ -184,8 +184,8 @@ def pytest_terminal_summary(
                 # Nothing served, nothing waited: a dash, not a rate of 0 or a wait of 0 s.
                 f"{100 * r.hit_rate:.1f}%" if served else "-",
                 f"{100 * r.reuse_rate:.1f}%" if served else "-",
-                _secs(p50) if r.acquisitions else "-",
-                _secs(p99) if r.acquisitions else "-",
+                _secs(p50) if served or r.timeouts else "-",
+                _secs(p99) if served or r.timeouts else "-",
                 str(r.reset_failures),
                 str(r.recoveries),
                 str(r.leaks),
