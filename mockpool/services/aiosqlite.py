@@ -233,7 +233,10 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
             return template
 
         def load_now_possible(self) -> bool:
-            return not self._thread_bound and self._calls.idle
+            # Not once shut: the close is queued to the worker thread outside the counted
+            # calls, and a rebuild here while the worker closes the same connection crashes
+            # the interpreter (seen in CI: a recovery's restore against a destroy's close).
+            return self._owned and bool(self._running) and not self._thread_bound and self._calls.idle
 
         def load_now(self, image: bytes | None = None) -> bool:
             """Rebuild the ``sqlite3`` connection from the template (with ``image`` as its data,

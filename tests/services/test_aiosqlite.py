@@ -167,3 +167,20 @@ async def test_the_reset_runs_at_once_when_the_worker_is_idle_and_queues_behind_
         done = conn.shut()
         if done is not None:
             await done
+
+
+@pytest.mark.asyncio
+async def test_a_shut_connection_is_never_rebuilt_on_the_loops_thread() -> None:
+    """Its close is queued to the worker thread outside the counted calls: a rebuild on the
+    loop's thread meanwhile would touch the connection the worker is closing (CI crashed so,
+    a recovery's restore against a destroy's close). Loading one now refuses; queued, it fails
+    cleanly."""
+    conn = await aiosqlite_service(schema=SCHEMA).factory()
+    assert conn.load_now_possible()
+    done = conn.shut()
+    assert not conn.load_now_possible()
+    assert conn.load_now() is False
+    with pytest.raises(ValueError, match="Connection closed"):
+        await conn.load()
+    if done is not None:
+        await done
