@@ -62,14 +62,16 @@ class _Port(Protocol):
 
 class _Ticket:
     """A reserved creation, spawned in one loop's runtime, that a waiter in another loop may
-    run instead: whichever claims it first creates (see :meth:`InstanceHooks.spawn_creation`)."""
+    run instead: whichever claimer runs first creates (see :meth:`InstanceHooks.spawn_creation`)."""
 
-    __slots__ = ("loop", "offered", "owner")
+    __slots__ = ("loop", "offered", "owner", "pending")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        #: The spawned task that claimed it (its token), None while unclaimed.
+        #: The claimer that claimed it (its token), None while unclaimed.
         self.owner: object | None = None
+        #: Claimers spawned that have neither run nor been dropped.
+        self.pending = 0
         #: The other loops a claimer was spawned in (one each).
         self.offered: set[asyncio.AbstractEventLoop] = set()
 
@@ -128,54 +130,64 @@ class InstanceHooks:
         with self.core.budget.lock:
             self._tickets.append(ticket)
             self._ticket_loops[ticket.loop] = self._ticket_loops.get(ticket.loop, 0) + 1
-        self._spawn_claimer(ticket, first=True)
+        self._spawn_claimer(ticket)
 
     def take_over_creations(self, loop: asyncio.AbstractEventLoop) -> None:
         """A waiter queued in ``loop`` counts on creations spawned in other loops, which may
         never run: a test that calls Starlette's TestClient synchronously blocks its own loop,
         and the app's acquire in TestClient's thread waited 30 s for the creation a marker had
-        started there. Spawn a claimer for each here too; the first to run creates, the other
-        does nothing. O(1) while every creation is the waiter's own loop's."""
+        started there. Spawn a claimer here for one of them (one per waiter: taking over all
+        sixteen a warm-up started made the one waiter run sixteen factories first); whichever
+        claimer runs first creates, the other does nothing. O(1) while every creation is the
+        waiter's own loop's."""
         loops = self._ticket_loops
         if not loops or (len(loops) == 1 and loop in loops):
             return
         with self.core.budget.lock:
-            foreign = [t for t in self._tickets if t.loop is not loop and loop not in t.offered]
-            for ticket in foreign:
-                ticket.offered.add(loop)
-        for ticket in foreign:
-            self._spawn_claimer(ticket, first=False)
+            ticket = next((t for t in self._tickets if t.loop is not loop and loop not in t.offered), None)
+            if ticket is None:
+                return
+            ticket.offered.add(loop)
+        self._spawn_claimer(ticket)
 
-    def _spawn_claimer(self, ticket: _Ticket, *, first: bool) -> None:
+    def _spawn_claimer(self, ticket: _Ticket) -> None:
         token = object()
-        self.pool.spawn(
-            self._run_ticket, ticket, token, on_drop=lambda: self._drop_claimer(ticket, token, first)
-        )
+        with self.core.budget.lock:
+            ticket.pending += 1
+        self.pool.spawn(self._run_ticket, ticket, token, on_drop=lambda: self._drop_claimer(ticket, token))
 
     def _claim(self, ticket: _Ticket, token: object) -> bool:
-        with self.core.budget.lock:
-            if ticket.owner is not None:
-                return False
-            ticket.owner = token
-            self._tickets.remove(ticket)
-            left = self._ticket_loops[ticket.loop] - 1
-            if left:
-                self._ticket_loops[ticket.loop] = left
-            else:
-                del self._ticket_loops[ticket.loop]
-            return True
+        """Under the lock: ``token`` takes ``ticket`` if nobody has."""
+        if ticket.owner is not None:
+            return False
+        ticket.owner = token
+        self._tickets.remove(ticket)
+        left = self._ticket_loops[ticket.loop] - 1
+        if left:
+            self._ticket_loops[ticket.loop] = left
+        else:
+            del self._ticket_loops[ticket.loop]
+        return True
 
     async def _run_ticket(self, ticket: _Ticket, token: object) -> None:
-        if self._claim(ticket, token):
+        with self.core.budget.lock:
+            ticket.pending -= 1
+            claimed = self._claim(ticket, token)
+        if claimed:
             await self._create_one()
 
-    def _drop_claimer(self, ticket: _Ticket, token: object, first: bool) -> None:
-        """A claimer's runtime ended before it ended (its loop closed): release the
-        reservation if it had claimed the ticket (frozen mid-creation), or if it was the
-        ticket's first claimer and nobody claimed it (a take-over claimer leaves it to that one)."""
-        if ticket.owner is not token and not (first and self._claim(ticket, token)):
-            return
-        self._creation_dropped()
+    def _drop_claimer(self, ticket: _Ticket, token: object) -> None:
+        """A claimer's runtime ended before it did (its loop closed). It releases the
+        reservation if it had claimed the ticket (frozen mid-creation), or if it was the last
+        claimer and nobody claimed it; otherwise a claimer in another loop still will."""
+        with self.core.budget.lock:
+            if ticket.owner is token:
+                release = True
+            else:
+                ticket.pending -= 1
+                release = ticket.pending == 0 and self._claim(ticket, token)
+        if release:
+            self._creation_dropped()
 
     async def _create_one(self) -> None:
         try:

@@ -97,3 +97,88 @@ async def test_a_creation_stuck_in_a_blocked_loop_is_taken_over_by_the_waiting_l
         pool.check_invariants()
         stats = pool.stats("db")
         assert (stats.size, stats.creating, stats.created) == (1, 0, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_waiting_loop_takes_over_one_pending_creation_per_waiter() -> None:
+    """Four creations pending in this loop, which then blocks: the other loop's one waiter
+    runs one of them itself, not all four (it ran sixteen factories of 50 ms before being
+    served, when it took over every one)."""
+    made_in: list[int] = []
+
+    def factory() -> dict[str, int]:
+        made_in.append(threading.get_ident())
+        return {}
+
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=factory, reset=dict.clear))
+    async with pool:
+        assert pool.expect(["db"], count=4) == 4  # spawned in this loop, none run yet
+        served = threading.Event()
+
+        def other_loop() -> None:
+            async def use() -> None:
+                async with pool.acquire("db", timeout=5):
+                    served.set()
+
+            asyncio.run(use())
+
+        thread = threading.Thread(target=other_loop)
+        thread.start()
+        assert served.wait(10)  # this loop blocked meanwhile
+        thread.join(10)
+        assert made_in.count(thread.ident or 0) == 1
+        await pool.service_pools["db"].creations_settled()
+        stats = pool.stats("db")
+        assert (stats.created, stats.creating) == (4, 0)
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_a_creation_whose_loop_ends_is_still_run_by_the_loop_that_took_it_over() -> None:
+    """Loop A starts a creation and ends before running it; loop B's waiter counted on it and
+    spawned a claimer, but B was blocked until A had ended. A's end must leave the creation to
+    B's claimer, not release it: with no supervisor nothing else would create, and B's
+    acquire timed out."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict, reset=dict.clear))
+    a_started, b_queued, a_ended = threading.Event(), threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def loop_a() -> None:
+        async def start_then_end() -> None:
+            assert pool.expect(["db"]) == 1
+            a_started.set()
+            assert b_queued.wait(10)  # A blocked: its creation does not run before it ends
+
+        asyncio.run(start_then_end())
+        a_ended.set()
+
+    def loop_b() -> None:
+        async def wait_while_blocked() -> None:
+            lease = pool.acquire("db", timeout=5)
+            entering = asyncio.ensure_future(lease.__aenter__())
+            await asyncio.sleep(0)  # the acquire queues, counting on A's creation
+            stats = pool.stats("db")
+            assert (stats.waiting, stats.creating) == (1, 1)
+            b_queued.set()
+            assert a_ended.wait(10)  # B blocked until A's loop has closed
+            outcome.append(await entering)
+            await lease.__aexit__(None, None, None)
+
+        assert a_started.wait(10)
+        try:
+            asyncio.run(wait_while_blocked())
+        except Exception as exc:  # reported below
+            outcome.append(exc)
+
+    threads = [threading.Thread(target=loop_a), threading.Thread(target=loop_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        await asyncio.to_thread(thread.join, 10)
+    assert len(outcome) == 1 and isinstance(outcome[0], dict), outcome
+    stats = pool.stats("db")
+    assert (stats.created, stats.creating) == (1, 0)
+    pool.check_invariants()
+    await pool.aclose()
