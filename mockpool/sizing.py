@@ -251,6 +251,8 @@ class Window:
     waited: bool
     #: The share of the loop's time the leases took (creations left out), None if unmeasured.
     busy: float | None = None
+    #: Seconds of the window sync factories held the loop (no lease ran meanwhile).
+    blocked_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +272,10 @@ class LimitState:
 #: After capping, the search probes one size higher after this many windows with demand.
 PROBE_AFTER = 20
 
+#: A window in which sync factories held the loop for more than this share of it measured
+#: the creations, not the size: the search reads nothing from it.
+BLOCKED_MAX = 0.5
+
 
 def next_limit(state: LimitState, w: Window, max_size: int) -> LimitState:
     """One step of the throughput search (hill climbing on completed leases per second).
@@ -282,11 +288,17 @@ def next_limit(state: LimitState, w: Window, max_size: int) -> LimitState:
     the load may have changed. A saturated loop caps at once, at the largest size a window
     has seen (groups that take a member's instances lower its size without telling anything
     of what its own tests can use).
+
+    The rate counts the time the leases could run: sync factories hold the loop, and no lease
+    ends while they do. A window they held for most of its length is not read at all (a
+    suite that outgrew its history made 24 instances in one window, whose rate, a seventh of
+    the last one, capped the limit back where history had put it).
     """
     peak = max(state.peak, w.size)
-    if not w.waited or w.seconds <= 0:
+    running = w.seconds - min(max(w.blocked_s, 0.0), w.seconds)
+    if not w.waited or w.seconds <= 0 or running < w.seconds * (1.0 - BLOCKED_MAX):
         return state if peak == state.peak else replace(state, peak=peak)
-    rate = w.completed / w.seconds
+    rate = w.completed / running
     limit = state.limit
     hold_off = max(0, state.hold_off - 1)
     if w.busy is not None and w.busy >= SATURATED:

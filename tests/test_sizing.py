@@ -244,6 +244,31 @@ class TestTheSearch:
         state = next_limit(state, Window(100, 1.0, size=1, waited=True, busy=0.99), 64)
         assert state.limit == 24
 
+    def test_a_window_the_creations_held_is_not_read(self) -> None:
+        """A suite that outgrew its history made 24 instances in one window; that window's
+        rate, a seventh of the one before, capped the limit back where history put it."""
+        state = next_limit(LimitState(12), Window(50, 0.25, size=12, waited=True), 64)
+        assert state.limit == 13  # a probe past history's size
+        state = next_limit(state, Window(60, 0.25, size=13, waited=True), 64)
+        assert state.limit == 64  # the probe paid: open
+        held = next_limit(state, Window(9, 0.32, size=36, waited=True, blocked_s=0.29), 64)
+        assert held == replace(state, peak=36)
+
+    def test_the_rate_counts_the_time_no_creation_held_the_loop(self) -> None:
+        """100 leases in a window sync factories held for 0.4 of its 1 s are 100 / 0.6 a
+        second of what the size serves: more than the 120 before, so the limit stays open."""
+        state = next_limit(LimitState(64), Window(120, 1.0, size=4, waited=True), 64)
+        state = next_limit(state, Window(100, 1.0, size=8, waited=True, blocked_s=0.4), 64)
+        assert state.limit == 64
+        assert state.last_rate == pytest.approx(100 / 0.6)
+        # counted over the whole window, the same leases would have capped it at 4
+        capped = next_limit(
+            next_limit(LimitState(64), Window(120, 1.0, size=4, waited=True), 64),
+            Window(100, 1.0, size=8, waited=True),
+            64,
+        )
+        assert capped.limit == 4
+
     def test_the_limit_never_passes_max_size(self) -> None:
         state = next_limit(
             LimitState(64, last_size=2, last_rate=1.0), Window(500, 1.0, size=8, waited=True), 10

@@ -45,6 +45,8 @@ class _Open:
     completed: int
     #: Instances lent to groups when it opened.
     lent: int
+    #: The loop's creation CPU (``Runtime.creation_cpu``) when it opened.
+    creation_cpu: float = 0.0
     #: Tests waited at every sample so far: the leases completed were bound by the size.
     queued: bool = True
 
@@ -106,7 +108,7 @@ class SizingSupervisor:
             completed = svc.metrics.holds.count
             window = self.windows.get(name)
             if window is None:
-                window = self.windows[name] = _Open(wall, completed, core.lent)
+                window = self.windows[name] = _Open(wall, completed, core.lent, creation_cpu)
             # A queue that emptied, even once, means the window's rate measured the demand,
             # not what the size can serve: a suite whose tests moved to other services looked
             # like a size that bought nothing, and the search capped a service that was short.
@@ -128,6 +130,8 @@ class SizingSupervisor:
                         # that read it as the leases' capped a service at the one instance it
                         # had while sync factories built its group's members.
                         busy=load,
+                        # No lease ran while they did: the rate counts the rest.
+                        blocked_s=creation_cpu - window.creation_cpu,
                     ),
                     core.max_size,
                 )
@@ -140,7 +144,7 @@ class SizingSupervisor:
                         else f"completed leases per second did not rise with size {serving}",
                         f"limit {before.limit} -> {svc.limit.limit}",
                     )
-                self.windows[name] = _Open(wall, completed, core.lent)
+                self.windows[name] = _Open(wall, completed, core.lent, creation_cpu)
             if core.shortfall() > 0:
                 svc.ensure_creations()
         for gone in set(self.windows) - set(pool.service_pools):

@@ -200,11 +200,14 @@ async def test_a_loop_saturated_by_creations_is_not_read_as_saturated_by_leases(
             began = time.thread_time()
             while time.thread_time() - began < 0.02:
                 pass
-            runtime.creation_cpu += time.thread_time() - began
+            factory_s = time.thread_time() - began
+            runtime.creation_cpu += factory_s
             await supervisor.tick()
         assert runtime.busy is not None and runtime.busy > 0.5
         [window] = windows.seen
         assert window.busy is not None and window.busy < 0.5
+        # ...and the search counts its rate over the time the factory left the leases
+        assert window.blocked_s == pytest.approx(factory_s)
 
 
 async def _until(condition: Callable[[], bool]) -> None:
