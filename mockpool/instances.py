@@ -455,23 +455,25 @@ class InstanceHooks:
             # The group's own state, then each member's: a test reaches both.
             checks = [(self, entry), *((services[n], e) for n, e in (entry.members or {}).items())]
             for svc, checked in checks:
-                hook = fingerprint_hook(svc.spec)
-                if hook is None or checked.fingerprint is None:
-                    continue
-                now = await call_hook(
-                    hook,
-                    checked.instance,
-                    timeout=svc.spec.reset_timeout,
-                    service=svc.name,
-                    name="fingerprint",
-                )
-                if now != checked.fingerprint:
-                    detail = difference(checked.fingerprint, now)
+                detail = await svc.isolation_difference(checked)
+                if detail is not None:
                     if svc is not self:
                         detail = f"member {svc.name!r}: {detail}"
                     self.metrics.isolation_failures += 1
                     self.last_isolation_failure = detail
                     raise IsolationError(self.name, detail)
+
+    async def isolation_difference(self, entry: Entry) -> str | None:
+        """Under ``isolation_verify``, what differs between ``entry``'s fingerprint now and
+        the one taken at its creation, in a line; None when nothing does (or nothing is
+        verified: no fingerprint hook, or verification off)."""
+        hook = fingerprint_hook(self.spec)
+        if not self.verify_isolation or hook is None or entry.fingerprint is None:
+            return None
+        now = await call_hook(
+            hook, entry.instance, timeout=self.spec.reset_timeout, service=self.name, name="fingerprint"
+        )
+        return None if now == entry.fingerprint else difference(entry.fingerprint, now)
 
     def _reset_failed(self, entry: Entry, exc: BaseException) -> None:
         self.metrics.reset_failures += 1

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .core import Entry, EntryState
 from .errors import MockPoolError, RecoveryFailedError
 from .hooks import call_hook
+from .isolation import IsolationError
 from .stubs import make_stub
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ async def _check_health(svc: ServicePool, instance: Any) -> None:
 
 
 async def _restore(svc: ServicePool, entry: Entry) -> None:
-    """Tier 1: put the pristine snapshot back, then check health."""
+    """Tier 1: put the pristine snapshot back, then check health, then (under
+    ``isolation_verify``) check that the fingerprint is the pristine one again."""
     spec = svc.spec
     assert spec.restore is not None
     await call_hook(
@@ -54,6 +56,17 @@ async def _restore(svc: ServicePool, entry: Entry) -> None:
         service=svc.name,
         name="restore",
     )
+    await _check_health(svc, entry.instance)
+    await _check_clean(svc, entry)
+
+
+async def _check_clean(svc: ServicePool, entry: Entry) -> None:
+    """Raise :class:`IsolationError` when verification finds ``entry`` still dirty. A
+    restore that is the reset again (most built-in doubles) leaves what the reset left, and
+    recovery served it to the next test; the factory's new instance is clean."""
+    detail = await svc.isolation_difference(entry)
+    if detail is not None:
+        raise IsolationError(svc.name, f"still after restoring the snapshot: {detail}")
 
 
 def _can_restore(svc: ServicePool, entry: Entry) -> bool:
@@ -99,7 +112,6 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
             tried.append("snapshot")
             try:
                 await _restore(svc, entry)
-                await _check_health(svc, entry.instance)
             except Exception as exc:
                 last = exc
             else:
@@ -186,7 +198,12 @@ async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
             continue
         try:
             await member.reset_instance(member_entry.instance)
+            # The group's verification may have failed on this member: reset again, it may
+            # still be dirty (the reset missed it once already).
+            await _check_clean(member, member_entry)
             continue
+        except IsolationError as exc:
+            member.last_error = exc
         except Exception as exc:
             member.metrics.reset_failures += 1
             member.last_error = exc
@@ -201,7 +218,6 @@ async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
     if _can_restore(member, member_entry):
         try:
             await _restore(member, member_entry)
-            await _check_health(member, member_entry.instance)
         except Exception as exc:
             last = exc
         else:
