@@ -230,13 +230,21 @@ class RedisDouble:
         if blocked:
             _wake_blocked(server)
         keep = _socket_of(self.sync)
-        own = _sockets_of(self._clients)
+        own = _connections_of(self._clients)
         dirty = force
         for sock in list(server.sockets):
             if sock is not keep and sock not in own:
                 sock.kill()
-            elif sock is not keep and _socket_dirt(sock) is not None:
+            elif sock is not keep and _socket_dirt(sock, own[sock]) is not None:
                 dirty = True
+        # A connection object a test changed (its encoder, its protocol) would reconnect as
+        # changed: it leaves the pool, which makes a new one from its settings when needed.
+        for client, template in list(self._clients.items()):
+            for conn in template.changed_connections(client):
+                client.connection_pool._available_connections.remove(conn)
+                sock = getattr(conn, "_sock", None)
+                if sock is not None:
+                    sock.kill()
         if dirty:
             for sock in list(server.sockets):
                 if sock is not keep:
@@ -263,13 +271,21 @@ class RedisDouble:
                 out[f"server.{name}"] = _render(value)
         out["blocked commands"] = sum(1 for sock in server.sockets if getattr(sock, "_blocked", False))
         keep = _socket_of(self.sync)
+        own = _connections_of(self._clients)
         out["connections with state"] = sorted(
-            dirt for sock in server.sockets if sock is not keep for dirt in (_socket_dirt(sock),) if dirt
+            dirt
+            for sock in server.sockets
+            if sock is not keep
+            for dirt in (_socket_dirt(sock, own.get(sock)),)
+            if dirt
         )
         out["clients changed"] = sorted(
             f"{type(client).__name__}.{name}"
             for client, template in list(self._clients.items())
             for name in template.changed(client)
+        )
+        out["connections changed"] = sum(
+            len(template.changed_connections(client)) for client, template in list(self._clients.items())
         )
         return out
 
@@ -292,7 +308,7 @@ _DOUBLES: weakref.WeakValueDictionary[int, RedisDouble] = weakref.WeakValueDicti
 class _ClientTemplate:
     """A client's attributes and its connection pool's settings when it was made."""
 
-    __slots__ = ("pool", "pool_state", "state")
+    __slots__ = ("connection", "pool", "pool_state", "state")
 
     def __init__(self, client: Any) -> None:
         self.state = {name: _fresh(value) for name, value in vars(client).items()}
@@ -300,6 +316,20 @@ class _ClientTemplate:
         self.pool_state = {
             name: _fresh(value) for name, value in vars(self.pool).items() if name not in _POOL_LIVE
         }
+        #: What a connection the pool makes holds (see :func:`_connection_settings`).
+        self.connection: tuple[Any, ...] | None = None
+
+    def changed_connections(self, client: Any) -> list[Any]:
+        """The pool's idle connections whose settings differ from what the pool makes."""
+        pool = client.connection_pool
+        idle = getattr(pool, "_available_connections", ())
+        if not idle:
+            return []
+        made = self.connection
+        if made is None:
+            # An unconnected connection, made once: it opens no socket until it connects.
+            made = self.connection = _connection_settings(pool.make_connection())
+        return [conn for conn in idle if _connection_settings(conn) != made]
 
     def changed(self, client: Any) -> list[str]:
         """The attributes (``connection_pool.<name>`` for the pool's) that differ."""
@@ -617,12 +647,34 @@ class _Missing:
 _MISSING: Any = _Missing()
 
 
-def _socket_dirt(sock: Any) -> str | None:
-    """What state from the lease that used it a connection carries, or None if none."""
+#: Connection state newer fakeredis versions keep: clean when absent (older versions).
+_CLEAN_IF_PRESENT: dict[str, Any] = {
+    "_transaction_failed": False,
+    "_transaction_paused": False,
+    "_watch_notified": False,
+}
+#: Connection state a command fills (``HIMPORT PREPARE`` fieldsets, keyspace events to
+#: deliver): clean when empty or absent.
+_EMPTY_IF_PRESENT = ("_fieldsets", "_subkey_events")
+
+#: The library name and version each connection announced (``CLIENT SETINFO`` in the
+#: handshake), as first seen: a later ``CLIENT SETINFO`` from a test is a change.
+_ANNOUNCED: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _socket_dirt(sock: Any, conn: Any = None) -> str | None:
+    """What state from the lease that used it a connection carries, or None if none.
+    ``conn``: the redis-py connection over ``sock``, whose protocol the socket must speak."""
     state = vars(sock)
     for name, value in _CLEAN_SOCKET.items():
         if state.get(name, _MISSING) != value:
             return f"connection {sock.fileno()}: {name.lstrip('_')}={state.get(name, _MISSING)!r}"
+    for name, value in _CLEAN_IF_PRESENT.items():
+        if state.get(name, value) != value:
+            return f"connection {sock.fileno()}: {name.lstrip('_')}={state.get(name)!r}"
+    for name in _EMPTY_IF_PRESENT:
+        if state.get(name):
+            return f"connection {sock.fileno()}: {name.lstrip('_')} not empty"
     if state.get("_watches", _MISSING) != set():
         return f"connection {sock.fileno()}: watching keys"
     info = state.get("_client_info")
@@ -632,21 +684,70 @@ def _socket_dirt(sock: Any) -> str | None:
         return f"connection {sock.fileno()}: name={info.get('name')!r}"
     if info.get("user") != "default":
         return f"connection {sock.fileno()}: user={info.get('user')!r}"
+    if conn is not None and info.get("resp", 2) != _protocol(conn):
+        # RESET or HELLO 2 switched the socket's protocol under a RESP3 client: replies
+        # would come in the other shape (a flat list for HGETALL).
+        return f"connection {sock.fileno()}: resp={info.get('resp')!r}"
+    announced = (info.get("lib-name"), info.get("lib-ver"))
+    if _announced(sock, conn, announced) != announced:
+        return f"connection {sock.fileno()}: lib-name/lib-ver={announced!r}"
     responses = state.get("responses")
     if responses is None or not responses.empty():
         return f"connection {sock.fileno()}: unread replies"
     return None
 
 
-def _sockets_of(clients: Iterable[Any]) -> set[Any]:
-    """The fake sockets under our clients' connections, idle and in use."""
-    out = set()
+def _announced(sock: Any, conn: Any, now: tuple[Any, Any]) -> tuple[Any, Any]:
+    """What ``sock``'s client announced in its handshake: what the redis-py connection sends
+    (``driver_info``, redis-py 7 on), else what the socket held when first seen."""
+    driver = getattr(conn, "driver_info", None)
+    name, version = getattr(driver, "formatted_name", None), getattr(driver, "lib_version", None)
+    if name and version:
+        return (name, version)
+    return _ANNOUNCED.setdefault(sock, now)
+
+
+def _protocol(conn: Any) -> int:
+    """The RESP version a redis-py connection negotiated (3 after ``HELLO 3``, else 2)."""
+    return 3 if str(getattr(conn, "protocol", 2)) == "3" else 2
+
+
+def _connection_settings(conn: Any) -> tuple[Any, ...]:
+    """What a redis-py connection was made with that a test can change on it: how it encodes
+    and decodes, its protocol, database, name and credentials (``_MISSING`` for what a
+    redis-py version lacks)."""
+    encoder = getattr(conn, "encoder", None)
+    return (
+        type(encoder),
+        getattr(encoder, "encoding", _MISSING),
+        getattr(encoder, "encoding_errors", _MISSING),
+        getattr(encoder, "decode_responses", _MISSING),
+        *(getattr(conn, name, _MISSING) for name in _CONNECTION_SETTINGS),
+    )
+
+
+_CONNECTION_SETTINGS = (
+    "protocol",
+    "db",
+    "username",
+    "password",
+    "client_name",
+    "socket_timeout",
+    "retry_on_timeout",
+    "health_check_interval",
+    "redis_connect_func",
+)
+
+
+def _connections_of(clients: Iterable[Any]) -> dict[Any, Any]:
+    """Our clients' connections, idle and in use, by their fake socket."""
+    out = {}
     for client in clients:
         pool = client.connection_pool
         for conn in (*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())):
             sock = getattr(conn, "_sock", None)
             if sock is not None:
-                out.add(sock)
+                out[sock] = conn
     return out
 
 

@@ -245,6 +245,33 @@ def _no_scan_cursor(r: Any) -> None:
     assert len(server_of(r).scan_cursors) == 0
 
 
+async def _resp2(r: Any) -> None:
+    """RESET (or HELLO 2) puts the connection back on RESP2 under a RESP3 client."""
+    await r.execute_command("RESET")
+
+
+async def _hello2(r: Any) -> None:
+    await r.execute_command("HELLO", "2")
+
+
+async def _speaks_resp3(r: Any) -> None:
+    assert int((await r.client_info())["resp"]) == 3
+
+
+async def _lib_name(r: Any) -> None:
+    await r.execute_command("CLIENT", "SETINFO", "LIB-NAME", "evil-lib")
+
+
+async def _lib_name_announced(r: Any) -> None:
+    assert (await r.client_info())["lib-name"] == "redis-py"
+
+
+def _decoding_connection(r: Any) -> None:
+    """A connection object changed in place: it would reconnect as changed."""
+    for conn in r.connection_pool._available_connections:
+        conn.encoder = type(conn.encoder)("utf-8", "strict", True)
+
+
 DIRTIERS = [
     Dirtier("data", lambda r: r.set("greeting", "changed"), gone=_get_is_real),
     Dirtier("expiry on a seeded key", _expire_seeded, gone=_no_ttl),
@@ -280,6 +307,10 @@ DIRTIERS = [
     Dirtier("library pool on server_of(r)", _library_pool, gone=_no_library_connection),
     Dirtier("attribute added to the server", _server_attribute, gone=_no_server_attribute),
     Dirtier("SCAN cursor left open", _scan_left_open, gone=_no_scan_cursor),
+    Dirtier("RESET (back to RESP2)", _resp2, gone=_speaks_resp3),
+    Dirtier("HELLO 2", _hello2, gone=_speaks_resp3),
+    Dirtier("CLIENT SETINFO LIB-NAME", _lib_name, gone=_lib_name_announced),
+    Dirtier("a connection's encoder", _decoding_connection, gone=_bytes_replies),
 ]
 
 
@@ -358,3 +389,28 @@ async def test_the_sync_variant_restores_its_client_and_connection() -> None:
             isolation_verify=verify,
             strict=True,
         )
+
+
+@pytest.mark.asyncio
+async def test_himport_fieldsets_do_not_outlive_the_lease() -> None:
+    """``HIMPORT PREPARE`` keeps a fieldset on the connection (fakeredis 2.41 on)."""
+
+    async def prepare(r: Any) -> None:
+        try:
+            await r.execute_command("HIMPORT", "PREPARE", "fs", "f1")
+        except redis.exceptions.ResponseError as exc:
+            pytest.skip(f"this fakeredis has no HIMPORT: {exc}")
+
+    async def gone(r: Any) -> None:
+        with pytest.raises(redis.exceptions.ResponseError):
+            await r.execute_command("HIMPORT", "SET", "h", "fs", "v")
+
+    for verify in (False, True):
+        report = await check_isolation(
+            redis_service(seed=SEED),
+            [Dirtier("HIMPORT PREPARE", prepare, gone=gone)],
+            pristine=_pristine,
+            isolation_verify=verify,
+            strict=True,
+        )
+        assert [case.outcome for case in report.cases] == ["reset"]
