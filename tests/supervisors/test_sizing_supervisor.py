@@ -205,7 +205,9 @@ async def test_a_loop_saturated_by_creations_is_not_read_as_saturated_by_leases(
             await supervisor.tick()
         assert runtime.busy is not None and runtime.busy > 0.5
         [window] = windows.seen
-        assert window.busy is not None and window.busy < 0.5
+        # The factory's CPU is taken out of the leases' share. (Not a fixed bound: on a loaded
+        # machine the loop's thread waits for a CPU too, and that wall time reads as busy.)
+        assert window.busy is not None and window.busy < runtime.busy
         # ...and the search counts its rate over the time the factory left the leases
         assert window.blocked_s == pytest.approx(factory_s)
 
