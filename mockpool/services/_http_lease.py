@@ -450,8 +450,8 @@ def roll_back(router: respx.Router) -> bool:
 
 def router_state(router: respx.Router) -> tuple[Any, ...]:
     """The router as declared, calls aside, by object identity (and the content of declared
-    responses, which a test can change in place): equal to the state taken after the
-    declaration exactly when a rollback has brought everything back."""
+    responses and shorthand answers, which a test can change in place): equal to the state
+    taken after the declaration exactly when a rollback has brought everything back."""
     return (
         router._assert_all_called,
         router._assert_all_mocked,
@@ -463,8 +463,7 @@ def router_state(router: respx.Router) -> tuple[Any, ...]:
                 id(route),
                 route._name,
                 id(route._pattern),
-                id(route._return_value),
-                _describe(route._return_value),
+                _answer_state(route._return_value),
                 _effect_state(route),
                 route._pass_through,
                 len(route._snapshots),
@@ -511,7 +510,19 @@ def _effect_state(route: respx.Route) -> Any:
     effect = route._side_effect
     if isinstance(effect, Iterator):
         return tuple(map(id, _remaining(route)))
+    if isinstance(effect, Answer):
+        # The shorthand's own object, which a test reaches as route.side_effect: what it
+        # holds counts, not only which one it is.
+        return (id(effect), id(effect.answer), effect.service)
     return id(effect)
+
+
+def _answer_state(value: Any) -> Any:
+    """A route's return value by identity, and for a response that of its stream too
+    (respx's ``clone_response`` serves that very stream to every request), with its content."""
+    if isinstance(value, httpx.Response):
+        return (id(value), id(value.stream), _describe(value))
+    return (id(value), _describe(value))
 
 
 def _describe_effect(route: respx.Route) -> Any:
@@ -526,11 +537,18 @@ def _describe(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, httpx.Response):
-        try:
-            content: bytes | None = value.content
-        except httpx.ResponseNotRead:
-            content = None
-        return ("response", value.status_code, tuple(value.headers.raw), content)
+        # What respx's clone_response serves of it: status, headers, stream and extensions
+        # (not ``.content``, which a replaced stream leaves as it was).
+        stream = value.stream
+        return (
+            "response",
+            value.status_code,
+            tuple(value.headers.raw),
+            # A ByteStream (from content, text or JSON) by its bytes; another kind is read
+            # only by the request it answers, so its type stands for it.
+            stream._stream if isinstance(stream, httpx.ByteStream) else ("stream", type(stream).__qualname__),
+            dict(value.extensions),
+        )
     if isinstance(value, str | bytes | int | float | list | tuple | dict | Mapping):
         return value
     if isinstance(value, Answer):

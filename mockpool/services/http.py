@@ -15,8 +15,9 @@ Clean by construction:
   declared state with respx's own ``rollback()`` (its snapshot of the declaration stays on
   respx's stack for the next reset), and are then proven equal to it: the same route objects
   holding the same answers, side effects and settings as right after the declaration. A
-  router that is not (a response changed in place, respx's snapshot stack pushed or popped by
-  the test, a router setting changed) is rebuilt from the declaration.
+  router that is not (a response changed in place, its stream or extensions included, a
+  shorthand's answer swapped, respx's snapshot stack pushed or popped by the test, a router
+  setting changed) is rebuilt from the declaration.
 - the client, the transport, ``on_unmatched`` and the deprecated ``handler`` are new per lease
   (a client over a given transport costs about 15 µs: no SSL context); the old ones are ended,
   so a client kept past its lease raises instead of reaching the next test's routes.
@@ -92,6 +93,7 @@ class TransportDouble:
         "_client_base_url",
         "_declare",
         "_declared",
+        "_declared_on_unmatched",
         "_lease",
         "_let_go",
         "_name",
@@ -118,6 +120,9 @@ class TransportDouble:
         self._router_base = base_url
         self._base = httpx.URL(base_url) if base_url is not None else None
         self._client_base_url = base_url if base_url is not None else _DEFAULT_CLIENT_BASE
+        # The service's setting, which each lease starts from; _on_unmatched is put back to
+        # it at reset, should a test set that private slot for the instance.
+        self._declared_on_unmatched: OnUnmatched = on_unmatched
         self._on_unmatched: OnUnmatched = on_unmatched
         self._router = self._build_router()
         self._declared = _http_lease.router_state(self._router)
@@ -226,17 +231,20 @@ class TransportDouble:
             # (a declared response in place, a router setting): start again from the declaration.
             self._router = router = self._build_router()
             self._declared = lib.router_state(router)
+        self._on_unmatched = self._declared_on_unmatched
         self._lease = self._new_lease()
 
     def fingerprint(self) -> dict[str, Any]:
-        """The router (routes, their answers, settings, calls) and the lease's own parts (the
-        client's options and closed state, ``on_unmatched``, the deprecated ``handler``), with
-        no object identities: a rebuilt router prints as the declared one."""
+        """The router (routes, their answers, settings, calls), the instance's ``on_unmatched``
+        and the lease's own parts (the client's options and closed state, ``on_unmatched``, the
+        deprecated ``handler``), with no object identities: a rebuilt router prints as the
+        declared one."""
         from . import _http_lease as lib
 
         lease = self._lease
         return {
             "router": lib.router_print(self._router),
+            "instance on_unmatched": self._on_unmatched,
             "on_unmatched": lease.on_unmatched,
             "handler": lease.handler is not None,
             "client": lib.client_print(lease),

@@ -3,8 +3,9 @@
 The instance (and what tests receive) is a :class:`PooledConnection`, a ``sqlite3.Connection``
 made with ``check_same_thread=False`` so any thread or event loop may use it. After the schema
 and seed ran, the connection is *sealed* into a :class:`SqliteTemplate`: the database image
-(``serialize()``) plus the connection settings the schema made. Each reset then rebuilds the
-connection from that template, under the same Python object:
+(``serialize()``) plus the connection settings the schema made, and from then on ``seal()``
+and ``adopt()`` refuse (a test sealing its own rows would hand them to every later lease).
+Each reset then rebuilds the connection from that template, under the same Python object:
 
 - the connection itself: ``Connection.__init__`` runs again on the object (CPython 3.11+ closes
   the old database and clears what hangs on the object), so temp tables and triggers, ATTACHed
@@ -32,6 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import MockPoolError
 from ..spec import ServiceSpec
 from ._common import SqlStep, build_spec, run_sql_step, sql_steps
 
@@ -98,7 +100,7 @@ _LIMITS = {
 }
 
 #: What PooledConnection keeps in its ``__dict__`` for itself; the rest is the test's.
-_INTERNAL = frozenset({"_template", "_connect", "_hooks"})
+_INTERNAL = frozenset({"_template", "_connect", "_hooks", "_service"})
 
 #: Callbacks lifted while the connection's state is read, with the arguments that lift each.
 _SUSPENDED: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {
@@ -158,6 +160,9 @@ class PooledConnection(sqlite3.Connection):
     """
 
     _template: SqliteTemplate | None = None
+    #: The service whose factory sealed the template: every lease of it starts from that
+    #: template, so seal() and adopt() refuse from then on.
+    _service: str | None = None
 
     def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.pop("factory", None)
@@ -244,7 +249,11 @@ class PooledConnection(sqlite3.Connection):
     def seal(self, image: bytes | None = None) -> SqliteTemplate:
         """Take this connection, as it is now, as its template (and return it): the database
         (or ``image``), its settings, the pragmas that differ from a new connection's, the
-        attached databases and the recorded calls. Commits what is open."""
+        attached databases and the recorded calls. Commits what is open.
+
+        :raises MockPoolError: the pool's factory already sealed it (a leased connection).
+        """
+        self._refuse_in_pool("db.seal() would make this lease's data and settings")
         if self.in_transaction:
             self.commit()
         if image is None:
@@ -275,7 +284,11 @@ class PooledConnection(sqlite3.Connection):
         return template
 
     def adopt(self, template: SqliteTemplate) -> None:
-        """Make ``template`` this connection's own and rebuild from it."""
+        """Make ``template`` this connection's own and rebuild from it.
+
+        :raises MockPoolError: the pool's factory already sealed it (a leased connection).
+        """
+        self._refuse_in_pool("db.adopt(template) would make that template")
         self._template = template
         self.rebuild()
 
@@ -292,12 +305,15 @@ class PooledConnection(sqlite3.Connection):
         """A new connection under this object, loaded from the template (or from ``image``,
         with the template's settings). See the module doc for what goes and what comes back."""
         template = self.template
+        service = self._service
         database, args, kwargs = self._connect
         # Never deserialize() under a cursor or blob still open on the database: the next use
         # of either crashes the interpreter. Re-running __init__ moves them to the old,
         # closing database first, where they end harmlessly.
         self.__init__(database, *args, **kwargs)  # type: ignore[misc]  # a rebuild, on purpose
         self._template = template
+        if service is not None:
+            self._service = service
         self.deserialize(template.image if image is None else image)
         for name, file, attached_image in template.attached:
             self.execute("attach database ? as ?", (file or ":memory:", name))
@@ -315,6 +331,18 @@ class PooledConnection(sqlite3.Connection):
             getattr(self, method)(*call_args, **dict(call_kwargs))
         if extensions and "load_extension enabled" not in self._hooks:
             super().enable_load_extension(False)  # as it was when the template was sealed
+
+    def _refuse_in_pool(self, action: str) -> None:
+        # Once pooled, the template is what every later lease starts from: a test that seals
+        # its own state into it would hand that state to every test after it.
+        service = self._service
+        if service is not None:
+            raise MockPoolError(
+                f"service {service!r}: {action} the template every later lease starts from; "
+                "the pool sealed this connection when it made it. Rows and settings every test "
+                f"needs go in sql_service({service!r}, schema=..., seed=...); what a test sets up "
+                "for itself needs no seal (it lasts until the lease ends)"
+            )
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -448,6 +476,7 @@ def sql_service(
             for step in steps:
                 run_sql_step(conn, step)
             conn.seal()
+            conn._service = name  # from here on, seal() and adopt() refuse
             # A new instance starts the way every lease does: rebuilt from the template.
             conn.rebuild()
         except BaseException:

@@ -18,6 +18,7 @@ from mockpool.services import (
     http_service,
     http_transport_service,
 )
+from mockpool.services._http_lease import Answer
 from mockpool.testing import Dirtier, check_isolation
 
 BASE = "https://api.test"
@@ -31,7 +32,18 @@ def _declare(router: respx.Router) -> None:
     router.post("/items", name="create").respond(201)
 
 
-SHORTHAND = {"GET /a": {"a": 1}, "GET /seq": "first", "POST /items": 201}
+def _first(request: httpx.Request) -> str:
+    del request
+    return "first"
+
+
+def _busy(request: httpx.Request) -> int:
+    del request
+    return 503
+
+
+# "GET /seq" answers through a callable: the route's side effect is the shorthand's Answer.
+SHORTHAND = {"GET /a": {"a": 1}, "GET /seq": _first, "POST /items": 201}
 
 
 async def _send(h: TransportDouble, method: str, path: str) -> httpx.Response:
@@ -104,10 +116,38 @@ def _set_handler(h: TransportDouble) -> None:
         h.handler = lambda request: httpx.Response(503)
 
 
-def _change_response_in_place(h: TransportDouble) -> None:
+def _declared_response(h: TransportDouble) -> httpx.Response:
     response = h.router.routes[0].return_value
     assert response is not None, "the first route answers a declared response"
-    response.status_code = 500
+    return response
+
+
+def _change_response_in_place(h: TransportDouble) -> None:
+    _declared_response(h).status_code = 500
+
+
+def _replace_stream(h: TransportDouble) -> None:
+    # respx's clone_response serves the declared response's stream, not its .content.
+    _declared_response(h).stream = httpx.ByteStream(b"evil")
+
+
+def _change_extensions(h: TransportDouble) -> None:
+    _declared_response(h).extensions["http_version"] = b"HTTP/9"
+
+
+async def _declared_extensions(h: TransportDouble) -> bool:
+    return "http_version" not in (await _send(h, "GET", "/a")).extensions
+
+
+def _change_answer_in_place(h: TransportDouble) -> None:
+    answer = h.router["GET /seq"].side_effect
+    assert isinstance(answer, Answer), "a shorthand callable answers through an Answer"
+    answer.answer = _busy
+
+
+async def _answers_first(h: TransportDouble) -> bool:
+    response = await _send(h, "GET", "/seq")
+    return response.status_code == 200 and response.text == "first"
 
 
 #: The previous lease's client of each instance, to check it cannot reach the next lease.
@@ -179,11 +219,21 @@ ROUTER_DIRTIERS = [
     Dirtier("assert_all_mocked off", _mute_unmatched, gone=_unmatched_raises),
     Dirtier("assert_all_called on", _demand_all_called, gone=lambda h: h.router._assert_all_called is False),
     Dirtier("on_unmatched", lambda h: setattr(h, "on_unmatched", "404"), gone=_unmatched_raises),
+    Dirtier(
+        "on_unmatched, the instance's private slot",
+        lambda h: setattr(h, "_on_unmatched", "404"),
+        gone=_unmatched_raises,
+    ),
     Dirtier("handler (deprecated)", _set_handler, gone=_answers),
 ]
 SEQUENCE_DIRTIERS = [Dirtier("side effect sequence consumed", _consume_sequence, gone=_sequence_restarts)]
 # respx's rollback restores the reference to a declared response, not its content.
-RESPONSE_DIRTIERS = [Dirtier("declared response changed in place", _change_response_in_place, gone=_answers)]
+RESPONSE_DIRTIERS = [
+    Dirtier("declared response changed in place", _change_response_in_place, gone=_answers),
+    Dirtier("declared response's stream replaced", _replace_stream, gone=_answers),
+    Dirtier("declared response's extensions changed", _change_extensions, gone=_declared_extensions),
+]
+ANSWER_DIRTIERS = [Dirtier("shorthand answer changed in place", _change_answer_in_place, gone=_answers_first)]
 
 
 async def _closed_by_the_code(h: HttpDouble) -> None:
@@ -252,7 +302,7 @@ SPECS = {
     ),
     "http, shorthand routes": (
         http_service("api", routes=SHORTHAND, base_url=BASE),
-        [*ROUTER_DIRTIERS, *RESPONSE_DIRTIERS, *CLIENT_DIRTIERS],
+        [*ROUTER_DIRTIERS, *RESPONSE_DIRTIERS, *ANSWER_DIRTIERS, *CLIENT_DIRTIERS],
     ),
     "transport, respx routes": (
         http_transport_service("api", routes=_declare, base_url=BASE),

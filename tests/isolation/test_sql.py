@@ -4,6 +4,7 @@ visible case when the reset is weakened."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from mockpool import MockPoolError
 from mockpool.services import PooledConnection, sql_service
 from mockpool.testing import ContractError, Dirtier, check_isolation
 
@@ -80,6 +82,14 @@ def _left_cursor(db: sqlite3.Connection) -> None:
     cursor = db.execute("select name from users")
     cursor.fetchone()
     _LEFT_OPEN.append(cursor)
+
+
+def _seal_own_rows(db: PooledConnection) -> None:
+    db.execute("insert into users (name) values ('mallory')")
+    # Refused: every later lease starts from the template the pool sealed. A seal that went
+    # through would make mallory the next test's starting point, past any reset.
+    with contextlib.suppress(MockPoolError):
+        db.seal()
 
 
 def _rewritten_insert(db: sqlite3.Connection) -> None:
@@ -161,6 +171,7 @@ API_DIRTIERS = [
     # mid-iteration; the rebuild leaves it on the old database, where it ends harmlessly.
     Dirtier("cursor left mid-iteration", _left_cursor, visible=False),
     Dirtier("closed by the code under test", lambda db: db.close()),
+    Dirtier("seal() after writing rows", _seal_own_rows),
 ]
 
 DIRTIERS = [*sql_dirtiers(_run), *API_DIRTIERS]

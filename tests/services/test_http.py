@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from mockpool.services import (
     http_service,
     http_transport_service,
 )
-from mockpool.services._http_lease import INTERCEPTOR
+from mockpool.services._http_lease import INTERCEPTOR, Answer
 
 from ._helpers import pool_of
 
@@ -248,18 +248,49 @@ async def test_each_lease_gets_a_new_client_and_the_old_one_is_ended() -> None:
             assert api.calls.call_count == 1
 
 
+def _set_status(response: httpx.Response) -> None:
+    response.status_code = 500
+
+
+def _replace_stream(response: httpx.Response) -> None:
+    response.stream = httpx.ByteStream(b"evil")  # what respx serves, where .content is not
+
+
+def _set_extension(response: httpx.Response) -> None:
+    response.extensions["http_version"] = b"HTTP/9"
+
+
 @pytest.mark.asyncio
-async def test_a_response_changed_in_place_is_rebuilt_from_the_declaration() -> None:
+@pytest.mark.parametrize(
+    "change", [_set_status, _replace_stream, _set_extension], ids=["status", "stream", "extensions"]
+)
+async def test_a_response_changed_in_place_is_rebuilt_from_the_declaration(
+    change: Callable[[httpx.Response], None],
+) -> None:
     async with pool_of(http_service("api", routes=_declare, base_url=BASE, max_size=1)) as pool:
         async with pool.acquire("api") as api:
             first_router = api.router
             response = api.router["user"].return_value
             assert response is not None
-            response.status_code = 500  # respx's rollback restores the reference, not the object
+            change(response)  # respx's rollback restores the reference, not the object
         async with pool.acquire("api") as api:
             assert api.router is not first_router
-            assert (await api.get("/users/1")).status_code == 200
+            response = await api.get("/users/1")
+            assert response.status_code == 200 and response.json() == {"id": 1, "name": "Ada"}
+            assert "http_version" not in response.extensions
         assert sum(pool.stats("api").recoveries.values()) == 0  # the reset rebuilt it
+
+
+@pytest.mark.asyncio
+async def test_a_shorthand_answer_changed_in_place_is_rebuilt_from_the_declaration() -> None:
+    async with pool_of(http_service("api", routes=SHORTHAND, base_url=BASE, max_size=1)) as pool:
+        async with pool.acquire("api") as api:
+            answer = api.router["GET /videos/{id}"].side_effect
+            assert isinstance(answer, Answer)
+            answer.answer = lambda request: 503  # the route's answer, for every later lease
+        async with pool.acquire("api") as api:
+            assert (await api.get("/videos/abc")).json() == {"id": "abc"}
+        assert sum(pool.stats("api").recoveries.values()) == 0
 
 
 def test_the_double_works_from_successive_event_loops() -> None:

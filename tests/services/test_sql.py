@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from mockpool import MockPoolError
 from mockpool.services import PooledConnection, sql_service
 
 from ._helpers import pool_of
@@ -208,3 +209,43 @@ async def test_an_empty_database_the_schema_attached_is_attached_empty_again() -
             assert names == ["main", "scratch"]
             assert db.execute("select count(*) from scratch.sqlite_master").fetchone() == (0,)
             assert db.fingerprint() == empty
+
+
+@pytest.mark.asyncio
+async def test_seal_and_adopt_refuse_on_a_pooled_connection_and_say_where_shared_rows_go() -> None:
+    """The pool sealed the template every lease starts from: a test that sealed its own rows
+    into it, or adopted another template, would hand them to every later test."""
+    async with pool_of(sql_service(schema=SCHEMA, seed=SEED, max_size=1)) as pool:
+        async with pool.acquire("database") as db:
+            assert isinstance(db, PooledConnection)
+            db.execute("insert into users (name) values ('mallory')")
+            fix = r"sql_service\('database', schema=\.\.\., seed=\.\.\.\)"
+            with pytest.raises(MockPoolError, match=rf"^service 'database': db\.seal\(\) would make .*{fix}"):
+                db.seal()
+            other = sql_service(schema="create table other (x)").factory()
+            with pytest.raises(MockPoolError, match=rf"^service 'database': db\.adopt\(template\) .*{fix}"):
+                db.adopt(other.template)
+            other.close()
+            assert db.execute("select count(*) from users").fetchone() == (3,)  # left as it was
+        async with pool.acquire("database") as db:
+            assert db.execute("select name from users order by id").fetchall() == [("alice",), ("bob",)]
+            with pytest.raises(MockPoolError):
+                db.seal()  # still refused after a reset
+        assert pool.stats("database").isolation_failures == 0
+
+
+def test_a_connection_no_pool_sealed_may_seal_and_adopt() -> None:
+    """What aiosqlite_service does with its connections: seal one, adopt its template in another."""
+    conn = sqlite3.connect(":memory:", factory=PooledConnection)
+    copy = sqlite3.connect(":memory:", factory=PooledConnection)
+    try:
+        conn.executescript(SCHEMA + SEED)
+        copy.adopt(conn.seal())
+        assert copy.execute("select count(*) from users").fetchone() == (2,)
+        copy.execute("delete from users")
+        copy.seal()
+        copy.rebuild()
+        assert copy.execute("select count(*) from users").fetchone() == (0,)
+    finally:
+        conn.close()
+        copy.close()
