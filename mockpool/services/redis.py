@@ -1,10 +1,15 @@
-"""``redis_service()``: a fakeredis server per pooled instance, an async client per event loop.
+"""``redis_service()``: a fakeredis server per pooled instance, an async client moved to each loop.
 
 The pooled instance is a :class:`RedisDouble`, which holds the loop-agnostic ``FakeServer``.
-Tests receive a ``fakeredis.FakeAsyncRedis`` client made for their event loop by the spec's
+Tests receive a ``fakeredis.FakeAsyncRedis`` client bound to their event loop by the spec's
 ``bind`` hook (an async client binds itself to the loop that first uses it), the same client
-for every lease in that loop. The clients have no ``socket_timeout``: a fake socket's
-write never blocks, and a write timeout costs a task per command on Python 3.11.
+for every lease in that loop. In a new loop (pytest-asyncio gives each test one) the client
+is moved rather than made again: its locks that waited in the old loop are replaced, and its
+idle connections' reply queues and wake-ups are made for the new loop, keeping their
+handshake (a new client and handshake cost about 1 ms a lease, the move about 0.05); a
+client with a command still running in its old loop is left to it, and the new loop gets a
+new one. The clients have no ``socket_timeout``: a fake socket's write never blocks, and a
+write timeout costs a task per command on Python 3.11.
 
 Clean by construction, for each kind of state a test can reach:
 
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -107,6 +113,7 @@ class RedisDouble:
         default_factory=weakref.WeakKeyDictionary
     )
     _sync_handle: fakeredis.FakeRedis | None = None
+    _async_handle: fakeredis.FakeAsyncRedis | None = None
 
     def __post_init__(self) -> None:
         if not self._template:
@@ -115,6 +122,16 @@ class RedisDouble:
         _DOUBLES[id(self.server)] = self
 
     def client(self) -> fakeredis.FakeAsyncRedis:
+        """The async client on this server, for the running event loop: the one made for an
+        earlier loop, moved to this one (a new client and its connection's handshake cost
+        more than the rest of a lease), or a new one."""
+        client = self._async_handle
+        if client is not None and _move_to_running_loop(client, self._clients.get(client)):
+            return client
+        client = self._async_handle = self._new_client()
+        return client
+
+    def _new_client(self) -> fakeredis.FakeAsyncRedis:
         """A new async client on this server, for the running event loop."""
         fakeredis_mod = require("fakeredis", extra="redis", service="redis")
         # No write timeout: a fake socket's write never blocks, and with one redis-py on
@@ -319,6 +336,17 @@ class _ClientTemplate:
         #: What a connection the pool makes holds (see :func:`_connection_settings`).
         self.connection: tuple[Any, ...] | None = None
 
+    def rebind_locks(self, client: Any) -> None:
+        """Replace the client's and its pool's locks bound to another loop, in the client and
+        in this template alike (the template would put the old ones back)."""
+        for owner, state in ((client, self.state), (self.pool, self.pool_state)):
+            values = vars(owner)
+            for name, value in list(values.items()):
+                if isinstance(value, asyncio.Lock) and getattr(value, "_loop", None) is not None:
+                    values[name] = asyncio.Lock()
+                    if name in state:
+                        state[name] = values[name]
+
     def changed_connections(self, client: Any) -> list[Any]:
         """The pool's idle connections whose settings differ from what the pool makes."""
         pool = client.connection_pool
@@ -494,7 +522,7 @@ def redis_service(
     max_size: int = 64,
     **options: Any,
 ) -> ServiceSpec:
-    """A fake redis: one ``fakeredis.FakeServer`` per instance, an async client per loop.
+    """A fake redis: one ``fakeredis.FakeServer`` per instance, its async client moved to each loop.
 
     :param seed: keys written into database ``db`` at creation and written back on every reset.
     :param decode_responses: passed to the clients (``True``: str replies instead of bytes).
@@ -737,6 +765,41 @@ _CONNECTION_SETTINGS = (
     "health_check_interval",
     "redis_connect_func",
 )
+
+
+#: What ties a fakeredis async socket to its event loop (fakeredis 2.39 to 2.41).
+_SOCKET_LOOP_STATE = ("responses", "_response_available", "_event_loop", "_loop_thread_ident")
+
+
+def _move_to_running_loop(client: Any, template: _ClientTemplate | None) -> bool:
+    """Move an async client, its connection pool and its idle connections to the running
+    loop; False when it cannot be (a connection in use, a socket of another shape, no
+    template): the caller makes a new client.
+
+    A lock that waited in the old loop is bound to it (``asyncio.Lock`` binds on its first
+    contention): it is replaced, here and in the client's template. An idle connection's
+    socket is clean (the reset closed it otherwise), so its reply queue and its wake-up are
+    made anew for this loop, and it keeps its handshake.
+    """
+    if template is None:
+        return False
+    pool = client.connection_pool
+    if getattr(pool, "_in_use_connections", None):
+        return False
+    loop = asyncio.get_running_loop()
+    sockets = [conn._sock for conn in getattr(pool, "_available_connections", ()) if conn._sock is not None]
+    for sock in sockets:
+        state = vars(sock)
+        if any(name not in state for name in _SOCKET_LOOP_STATE) or not sock.responses.empty():
+            return False
+    for sock in sockets:
+        if sock._event_loop is not loop:
+            sock.responses = asyncio.Queue()
+            sock._response_available = asyncio.Event()
+            sock._event_loop = loop
+            sock._loop_thread_ident = threading.get_ident()
+    template.rebind_locks(client)
+    return True
 
 
 def _connections_of(clients: Iterable[Any]) -> dict[Any, Any]:

@@ -108,7 +108,10 @@ async def test_snapshot_sees_data_expiry_scripts_and_connection() -> None:
     double.close()
 
 
-def test_each_event_loop_gets_its_own_client_on_the_same_server() -> None:
+def test_the_client_moves_to_each_event_loop_on_the_same_server() -> None:
+    """Under pytest-asyncio every test has a loop of its own: the client made for the first
+    is moved to the next (a new client and its handshake cost more than the rest of a lease),
+    with what binds it to a loop made anew."""
     pool = MockPool(supervise=False)
     pool.register(redis_service(max_size=1))
     seen = []
@@ -124,9 +127,60 @@ def test_each_event_loop_gets_its_own_client_on_the_same_server() -> None:
 
     asyncio.run(one_test("first"))
     asyncio.run(one_test("second"))
-    assert seen[0] is not seen[1]
+    assert seen[0] is seen[1]
     assert server_of(seen[0]) is server_of(seen[1])
     assert pool.stats("redis").created == 1
+
+
+def test_a_lock_that_waited_in_the_last_loop_does_not_bind_the_next() -> None:
+    """Concurrent commands on one client contend for its connection pool's lock, which binds
+    to the loop it first waited in: moved to a new loop as it was, the client's next contention
+    raised "bound to a different event loop"."""
+    pool = MockPool(supervise=False)
+    pool.register(redis_service(max_size=1))
+
+    async def one_test() -> None:
+        async with pool.acquire("redis") as r:
+            lock = r.connection_pool._lock
+            async with lock:  # the commands below wait for it: the lock binds to this loop
+                pending = asyncio.gather(*(r.incr("n") for _ in range(5)))
+                await asyncio.sleep(0)
+            assert sorted(await pending) == [1, 2, 3, 4, 5]
+
+    asyncio.run(one_test())
+    asyncio.run(one_test())
+    pool.check_invariants()
+
+
+def test_a_client_with_a_command_still_running_in_its_loop_is_not_moved() -> None:
+    """A connection still in use in the old loop (a task the test left blocked) cannot move:
+    the next loop gets a client of its own."""
+    pool = MockPool(supervise=False)
+    pool.register(redis_service(max_size=1))
+    seen: list[Any] = []
+    left: list[asyncio.Future[Any]] = []
+    loop = asyncio.new_event_loop()
+
+    async def leaves_a_blpop() -> None:
+        async with pool.acquire("redis") as r:
+            seen.append(r)
+            left.append(asyncio.ensure_future(r.blpop(["jobs"])))
+            await asyncio.sleep(0)
+            assert r.connection_pool._in_use_connections
+
+    async def next_test() -> None:
+        async with pool.acquire("redis") as r:
+            seen.append(r)
+            assert await r.ping()
+
+    try:
+        loop.run_until_complete(leaves_a_blpop())
+        asyncio.run(next_test())
+    finally:
+        # the reset unblocked the BLPOP: it returns empty
+        assert loop.run_until_complete(left[0]) is None
+        loop.close()
+    assert seen[0] is not seen[1]
 
 
 def test_missing_fakeredis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
