@@ -18,17 +18,22 @@ engine. What a lease starts from:
   transaction open and no call is pending, the whole reset runs at once, without a round trip
   to the worker thread;
 - the engine, whose dialect was initialized once, is kept and proven equal: event listeners
-  added on the engine, its pool or its dialect are removed; the engine's and the pool's
-  attributes (``echo``, execution options, loggers) and the pooled connection record's
-  ``info`` are put back. A pool replaced by ``engine.dispose()`` is kept: SQLAlchemy made it
-  from the same configuration and listeners.
+  added on the engine, its pool or its dialect are removed; the engine's, the pool's, the
+  dialect's and its identifier preparer's attributes (``echo``, execution options, loggers,
+  ``insert_returning``, ``_json_serializer``, ``initial_quote``) and the pooled connection
+  record's ``info`` are put back. When a dialect or preparer attribute had to be put back,
+  what SQLAlchemy derived from it goes too: the statements compiled for the dialect (the
+  engine's and the ORM's), its type processors and the preparer's quoted names. A pool
+  replaced by ``engine.dispose()`` is kept: SQLAlchemy made it from the same configuration
+  and listeners.
 
 Closing the session or disposing the engine inside a test never closes the pooled
 connection: the engine's pool opens it again on next use, and only the pool closes it.
 
 The engine is used from whichever event loop the test runs in: aiosqlite makes a future in
-the calling loop for each call, and SQLAlchemy's asyncio adaptation keeps nothing bound to a
-loop unless one connection is used concurrently (its execute lock).
+the calling loop for each call. The one object of SQLAlchemy's asyncio adaptation bound to a
+loop, the connection's execute lock (an ``asyncio.Lock``, bound to the first loop in which two
+calls contend for it), is made again on every reset that finds it free.
 """
 
 from __future__ import annotations
@@ -188,6 +193,10 @@ class SqlAlchemyDouble:
 #: from ``_creator_arg``, which is compared).
 _ENGINE_OWN = frozenset({"pool", "dispatch"})
 _POOL_OWN = frozenset({"connection", "dispatch", "_invoke_creator"})
+#: Dialect and preparer attributes a reset leaves alone: the dispatch (as above) and caches
+#: (type processors by type, quoted identifiers), emptied when an attribute was put back.
+_DIALECT_OWN = frozenset({"dispatch", "_type_memos"})
+_PREPARER_OWN = frozenset({"_strings"})
 
 
 def _listeners(target: Any) -> dict[str, tuple[Any, ...]]:
@@ -231,14 +240,66 @@ def _remove_listener(collection: Any, listener: Any) -> None:
         registry._collection_to_key.get(owner_ref, {}).pop(fn_ref, None)
 
 
-def _put_back(obj: Any, pristine: Mapping[str, Any], leave: frozenset[str]) -> None:
-    """``obj``'s attributes as in ``pristine``, but for those in ``leave``."""
+def _put_back(
+    obj: Any, pristine: Mapping[str, Any], leave: frozenset[str], memoized: frozenset[str] = frozenset()
+) -> bool:
+    """``obj``'s attributes as in ``pristine``, but for those in ``leave``; whether any had
+    changed, but for values memoized under the names in ``memoized`` (dropped too)."""
     attributes = vars(obj)
+    changed = False
     for key in [k for k in attributes if k not in pristine and k not in leave]:
         del attributes[key]  # a test's, or a memoized value, which comes back on use
+        changed = changed or key not in memoized
     for key, value in pristine.items():
         if key not in leave and attributes.get(key, _MISSING) is not value:
             attributes[key] = value
+            changed = True
+    return changed
+
+
+def _memoized(cls: type) -> frozenset[str]:
+    """The names under which ``cls`` memoizes values in its instances' ``__dict__``."""
+    names = _MEMOIZED.get(cls)
+    if names is None:
+        from sqlalchemy.util import memoized_property
+
+        found = (
+            name
+            for klass in cls.__mro__
+            for name, value in vars(klass).items()
+            if isinstance(value, memoized_property)
+        )
+        names = _MEMOIZED[cls] = frozenset(found)
+    return names
+
+
+_MEMOIZED: dict[type, frozenset[str]] = {}
+
+
+def _renew_execute_lock(record: Any) -> None:
+    """Give the record's adapted connection a new execute lock: the one it has is bound to the
+    first event loop in which two calls contended for it, and would fail in the next test's
+    loop. A held lock is kept (replacing it would let two calls share the connection)."""
+    adapted: Any = getattr(record, "dbapi_connection", None)
+    mutex = getattr(adapted, "_execute_mutex", None)
+    if isinstance(mutex, asyncio.Lock) and not mutex.locked():
+        adapted._execute_mutex = asyncio.Lock()
+
+
+def _drop_compiled(engine: Engine) -> None:
+    """Forget the statements compiled for ``engine``'s dialect: the engine's compiled cache,
+    and the entries for the dialect in the caches the ORM keeps per mapper (for flushes,
+    shared by every engine)."""
+    from sqlalchemy.orm.mapper import _all_registries
+
+    engine.clear_compiled_cache()
+    dialect = engine.dialect
+    for registry in _all_registries():
+        for mapper in registry.mappers:
+            cache = vars(mapper).get("_compiled_cache")  # memoized: made on the first flush
+            if cache:
+                for key in [k for k in list(cache) if isinstance(k, tuple) and k and k[0] is dialect]:
+                    cache.pop(key, None)
 
 
 _MISSING = object()
@@ -246,23 +307,29 @@ _MISSING = object()
 
 @dataclass(frozen=True, slots=True)
 class _EngineState:
-    """A pristine engine: its attributes, its pool's and its connection record's, and the
-    listeners on the engine, the pool and the dialect. Put back on the engine's current pool
-    and record too, when a test's ``dispose()`` replaced them (SQLAlchemy made the new ones
-    from the same configuration and listeners)."""
+    """A pristine engine: its attributes, its pool's, its connection record's, its dialect's
+    and the dialect's identifier preparer's, and the listeners on the engine, the pool and the
+    dialect. Put back on the engine's current pool and record too, when a test's
+    ``dispose()`` replaced them (SQLAlchemy made the new ones from the same configuration and
+    listeners)."""
 
     engine: dict[str, Any]
     pool: dict[str, Any]
     record: dict[str, Any]
+    dialect: dict[str, Any]
+    preparer: dict[str, Any]
     listeners: dict[str, dict[str, tuple[Any, ...]]]
 
     @classmethod
     def take(cls, engine: Engine) -> _EngineState:
         record = vars(engine.pool).get("connection")
+        dialect = engine.dialect
         return cls(
             engine=dict(vars(engine)),
             pool=dict(vars(engine.pool)),
             record={k: copy.copy(v) for k, v in vars(record).items()} if record is not None else {},
+            dialect=dict(vars(dialect)),
+            preparer=dict(vars(dialect.identifier_preparer)),
             listeners={label: _listeners(target) for label, target in _targets(engine).items()},
         )
 
@@ -274,20 +341,37 @@ class _EngineState:
         record = vars(engine.pool).get("connection")
         if record is not None:  # its info dicts: a test's entries go
             _put_back(record, {k: copy.copy(v) for k, v in self.record.items()}, frozenset())
+            _renew_execute_lock(record)
+        dialect, preparer = engine.dialect, self.dialect["identifier_preparer"]  # both as taken
+        changed = _put_back(dialect, self.dialect, _DIALECT_OWN, _memoized(type(dialect)))
+        if _put_back(preparer, self.preparer, _PREPARER_OWN, _memoized(type(preparer))) or changed:
+            # Made under the test's settings (a JSON bind processor, SQL quoted its way) and
+            # keyed by the same dialect: they would be used again.
+            _drop_compiled(engine)
+            vars(dialect).pop("_type_memos", None)
+            preparer._strings.clear()
 
     @staticmethod
     def prints(engine: Engine) -> dict[str, Any]:
-        """What a test can leave on the engine, for a fingerprint: its attributes and its
-        pool's, its connection record's ``info``, and the listeners of the engine, the pool
-        and the dialect."""
+        """What a test can leave on the engine, for a fingerprint: its attributes, its pool's,
+        its dialect's and its identifier preparer's, its connection record's ``info``, and the
+        listeners of the engine, the pool and the dialect."""
         pool = engine.pool
         record = vars(pool).get("connection")
+        dialect = engine.dialect
         prints: dict[str, Any] = {
             f"engine {key}": value for key, value in vars(engine).items() if key not in _ENGINE_OWN
         }
         prints["pool class"] = type(pool)
         prints.update((f"pool {key}", value) for key, value in vars(pool).items() if key not in _POOL_OWN)
         prints["connection record"] = dict(vars(record)) if record is not None else {}
+        # Memoized values are left out: derived, and dropped by every reset.
+        for label, obj, own in (
+            ("dialect", dialect, _DIALECT_OWN),
+            ("preparer", dialect.identifier_preparer, _PREPARER_OWN),
+        ):
+            leave = own | _memoized(type(obj))
+            prints.update((f"{label} {key}", value) for key, value in vars(obj).items() if key not in leave)
         for label, target in _targets(engine).items():
             prints[f"{label} listeners"] = _listeners(target)
         return prints

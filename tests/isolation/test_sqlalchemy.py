@@ -4,16 +4,19 @@ behind it or the connection below, the next lease of the same instance starts as
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import CursorResult, event, func, select, text
+from sqlalchemy import JSON, CursorResult, event, func, insert, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from mockpool import MockPool
 from mockpool.services import sqlalchemy_service
 from mockpool.testing import Dirtier, check_isolation
 
@@ -164,6 +167,50 @@ def _set(target_of: Any, name: str, value: object) -> Any:
     return lambda session: setattr(target_of(session), name, value)
 
 
+# -- the dialect: its settings, and what SQLAlchemy derives from them (compiled statements, type
+# processors, quoted names), which are keyed by the same dialect object ------------------------
+
+
+def _dialect(session: AsyncSession) -> Any:
+    return _sync_engine(session).dialect
+
+
+def _compiles(statement: Any) -> Any:
+    return lambda session: bool(str(statement.compile(_sync_engine(session))))
+
+
+LABEL = "Display Name"  # quoted: it has a space
+
+
+async def _bracket_quotes(session: AsyncSession) -> None:
+    preparer = _dialect(session).identifier_preparer
+    preparer.initial_quote, preparer.final_quote = "[", "]"  # SQLite accepts both
+    await session.execute(select(User.name.label(LABEL)))  # caches the name quoted that way
+
+
+def _double_quotes(session: AsyncSession) -> None:
+    assert f'AS "{LABEL}"' in str(select(User.name.label(LABEL)).compile(_sync_engine(session)))
+
+
+def _tagging(value: Any) -> str:
+    return json.dumps({"tagged": value})
+
+
+async def _select_json(session: AsyncSession) -> Any:
+    return (await session.execute(select(literal({"a": 1}, JSON)))).scalar_one()
+
+
+async def _json_tagged(session: AsyncSession) -> None:
+    _dialect(session)._json_serializer = _tagging
+    # Compiled and cached with the serializer, unless an earlier lease cached it (concurrent
+    # leases share instances): a warm cache outlives the lease, made with the dialect as new.
+    await _select_json(session)
+
+
+async def _json_plain(session: AsyncSession) -> None:
+    assert await _select_json(session) == {"a": 1}
+
+
 API_DIRTIERS = [
     Dirtier("committed rows", _commit_a_user),
     Dirtier("pending objects", lambda session: session.add(User(name="pending"))),
@@ -222,6 +269,28 @@ API_DIRTIERS = [
         gone=lambda s: not hasattr(_sync_engine(s), "tenant"),
     ),
     Dirtier("connection info", _connection_info, gone=_connection_info_gone),
+    Dirtier(
+        "dialect insert_returning off",
+        _set(_dialect, "insert_returning", False),
+        gone=_compiles(insert(User).values(name="x").returning(User.id)),
+    ),
+    Dirtier(
+        "dialect supports_multivalues_insert off",
+        _set(_dialect, "supports_multivalues_insert", False),
+        gone=_compiles(insert(User).values([{"name": "x"}, {"name": "y"}])),
+    ),
+    Dirtier(
+        "dialect default_schema_name",
+        _set(_dialect, "default_schema_name", "other"),
+        gone=lambda s: _dialect(s).default_schema_name == "main",
+    ),
+    Dirtier("dialect JSON serializer, with a statement compiled", _json_tagged, gone=_json_plain),
+    Dirtier(
+        "attribute set on the dialect",
+        _set(_dialect, "tenant", "t1"),
+        gone=lambda s: not hasattr(_dialect(s), "tenant"),
+    ),
+    Dirtier("identifier preparer quotes, with a name quoted", _bracket_quotes, gone=_double_quotes),
     Dirtier("function on the raw connection", _raw_function, gone=_no_raw_function),
     Dirtier("SQLAlchemy's regexp function dropped", _drop_regexp),
     # dispose() replaces the pool with one SQLAlchemy makes from the same configuration and
@@ -277,3 +346,63 @@ async def test_pragmas_come_back_after_a_test_turns_them_off() -> None:
 
     off = Dirtier("foreign_keys off", lambda s: s.execute(text("pragma foreign_keys = off")), gone=on)
     await check_isolation(spec, [off], pristine=on, isolation_verify=True, strict=True)
+
+
+class JsonBase(DeclarativeBase):
+    pass
+
+
+class Doc(JsonBase):
+    __tablename__ = "docs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+async def _stored_json(session: AsyncSession) -> str:
+    session.add(Doc(body={"a": 1}))
+    await session.flush()
+    stored: str = (await session.execute(text("select body from docs"))).scalar_one()
+    return stored
+
+
+@pytest.mark.asyncio
+async def test_an_orm_flush_after_the_lease_uses_the_dialect_as_new() -> None:
+    """The ORM caches the statements of a flush per mapper, for every engine, keyed by the
+    dialect: those compiled with a test's JSON serializer must not be used again."""
+
+    async def tagged(session: AsyncSession) -> None:
+        _dialect(session)._json_serializer = _tagging
+        assert await _stored_json(session) == '{"tagged": {"a": 1}}'
+
+    async def plain(session: AsyncSession) -> None:
+        assert await _stored_json(session) == '{"a": 1}'
+
+    spec = sqlalchemy_service(metadata=JsonBase.metadata)
+    dirtier = Dirtier("dialect JSON serializer, with a flush", tagged, gone=plain)
+    await check_isolation(spec, [dirtier], isolation_verify=True, strict=True)
+
+
+def test_leases_of_one_instance_from_successive_event_loops_can_each_contend_for_the_connection() -> None:
+    """SQLAlchemy's execute lock on the pooled connection is bound to the first loop in which
+    two calls contend for it (an ordinary gather); pytest-asyncio gives each test its own loop."""
+    pool = MockPool()
+    pool.register(dataclasses.replace(SPEC, max_size=1))
+
+    async def one_test() -> tuple[AsyncSession, list[int]]:
+        async with pool.acquire("sqlalchemy") as session:
+            engine = _engine(session)
+
+            async def count() -> int:
+                async with engine.connect() as conn:
+                    counted: int = (await conn.execute(select(func.count()).select_from(User))).scalar_one()
+                    return counted
+
+            return session, list(await asyncio.gather(count(), count(), count()))
+
+    try:
+        first, first_counts = asyncio.run(one_test())
+        second, second_counts = asyncio.run(one_test())
+    finally:
+        pool.close()
+    assert second is first
+    assert first_counts == second_counts == [2, 2, 2]
