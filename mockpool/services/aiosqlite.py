@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MockPoolError
 from ._common import SqlStep, build_spec, require, run_sql_step, sql_steps
 from .sql import PooledConnection, SqliteTemplate
 
@@ -106,7 +107,7 @@ class Template:
 
 
 #: Attributes of the aiosqlite connection the pool itself manages: never put back by a reset.
-_MANAGED = frozenset({"_running", "_connection", "_owned", "_pristine", "_calls"})
+_MANAGED = frozenset({"_running", "_connection", "_owned", "_pristine", "_calls", "_service"})
 
 
 class _Calls:
@@ -134,6 +135,7 @@ if TYPE_CHECKING:
         _pristine: dict[str, Any]
         _calls: _Calls
         _thread_bound: bool
+        _service: str | None
 
         async def run(self, fn: Callable[..., Any], *args: Any) -> Any: ...
         async def seal(self, image: bytes | None = None) -> SqliteTemplate: ...
@@ -226,7 +228,20 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
 
         async def seal(self, image: bytes | None = None) -> SqliteTemplate:
             """Take the connection as it is now (with ``image`` as its data, if given) as what
-            every reset rebuilds, and this object's attributes as what a reset puts back."""
+            every reset rebuilds, and this object's attributes as what a reset puts back.
+
+            :raises MockPoolError: the pool's factory sealed it already (a leased connection).
+            """
+            service = getattr(self, "_service", None)
+            if service is not None:
+                # A test sealing its own rows would hand them to every later lease.
+                raise MockPoolError(
+                    f"service {service!r}: await db.seal() would make this lease's data and "
+                    "settings the template every later lease starts from; the pool sealed this "
+                    "connection when it made it. Rows and settings every test needs go in "
+                    f"aiosqlite_service({service!r}, schema=..., seed=...); what a test sets up "
+                    "for itself needs no seal (it lasts until the lease ends)"
+                )
             template: SqliteTemplate = await self.run(self._conn.seal, image)
             self.template = template
             self._pristine = {k: v for k, v in self.__dict__.items() if k not in _MANAGED}
@@ -437,6 +452,7 @@ def aiosqlite_service(
         except BaseException:
             conn.shut()
             raise
+        conn._service = name  # sealed: from now on seal() refuses
         return conn
 
     return build_spec(

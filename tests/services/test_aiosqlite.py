@@ -9,6 +9,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from mockpool import MockPoolError
 from mockpool.services import MissingExtraError, aiosqlite_service, sqlalchemy_service
 
 from ._helpers import pool_of
@@ -184,3 +185,20 @@ async def test_a_shut_connection_is_never_rebuilt_on_the_loops_thread() -> None:
         await conn.load()
     if done is not None:
         await done
+
+
+@pytest.mark.asyncio
+async def test_seal_refuses_on_a_pooled_connection_and_says_where_shared_rows_go() -> None:
+    """A test that sealed its own rows made them every later lease's template."""
+    async with pool_of(aiosqlite_service(schema=SCHEMA, max_size=1)) as pool:
+        async with pool.acquire("aiosqlite") as db:
+            await db.execute("insert into users (name) values ('from the first test')")
+            with pytest.raises(
+                MockPoolError, match=r"aiosqlite_service\('aiosqlite', schema=\.\.\., seed=\.\.\.\)"
+            ):
+                await db.seal()
+        async with pool.acquire("aiosqlite") as db:
+            assert await (await db.execute("select count(*) from users")).fetchall() == [(0,)]
+            with pytest.raises(MockPoolError):  # still refused after a reset
+                await db.seal()
+        assert pool.stats("aiosqlite").isolation_failures == 0
