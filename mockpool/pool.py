@@ -22,6 +22,7 @@ from .clock import Clock, SystemClock
 from .core import Budget, ServiceCore
 from .errors import DependencyError, MockPoolError, PoolClosedError, ServiceConfigError, UnknownServiceError
 from .history import History, MockPoolHistoryWarning, RunRecord, UsageRecorder
+from .history.format import OUTSIDE_TESTS
 from .hooks import running_loop
 from .isolation import IsolationError
 from .lease import Lease
@@ -186,7 +187,8 @@ class MockPool:
         #: What this run records, fed by the usage sampler once per window.
         self.recorder = UsageRecorder(window_s=history_window_s)
         self._sampled_at = 0.0
-        #: Services each test used, by test id (filled when leases are tracked).
+        #: Services each test used, by test id, and those used outside tests under
+        #: ``OUTSIDE_TESTS`` (filled when leases are tracked).
         self.test_services: dict[str, set[str]] = {}
         self._isolation_failures: dict[str, list[IsolationError]] = {}
         self.warmup_s: float | None = None
@@ -625,9 +627,15 @@ class MockPool:
         self._state = _State.CLOSED
 
     def note_use(self, owner: str | None, service: str) -> None:
-        """Record that ``owner`` (a test id) used ``service`` (called when tracking leases)."""
-        if owner is not None:
-            self.test_services.setdefault(owner, set()).add(service)
+        """Record that ``owner`` (a test id) used ``service`` (called when tracking leases).
+        A lease no test owns (a module or session fixture's, a thread's) counts as used outside
+        tests (``OUTSIDE_TESTS``): history names the service, so the next run warms it."""
+        self.test_services.setdefault(OUTSIDE_TESTS if owner is None else owner, set()).add(service)
+
+    def note_test(self, test_id: str) -> None:
+        """Record that the test ``test_id`` ran, even if it leases nothing: history then knows
+        that it uses no service, and a run of it alone warms nothing for it."""
+        self.test_services.setdefault(test_id, set())
 
     def note_isolation_failure(self, owner: str | None, error: IsolationError) -> None:
         """Record that the lease of ``owner`` (a test id, when tracking leases) left state that
@@ -665,16 +673,18 @@ class MockPool:
         """Leases held right now (only when the pool tracks leases: ``track_leases=True``)."""
         return [lease for svc in self.service_pools.values() for lease in (svc.active or ())]
 
-    def reclaim(self, lease: Lease[Any]) -> None:
-        """Take back the instance of a leaked lease (still held when its test ended): it is
-        counted as a leak and sent to recovery, since its state is unknown. Works without a
-        running loop; recovery then starts in the next loop that uses the pool."""
+    def reclaim(self, lease: Lease[Any], *, leak: bool = True) -> None:
+        """Take back the instance of a lease still held when its test ended and send it to
+        recovery, since its state is unknown. It is counted as a leak unless ``leak=False``
+        (a lease the test was allowed to keep). Works without a running loop; recovery then
+        starts in the next loop that uses the pool."""
         entry = lease._entry
         if entry is None or lease._released:
             return
         lease._released = True
         svc = lease._svc
-        svc.metrics.leaks += 1
+        if leak:
+            svc.metrics.leaks += 1
         if svc.active is not None:
             svc.active.discard(lease)
         if entry.state.value != "leased":

@@ -40,6 +40,7 @@ pytest_runtest_setup = runtest.pytest_runtest_setup
 pytest_fixture_setup = fixtures.pytest_fixture_setup
 pytest_runtest_call = runtest.pytest_runtest_call
 pytest_runtest_teardown = runtest.pytest_runtest_teardown
+pytest_runtest_makereport = runtest.pytest_runtest_makereport
 pytest_sessionfinish = session.pytest_sessionfinish
 pytest_configure_node = xdist.pytest_configure_node
 pytest_testnodedown = xdist.pytest_testnodedown

@@ -210,6 +210,16 @@ def test_combine_sums_parallel_workers() -> None:
     assert got.duration_s == 3.0
 
 
+def test_combine_unites_what_the_workers_leased_outside_tests() -> None:
+    """Each xdist worker runs its own session fixtures and threads: the services any of them
+    leased outside tests are all kept (a later worker's entry replaced an earlier one's)."""
+    from mockpool.history.format import OUTSIDE_TESTS
+
+    a = run(redis=usage(), tests={OUTSIDE_TESTS: ("redis",), "t1": ("redis",)})
+    b = run(jwt=usage(), tests={OUTSIDE_TESTS: ("jwt",)})
+    assert dict(RunRecord.combine([a, b]).tests) == {OUTSIDE_TESTS: ("jwt", "redis"), "t1": ("redis",)}
+
+
 def test_combine_rebins_to_the_coarsest_window() -> None:
     fine = run(1.0, redis=usage((1.0, 1.0, 1.0, 1.0)))
     coarse = run(2.0, redis=usage((3.0,)))

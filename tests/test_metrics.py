@@ -3,6 +3,7 @@ the helpers the report, the pytest summary and the stress plot read them through
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -58,6 +59,41 @@ def test_workers_merge_to_the_figures_of_one_process() -> None:
     )
     assert merged == _metrics(160, [0.5, 1.0, 2.0, 0.25, 4.0]).wait_percentiles(50, 97, 99)
     assert merged[0] == 0.0 < merged[1]
+
+
+def test_a_small_sample_reads_waits_that_happened() -> None:
+    """A hit (0 s), a timeout (50.7 ms) and a miss (300.7 ms): the median is the timeout's
+    wait, as numpy says of the three; it read 113.2 ms, a wait nobody had."""
+    m = _metrics(1, [0.0507, 0.3007])
+    assert m.wait_percentiles(50, 99) == pytest.approx(tuple(np.percentile([0.0, 0.0507, 0.3007], [50, 99])))
+    assert m.wait_percentiles(50)[0] == 0.0507
+
+
+@given(
+    st.integers(0, 40),
+    st.lists(st.floats(0, 1e3, allow_subnormal=False), min_size=1, max_size=40),
+    st.lists(st.floats(0, 100), min_size=1, max_size=5),
+)
+def test_wait_percentiles_are_numpys_of_the_zeros_and_the_samples(
+    zeros: int, samples: list[float], qs: list[float]
+) -> None:
+    every = np.array([0.0] * zeros + samples)
+    expected = np.percentile(every, qs)
+    got = wait_percentiles(samples, len(samples), zeros, *qs)
+    assert got == pytest.approx(tuple(expected), rel=1e-9, abs=1e-12)
+
+
+def test_wait_percentiles_do_not_materialise_the_zeros() -> None:
+    # A trillion hits would not fit in memory as a list; the rank is found without one.
+    p50, top = wait_percentiles([1.0, 2.0], 2, 10**12, 50, 100)
+    assert (p50, top) == (0.0, 2.0)
+
+
+def test_a_ring_that_dropped_waits_stands_for_all_recorded() -> None:
+    """1,000 waits recorded, the ring kept 10 (all 1 s) beside 3,000 zeros: the zeros are
+    still three quarters of the list, so p75 is in the zeros and p76 in the waits."""
+    p75, p76 = wait_percentiles([1.0] * 10, 1000, 3000, 74.9, 76)
+    assert (p75, p76) == (0.0, 1.0)
 
 
 def test_ring_since_returns_what_was_appended_after_a_count() -> None:

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from mockpool import MockPool, MockPoolError, ServiceSpec
-from mockpool.report import HIT_LEGEND, Report
+from mockpool.report import HIT_LEGEND, Report, format_seconds
 
 
 async def _settle() -> None:
@@ -62,13 +62,17 @@ def _rows(text: str) -> dict[str, dict[str, str]]:
 
 @pytest.mark.asyncio
 async def test_text_shows_hit_and_reuse_side_by_side_and_reset_failures() -> None:
-    text = str(await _report())
+    report = await _report()
+    text = str(report)
     rows = _rows(text)
     assert list(rows) == ["steady", "flaky"]
     steady, flaky = rows["steady"], rows["flaky"]
     assert (steady["acq"], steady["hit %"], steady["reuse %"]) == ("4", "50.0", "75.0")
     assert (steady["resets"], steady["reset fail"], steady["rec"], steady["timeouts"]) == ("4", "0", "0", "0")
-    assert (steady["wait p50"], steady["size"], steady["idle"]) == ("0us", "1", "1")
+    assert (steady["size"], steady["idle"]) == ("1", "1")
+    # Two hits (0 s) and two waits: the median is halfway between 0 s and the shorter wait.
+    assert steady["wait p50"] == format_seconds(report.services["steady"].wait_p50_s)
+    assert 0.0 < report.services["steady"].wait_p50_s < report.services["steady"].wait_p99_s
     assert (flaky["acq"], flaky["hit %"], flaky["reuse %"]) == ("3", "66.7", "66.7")
     assert (flaky["resets"], flaky["reset fail"], flaky["rec"]) == ("0", "3", "3")
     assert HIT_LEGEND in text.splitlines()
@@ -162,3 +166,34 @@ async def test_a_healthy_pool_has_no_problem_and_no_error_lines() -> None:
     assert "problem:" not in text
     assert "last errors:" not in text
     assert report.to_dict()["problems"] == []
+
+
+@pytest.mark.asyncio
+async def test_json_has_null_where_the_text_shows_a_dash() -> None:
+    """A rate, a wait or a hold of nothing is null in the JSON, not 0.0 (which reads as every
+    acquisition missing, or as served at once), as the text shows a dash."""
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="unused", factory=dict))
+    pool.register(ServiceSpec(name="starved", factory=dict, max_size=1))
+    async with pool:
+        async with pool.acquire("starved"):
+            with pytest.raises(TimeoutError):
+                async with pool.acquire("starved", timeout=0.01):
+                    pass
+        report = pool.report()
+    data = json.loads(report.to_json())
+    figures = (
+        "hit_rate",
+        "reuse_rate",
+        "wait_p50_s",
+        "wait_p99_s",
+        "wait_ewma_s",
+        "hold_p50_s",
+        "hold_ewma_s",
+    )
+    unused = data["services"]["unused"]
+    assert (unused["acquisitions"], {key: unused[key] for key in figures}) == (0, dict.fromkeys(figures))
+    assert report.services["unused"].hit_rate == 0.0  # the attribute stays a float
+    starved = data["services"]["starved"]  # one miss, one timeout: figures of something
+    assert (starved["acquisitions"], starved["hit_rate"], starved["reuse_rate"]) == (2, 0.0, 0.0)
+    assert starved["wait_p99_s"] > 0.0

@@ -137,6 +137,11 @@ class TestHistory:
     last_run: int
 
 
+#: The entry of ``tests`` for the services leased outside any test: by module and session
+#: fixtures, threads, anything that ran with no lease owner set. (No test id has this form.)
+OUTSIDE_TESTS = "(outside tests)"
+
+
 # --------------------------------------------------------------------------- documents
 
 #: What a history document holds: ``window_s``, ``runs``, services and tests.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .format import DEFAULT_LIMITS, DEMAND_DECIMALS, ServiceUsage, read_run, write_run
+from .format import DEFAULT_LIMITS, DEMAND_DECIMALS, OUTSIDE_TESTS, ServiceUsage, read_run, write_run
 
 if TYPE_CHECKING:
     # numpy (about 40 ms to import) loads when first used, not with mockpool: ``import
@@ -55,7 +55,8 @@ class RunRecord:
 
         Demand and acquisitions are summed on the coarsest window; peaks are summed too, an
         upper bound since the workers' peaks need not coincide; hold means are weighted by
-        acquisitions, the p95 is the worst worker's. Tests are united (a later run wins a tie).
+        acquisitions, the p95 is the worst worker's. Tests are united (a later run wins a tie),
+        and so are the services each leased outside tests (:data:`OUTSIDE_TESTS`).
         """
         import numpy as np
 
@@ -83,6 +84,10 @@ class RunRecord:
         tests: dict[str, tuple[str, ...]] = {}
         for r in runs:
             tests.update(r.tests)
+        # Each worker leased its own share outside tests (its session fixtures, threads).
+        outside = sorted({name for r in runs for name in r.tests.get(OUTSIDE_TESTS, ())})
+        if outside:
+            tests[OUTSIDE_TESTS] = tuple(outside)
         return RunRecord(window, max(r.duration_s for r in runs), services, tests)
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,7 +13,8 @@ it (``tests/test_layers.py`` keeps the import graph acyclic):
 * ``leaks``: leases a test still holds, and state a reset left (isolation-verify)
 * ``markers``: ``@pytest.mark.mockpool``
 * ``runners``: which async runner runs a test
-* ``cooperative``: pytest-asyncio-cooperative's scheduler, made to wait instead of spin
+* ``cooperative``: pytest-asyncio-cooperative's scheduler, made to wait instead of spin, and
+  its tests' tasks, made to own their leases
 * ``collection``: after collection: who uses the pool, the pool made, the header line
 * ``runtest``: the hooks around each test's run
 * ``fixtures``: the ``mockpool`` fixture and the fixture setup hook

@@ -1,16 +1,16 @@
 """Collection and the header: one pass over the collected tests (who uses the pool, their
-marks, the services to warm, cooperative tests' functions), the pool made as collection ends
-(a registration error stops the run there, once), and the ``mockpool:`` header line."""
+marks, the services to warm), cooperative's tasks made to own their leases, the pool made as
+collection ends (a registration error stops the run there, once), and the ``mockpool:`` header
+line."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from .coroutine import OwnedFunction
+from .cooperative import own_leases
 from .markers import read_mark
 from .registration import build
 from .runners import is_cooperative, runner_names
@@ -67,26 +67,35 @@ def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """One pass over the items: marks, who uses the pool, the services to warm. Then, if a
-    test uses the pool, make it: a registration error stops the run here, once, as a usage
-    error, rather than failing every test that asks for the fixture."""
+    cooperative test uses the pool, make its task own its leases; if any test does, make the
+    pool: a registration error stops the run here, once, as a usage error, rather than failing
+    every test that asks for the fixture."""
     state = get_state(config)
     if state is None:
         return
     cooperative = config.pluginmanager.has_plugin("asyncio-cooperative")
     history = state.history
     users = 0
+    owned = False
     for item in items:
         uses_pool = "mockpool" in getattr(item, "fixturenames", ())
         users += uses_pool
         item.stash[USES_POOL] = uses_pool
         read_mark(state, item)
-        if history is not None and uses_pool:
+        if uses_pool and item.nodeid in state.marked:
+            state.known = True
+        if history is not None and uses_pool and item.nodeid in history.tests:
+            state.known = True
             state.planned.update(history.services_for_test(item.nodeid))
-        if cooperative and uses_pool and is_cooperative(item):
-            fn = item.function  # type: ignore[attr-defined]
-            if inspect.iscoroutinefunction(fn):
-                item.obj = OwnedFunction(fn, state, item.nodeid)  # type: ignore[attr-defined]
+        owned = owned or (uses_pool and cooperative and is_cooperative(item))
+    if history is not None and users:
+        from ..history.format import OUTSIDE_TESTS
+
+        # Leased by wider fixtures or threads: no test claims them, so every run warms them.
+        state.planned.update(history.services_for_test(OUTSIDE_TESTS))
     state.runner = runner_names(config, items)
+    if owned and not config.option.collectonly:
+        own_leases(config)
     if users and not config.option.collectonly:
         try:
             build(state)

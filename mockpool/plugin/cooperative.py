@@ -21,6 +21,12 @@ before and the scheduler fills the slot on its next turn; otherwise it waits.
 This module does that by giving the plugin's module an ``asyncio`` whose ``wait`` does it,
 when, and only when, it finds the flipped line in ``run_tests``. The ini option
 ``mockpool_fix_cooperative_wait = false`` leaves the runner as it is.
+
+It also makes each test own the leases taken in its task (:func:`own_leases`): cooperative
+fills a test's fixtures, runs it and tears the fixtures down in one task per test, outside
+anything pytest's hooks wrap, so the coroutine it makes per test is wrapped instead; and it
+fills a module or session fixture in the task of the first test that asks, so that fill sets
+no owner (such a fixture's leases belong to no test, as under the other runners).
 """
 
 from __future__ import annotations
@@ -28,18 +34,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
-from collections.abc import Awaitable, Iterable, Sized
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sized
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-__all__ = ("APPLIED", "FLIPPED", "CooperativeAsyncio", "fix_busy_wait", "undo")
+from .coroutine import owned_task
+from .state import USES_POOL, get_state
+
+__all__ = ("APPLIED", "FLIPPED", "OWNING", "CooperativeAsyncio", "fix_busy_wait", "own_leases", "undo")
 
 #: The line of ``run_tests`` with the operands flipped (elapsed less the timeout).
 FLIPPED = "time_to_wait = (time.time() - earliest_enqueue_time) - task_timeout"
 
 _MODULE = "pytest_asyncio_cooperative.plugin"
+_FIXTURES = "pytest_asyncio_cooperative.fixtures"
 
 
 class CooperativeAsyncio:
@@ -110,9 +120,16 @@ def fix_busy_wait(config: pytest.Config) -> bool:
 
 
 def undo(config: pytest.Config) -> None:
-    """Give the cooperative plugin's module its ``asyncio`` back at the end of the session that
-    applied the fix (an in-process pytest run leaves the module as it found it, and one run
-    inside another leaves the outer one's fix in place)."""
+    """Give the cooperative plugin's modules what they had at the end of the session that
+    changed them (an in-process pytest run leaves the modules as it found them, and one run
+    inside another leaves the outer one's changes in place)."""
+    if config.stash.get(OWNING, False):
+        del config.stash[OWNING]
+        for name, attribute, kind in _OWNED:
+            module = sys.modules.get(name)
+            found = getattr(module, attribute, None)
+            if module is not None and isinstance(found, kind):
+                setattr(module, attribute, found.real)
     if not config.stash.get(APPLIED, False):
         return
     del config.stash[APPLIED]
@@ -120,3 +137,65 @@ def undo(config: pytest.Config) -> None:
     shim = getattr(module, "asyncio", None)
     if module is not None and isinstance(shim, CooperativeAsyncio):
         module.asyncio = shim.real  # type: ignore[attr-defined]
+
+
+#: Set on the config of the session that made cooperative's tests own their leases.
+OWNING = pytest.StashKey[bool]()
+
+
+class _OwnedTasks:
+    """Cooperative's ``item_to_task``: the coroutine it makes for a test that uses the pool,
+    run by :func:`~.coroutine.owned_task` (the test owns the leases of its whole task)."""
+
+    def __init__(self, real: Callable[[pytest.Item], Coroutine[Any, Any, Any]]) -> None:
+        self.real = real
+
+    def __call__(self, item: pytest.Item) -> Coroutine[Any, Any, Any]:
+        task = self.real(item)
+        state = get_state(item.config)
+        if state is None or not item.stash.get(USES_POOL, False):
+            return task
+        return owned_task(task, state, item)
+
+
+class _UnownedWiderFixtures:
+    """Cooperative's ``fill_fixture_fixtures``: a module or session fixture is filled with no
+    lease owner, though in a test's task (no test leaks what such a fixture holds)."""
+
+    def __init__(self, real: Callable[..., Coroutine[Any, Any, Any]]) -> None:
+        self.real = real
+
+    async def __call__(self, fixtureinfo: Any, fixture: Any, item: pytest.Item) -> Any:
+        if getattr(fixture, "scope", "function") == "function":
+            return await self.real(fixtureinfo, fixture, item)
+        from ..lease import lease_owner
+
+        token = lease_owner.set(None)
+        try:
+            return await self.real(fixtureinfo, fixture, item)
+        finally:
+            lease_owner.reset(token)
+
+
+#: What :func:`own_leases` replaces: (module, attribute, the wrapper).
+_OWNED: tuple[tuple[str, str, type[_OwnedTasks | _UnownedWiderFixtures]], ...] = (
+    (_MODULE, "item_to_task", _OwnedTasks),
+    (_FIXTURES, "fill_fixture_fixtures", _UnownedWiderFixtures),
+)
+
+
+def own_leases(config: pytest.Config) -> bool:
+    """Make each cooperative test that uses the pool own the leases taken in its task, and
+    wider fixtures own none (the module's docstring). True if they do (made here or before);
+    False where cooperative is not loaded or is a version without those functions."""
+    if not config.pluginmanager.has_plugin("asyncio-cooperative"):
+        return False
+    found = [(sys.modules.get(name), attribute, kind) for name, attribute, kind in _OWNED]
+    if any(not callable(getattr(module, attribute, None)) for module, attribute, _ in found):
+        return False
+    for module, attribute, kind in found:
+        current = getattr(module, attribute)
+        if not isinstance(current, kind):
+            setattr(module, attribute, kind(current))
+            config.stash[OWNING] = True
+    return True

@@ -6,10 +6,11 @@ How a test's leases are attributed to it (``Lease.owner``, the ``lease_owner`` C
   item's coroutine function for :func:`owned`, which sets it again *inside* the coroutine, so
   it holds whichever task runs the test (pytest-asyncio copies the caller's context; anyio
   runs tests in a long-lived runner task that the caller's context never reaches).
-* pytest-asyncio-cooperative calls ``item.function`` itself, in one task per test, all in
-  one loop: the plugin replaces the function at collection by :class:`OwnedFunction`, a
-  function-like object with the same ``__code__`` (cooperative reads the fixture names from
-  it) whose call sets the owner in that task.
+* pytest-asyncio-cooperative runs each test in a task of its own, all in one loop: its
+  fixtures, its body and their teardowns. The plugin wraps the coroutine cooperative makes
+  per test in :func:`owned_task`, which sets the owner first, so the test owns what its
+  function-scoped fixtures acquire too; its wider fixtures are filled with no owner
+  (``cooperative``).
 * Function-scoped fixtures: the owner is set around ``pytest_fixture_setup`` (``fixtures``);
   async fixtures see it where the runner copies the caller's context (pytest-asyncio).
 
@@ -135,32 +136,15 @@ def _off_asyncio_message(pool: MockPool | None, nodeid: str) -> str | None:
     )
 
 
-class OwnedFunction:
-    """A test function for pytest-asyncio-cooperative that sets the lease owner in the
-    test's task. Function-like on purpose: cooperative reads the fixture names from
-    ``__code__`` and tests ``inspect.iscoroutinefunction``, which accepts an object with a
-    function's attributes; a ``functools.wraps`` wrapper would show ``(*args, **kwargs)``."""
+async def owned_task(task: Coroutine[Any, Any, Any], state: State, item: pytest.Item) -> Any:
+    """Run ``task``, the coroutine pytest-asyncio-cooperative made for ``item`` (fixtures, body,
+    teardowns), as the owner of its leases, after entering the test's loop (``_enter_test``).
+    Cooperative starts every test at once, so there is no next test to create ahead for."""
+    from ..lease import lease_owner
 
-    def __init__(self, fn: Callable[..., Coroutine[Any, Any, Any]], state: State, nodeid: str) -> None:
-        self.__wrapped__ = fn
-        self.__name__: str = fn.__name__
-        self.__qualname__: str = getattr(fn, "__qualname__", fn.__name__)
-        self.__module__ = fn.__module__
-        self.__doc__ = fn.__doc__
-        self.__code__ = fn.__code__
-        self.__defaults__ = fn.__defaults__
-        self.__kwdefaults__ = fn.__kwdefaults__
-        self.__annotations__ = fn.__annotations__
-        self.__dict__.update({k: v for k, v in fn.__dict__.items() if k not in self.__dict__})
-        self._state = state
-        self._nodeid = nodeid
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from ..lease import lease_owner
-
-        token = lease_owner.set(self._nodeid)
-        try:
-            await _enter_test(self._state, None, self._state.marked.get(self._nodeid, ()))
-            return await self.__wrapped__(*args, **kwargs)
-        finally:
-            lease_owner.reset(token)
+    token = lease_owner.set(item.nodeid)
+    try:
+        await _enter_test(state, item, state.services_for(item))
+        return await task
+    finally:
+        lease_owner.reset(token)

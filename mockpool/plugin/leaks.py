@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .state import ALLOW_LEAK, Leak
+from .state import ALLOW_LEAK, HIDDEN_LEAKS, Leak
 
 if TYPE_CHECKING:
     from ..lease import Lease
@@ -79,10 +79,43 @@ def check_leaks(
     if state.settings.leaks == "warn":
         item.warn(MockPoolLeakWarning(message))
         return
+    if _would_hide(item, failure):
+        # A skip, or an xfail (called or marked), turns a failure of this test into its own
+        # outcome: the leak would read as "skipped" or "xfailed". runtest reports it as an
+        # error at teardown instead, beside that outcome.
+        item.stash.setdefault(HIDDEN_LEAKS, []).append(message)
+        return
     if failure is not None:
         failure.add_note(message)
         return
     pytest.fail(message, pytrace=False)
+
+
+def _would_hide(item: pytest.Item, failure: BaseException | None) -> bool:
+    """Whether the outcome of ``item`` would absorb a failure for its leak: it skipped, called
+    ``pytest.xfail``, or has an xfail mark (any failure, even its teardown's, then reads as
+    xfailed; the mark's condition is not evaluated, so a false one counts too)."""
+    if isinstance(failure, (pytest.skip.Exception, pytest.xfail.Exception)):
+        return True
+    return item.get_closest_marker("xfail") is not None and not item.config.option.runxfail
+
+
+def report_hidden_leaks(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Make the teardown ``report`` of ``item`` an error naming the leaks its skip or xfail
+    would have hidden (``check_leaks``)."""
+    messages = item.stash.get(HIDDEN_LEAKS, None)
+    if not messages:
+        return
+    del item.stash[HIDDEN_LEAKS]
+    message = "\n".join(messages)
+    if report.failed:
+        report.sections.append(("mockpool: leaked lease(s)", message))
+    else:
+        # Passed, or its own failure taken for the expected one by an xfail mark.
+        report.longrepr = message
+    report.outcome = "failed"
+    if hasattr(report, "wasxfail"):
+        del report.wasxfail
 
 
 def record_leak(config: pytest.Config, lease: Lease[Any], test: str, phase: str) -> Leak:

@@ -55,6 +55,17 @@ def runner_names(config: pytest.Config, items: Iterable[pytest.Item] | None = No
                 found["anyio"] = None  # anyio's plugin asks every test it runs for the backend
             elif item.get_closest_marker("asyncio") is not None and pm.has_plugin("asyncio"):
                 found[_asyncio_runner(config)] = None  # auto mode marks the tests it takes
+    return join_runners(found)
+
+
+#: What ``runner_names`` says when no async runner runs a test that uses the pool.
+SYNC_ONLY = "none (sync tests only)"
+
+
+def join_runners(names: Iterable[str]) -> str:
+    """``names`` (runners, or what ``runner_names`` said in several processes) as one name:
+    each runner once, in a fixed order."""
+    found = {runner: None for name in names if name != SYNC_ONLY for runner in name.split(" + ") if runner}
     order = ("pytest-asyncio", "anyio", "asyncio-cooperative")
     named = sorted(found, key=lambda runner: [runner.startswith(o) for o in order].index(True))
-    return " + ".join(named) or "none (sync tests only)"
+    return " + ".join(named) or SYNC_ONLY

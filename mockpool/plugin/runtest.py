@@ -1,6 +1,8 @@
-"""The hooks around each test's run: the leases held as its setup begins, its mark checked,
-its coroutine function swapped for one that owns its leases (``coroutine``), and the leak and
-isolation checks (``leaks``) after its body and again after its fixtures are torn down."""
+"""The hooks around each test's run: the leases held as its setup begins, its mark checked, the
+test noted as run (history then knows it, even if it leases nothing), its coroutine function
+swapped for one that owns its leases (``coroutine``), the leak and isolation checks
+(``leaks``) after its body and again after its fixtures are torn down, and the teardown report
+made an error for a leak that a skip or xfail would hide."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections.abc import Generator
 import pytest
 
 from .coroutine import owned
-from .leaks import check_isolation, check_leaks, new_leases
+from .leaks import check_isolation, check_leaks, new_leases, report_hidden_leaks
 from .markers import check_mark
 from .runners import is_cooperative
 from .state import BEFORE, NEXT, USES_POOL, get_state
@@ -33,8 +35,11 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         check_mark(state.pool, item)
         checked = True
     result = yield
-    if not checked and state is not None and state.pool is not None:
-        check_mark(state.pool, item)  # the test's fixtures made the pool
+    if state is not None and state.pool is not None:
+        if not checked:
+            check_mark(state.pool, item)  # the test's fixtures made the pool
+        if item.stash.get(USES_POOL, False):
+            state.pool.note_test(item.nodeid)  # history knows it, even if it leases nothing
     return result
 
 
@@ -97,3 +102,15 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         )
         check_isolation(state.pool, item)
     return result
+
+
+# tryfirst: the outermost wrapper, so it sees the report after the skipping plugin has turned
+# an xfail-marked test's teardown failure into "xfailed".
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.when == "teardown":
+        report_hidden_leaks(item, report)
+    return report

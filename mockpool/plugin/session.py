@@ -64,15 +64,17 @@ def close(state: State) -> None:
     pool = state.pool
     if pool is None:
         return
-    # Every fixture is finalized by now: whatever is still held leaked (a lease a test
-    # was allowed to keep is not reported). Take the instances back, so that closing
-    # does not wait ``close_timeout`` for leases that will never end.
+    # Every fixture is finalized by now: whatever is still held leaked, except a lease a
+    # test was allowed to keep (neither listed nor counted: the leaks column and the list
+    # agree). Take the instances back, so that closing does not wait ``close_timeout`` for
+    # leases that will never end.
     for lease in pool.active_leases():
-        if lease not in state.allowed:
+        allowed = lease in state.allowed
+        if not allowed:
             state.leaks.append(
                 record_leak(state.config, lease, lease.owner or "(no test: a fixture)", "session end")
             )
-        pool.reclaim(lease)
+        pool.reclaim(lease, leak=not allowed)
     run = pool.run_record().to_dict() if state.settings.history else None
     if not pool.closed and not _loop_running():
         # Not pool.close(): asyncio.run sets the thread's current loop and then clears it,
@@ -87,6 +89,7 @@ def close(state: State) -> None:
             "worker": state.worker_id,
             "services": services_payload(pool),
             "leaks": [leak.to_dict() for leak in state.leaks],
+            "runner": state.runner,
             "warmup_s": pool.warmup_s,
             "warmed": dict(state.warmed),
             "report": report.to_dict(),

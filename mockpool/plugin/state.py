@@ -47,6 +47,9 @@ class State:
     marked: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Services the collected tests are expected to use (marks and history), for warming.
     planned: set[str] = field(default_factory=set)
+    #: What a collected test uses is known (its mark, or history, even as nothing): warming
+    #: then keeps to ``planned``. Otherwise it warms all that history knows.
+    known: bool = False
     #: Leases held by fixtures wider than a function, and allowed leaks: never a test's leak.
     scoped: set[Lease[Any]] = field(default_factory=set)
     #: Leases that tests marked ``allow_leak=True`` kept.
@@ -83,6 +86,8 @@ ALLOW_LEAK = pytest.StashKey[bool]()
 BEFORE = pytest.StashKey["set[Lease[Any]]"]()
 #: Per test: the test that runs after it, whose services it creates ahead.
 NEXT = pytest.StashKey["pytest.Item | None"]()
+#: Per test: leak messages its skip or xfail would hide, reported as an error at its teardown.
+HIDDEN_LEAKS = pytest.StashKey["list[str]"]()
 
 
 def get_state(config: pytest.Config) -> State | None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .runners import runner_names
+from .runners import join_runners, runner_names
 from .state import get_state
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def services_payload(pool: MockPool) -> dict[str, dict[str, Any]]:
             "hits": stats.hits,
             "reuses": stats.reuses,
             "misses": stats.misses,
-            "recoveries": stats.recoveries.total(),
+            "recoveries": dict(stats.recoveries.items()),
             "leaks": stats.leaks,
             "degraded_leases": stats.degraded_leases,
             "timeouts": stats.timeouts,
@@ -54,7 +54,8 @@ class _Row:
     hits: int = 0
     reuses: int = 0
     misses: int = 0
-    recoveries: int = 0
+    #: Per tier, as ``PoolStats.recoveries`` (the report's one type for them).
+    recoveries: dict[str, int] = field(default_factory=dict)
     leaks: int = 0
     degraded_leases: int = 0
     timeouts: int = 0
@@ -97,17 +98,20 @@ class _Row:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The merged row, null where the summary shows a dash (as ``PoolStats.to_dict``)."""
         p50, p99 = self.wait_percentiles(50, 99)
+        served = self.served > 0
+        waited = served or self.timeouts > 0
         return {
             "acquisitions": self.acquisitions,
             "hits": self.hits,
             "reuses": self.reuses,
             "misses": self.misses,
-            "hit_rate": self.hit_rate,
-            "reuse_rate": self.reuse_rate,
-            "wait_p50_s": p50,
-            "wait_p99_s": p99,
-            "recoveries": self.recoveries,
+            "hit_rate": self.hit_rate if served else None,
+            "reuse_rate": self.reuse_rate if served else None,
+            "wait_p50_s": p50 if waited else None,
+            "wait_p99_s": p99 if waited else None,
+            "recoveries": dict(self.recoveries),
             "leaks": self.leaks,
             "degraded_leases": self.degraded_leases,
             "timeouts": self.timeouts,
@@ -127,7 +131,6 @@ def _merge(outputs: Iterable[Mapping[str, Any]]) -> dict[str, _Row]:
                 "hits",
                 "reuses",
                 "misses",
-                "recoveries",
                 "leaks",
                 "degraded_leases",
                 "timeouts",
@@ -142,6 +145,8 @@ def _merge(outputs: Iterable[Mapping[str, Any]]) -> dict[str, _Row]:
             row.last_error = s["last_error"] or row.last_error
             row.last_reset_error = s["last_reset_error"] or row.last_reset_error
             row.waits.extend(float(w) for w in s["waits"])
+            for tier, n in s["recoveries"].items():
+                row.recoveries[tier] = row.recoveries.get(tier, 0) + int(n)
     return rows
 
 
@@ -187,7 +192,7 @@ def pytest_terminal_summary(
                 _secs(p50) if served or r.timeouts else "-",
                 _secs(p99) if served or r.timeouts else "-",
                 str(r.reset_failures),
-                str(r.recoveries),
+                str(sum(r.recoveries.values())),
                 str(r.leaks),
                 str(r.degraded_leases),
             )
@@ -215,10 +220,13 @@ def pytest_terminal_summary(
     leaks = [leak for out in state.outputs for leak in out.get("leaks", ())]
     if leaks:
         tr.write_line(f"leaked leases ({len(leaks)}):")
+        # One line per distinct leak: a Hypothesis test leaks once per example, from one line.
+        lines: dict[str, int] = {}
         for leak in leaks:
-            tr.write_line(
-                f"  {leak['test']}: {leak['service']!r} acquired at {leak['where']} ({leak['phase']})"
-            )
+            line = f"  {leak['test']}: {leak['service']!r} acquired at {leak['where']} ({leak['phase']})"
+            lines[line] = lines.get(line, 0) + 1
+        for line, count in lines.items():
+            tr.write_line(line if count == 1 else f"{line}, {count} times")
     warmed: dict[str, int] = {}
     for out in state.outputs:
         for name, n in out.get("warmed", {}).items():
@@ -243,9 +251,13 @@ def write_report(state: State) -> None:
             "problems": [p for name, row in rows.items() if (p := row.reset_problem(name)) is not None],
             "workers": {str(out.get("worker")): out["report"] for out in state.outputs},
         }
+    # What the processes that ran the tests saw (a worker's collection), not the controller's
+    # guess from the configuration.
+    runners = [out["runner"] for out in state.outputs if out.get("runner")]
     data["pytest"] = {
-        "runner": state.runner or runner_names(state.config),
-        "workers": state.workers if state.controller else 0,
+        "runner": join_runners(runners) if runners else state.runner or runner_names(state.config),
+        # The pools the figures cover: 1 without xdist (as the summary's "N workers").
+        "workers": len(state.outputs),
         "leaks": [leak for out in state.outputs for leak in out.get("leaks", ())],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

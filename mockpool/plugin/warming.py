@@ -17,6 +17,11 @@ def warm(state: State, pool: MockPool) -> None:
     """Pre-create, per service: ``min_size``, or the size history says it settled at for the
     services the collected tests use, whichever is larger (``MockPool.warm_targets``).
 
+    What the tests use is ``state.planned``: their marks, what history says each used (a test
+    it knows to use nothing adds nothing, so a run of such tests warms nothing), and what was
+    leased outside tests (wider fixtures, threads), which no subset of the tests leaves out.
+    When no collected test is known, everything history knows is warmed.
+
     The size is that of one process's pool (under xdist, the largest a worker settled at), so
     it holds whatever the worker count: tests that one process runs one at a time settle at
     what one test holds at once. The peak concurrency it replaced is summed over the workers:
@@ -26,7 +31,7 @@ def warm(state: State, pool: MockPool) -> None:
     targets: dict[str, int] = {}
     for name, stats in pool.stats().items():
         want = stats.min_size
-        if history.runs and (not state.planned or name in state.planned):
+        if history.runs and (name in state.planned or not state.known):
             want = max(want, history.settled(name))
         targets[name] = min(want, stats.max_size)
     targets = {name: n for name, n in targets.items() if n > 0}

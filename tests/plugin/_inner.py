@@ -208,3 +208,10 @@ def check_runner_run(
     assert report.service("counter")["acquisitions"] == counters
     assert report.service("redis")["leaks"] == 0
     return report
+
+
+def read_history(pytester: pytest.Pytester) -> dict[str, Any]:
+    """The history an inner run kept in pytest's cache (``mockpool/history``)."""
+    path = pytester.path / ".pytest_cache" / "v" / "mockpool" / "history"
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data

@@ -1,6 +1,7 @@
 """pytest-asyncio-cooperative's scheduler waits instead of spinning (mockpool.plugin.cooperative):
 the shim's ``wait`` waits while every slot runs a test and no test waits to start, returns at
-once while one does, and the plugin installs it only on the version with the flipped timeout."""
+once while one does, and the plugin installs it only on the version with the flipped timeout.
+Each test's task owns the leases taken in it, its function fixtures' included."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import sys
 
 import pytest
 
-from mockpool.plugin.cooperative import APPLIED, FLIPPED, CooperativeAsyncio, undo
+from mockpool.plugin.cooperative import APPLIED, FLIPPED, CooperativeAsyncio, own_leases, undo
 
-from ._inner import dedent, flags, setup_project
+from ._inner import dedent, flags, read_history, setup_project
 
 
 async def _turns(count: int) -> None:
@@ -105,7 +106,90 @@ def test_only_the_session_that_applied_the_fix_takes_it_back() -> None:
 
 
 class _Config:
-    """What undo() reads of a config: its stash."""
+    """What undo() and own_leases() read of a config: its stash, the plugins loaded."""
 
     def __init__(self) -> None:
         self.stash = pytest.Stash()
+        self.pluginmanager = self
+
+    def has_plugin(self, name: str) -> bool:
+        return name == "asyncio-cooperative"
+
+
+OWNED_IN_TASK = """
+import pytest
+
+
+@pytest.fixture(scope="session")
+async def shared(mockpool):
+    async with mockpool.acquire("counter") as counter:
+        yield counter
+
+
+@pytest.fixture
+async def leaky(mockpool):
+    lease = mockpool.acquire("counter")
+    yield await lease.__aenter__()  # never left: the test's leak
+
+
+@pytest.fixture
+async def tidy(mockpool):
+    async with mockpool.acquire("counter") as counter:
+        yield counter
+
+
+@pytest.mark.asyncio_cooperative
+async def test_leaky_fixture(leaky):
+    leaky.value += 1
+
+
+@pytest.mark.asyncio_cooperative
+async def test_tidy_fixture(tidy, shared):
+    tidy.value += 1
+
+
+@pytest.mark.asyncio_cooperative
+async def test_shared_only(shared):
+    pass
+"""
+
+
+def test_a_cooperative_test_owns_its_function_fixtures_leases(pytester: pytest.Pytester) -> None:
+    """Cooperative fills a test's fixtures and tears them down in the test's task, outside
+    anything pytest's hooks wrap: the task owns its leases, so a function fixture's leak fails
+    its test (it passed, the lease listed as no test's at session end) and history names the
+    service for the test (the next run warms it); a session fixture's lease is no test's."""
+    from mockpool.history.format import OUTSIDE_TESTS
+
+    setup_project(pytester, probe=False)
+    pytester.makepyfile(test_owned=dedent(OWNED_IN_TASK))
+    result = pytester.runpytest_inprocess(
+        *flags("cooperative", "-W", "ignore:FixtureDef.has_location:pytest.PytestRemovedIn10Warning")
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*test_owned.py::test_leaky_fixture ended still holding 1 lease(s)*", "leaked leases (1):"]
+    )
+    tests = read_history(pytester)["tests"]
+    assert tests["test_owned.py::test_leaky_fixture"]["services"] == ["counter"]
+    assert tests["test_owned.py::test_tidy_fixture"]["services"] == ["counter"]
+    assert tests["test_owned.py::test_shared_only"]["services"] == []
+    assert tests[OUTSIDE_TESTS]["services"] == ["counter"]  # the session fixture's
+
+
+def test_only_the_session_that_made_tasks_own_their_leases_takes_it_back() -> None:
+    plugin = pytest.importorskip("pytest_asyncio_cooperative.plugin")
+    fixtures = pytest.importorskip("pytest_asyncio_cooperative.fixtures")
+    real = (plugin.item_to_task, fixtures.fill_fixture_fixtures)
+    outer, inner = _Config(), _Config()
+    try:
+        assert own_leases(outer)  # type: ignore[arg-type]
+        wrapped = (plugin.item_to_task, fixtures.fill_fixture_fixtures)
+        assert wrapped[0] is not real[0] and wrapped[1] is not real[1]
+        assert own_leases(inner)  # type: ignore[arg-type]
+        undo(inner)  # type: ignore[arg-type]
+        assert (plugin.item_to_task, fixtures.fill_fixture_fixtures) == wrapped
+        undo(outer)  # type: ignore[arg-type]
+        assert (plugin.item_to_task, fixtures.fill_fixture_fixtures) == real
+    finally:
+        plugin.item_to_task, fixtures.fill_fixture_fixtures = real

@@ -347,3 +347,38 @@ def test_xdist_workers_report_and_the_controller_writes_the_cache_once(pytester:
     assert merged["misses"] <= 2
     assert merged["wait_p50_s"] == 0.0
     assert report.data["problems"] == []
+
+
+SYNC_ONLY = """
+def test_sync_one(mockpool):
+    assert mockpool.stats("counter").acquisitions == 0
+
+
+def test_sync_two(mockpool):
+    assert mockpool.stats("counter").acquisitions == 0
+"""
+
+
+def test_the_report_means_the_same_with_and_without_xdist(pytester: pytest.Pytester) -> None:
+    """The same tests, in one process and on two xdist workers: one type per figure, null
+    where the summary shows a dash (nothing served), the runner the tests ran under (not the
+    controller's guess from its plugins), and the number of pools the figures cover."""
+    setup_project(pytester, ini=ASYNCIO_INI, probe=False)
+    pytester.makepyfile(test_sync=dedent(SYNC_ONLY))
+    one = pytester.runpytest(*flags("asyncio", "--mockpool-report=one.json"))
+    one.assert_outcomes(passed=2)
+    two = pytester.runpytest_subprocess(
+        *flags("asyncio", "-n", "2", "--mockpool-report=two.json", xdist=True)
+    )
+    two.assert_outcomes(passed=2)
+    for result, name, workers in ((one, "one.json", 1), (two, "two.json", 2)):
+        (row,) = [line for line in result.stdout.lines if line.startswith("counter ")]
+        assert row.split()[2:6] == ["-"] * 4, name
+        report = Report.read(pytester.path / name)
+        counter = report.service("counter")
+        nothing = {key: counter[key] for key in ("hit_rate", "reuse_rate", "wait_p50_s", "wait_p99_s")}
+        assert nothing == dict.fromkeys(nothing), name
+        assert counter["recoveries"] == {"snapshot": 0, "factory": 0, "minimal": 0, "stub": 0}, name
+        assert report.data["pytest"]["runner"] == "none (sync tests only)", name
+        assert report.data["pytest"]["workers"] == workers, name
+    assert len(Report.read(pytester.path / "two.json").data["workers"]) == 2

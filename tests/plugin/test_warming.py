@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ._inner import dedent, flags, setup_project
+from ._inner import dedent, flags, pyproject, read_history, setup_project
 
 AHEAD = """
 import asyncio
@@ -91,3 +91,106 @@ def test_a_module_fixture_lease_is_no_test_leak(pytester: pytest.Pytester) -> No
     result = pytester.runpytest(*flags("asyncio", "-p", "no:cacheprovider"))
     result.assert_outcomes(passed=2)
     result.stdout.no_fnmatch_line("*leaked leases*")
+
+
+SUBSET_CONFTEST = """
+import pytest_asyncio
+
+from mockpool import ServiceSpec
+
+
+def pytest_mockpool_register(pool, config):
+    for name in ("catalog", "worker", "inbox", "other"):
+        pool.register(ServiceSpec(name=name, factory=list, reset=list.clear))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def catalog(mockpool):
+    async with mockpool.acquire("catalog") as catalog:
+        yield catalog
+"""
+
+#: Tests whose leases are no test's: a module fixture's, a thread's.
+OUTSIDE = """
+import asyncio
+import threading
+
+import pytest
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_fixture(catalog):
+    pass
+
+
+def test_thread(mockpool):
+    async def lease():
+        async with mockpool.acquire("worker"):
+            pass
+
+    thread = threading.Thread(target=asyncio.run, args=(lease(),))
+    thread.start()
+    thread.join()
+"""
+
+#: Tests that lease in their bodies, and one that leases nothing.
+OWNED = """
+import pytest
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_inbox(mockpool):
+    async with mockpool.acquire("inbox"):
+        pass
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_other(mockpool):
+    async with mockpool.acquire("other"):
+        pass
+
+
+def test_nothing(mockpool):
+    assert "inbox" in mockpool.services
+"""
+
+
+def _first_run(pytester: pytest.Pytester, **tests: str) -> None:
+    pytester.makepyprojecttoml(pyproject(asyncio_default_fixture_loop_scope="function"))
+    pytester.makeconftest(dedent(SUBSET_CONFTEST))
+    pytester.makepyfile(**{name: dedent(body) for name, body in tests.items()})
+    passed = sum(body.count("def test_") for body in tests.values())
+    pytester.runpytest(*flags("asyncio")).assert_outcomes(passed=passed)
+
+
+def test_services_leased_outside_tests_are_warmed_in_every_run(pytester: pytest.Pytester) -> None:
+    """A module fixture's lease and a thread's belong to no test: history keeps the services
+    as used outside tests, and every later run warms them, a ``-k`` subset too. A subset
+    still warms no service that only the tests it left out use."""
+    from mockpool.history.format import OUTSIDE_TESTS
+
+    _first_run(pytester, test_outside=OUTSIDE, test_owned=OWNED)
+    tests = read_history(pytester)["tests"]
+    assert tests[OUTSIDE_TESTS]["services"] == ["catalog", "worker"]
+    assert tests["test_outside.py::test_thread"]["services"] == []
+
+    inbox = pytester.runpytest(*flags("asyncio", "-k", "test_inbox"))
+    inbox.assert_outcomes(passed=1, deselected=4)
+    inbox.stdout.fnmatch_lines(["warmed ahead: catalog=1, worker=1, inbox=1"])
+    outside = pytester.runpytest(*flags("asyncio", "test_outside.py"))
+    outside.assert_outcomes(passed=2)
+    outside.stdout.fnmatch_lines(["warmed ahead: catalog=1, worker=1"])
+
+
+def test_a_run_of_tests_known_to_lease_nothing_warms_nothing(pytester: pytest.Pytester) -> None:
+    """History knows each test that ran, even one that leased nothing: a run of such tests
+    alone warms nothing (it warmed every service history knew, as it does when it knows none
+    of the collected tests)."""
+    _first_run(pytester, test_owned=OWNED)
+    assert read_history(pytester)["tests"]["test_owned.py::test_nothing"]["services"] == []
+    nothing = pytester.runpytest(*flags("asyncio", "-k", "test_nothing"))
+    nothing.assert_outcomes(passed=1, deselected=2)
+    nothing.stdout.no_fnmatch_line("warmed ahead:*")
+    other = pytester.runpytest(*flags("asyncio", "-k", "test_other"))
+    other.assert_outcomes(passed=1, deselected=2)
+    other.stdout.fnmatch_lines(["warmed ahead: other=1"])

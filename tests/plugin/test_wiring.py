@@ -56,7 +56,7 @@ def test_pytest_registers_the_plugin_module_once_and_finds_every_hook_on_it(
                 assert getattr(registered, name, None) is obj, f"{module.__name__}.{name} is not bound"
                 impls = getattr(pm.hook, name).get_hookimpls()
                 assert sum(impl.function is obj for impl in impls) == 1, name
-    assert hooks == 16
+    assert hooks == 17
     assert registered.mockpool is fixtures.mockpool
 
 
