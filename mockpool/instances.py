@@ -384,6 +384,9 @@ class InstanceHooks:
             member = services.get(name)
             if member is None:
                 continue
+            # The group's bind may have moved its client to another loop: a direct lease binds
+            # it again.
+            entry.handle_loop = None
             member.core.lend(-1)
             if entry.state is EntryState.LEASED:
                 member.release_entry(entry)

@@ -83,7 +83,7 @@ class Lease(Generic[T]):
         else:
             metrics.hits += 1  # a wait of 0 s, counted rather than stored (wait_percentiles)
         self._entry = entry
-        if svc.bind is not None:
+        if svc.binds:
             svc.bind_leased(self, entry)
         if svc.check_on_acquire:
             entry = await svc.checked_on_acquire(self, entry)

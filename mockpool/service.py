@@ -131,6 +131,9 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         self.variant: str | None = None
         self.reset = spec.reset
         self.bind = spec.bind
+        #: Leases of it are bound to their loop: it has a ``bind`` hook, or a member has
+        #: (set again when its members are known).
+        self.binds = spec.bind is not None
         self.timeout = spec.acquire_timeout if spec.acquire_timeout is not None else pool.default_timeout
         #: Health-check instances idle longer than ``check_window`` when they are acquired.
         self.check_on_acquire = spec.check_idle_after is not None and spec.health_check is not None
@@ -326,7 +329,17 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         return await self.wait_for_entry(_NO_LEASE, self.timeout, first=True)
 
     def bind_entry(self, entry: Entry) -> Entry:
-        """Refresh the loop-bound handle of an entry for the running loop (``spec.bind``)."""
+        """Refresh the loop-bound handle of an entry for the running loop (``spec.bind``), and
+        of a group's members: a group's bind may move a member's client to this loop (the redis
+        double's does), and a member entry still marked bound to the old loop then handed a
+        later direct lease the client with another loop's sockets."""
+        members = entry.members
+        if members:
+            services = self.pool.service_pools
+            for name, member in members.items():
+                member_svc = services[name]
+                if member_svc.binds:
+                    member_svc.bind_entry(member)
         bind = self.bind
         if bind is not None:
             loop = asyncio._get_running_loop()
@@ -428,7 +441,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             # Counts the new outcome.
             entry = await self.wait_for_entry(lease, timeout, reported=lease._timeout)
             lease._entry = entry
-            if self.bind is not None:
+            if self.binds:
                 self.bind_leased(lease, entry)
         return entry
 

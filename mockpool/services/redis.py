@@ -36,6 +36,7 @@ Clean by construction, for each kind of state a test can reach:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
 import weakref
@@ -125,6 +126,7 @@ class RedisDouble:
         """The async client on this server, for the running event loop: the one made for an
         earlier loop, moved to this one (a new client and its connection's handshake cost
         more than the rest of a lease), or a new one."""
+        _drop_dead_wakeups(self.server)
         client = self._async_handle
         if client is not None and _move_to_running_loop(client, self._clients.get(client)):
             return client
@@ -159,6 +161,7 @@ class RedisDouble:
         server = self.server
         # Clients first: one whose pool settings changed needs new connections.
         stale = [client for client, template in list(self._clients.items()) if template.restore(client)]
+        _drop_dead_wakeups(server)
         # Under the server's lock, as commands run: clearing wakes clients watching a key.
         with server.lock:
             self._restore_data(server)
@@ -287,6 +290,12 @@ class RedisDouble:
             if name not in _SERVER_OWN:
                 out[f"server.{name}"] = _render(value)
         out["blocked commands"] = sum(1 for sock in server.sockets if getattr(sock, "_blocked", False))
+        out["wake-ups of closed loops"] = sum(
+            1
+            for db in server.dbs.values()
+            for callback in getattr(db, "_change_callbacks", ())
+            if _closed_loop_of(callback)
+        )
         keep = _socket_of(self.sync)
         own = _connections_of(self._clients)
         out["connections with state"] = sorted(
@@ -450,12 +459,87 @@ def _wake_blocked(server: fakeredis.FakeServer) -> None:
     whose event loop is closed raises, and would on every later write: drop it, nothing
     else will."""
     for db in server.dbs.values():
-        callbacks: set[Any] = getattr(db, "_change_callbacks", set())
-        for callback in list(callbacks):
+        for callback in list(getattr(db, "_change_callbacks", ())):
             try:
                 callback()
             except RuntimeError:  # "Event loop is closed"
-                callbacks.discard(callback)
+                _wakeups(db).discard(callback)
+
+
+def _drop_dead_wakeups(server: fakeredis.FakeServer) -> None:
+    """End the commands left blocked in event loops that have closed; never under the
+    server's lock.
+
+    A ``BLPOP`` left blocked when its loop closed (pytest-asyncio 0.23 closes loops without
+    cancelling; or ``asyncio.run`` cancelled fakeredis's task before it ran) never removes its
+    wake-up, and every later write on the server called it: "Event loop is closed" in the
+    next test. Its task's coroutine ends only when the garbage collector finds it, and its
+    clean-up then takes the server's lock: collected while a command of the next test held
+    that lock (on a pooled server, the same one), it deadlocked the thread. So the wake-ups go,
+    and the coroutines are ended here, while the lock is free.
+    """
+    dead: set[asyncio.AbstractEventLoop] = set()
+    for db in server.dbs.values():
+        if getattr(db, "_change_callbacks", None):
+            gone = [callback for callback in db._change_callbacks if _closed_loop_of(callback)]
+            if gone:
+                _wakeups(db).difference_update(gone)
+                dead.update(loop for callback in gone for loop in (_loop_of(callback),) if loop)
+    for loop in dead:
+        for task in asyncio.all_tasks(loop):
+            coro = task.get_coro()
+            if getattr(coro, "__qualname__", "").endswith("._async_blocking"):
+                with contextlib.suppress(Exception):  # it writes its reply into the dead loop
+                    coro.close()
+
+
+class _Wakeups(set[Any]):
+    """A database's wake-ups once the reset dropped some: the blocked command's own clean-up,
+    which runs when its task is collected, removes its wake-up again, and finds it gone."""
+
+    def remove(self, item: Any) -> None:
+        self.discard(item)
+
+
+def _wakeups(db: Any) -> _Wakeups:
+    """``db``'s set of wake-ups, made one the reset may drop from."""
+    callbacks = db._change_callbacks
+    if type(callbacks) is not _Wakeups:
+        callbacks = db._change_callbacks = _Wakeups(callbacks)
+    return callbacks
+
+
+def _closed_loop_of(callback: Any) -> bool:
+    """True when ``callback`` (a blocked command's wake-up) calls into a closed event loop."""
+    loop = _loop_of(callback)
+    return loop is not None and loop.is_closed()
+
+
+def _loop_of(callback: Any) -> asyncio.AbstractEventLoop | None:
+    """The event loop a blocked command's wake-up calls into (None: not found)."""
+    for cell in getattr(callback, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, asyncio.AbstractEventLoop):
+            return value
+    return None
+
+
+def _unblock_late(handle: Any) -> None:
+    """At a lease's start: unblock a command blocked since the last reset (a consumer task
+    the last test started as it ended, whose ``BLPOP`` reached the server after the reset):
+    it returns empty, as at a reset, instead of taking this lease's push."""
+    server = handle.connection_pool.connection_kwargs.get("server")
+    if server is None:
+        return
+    blocked = [sock for sock in server.sockets if getattr(sock, "_blocked", False)]
+    if blocked:
+        with server.lock:
+            for sock in blocked:
+                sock._unblock_reason = b"timeout"
+            _wake_blocked(server)
 
 
 def snapshot_server(server: fakeredis.FakeServer) -> dict[str, Any]:
@@ -534,8 +618,23 @@ def redis_service(
     handle a test got, :func:`server_of`), so a library that builds its own connection pool
     can point it at the same server.
     """
+    theirs = options.pop("on_acquire", None)
+
+    def on_acquire(handle: Any) -> Any:
+        _unblock_late(handle)
+        return None if theirs is None else theirs(handle)
+
     return _redis_spec(
-        name, seed, db, decode_responses, version, min_size, max_size, options, bind=RedisDouble.client
+        name,
+        seed,
+        db,
+        decode_responses,
+        version,
+        min_size,
+        max_size,
+        options,
+        bind=RedisDouble.client,
+        on_acquire=on_acquire,
     )
 
 
@@ -569,6 +668,7 @@ def _redis_spec(
     options: dict[str, Any],
     *,
     bind: Any,
+    on_acquire: Any = None,
 ) -> ServiceSpec:
     fakeredis_mod = require(
         "fakeredis",
@@ -613,6 +713,7 @@ def _redis_spec(
         restore=RedisDouble.restore,
         fingerprint=RedisDouble.fingerprint,
         destroy=RedisDouble.close,
+        on_acquire=on_acquire,
         min_size=min_size,
         max_size=max_size,
     )

@@ -253,3 +253,45 @@ async def test_without_the_group_reset_isolation_verify_catches_its_own_attribut
                 weakened, [dirtier], pristine=pristine, members=members, isolation_verify=True
             )
             assert [case.outcome for case in report.cases] == ["caught"], report
+
+
+def test_a_member_the_group_moved_to_another_loop_is_bound_again_when_leased_directly() -> None:
+    """The group's bind moves its redis member's client to each new loop. The member's entry
+    still said it was bound to the loop the group was built in, so a direct lease there (an
+    app thread's loop, as Starlette's TestClient runs) got the client whose sockets belonged
+    to the other loop: a BLPOP woken by a push never woke up."""
+    import asyncio
+    import threading
+
+    from mockpool import MockPool
+
+    pool = MockPool()
+    pool.register(redis_service(max_size=1))
+    pool.register(jwt_service(max_size=1))
+    pool.register(sql_service(schema=DEVICE_SESSION_SCHEMA, max_size=1))
+    pool.register(device_session_service(max_size=1))
+
+    async def group_lease() -> None:
+        async with pool.acquire("device_session") as sessions:
+            await sessions.create_session("u1", "phone")
+
+    async def consume() -> Any:
+        async with pool.acquire("redis") as r:
+            consumer = asyncio.ensure_future(r.blpop(["jobs"], timeout=2))
+            await asyncio.sleep(0)
+            await r.rpush("jobs", "job-1")
+            return await asyncio.wait_for(consumer, 5)
+
+    app_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=app_loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(group_lease(), app_loop).result(10)  # built in the app's loop
+        asyncio.run(group_lease())  # a test in a loop of its own leases the group
+        got = asyncio.run_coroutine_threadsafe(consume(), app_loop).result(10)  # reclaims the group
+    finally:
+        app_loop.call_soon_threadsafe(app_loop.stop)
+        thread.join(5)
+        app_loop.close()
+    assert got == (b"jobs", b"job-1")
+    pool.check_invariants()

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import fakeredis
 import pytest
 
@@ -370,3 +372,81 @@ async def test_a_command_runs_without_a_task_of_its_own() -> None:
         await asyncio.sleep(0)
         await r.rpush("q", "x")
         assert await asyncio.wait_for(popped, 5) == (b"q", b"x")
+
+
+def _write_twice(pool: MockPool) -> str:
+    async def write() -> str:
+        async with pool.acquire("redis") as r:
+            await r.set("greeting", "hello")
+            await r.rpush("jobs", "job-1")
+            return "ok"
+
+    return asyncio.run(write())
+
+
+# Closing a loop drops its ready tasks, and fakeredis's own task for the BLPOP is collected
+# then: its clean-up writes into the closed loop, as it does for any client, pooled or not.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_command_left_blocked_in_a_loop_closed_without_cancelling_does_not_break_the_next() -> None:
+    """pytest-asyncio 0.23 closes a test's loop without cancelling its tasks: a BLPOP left
+    blocked kept its wake-up on the server, and every write of the next test, in a new loop,
+    raised "Event loop is closed"."""
+    pool = MockPool(supervise=False)
+    pool.register(redis_service(max_size=1))
+    left: list[asyncio.Future[Any]] = []
+
+    async def leaves_a_blpop() -> None:
+        async with pool.acquire("redis") as r:
+            left.append(asyncio.ensure_future(r.blpop(["jobs"], timeout=5)))
+            await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(leaves_a_blpop())
+    # fakeredis's task that waits for the BLPOP's wake-up: held here, as a reference cycle
+    # holds it until the collector runs, which could be while a command of the next test
+    # holds the server's lock that its clean-up takes (a deadlock on a pooled server).
+    [blocking] = [
+        task.get_coro() for task in asyncio.all_tasks(loop) if "_async_blocking" in repr(task.get_coro())
+    ]
+    loop.close()  # its tasks still pending
+    assert _write_twice(pool) == "ok"
+    assert blocking.cr_frame is None  # type: ignore[union-attr]  # ended when the next lease began
+    [double] = [entry.instance for entry in pool.service_pools["redis"].core.entries]
+    assert double.fingerprint()["wake-ups of closed loops"] == 0
+    pool.check_invariants()
+    left.clear()
+    gc.collect()  # the dead loop's tasks are collected here, not in a later test
+
+
+def test_a_consumer_started_as_the_lease_ends_does_not_take_the_next_leases_push() -> None:
+    """A BLPOP the last test started on its last line reaches the server after the release's
+    reset: the next lease unblocks it (it returns empty) before the test runs."""
+    pool = MockPool(supervise=False)
+    pool.register(redis_service(max_size=1))
+
+    async def two_tests() -> tuple[Any, list[bytes]]:
+        async with pool.acquire("redis") as r:
+            late = asyncio.ensure_future(r.blpop(["jobs"], timeout=5))
+        await asyncio.sleep(0)  # the late BLPOP blocks now, after the reset
+        async with pool.acquire("redis") as r:
+            await r.rpush("jobs", "job-1")
+            await anyio.wait_all_tasks_blocked()  # a BLPOP still blocked would take it now
+            mine = await r.lrange("jobs", 0, -1)
+        return await late, mine
+
+    late, mine = asyncio.run(two_tests())
+    assert late is None
+    assert mine == [b"job-1"]
+    pool.check_invariants()
+
+
+def test_on_acquire_of_the_caller_still_runs() -> None:
+    seen: list[Any] = []
+    pool = MockPool(supervise=False)
+    pool.register(redis_service(max_size=1, on_acquire=seen.append))
+
+    async def one() -> None:
+        async with pool.acquire("redis") as r:
+            assert seen == [r]
+
+    asyncio.run(one())
