@@ -13,6 +13,9 @@ out (``--no-supervise``).
 - **redis**: a lease and one ``GET`` on a seeded key. The pooled client moves to the new loop
   (its locks and idle connections' reply queues made anew, the handshake kept); a fresh one
   is a new ``FakeAsyncRedis``, its handshake and the seed.
+- **redis, plugin's path**: the same, after what the pytest plugin does first in each test's
+  loop: start the pool's runtime there. Its supervisors start only in a loop that lives
+  ``GUEST_SUPERVISE_AFTER_S`` (0.1 s); before, each test's loop started and ticked six.
 - **sql**: a lease and one query on a seeded SQLite connection (not bound to a loop).
 """
 
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fakeredis
 
 from mockpool import MockPool
+from mockpool.plugin.coroutine import _start_runtime
 from mockpool.services import redis_service, sql_service
 
 __all__ = ("main", "measure")
@@ -65,6 +69,12 @@ def measure(*, leases: int = 300, rounds: int = 3, supervise: bool = True) -> di
         async with pool.acquire("redis") as r:
             assert await r.get("key:1") == b"value 1"
 
+    async def plugin_redis() -> None:
+        # What the pytest plugin does first in each test's loop: start the pool's runtime
+        # there (its supervisors), then the lease.
+        await _start_runtime(pool)
+        await pooled_redis()
+
     async def fresh_redis() -> None:
         r = fakeredis.FakeAsyncRedis()
         await r.mset(SEED)
@@ -85,6 +95,7 @@ def measure(*, leases: int = 300, rounds: int = 3, supervise: bool = True) -> di
     lines: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
         "asyncio.run, empty": empty,
         "redis, pooled": pooled_redis,
+        "redis, plugin's path": plugin_redis,
         "redis, fresh": fresh_redis,
         "sql, pooled": pooled_sql,
         "sql, fresh": fresh_sql,

@@ -22,6 +22,7 @@ def test_a_tiny_run_prints_every_line_and_writes_them(
     assert list(figures) == [
         "asyncio.run, empty",
         "redis, pooled",
+        "redis, plugin's path",
         "redis, fresh",
         "sql, pooled",
         "sql, fresh",
@@ -46,7 +47,7 @@ def test_each_test_runs_in_a_loop_of_its_own(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(asyncio, "run", spy)
     loops.measure(leases=2, rounds=1, supervise=False)
-    assert len(seen) == 10  # five lines, two tests each
+    assert len(seen) == 12  # six lines, two tests each
     assert len({id(loop) for loop in seen}) >= 2 and all(loop.is_closed() for loop in seen)
 
 

@@ -19,9 +19,11 @@ may be needed again. Under memory pressure the pool prefers not creating to evic
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
@@ -111,9 +113,15 @@ def plan_scaling(s: ScaleInput) -> ScalePlan:
 
 def read_rss_mb() -> float:
     """The process's resident set size in MB (one psutil call)."""
-    import psutil  # type: ignore[import-untyped]  # no stubs installed; one call, typed below
+    return float(_this_process(os.getpid()).memory_info().rss) / _MB
 
-    return float(psutil.Process().memory_info().rss) / _MB
+
+@functools.cache
+def _this_process(pid: int | None = None) -> Any:
+    """psutil's view of this process, made once per pid (a new one reads ``/proc`` again)."""
+    import psutil  # type: ignore[import-untyped]  # no stubs installed; one call, typed above
+
+    return psutil.Process(pid)
 
 
 def evict_idle(svc: ServicePool, count: int) -> int:
