@@ -78,10 +78,9 @@ async def test_text_shows_hit_and_reuse_side_by_side_and_reset_failures() -> Non
     assert HIT_LEGEND in text.splitlines()
 
 
-@pytest.mark.asyncio
-async def test_text_shows_a_dash_for_the_rates_and_waits_of_a_service_nothing_acquired() -> None:
-    """No acquisition: no rate and no wait to show, rather than a hit rate of 0 % (which reads
-    as every acquisition missing) and a wait of 0 s. Timed out only: the waits, but no rate."""
+async def _unused_and_starved() -> Report:
+    """The report of a pool with a service nothing acquired and one whose only acquisition
+    beyond its single instance timed out."""
     pool = MockPool(name="p", supervise=False)
     pool.register(ServiceSpec(name="unused", factory=dict))
     pool.register(ServiceSpec(name="starved", factory=dict, max_size=1))
@@ -90,7 +89,14 @@ async def test_text_shows_a_dash_for_the_rates_and_waits_of_a_service_nothing_ac
             with pytest.raises(TimeoutError):
                 async with pool.acquire("starved", timeout=0.01):
                     pass
-        rows = _rows(str(pool.report()))
+        return pool.report()
+
+
+@pytest.mark.asyncio
+async def test_text_shows_a_dash_for_the_rates_and_waits_of_a_service_nothing_acquired() -> None:
+    """No acquisition: no rate and no wait to show, rather than a hit rate of 0 % (which reads
+    as every acquisition missing) and a wait of 0 s. Timed out only: the waits, but no rate."""
+    rows = _rows(str(await _unused_and_starved()))
     unused = rows["unused"]
     cells = [unused[c] for c in ("hit %", "reuse %", "wait p50", "wait p99", "hold ewma")]
     assert (unused["acq"], cells) == ("0", ["-"] * 5)
@@ -172,15 +178,7 @@ async def test_a_healthy_pool_has_no_problem_and_no_error_lines() -> None:
 async def test_json_has_null_where_the_text_shows_a_dash() -> None:
     """A rate, a wait or a hold of nothing is null in the JSON, not 0.0 (which reads as every
     acquisition missing, or as served at once), as the text shows a dash."""
-    pool = MockPool(name="p", supervise=False)
-    pool.register(ServiceSpec(name="unused", factory=dict))
-    pool.register(ServiceSpec(name="starved", factory=dict, max_size=1))
-    async with pool:
-        async with pool.acquire("starved"):
-            with pytest.raises(TimeoutError):
-                async with pool.acquire("starved", timeout=0.01):
-                    pass
-        report = pool.report()
+    report = await _unused_and_starved()
     data = json.loads(report.to_json())
     figures = (
         "hit_rate",
