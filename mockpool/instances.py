@@ -44,9 +44,11 @@ _CANCELLED = (asyncio.CancelledError,)
 
 
 class CpuMeter(Protocol):
-    """The runtime of a loop, as far as creations count the CPU a sync factory took."""
+    """The runtime of a loop, as far as creations count the CPU a sync factory took and the
+    time it held the loop."""
 
     creation_cpu: float
+    creation_blocked: float
 
 
 class _Port(Protocol):
@@ -315,10 +317,12 @@ class InstanceHooks:
             # A sync factory ran on the loop's thread without a pause: its CPU is the loop's,
             # not the leases' (the sizing controller tells the two apart), and the leases held
             # meanwhile did nothing.
-            self.blocks.add(began, self.clock.now())
+            ended = self.clock.now()
+            self.blocks.add(began, ended)
             runtime = self.pool.current_runtime()
             if runtime is not None:
                 runtime.creation_cpu += time.thread_time() - cpu
+                runtime.creation_blocked += ended - began
         if instance is None:
             hook = "minimal factory" if tier == "minimal" else "factory"
             raise MockPoolError(

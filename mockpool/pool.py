@@ -459,11 +459,18 @@ class MockPool:
     def _runtime_ended(self, runtime: Runtime) -> None:
         if self._runtimes.get(runtime.loop) is runtime:
             del self._runtimes[runtime.loop]
+        # The usage sampler is a supervisor, and a test's own loop ends before it starts
+        # (``_supervise_later``): sampled as such loops end, once a window has passed, the
+        # run's demand per window is still recorded window by window.
+        if self.elapsed() - self._sampled_at >= self.recorder.window_s:
+            self.sample_usage()
 
     def _start_supervisors(self, runtime: Runtime) -> None:
         if not self.supervise or self._state in (_State.CLOSING, _State.CLOSED):
             return
-        if self._home is not None and runtime.loop is self._home():
+        if (self._home is not None and runtime.loop is self._home()) or self.leak_threshold is not None:
+            # Leak detection asked for: held past a threshold that may be shorter than the
+            # delay below, a lease is reported in a test's own loop too.
             start_all(self, runtime)
         else:
             runtime.spawn(self._supervise_later, runtime, name=f"mockpool[{self.name}] supervisors")

@@ -76,6 +76,8 @@ class Runtime:
         #: When that window began, on the pool's clock.
         self.load_since: float | None = None
         self.creation_cpu = 0.0
+        #: Seconds (on the pool's clock) sync factories held the loop so far: no lease ran.
+        self.creation_blocked = 0.0
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()
         #: Guards structural changes that span awaits (unregister, resize, recovered swaps);

@@ -531,7 +531,10 @@ def _unblock_late(handle: Any) -> None:
     """At a lease's start: unblock a command blocked since the last reset (a consumer task
     the last test started as it ended, whose ``BLPOP`` reached the server after the reset):
     it returns empty, as at a reset, instead of taking this lease's push."""
-    server = handle.connection_pool.connection_kwargs.get("server")
+    pool = getattr(handle, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    # An emergency stub (recovery's last tier) has no server.
+    server = kwargs.get("server") if isinstance(kwargs, dict) else None
     if server is None:
         return
     blocked = [sock for sock in server.sockets if getattr(sock, "_blocked", False)]

@@ -45,8 +45,8 @@ class _Open:
     completed: int
     #: Instances lent to groups when it opened.
     lent: int
-    #: The loop's creation CPU (``Runtime.creation_cpu``) when it opened.
-    creation_cpu: float = 0.0
+    #: The time sync factories had held the loop (``Runtime.creation_blocked``) when it opened.
+    creation_blocked: float = 0.0
     #: Tests waited at every sample so far: the leases completed were bound by the size.
     queued: bool = True
 
@@ -87,6 +87,9 @@ class SizingSupervisor:
         wall, busy_at, now = time.perf_counter(), self._busy_clock(), pool.clock.now()
         runtime = pool.current_runtime()
         creation_cpu = runtime.creation_cpu if runtime is not None else 0.0
+        # A factory that sleeps or waits on I/O holds the loop without its CPU: the windows
+        # count the time on the clock.
+        blocked = runtime.creation_blocked if runtime is not None else 0.0
         elapsed = wall - self.wall
         busy = load = None
         in_use = self._in_use()
@@ -108,7 +111,7 @@ class SizingSupervisor:
             completed = svc.metrics.holds.count
             window = self.windows.get(name)
             if window is None:
-                window = self.windows[name] = _Open(wall, completed, core.lent, creation_cpu)
+                window = self.windows[name] = _Open(wall, completed, core.lent, blocked)
             # A queue that emptied, even once, means the window's rate measured the demand,
             # not what the size can serve: a suite whose tests moved to other services looked
             # like a size that bought nothing, and the search capped a service that was short.
@@ -131,7 +134,7 @@ class SizingSupervisor:
                         # had while sync factories built its group's members.
                         busy=load,
                         # No lease ran while they did: the rate counts the rest.
-                        blocked_s=creation_cpu - window.creation_cpu,
+                        blocked_s=blocked - window.creation_blocked,
                     ),
                     core.max_size,
                 )
@@ -144,7 +147,7 @@ class SizingSupervisor:
                         else f"completed leases per second did not rise with size {serving}",
                         f"limit {before.limit} -> {svc.limit.limit}",
                     )
-                self.windows[name] = _Open(wall, completed, core.lent, creation_cpu)
+                self.windows[name] = _Open(wall, completed, core.lent, blocked)
             if core.shortfall() > 0:
                 svc.ensure_creations()
         for gone in set(self.windows) - set(pool.service_pools):

@@ -27,6 +27,7 @@ class LoopSample(Protocol):
     lease_cost: float | None
     load_since: float | None
     creation_cpu: float
+    creation_blocked: float
 
 
 class PoolView(Protocol):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import sys
 from collections.abc import Awaitable, Callable
@@ -450,3 +451,35 @@ def test_on_acquire_of_the_caller_still_runs() -> None:
             assert seen == [r]
 
     asyncio.run(one())
+
+
+@pytest.mark.asyncio
+async def test_an_emergency_stub_is_served_degraded() -> None:
+    """The service's on_acquire unblocks late commands on the server behind the client; a
+    stub (recovery's last tier) has none, and is served as it is."""
+    base = redis_service(allow_degraded=True)
+    down = {"factory": False}
+
+    def factory() -> Any:
+        if down["factory"]:
+            raise RuntimeError("factory down")
+        return base.factory()
+
+    def restore(instance: Any, state: Any) -> None:
+        raise RuntimeError("restore down")
+
+    pool = MockPool(supervise=False)
+    pool.register(dataclasses.replace(base, factory=factory, restore=restore))
+    async with pool:
+        async with pool.acquire("redis") as r:
+            await r.set("a", 1)
+        down["factory"] = True
+        lease = pool.acquire("redis")
+        async with lease:
+            lease.discard()
+        await anyio.wait_all_tasks_blocked()
+        lease = pool.acquire("redis", timeout=2)
+        async with lease:
+            assert lease.degraded
+        assert pool.stats("redis").recoveries["stub"] == 1
+        pool.check_invariants()

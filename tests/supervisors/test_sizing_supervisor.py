@@ -202,6 +202,7 @@ async def test_a_loop_saturated_by_creations_is_not_read_as_saturated_by_leases(
                 pass
             factory_s = time.thread_time() - began
             runtime.creation_cpu += factory_s
+            runtime.creation_blocked += factory_s
             await supervisor.tick()
         assert runtime.busy is not None and runtime.busy > 0.5
         [window] = windows.seen
@@ -324,3 +325,24 @@ async def test_a_load_reading_from_before_the_queue_formed_is_not_the_queues() -
             assert not svc.sizing_input().load_predates_queue
         await waiter
         await second.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_a_factory_that_blocks_without_cpu_counts_as_holding_the_loop() -> None:
+    """A sync factory that sleeps or waits on I/O holds the loop as long as one that computes,
+    with almost none of the CPU: the windows count the time it held the loop on the clock."""
+    clock = FakeClock()
+
+    def blocking_factory() -> list[int]:
+        clock.advance(0.2)  # as time.sleep(0.2) would, on the pool's clock
+        return []
+
+    pool = MockPool(supervise=False, clock=clock)
+    pool.register(ServiceSpec(name="s", factory=blocking_factory))
+    async with pool:
+        async with pool.acquire("s"):
+            pass
+        runtime = pool.current_runtime()
+        assert runtime is not None
+        assert runtime.creation_blocked == pytest.approx(0.2)
+        assert runtime.creation_cpu < 0.2
