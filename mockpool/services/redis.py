@@ -481,10 +481,15 @@ def _drop_dead_wakeups(server: fakeredis.FakeServer) -> None:
     dead: set[asyncio.AbstractEventLoop] = set()
     for db in server.dbs.values():
         if getattr(db, "_change_callbacks", None):
-            gone = [callback for callback in db._change_callbacks if _closed_loop_of(callback)]
+            gone = {
+                callback: loop
+                for callback in db._change_callbacks
+                for loop in (_loop_of(callback),)
+                if loop is not None and loop.is_closed()
+            }
             if gone:
                 _wakeups(db).difference_update(gone)
-                dead.update(loop for callback in gone for loop in (_loop_of(callback),) if loop)
+                dead.update(gone.values())
     for loop in dead:
         for task in asyncio.all_tasks(loop):
             coro = task.get_coro()
