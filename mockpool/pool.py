@@ -465,10 +465,50 @@ class MockPool:
         if self.elapsed() - self._sampled_at >= self.recorder.window_s:
             self.sample_usage()
 
+    def enter_loop(self) -> None:
+        """A test starts in the running loop (the pytest plugin calls this first in each test's
+        coroutine): give the loop its supervisors when it should have them, and record usage.
+
+        The pool's own loop (and any loop, with a ``leak_threshold``) gets its runtime now.
+        Another loop, a test's own under pytest-asyncio's default, gets a timer instead: its
+        runtime starts, supervisors and all, once the loop has lived
+        ``GUEST_SUPERVISE_AFTER_S``, unless background work started it first. Such a loop
+        usually ends within milliseconds: a runtime (a host task and its task group, made
+        and cancelled) cost 0.23 ms a test, as much as the rest of a pooled lease, for
+        supervisors that never started. What a short loop needs (creations for its waiters,
+        stall checks, resets) starts the runtime itself."""
+        if not self.supervise or self._state in (_State.CLOSING, _State.CLOSED):
+            return
+        loop = running_loop(self.name)
+        runtime = self._runtimes.get(loop)
+        if runtime is not None and runtime.running:
+            return
+        # The usage sampler is a supervisor, and short loops end before it starts: sampled
+        # here, once a window has passed, the run's demand is still recorded window by window.
+        if self.elapsed() - self._sampled_at >= self.recorder.window_s:
+            self.sample_usage()
+        if self._home is None or loop is self._home() or self.leak_threshold is not None:
+            self._runtime()
+        else:
+            # The loop's own clock measures the loop's life; a timer left when the loop closes
+            # is dropped with it.
+            loop.call_later(GUEST_SUPERVISE_AFTER_S, self._guest_due, loop)
+
+    def _guest_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._state in (_State.CLOSING, _State.CLOSED):
+            return
+        runtime = self._runtimes.get(loop)
+        if runtime is None or not runtime.running:
+            self._runtime().supervise_now = True
+
     def _start_supervisors(self, runtime: Runtime) -> None:
         if not self.supervise or self._state in (_State.CLOSING, _State.CLOSED):
             return
-        if (self._home is not None and runtime.loop is self._home()) or self.leak_threshold is not None:
+        if (
+            (self._home is not None and runtime.loop is self._home())
+            or self.leak_threshold is not None
+            or runtime.supervise_now
+        ):
             # Leak detection asked for: held past a threshold that may be shorter than the
             # delay below, a lease is reported in a test's own loop too.
             start_all(self, runtime)

@@ -78,6 +78,8 @@ class Runtime:
         self.creation_cpu = 0.0
         #: Seconds (on the pool's clock) sync factories held the loop so far: no lease ran.
         self.creation_blocked = 0.0
+        #: Start the supervisors at once (the loop has lived long enough already).
+        self.supervise_now = False
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()
         #: Guards structural changes that span awaits (unregister, resize, recovered swaps);

@@ -16,10 +16,11 @@ How a test's leases are attributed to it (``Lease.owner``, the ``lease_owner`` C
 
 Event loops: the pool's state is loop-agnostic; its runtime (waiter futures, background
 creations, supervisors) is per loop. At the start of each test's coroutine, in the test's loop,
-the wrapper starts that loop's runtime and waits until the supervisors are up (a runtime
-cancelled mid-start hangs ``asyncio.Runner.close`` with anyio 4.16), then asks the pool for
-what this test and the next collected one will acquire (``pool.expect``). The runtime ends
-when the runner closes the loop. Cost and trade-offs: docs/pytest.md.
+the wrapper calls ``pool.enter_loop()``: the pool's own loop gets its runtime at once, a
+test's own loop a timer that starts it (supervisors and all) once the loop has lived 0.1 s,
+unless background work started it first. Then it asks the pool for what this test and the
+next collected one will acquire (``pool.expect``). A runtime ends when the runner closes its
+loop. Cost and trade-offs: docs/pytest.md.
 """
 
 from __future__ import annotations
@@ -38,30 +39,15 @@ if TYPE_CHECKING:
     from .state import State
 
 
-async def _noop() -> None:
-    return None
-
-
-async def _start_runtime(pool: MockPool) -> None:
-    """Start the pool's runtime in the running loop and wait until its supervisors are up.
-
-    Waiting matters: a runtime still starting its supervisors (inside anyio's
-    ``TaskGroup.start``) when the loop is torn down cannot be cancelled cleanly (anyio 4.16
-    waits, shielded, for a task that never ran), which hangs ``asyncio.Runner.close``.
-    Once ready, cancelling the runtime at loop close is immediate."""
-    pool.spawn(_noop)
-    await pool._runtime().wait_ready()
-
-
-async def _enter_test(state: State, item: pytest.Item | None, wanted: tuple[str, ...]) -> None:
-    """At the start of a test's coroutine, in its loop: make sure this loop has the pool's
-    runtime (so the supervisors run while the test does), and create ahead what this test
-    and the next one will acquire."""
+def _enter_test(state: State, item: pytest.Item | None, wanted: tuple[str, ...]) -> None:
+    """At the start of a test's coroutine, in its loop: see that the supervisors run while the
+    test does (``MockPool.enter_loop``), and create ahead what this test and the next one
+    will acquire."""
     pool = state.pool
     if pool is None or pool.closed:
         return
     if state.settings.supervise:
-        await _start_runtime(pool)
+        pool.enter_loop()
     if state.settings.warm and wanted:
         pool.expect(wanted)
 
@@ -80,7 +66,7 @@ def owned(fn: Callable[..., Coroutine[Any, Any, Any]], state: State, item: pytes
         try:
             if asyncio._get_running_loop() is None:
                 return await _off_asyncio(state, nodeid, fn(*args, **kwargs), MockPoolError)
-            await _enter_test(
+            _enter_test(
                 state, item, state.services_for(item) + state.services_for(item.stash.get(NEXT, None))
             )
             result = await fn(*args, **kwargs)
@@ -144,7 +130,7 @@ async def owned_task(task: Coroutine[Any, Any, Any], state: State, item: pytest.
 
     token = lease_owner.set(item.nodeid)
     try:
-        await _enter_test(state, item, state.services_for(item))
+        _enter_test(state, item, state.services_for(item))
         return await task
     finally:
         lease_owner.reset(token)
