@@ -27,6 +27,7 @@ from .core import Entry, EntryState
 from .errors import MockPoolError, RecoveryFailedError
 from .hooks import call_hook, deadline
 from .isolation import IsolationError, difference, fingerprint_hook
+from .paused import LoopWork
 from .stubs import make_stub
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class InstanceHooks:
         #: Creations spawned and not yet claimed, and how many of them each loop spawned.
         self._tickets: list[_Ticket] = []
         self._ticket_loops: dict[asyncio.AbstractEventLoop, int] = {}
+        #: Creations under way, by the loop that runs them (see :mod:`mockpool.paused`).
+        self.creations_in = LoopWork()
 
     if TYPE_CHECKING:
         # What this part reads of the service pool, which defines it.
@@ -176,7 +179,11 @@ class InstanceHooks:
             ticket.pending -= 1
             claimed = self._claim(ticket, token)
         if claimed:
-            await self._create_one()
+            loop = self.creations_in.begin()
+            try:
+                await self._create_one()
+            finally:
+                self.creations_in.end(loop)
 
     def _drop_claimer(self, ticket: _Ticket, token: object) -> None:
         """A claimer's runtime ended before it did (its loop closed). It releases the

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from .core import Entry, EntryState
+from .paused import LoopWork
 
 if TYPE_CHECKING:
     from .core import ServiceCore
@@ -54,6 +55,8 @@ class RecoveryHandoff:
         #: Entries whose background step was interrupted by the death of its event loop;
         #: the next runtime to start resumes their recovery.
         self.orphans: list[Entry] = []
+        #: Recoveries under way, by the loop that runs them (see :mod:`mockpool.paused`).
+        self.recoveries_in = LoopWork()
 
     def to_recovery(self, entry: Entry, reason: str) -> None:
         """Send an entry (leased, resetting, checking or idle) to the recovery ladder."""
@@ -64,12 +67,15 @@ class RecoveryHandoff:
         """Tiers in order: restore the pristine snapshot, recreate from the factory, the
         ``minimal`` factory, an emergency stub (the last two only with ``allow_degraded``).
         (``self: Self``: the ladder is given the service pool itself, not this mixin.)"""
+        loop = self.recoveries_in.begin()
         try:
             await self._recover(self, entry, reason)
         except _CANCELLED:
             if entry.state is EntryState.RECOVERING:
                 self.orphans.append(entry)
             raise
+        finally:
+            self.recoveries_in.end(loop)
 
     def orphan(self, entry: Entry) -> None:
         """Park an entry whose recovery was cut short (its loop ended) for the next runtime.

@@ -250,9 +250,9 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 # At max_size (the contended steady state) there is nothing to create: skip the
                 # call. Below it, ensure_creations also makes room under the pool-wide cap. At
                 # it, an idle group may have to give back an instance lent to it.
-                if (len(core.entries) + core.creating < core.max_size or core.lent) and core.shortfall() > 0:
+                if (len(core.entries) + core.creating < core.max_size or core.lent) and self.shortfall() > 0:
                     self.ensure_creations()
-                    if core.shortfall() > 0 and loop not in self._stall_checks:
+                    if self.shortfall() > 0 and loop not in self._stall_checks:
                         self._arm_stall_check(loop)
                 if self._ticket_loops:
                     self.take_over_creations(loop)
@@ -453,7 +453,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         pool-wide cap, another service's idle instance is evicted to make room only for a
         waiter nothing else can serve, or (``evict``) one stalled for long."""
         core = self.core
-        if core.shortfall() <= 0:
+        if self.shortfall() <= 0:
             return
         if core.size + core.creating >= core.max_size and self.reclaim_if_only_lent():
             return
@@ -471,6 +471,22 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 break
             self.spawn_creation()
             wanted -= 1
+
+    def shortfall(self) -> int:
+        """Waiters that no creation or recovery on its way covers: the core's count, where
+        work frozen in a paused event loop (open, not running: :mod:`mockpool.paused`) covers
+        nobody. It goes on only when that loop runs again; counted, a test in a function-scoped
+        loop after one in a session-scoped loop waited for the creation warming had started
+        there until its timeout."""
+        core = self.core
+        short = core.shortfall()
+        if core.creating or core.recovering:
+            short += self.paused_work()
+        return short
+
+    def paused_work(self) -> int:
+        """Creations and recoveries frozen in paused event loops (:mod:`mockpool.paused`)."""
+        return self.creations_in.paused() + self.recoveries_in.paused()
 
     def reclaim_if_only_lent(self) -> bool:
         """At ``max_size`` with every instance lent to groups, waiters would wait for ever: a
@@ -519,10 +535,14 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         """This service's measurements, as the sizing controller reads them."""
         core, m = self.core, self.metrics
         busy, lease_cost, load_since = self.pool.loop_load()
+        # Work frozen in a paused loop is on its way to no waiter here (``shortfall``); it
+        # still holds its slot under max_size (``core.reserve_creation`` counts it).
+        paused_creations = self.creations_in.paused() if core.creating else 0
+        paused_recoveries = self.recoveries_in.paused() if core.recovering else 0
         return SizingInput(
             size=core.size,
-            creating=core.creating,
-            recovering=core.recovering + core.checking,
+            creating=core.creating - paused_creations,
+            recovering=core.recovering + core.checking - paused_recoveries,
             # Groups keep the members they were built on: only the leases of tests end.
             in_use=core.in_use - core.lent,
             lent=core.lent,

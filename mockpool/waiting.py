@@ -66,6 +66,8 @@ class Waiting:
         @property
         def pool(self) -> _LoadPort: ...
         def ensure_creations(self, *, stalled: bool = False, evict: bool = False) -> None: ...
+        def shortfall(self) -> int: ...
+        def paused_work(self) -> int: ...
 
     def __init__(self) -> None:
         super().__init__()  # the next mixin's state (cooperative: ServicePool lists several)
@@ -123,6 +125,15 @@ class Waiting:
     def why_no_instance(self) -> str:
         """Which bound kept a waiter waiting, and what to change (for ``AcquireTimeout``)."""
         core = self.core
+        paused = self.paused_work() if core.creating or core.recovering else 0
+        if paused and core.size + core.creating >= core.max_size:
+            return (
+                f"{paused} instance(s) are being created or recovered in an event loop that is not "
+                "running (open, between its run_until_complete calls: pytest-asyncio's session- or "
+                "module-scoped loop while a function-scoped test runs); they go on only when that "
+                f"loop runs again, and they hold their places under max_size={core.max_size}: raise "
+                "max_size, or run the tests that use this service in one loop scope"
+            )
         if core.size + core.creating >= core.max_size:
             return (
                 f"the service is at max_size={core.max_size}: raise max_size, pass a longer "
@@ -209,7 +220,7 @@ class Waiting:
         """An instance was lent to a group while waiters wait: look again after a stall, since
         the group instance may go idle holding it (``reclaim_if_only_lent`` then takes it)."""
         loop = asyncio.get_running_loop()
-        if self.core.shortfall() > 0 and loop not in self._stall_checks and self.core.waits_in(loop):
+        if self.shortfall() > 0 and loop not in self._stall_checks and self.core.waits_in(loop):
             self._arm_stall_check(loop)
 
     def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -225,7 +236,7 @@ class Waiting:
             loop, (None, 0, 0, 0, 0)
         )
         core = self.core
-        if core.closed or core.shortfall() <= 0:
+        if core.closed or self.shortfall() <= 0:
             return
         stalled = self.metrics.holds.count == released_before
         streak = streak + 1 if stalled else 0
@@ -250,7 +261,7 @@ class Waiting:
             if share is not None and core.size + core.creating >= share:
                 lasting = quiet >= OVER_SHARE_FACTOR * need
         self.ensure_creations(stalled=stalled and (lasting or not saturated), evict=lasting)
-        if core.shortfall() > 0 and core.waits_in(loop):
+        if self.shortfall() > 0 and core.waits_in(loop):
             self._arm_stall_check(loop, streak, quiet)
 
     # == creations settled ====================================================================

@@ -194,3 +194,62 @@ def test_a_run_of_tests_known_to_lease_nothing_warms_nothing(pytester: pytest.Py
     other = pytester.runpytest(*flags("asyncio", "-k", "test_other"))
     other.assert_outcomes(passed=1, deselected=2)
     other.stdout.fnmatch_lines(["warmed ahead: other=1"])
+
+
+PAUSED_CONFTEST = """
+import asyncio
+
+from mockpool import ServiceSpec
+
+STARTED = []
+
+
+async def slow():
+    STARTED.append(asyncio.get_running_loop())
+    if len(STARTED) == 1:
+        await asyncio.Event().wait()  # the first creation goes on only if its loop runs again
+    return {}
+
+
+def pytest_mockpool_register(pool, config):
+    pool.register(ServiceSpec(name="slow", factory=slow, reset=dict.clear))
+"""
+
+PAUSED = """
+import asyncio
+
+import pytest
+
+from conftest import STARTED
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_in_the_session_loop(mockpool):
+    # The plugin creates ahead what the next test is marked to need, in this loop.
+    for _ in range(1000):  # bounded wait for the creation to be under way
+        if STARTED:
+            break
+        await asyncio.sleep(0)
+    assert STARTED == [asyncio.get_running_loop()]
+
+
+@pytest.mark.asyncio
+@pytest.mark.mockpool("slow")
+async def test_in_its_own_loop(mockpool):
+    # The session loop is open and not running now: its creation covers no one here.
+    async with mockpool.acquire("slow", timeout=5) as instance:
+        assert instance == {}
+"""
+
+
+def test_a_creation_ahead_in_a_session_loop_keeps_no_function_loop_test_waiting(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-asyncio keeps a session-scoped loop open, not running, while a function-scoped
+    test runs. The creation warming started there for the next test went on only when that
+    loop ran again: the next test waited for it until its timeout."""
+    pytester.makepyprojecttoml(pyproject(asyncio_default_fixture_loop_scope="function"))
+    pytester.makeconftest(dedent(PAUSED_CONFTEST))
+    pytester.makepyfile(test_paused=dedent(PAUSED))
+    result = pytester.runpytest(*flags("asyncio", "-p", "no:cacheprovider"))
+    result.assert_outcomes(passed=2)
