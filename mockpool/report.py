@@ -11,10 +11,13 @@ from .metrics import PoolStats
 
 __all__ = ("HIT_LEGEND", "Event", "Report")
 
-#: Printed under every table with hit and reuse rates.
+#: Printed under every table with hit and reuse rates: what each figure counts. The rates'
+#: denominator is the acquisitions served, not the ``acq`` column (timeouts are not served);
+#: the waits also count the timed-out acquisitions.
 HIT_LEGEND = (
     "hit: served at once from idle; reuse: served without a creation (at once or by a release); "
-    "wait p50/p99 count hits as 0 s"
+    "both rates are shares of the acquisitions served; wait p50/p99 over those served or timed out, "
+    "hits as 0 s"
 )
 
 
@@ -73,7 +76,8 @@ class Report:
             "size",
             "idle",
             "in use",
-            "wait",
+            # Acquirers waiting now; not a duration, unlike the wait p50/p99 beside it.
+            "waiting",
             "acq",
             "hit %",
             "reuse %",

@@ -195,3 +195,42 @@ async def test_json_has_null_where_the_text_shows_a_dash() -> None:
     starved = data["services"]["starved"]  # one miss, one timeout: figures of something
     assert (starved["acquisitions"], starved["hit_rate"], starved["reuse_rate"]) == (2, 0.0, 0.0)
     assert starved["wait_p99_s"] > 0.0
+
+
+@pytest.mark.asyncio
+async def test_the_waiting_column_counts_acquirers_and_is_not_a_wait() -> None:
+    """The column of acquirers waiting right now sat beside ``wait p50`` and ``wait p99`` under
+    the header ``wait``: ``wait 0`` beside ``wait p50 950ms`` read as "waited 0"."""
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="one", factory=dict, max_size=1))
+    async with pool:
+        async with pool.acquire("one"):
+            waiter = asyncio.create_task(pool.acquire("one").__aenter__())
+            await _settle()
+            text = str(pool.report())
+        await waiter
+    header = re.split(r"\s{2,}", text.splitlines()[1].strip())
+    assert "wait" not in header
+    assert _rows(text)["one"]["waiting"] == "1"
+
+
+@pytest.mark.asyncio
+async def test_the_legend_gives_the_rates_and_waits_their_denominators() -> None:
+    """A miss, a hit and a timeout: 3 acquisitions, a hit rate of 50 %. Read as a share of the
+    3, it is 1.5 hits; the legend says the rates count the acquisitions served, and that the
+    waits count the timed-out one too."""
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="one", factory=dict, max_size=1))
+    async with pool:
+        async with pool.acquire("one"):
+            pass
+        async with pool.acquire("one"):
+            with pytest.raises(TimeoutError):
+                async with pool.acquire("one", timeout=0.01):
+                    pass
+        text = str(pool.report())
+    one = _rows(text)["one"]
+    assert (one["acq"], one["hit %"], one["reuse %"], one["timeouts"]) == ("3", "50.0", "50.0", "1")
+    assert "rates are shares of the acquisitions served" in HIT_LEGEND
+    assert "over those served or timed out" in HIT_LEGEND
+    assert HIT_LEGEND in text.splitlines()

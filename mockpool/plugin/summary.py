@@ -177,6 +177,8 @@ def pytest_terminal_summary(
         "recoveries",
         "leaks",
         "degraded",
+        # Acquisitions that were not served: the rates leave them out, the waits count them.
+        "timeouts",
     )
     table = [header]
     for name, r in rows.items():
@@ -195,6 +197,7 @@ def pytest_terminal_summary(
                 str(sum(r.recoveries.values())),
                 str(r.leaks),
                 str(r.degraded_leases),
+                str(r.timeouts),
             )
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]

@@ -44,9 +44,9 @@ def test_summary_section_and_header(pytester: pytest.Pytester) -> None:
         [
             "mockpool: services: + pytest_mockpool_register; runner: pytest-asyncio (strict, function loop); *",
             "*= mockpool =*",
-            "service  acquisitions  hit rate  reuse rate  wait p50  wait p99  reset fail  recoveries  leaks  degraded",
+            "service  acquisitions  hit rate  reuse rate  wait p50  wait p99  reset fail  recoveries  leaks  degraded  timeouts",
             # The first acquisition waits for the creation (a miss), the second is a hit.
-            "counter             2     50.0%       50.0%  * 0           0      0         0",
+            "counter             2     50.0%       50.0%  * 0           0      0         0         0",
             HIT_LEGEND,
         ]
     )
@@ -62,7 +62,7 @@ def test_summary_shows_a_dash_for_a_service_no_test_acquired(pytester: pytest.Py
     result = pytester.runpytest(*flags("asyncio"))
     result.assert_outcomes(passed=2)
     (row,) = [line for line in result.stdout.lines if line.startswith("jwt ")]
-    assert row.split() == ["jwt", "0", "-", "-", "-", "-", "0", "0", "0", "0"]
+    assert row.split() == ["jwt", "0", "-", "-", "-", "-", "0", "0", "0", "0", "0"]
 
 
 MANY_HITS = """
@@ -91,6 +91,52 @@ def test_summary_wait_percentiles_weigh_in_the_acquisitions_served_at_once(pytes
     assert cells[5] != "0us"  # wait p99: the creation's wait, 1 in 30
     counter = Report.read(pytester.path / "report.json").service("counter")
     assert counter["wait_p50_s"] == 0.0 < counter["wait_p99_s"]
+
+
+ONE_CONFTEST = """
+from mockpool import ServiceSpec
+
+
+def pytest_mockpool_register(pool, config):
+    pool.register(ServiceSpec(name="one", factory=dict, max_size=1))
+"""
+
+STARVED_TESTS = """
+import pytest
+
+from mockpool import AcquireTimeout
+
+
+@pytest.mark.asyncio
+async def test_first(mockpool):
+    async with mockpool.acquire("one"):
+        pass
+
+
+@pytest.mark.asyncio
+async def test_starved(mockpool):
+    async with mockpool.acquire("one"):
+        with pytest.raises(AcquireTimeout):
+            async with mockpool.acquire("one", timeout=0.01):
+                pass
+"""
+
+
+def test_summary_shows_the_timeouts_the_rates_leave_out(pytester: pytest.Pytester) -> None:
+    """A miss, a hit and a timeout: the summary read "3 acquisitions, hit rate 50.0%" (1.5
+    hits?) with the timeout nowhere, though the rates count the 2 served and the waits count
+    the timeout's 10 ms. The timeouts column and the legend make the row add up."""
+    pytester.makepyprojecttoml(pyproject(**ASYNCIO_INI))
+    pytester.makeconftest(dedent(ONE_CONFTEST))
+    pytester.makepyfile(test_starved=dedent(STARVED_TESTS))
+    result = pytester.runpytest(*flags("asyncio"))
+    result.assert_outcomes(passed=2)
+    line = next(line for line in result.stdout.lines if line.startswith("service "))
+    header = [cell.strip() for cell in line.split("  ") if cell.strip()]
+    (row,) = [line.split() for line in result.stdout.lines if line.startswith("one ")]
+    cells = dict(zip(header, row, strict=True))
+    assert (cells["acquisitions"], cells["hit rate"], cells["timeouts"]) == ("3", "50.0%", "1")
+    result.stdout.fnmatch_lines([HIT_LEGEND])
 
 
 FLAKY_CONFTEST = """
@@ -132,8 +178,8 @@ def test_summary_names_a_service_whose_resets_always_fail(pytester: pytest.Pytes
     )
     result.stdout.fnmatch_lines(
         [
-            "service  acquisitions  hit rate  reuse rate  wait p50  wait p99  reset fail  recoveries  leaks  degraded",
-            "flaky               3 * 3           3      0         0",
+            "service  acquisitions  hit rate  reuse rate  wait p50  wait p99  reset fail  recoveries  leaks  degraded  timeouts",
+            "flaky               3 * 3           3      0         0         0",
             f"problem: {problem}",
             "last errors:",
             f"  flaky: {error}",
