@@ -392,7 +392,9 @@ class PoolStats:
     count every instance made (factory, minimal or stub) and discarded (closed, shrunk,
     replaced by recovery), so ``size == created - destroyed`` once nothing is being created or
     recovered. ``last_error`` is the service's last hook failure (factory, reset, recovery),
-    ``last_reset_error`` its last reset failure, each ``"Type: message"``.
+    ``last_reset_error`` its last reset failure, each ``"Type: message"``. ``lent`` is how
+    many of ``in_use`` are held by instances of the groups built on this service (idle or
+    leased ones): no lease of this service holds them.
     """
 
     name: str
@@ -439,6 +441,7 @@ class PoolStats:
     recovery_p99_s: Mapping[str, float] = field(default_factory=dict)
     last_error: str | None = None
     last_reset_error: str | None = None
+    lent: int = 0
 
     @property
     def served(self) -> int:

@@ -138,6 +138,12 @@ class Report:
             lines.append("")
             lines.append("adaptations:")
             lines.extend(f"  {e.at_s:8.3f}s  {e.service}: {e.trigger} -> {e.response}" for e in self.events)
+        lent = {n: s.lent for n, s in self.services.items() if s.lent}
+        if lent:
+            lines.append(
+                "lent to groups (counted in use, held by group instances, not by tests): "
+                + ", ".join(f"{n}={c}" for n, c in lent.items())
+            )
         degraded = {n: s.degraded_leases for n, s in self.services.items() if s.degraded_leases}
         if degraded:
             lines.append("degraded leases: " + ", ".join(f"{n}={c}" for n, c in degraded.items()))

@@ -736,6 +736,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             recovery_p99_s=rec99,
             last_error=format_error(self.last_error),
             last_reset_error=format_error(self.last_reset_error),
+            lent=core.lent,
         )
 
 

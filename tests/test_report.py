@@ -9,7 +9,7 @@ import re
 import anyio
 import pytest
 
-from mockpool import MockPool, MockPoolError, ServiceSpec
+from mockpool import MockPool, MockPoolError, PoolStats, ServiceSpec
 from mockpool.report import HIT_LEGEND, Report, format_seconds
 
 
@@ -234,3 +234,37 @@ async def test_the_legend_gives_the_rates_and_waits_their_denominators() -> None
     assert "rates are shares of the acquisitions served" in HIT_LEGEND
     assert "over those served or timed out" in HIT_LEGEND
     assert HIT_LEGEND in text.splitlines()
+
+
+async def _group_pool() -> tuple[str, dict[str, PoolStats]]:
+    """A group ``pair`` over ``a`` and ``b``, leased once and released: its idle instance
+    keeps one instance of each member. Returns the report's text and the stats."""
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="a", factory=dict))
+    pool.register(ServiceSpec(name="b", factory=dict))
+    pool.register(ServiceSpec(name="pair", factory=lambda a, b: (a, b), depends_on=("a", "b")))
+    async with pool:
+        async with pool.acquire("pair"):
+            pass
+        await _settle()
+        text = str(pool.report())
+        stats = pool.stats()
+    return text, stats
+
+
+@pytest.mark.asyncio
+async def test_members_lent_to_groups_are_told_apart_from_leases() -> None:
+    """No test holds anything, yet ``a`` and ``b`` read ``in use 1`` (with 0 acquisitions):
+    their instances are held by the idle ``pair`` instance. ``lent`` says how many of the
+    ``in use`` are such, and the text names them under the table."""
+    text, stats = await _group_pool()
+    for name in ("a", "b"):
+        s = stats[name]
+        assert (s.acquisitions, s.in_use, s.lent, s.idle, s.size) == (0, 1, 1, 0, 1)
+        assert s.to_dict()["lent"] == 1
+        assert _rows(text)[name]["in use"] == "1"
+    assert stats["pair"].lent == 0
+    assert (
+        "lent to groups (counted in use, held by group instances, not by tests): a=1, b=1"
+        in text.splitlines()
+    )
