@@ -256,6 +256,14 @@ async def run_suite(cases: list[Case], history: Path, concurrency: int, lookahea
     )
 
 
+def _figure(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -322,11 +330,13 @@ def main() -> None:
         f"{'hit rate':>10}{'reuse rate':>12}"
     )
     for name, d in results[1].learning.items():
+        # A figure of nothing (no history, nothing served) is a dash, not a prediction of 0 or
+        # a rate of 0 %.
         print(
-            f"  {name:<15}{d['predicted_size'] or 0:>11.1f}{d['warmed']:>8}{d['actual_size']:>6}"
+            f"  {name:<15}{_figure(d['predicted_size'], '.1f'):>11}{d['warmed']:>8}{d['actual_size']:>6}"
             f"{d['actual_peak']:>6}"
-            f"{d['predicted_acquisitions'] or 0:>12.1f}{d['actual_acquisitions']:>6}{100 * d['hit_rate']:>9.1f}%"
-            f"{100 * d['reuse_rate']:>11.1f}%"
+            f"{_figure(d['predicted_acquisitions'], '.1f'):>12}{d['actual_acquisitions']:>6}"
+            f"{_percent(d['hit_rate']):>10}{_percent(d['reuse_rate']):>12}"
         )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))

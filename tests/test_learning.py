@@ -388,7 +388,7 @@ class TestReport:
             }
             assert learning["b"]["predicted_peak"] is None
             assert learning["b"]["predicted_acquisitions"] is None
-            assert (learning["b"]["actual_acquisitions"], learning["b"]["hit_rate"]) == (1, 0.0)
+            assert (learning["b"]["actual_acquisitions"], learning["b"]["hit_rate"]) == (1, 0.0)  # a miss
             assert pool.stats("a").hit_rate == pytest.approx(2 / 3)
             assert "history predicted/actual: a size 2/3" in str(pool.report())
 

@@ -268,3 +268,14 @@ async def test_members_lent_to_groups_are_told_apart_from_leases() -> None:
         "lent to groups (counted in use, held by group instances, not by tests): a=1, b=1"
         in text.splitlines()
     )
+
+
+@pytest.mark.asyncio
+async def test_the_learning_figures_have_null_rates_where_nothing_was_served() -> None:
+    """In one JSON report, ``services.unused.hit_rate`` was null and
+    ``learning.unused.hit_rate`` 0.0: the same figure, read as nothing and as every miss."""
+    data = json.loads((await _unused_and_starved()).to_json())
+    for name in ("unused", "starved"):
+        for key in ("hit_rate", "reuse_rate"):
+            assert data["learning"][name][key] == data["services"][name][key], (name, key)
+    assert data["learning"]["unused"]["hit_rate"] is None

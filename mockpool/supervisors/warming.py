@@ -223,7 +223,8 @@ def learning_report(pool: PoolView) -> dict[str, dict[str, Any]]:
     (this run's most instances alive at once), ``predicted_peak`` (history's decayed peak
     concurrency), ``actual_peak`` (this run's peak in use), ``predicted_acquisitions``
     (history's decayed mean per run; None without history), ``actual_acquisitions``,
-    ``hit_rate`` (served at once) and ``reuse_rate`` (served without a creation).
+    ``hit_rate`` (served at once) and ``reuse_rate`` (served without a creation), None when
+    nothing was served (as in ``PoolStats.to_dict``: 0.0 would read as every acquisition missing).
     """
     history = pool.history
     out: dict[str, dict[str, Any]] = {}
@@ -238,8 +239,8 @@ def learning_report(pool: PoolView) -> dict[str, dict[str, Any]]:
             "actual_peak": stats.peak_in_use,
             "predicted_acquisitions": round(hist.acquisitions, 3) if hist is not None else None,
             "actual_acquisitions": stats.acquisitions,
-            "hit_rate": stats.hit_rate,
-            "reuse_rate": stats.reuse_rate,
+            "hit_rate": stats.hit_rate if stats.served else None,
+            "reuse_rate": stats.reuse_rate if stats.served else None,
         }
     return out
 
