@@ -67,18 +67,20 @@ class StressResult:
         return failed == 0 and base_failed == 0 and all(c.ok for c in self.checks)
 
     @property
-    def hit_rate(self) -> float:
-        """Served at once by an idle instance, over every service's served acquisitions."""
+    def hit_rate(self) -> float | None:
+        """Served at once by an idle instance, over every service's served acquisitions; None
+        when nothing was served (0.0 would read as every acquisition missing)."""
         hits = sum(s.hits for s in self.stats.values())
         served = sum(s.served for s in self.stats.values())
-        return hits / served if served else 0.0
+        return hits / served if served else None
 
     @property
-    def reuse_rate(self) -> float:
-        """Served without a creation (at once or by a release), over the served acquisitions."""
+    def reuse_rate(self) -> float | None:
+        """Served without a creation (at once or by a release), over the served acquisitions;
+        None when nothing was served."""
         reuses = sum(s.reuses for s in self.stats.values())
         served = sum(s.served for s in self.stats.values())
-        return reuses / served if served else 0.0
+        return reuses / served if served else None
 
     @property
     def leaks(self) -> int:
@@ -123,8 +125,8 @@ class StressResult:
             "per_test_ms": round(1e3 * out.wall_s / self.tests, 4) if self.tests else None,
             "warmup_s": None if self.warmup_s is None else round(self.warmup_s, 4),
             "peak_rss_mb": round(self.peak_rss_mb, 1),
-            "hit_rate": round(self.hit_rate, 4),
-            "reuse_rate": round(self.reuse_rate, 4),
+            "hit_rate": None if self.hit_rate is None else round(self.hit_rate, 4),
+            "reuse_rate": None if self.reuse_rate is None else round(self.reuse_rate, 4),
             "leaks": self.leaks,
             "recoveries": self.recoveries(),
             "recovery_failures": sum(s.recovery_failures for s in self.stats.values()),
@@ -196,7 +198,7 @@ class StressResult:
         line = (
             f"passed {d['passed']}  failed {d['failed']}  injected {d['injected_failures']}  "
             f"cancelled {d['cancelled']}  |  wall {d['wall_s']:.2f}s  {d['tests_per_s']} tests/s  "
-            f"peak RSS {d['peak_rss_mb']} MB  hit {100 * d['hit_rate']:.1f}%  reuse {100 * d['reuse_rate']:.1f}%  "
+            f"peak RSS {d['peak_rss_mb']} MB  hit {_percent(d['hit_rate'])}  reuse {_percent(d['reuse_rate'])}  "
             f"leaks {d['leaks']}  "
             f"degraded {d['degraded']}  |  warm-up {d['warmup_s'] or 0:.2f}s"
         )
@@ -239,11 +241,13 @@ _LOAD: tuple[_Column, ...] = (
     ("size", lambda s: str(s.size)),
     ("peak", lambda s: str(s.peak_in_use)),
     ("acq", lambda s: str(s.acquisitions)),
-    # Nothing served, nothing waited: a dash, not a rate of 0 or a wait of 0 s (--tests 3).
+    # Nothing served, nothing waited: a dash, not a rate of 0 or a wait of 0 s (--tests 3). As in
+    # the pool's report, the waits are those of the acquisitions served or timed out: a
+    # cancelled or failed one recorded none.
     ("hit %", lambda s: f"{100 * s.hit_rate:.1f}" if s.served else "-"),
     ("reuse %", lambda s: f"{100 * s.reuse_rate:.1f}" if s.served else "-"),
-    ("wait p50", lambda s: format_seconds(s.wait_p50_s) if s.acquisitions else "-"),
-    ("wait p99", lambda s: format_seconds(s.wait_p99_s) if s.acquisitions else "-"),
+    ("wait p50", lambda s: format_seconds(s.wait_p50_s) if s.served or s.timeouts else "-"),
+    ("wait p99", lambda s: format_seconds(s.wait_p99_s) if s.served or s.timeouts else "-"),
     ("timeouts", lambda s: str(s.timeouts)),
 )
 _FAULTS: tuple[_Column, ...] = (
@@ -254,6 +258,11 @@ _FAULTS: tuple[_Column, ...] = (
     ("degraded", lambda s: str(s.degraded_leases)),
     ("leaks", lambda s: str(s.leaks)),
 )
+
+
+def _percent(rate: float | None) -> str:
+    """A rate for the summary line: ``96.6%``, or ``-`` for a rate of nothing."""
+    return "-" if rate is None else f"{100 * rate:.1f}%"
 
 
 def _natural_width(table: Table) -> int:

@@ -51,8 +51,8 @@ def _expected(result: StressResult, name: str) -> tuple[list[str], list[str]]:
         str(s.acquisitions),
         f"{100 * s.hit_rate:.1f}" if s.served else "-",
         f"{100 * s.reuse_rate:.1f}" if s.served else "-",
-        format_seconds(s.wait_p50_s) if s.acquisitions else "-",
-        format_seconds(s.wait_p99_s) if s.acquisitions else "-",
+        format_seconds(s.wait_p50_s) if s.served or s.timeouts else "-",
+        format_seconds(s.wait_p99_s) if s.served or s.timeouts else "-",
         str(s.timeouts),
     ]
     faults = [
@@ -101,6 +101,27 @@ def test_a_service_no_test_acquired_shows_dashes_not_a_rate_of_0_or_a_wait_of_0_
     rows = _rows(_render(result, 200), list(result.stats))
     assert rows["plex"] == [["0", "0", "0", "-", "-", "-", "-", "0", "0", "0", "0", "0", "0", "0"]]
     assert rows["cache"][0][2:5] == ["2", "0.0", "50.0"]  # a miss, then a release's reuse
+
+
+def test_acquisitions_that_were_all_cancelled_show_no_wait_and_no_rate(
+    stress_run: tuple[StressResult, Timeline],
+) -> None:
+    """Cancelled acquisitions record no wait: the table read "wait p50 0us" (served at once)
+    for a service whose two acquisitions were both cancelled, where the pool's report shows a
+    dash; and a run that served nothing read "hit 0.0%" in its summary and 0.0 in its JSON."""
+    result, _ = stress_run
+    plex = result.stats["plex"]
+    cancelled = dataclasses.replace(
+        plex, acquisitions=2, hits=0, reuses=0, misses=0, timeouts=0, cancellations=2, acquire_errors=0
+    )
+    run = dataclasses.replace(result, stats={"plex": cancelled})
+    (row,) = _rows(_render(run, 200), ["plex"])["plex"]
+    assert row[2:7] == ["2", "-", "-", "-", "-"]  # acq, hit %, reuse %, wait p50, wait p99
+    data = run.to_dict()
+    assert (data["hit_rate"], data["reuse_rate"]) == (None, None)
+    console = Console(width=300, record=True, file=io.StringIO())
+    run.print_summary(console)
+    assert "hit -  reuse -" in console.export_text()
 
 
 def test_recovery_tiers_are_told_apart() -> None:
