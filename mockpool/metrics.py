@@ -461,8 +461,11 @@ class PoolStats:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values; null for a figure of nothing (as ``-`` in the report's
         table): rates and holds when no acquisition was served, waits when none was served
-        or timed out. 0.0 would read as "every acquisition missed" or "served at once"."""
+        or timed out, the error rate (per acquisition) when there was no acquisition. 0.0
+        would read as "every acquisition missed", "served at once" or "no errors"."""
         data = asdict(self)
+        if not self.acquisitions:
+            data["error_rate"] = None
         if not self.served:
             for key in ("hit_rate", "reuse_rate", "hold_p50_s", "hold_p99_s", "hold_ewma_s"):
                 data[key] = None

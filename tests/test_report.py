@@ -279,3 +279,12 @@ async def test_the_learning_figures_have_null_rates_where_nothing_was_served() -
         for key in ("hit_rate", "reuse_rate"):
             assert data["learning"][name][key] == data["services"][name][key], (name, key)
     assert data["learning"]["unused"]["hit_rate"] is None
+
+
+@pytest.mark.asyncio
+async def test_json_has_a_null_error_rate_for_a_service_never_acquired() -> None:
+    """``error_rate`` is errors per acquisition: with none, it read 0.0, "no errors", even
+    beside health checks that all failed (the supervisor checks idle instances)."""
+    data = json.loads((await _unused_and_starved()).to_json())
+    assert data["services"]["unused"]["error_rate"] is None
+    assert data["services"]["starved"]["error_rate"] == 0.0
