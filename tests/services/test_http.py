@@ -538,6 +538,25 @@ async def test_a_tests_own_respx_mock_still_answers_what_the_leases_do_not() -> 
 
 
 @pytest.mark.asyncio
+async def test_a_tests_own_respx_mock_using_httpx_passes_the_pools_host_through() -> None:
+    """``respx.mock(using="httpx")`` patches httpx's transports, above httpcore where the pool
+    intercepts: it sees every request first, and calls one it has no route for "not mocked".
+    A ``pass_through()`` route for the service's host hands those on to the pool (services.md)."""
+    async with (
+        pool_of(http_service("api", routes=_declare, base_url=BASE)) as pool,
+        pool.acquire("api"),
+        httpx.AsyncClient(verify=False) as client,
+    ):
+        with respx.mock(using="httpx", assert_all_called=False) as own:
+            own.get("https://legacy.test/ping").respond(text="pong")
+            with pytest.raises(respx.models.AllMockedAssertionError):
+                await client.get(f"{BASE}/users/1")
+            own.route(host=httpx.URL(BASE).host).pass_through()
+            assert (await client.get("https://legacy.test/ping")).text == "pong"
+            assert (await client.get(f"{BASE}/users/1")).json()["name"] == "Ada"
+
+
+@pytest.mark.asyncio
 async def test_httpx_is_patched_while_the_pool_holds_instances_and_unpatched_after() -> None:
     assert INTERCEPTOR not in HTTPCoreMocker.routers
     pool = MockPool(supervise=False)
