@@ -91,7 +91,7 @@ class Lease(Generic[T]):
         if on_acquire is not None:
             try:
                 self._token = on_acquire(entry.handle)
-            except Exception as exc:
+            except BaseException as exc:  # a cancellation too: the instance must not stay out
                 svc.unlease(self, entry, exc, f"on_acquire raised {exc!r}")
                 raise
         if entry.degraded:
@@ -117,12 +117,12 @@ class Lease(Generic[T]):
             return
         self._released = True
         svc = self._svc
-        hook_error: Exception | None = None
+        hook_error: BaseException | None = None
         on_release = svc.spec.on_release
         if on_release is not None:
             try:
                 on_release(entry.handle, self._token)
-            except Exception as error:
+            except BaseException as error:  # a cancellation too: the instance must still go back
                 # What on_acquire set up may still be in place: recover the instance, tell the test.
                 hook_error, self._discard = error, True
         now = svc.clock.now()

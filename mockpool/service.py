@@ -367,11 +367,17 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             raise
 
     def unlease(self, lease: LeaseState, entry: Entry, exc: BaseException, reason: str) -> None:
-        """A step after the instance was leased failed (bind, ``on_acquire``): the test never
-        got it. It goes to recovery, and the acquisition counts as an error, not as served."""
+        """A step after the instance was leased failed (bind, ``on_acquire``, a check on
+        acquire) or was cancelled: the test never got it. A failure sends it to recovery; a
+        cancellation (or another ``BaseException``, such as a sync hook that met a cancelled
+        future) says nothing about the instance, so it goes back unchanged, to the next waiter
+        or idle. The acquisition counts as what ``exc`` is, not as served."""
         lease._entry = None
         self.forget_holder(lease)
-        self.to_recovery(entry, reason)
+        if isinstance(exc, Exception):
+            self.to_recovery(entry, reason)
+        elif entry.state is EntryState.LEASED:
+            self.core.give_back(entry)
         self.metrics.unserve(_served(lease))
         self.metrics.count_failure(exc)
 
@@ -402,12 +408,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 failure = "returned False" if ok is False else None
             except _CANCELLED as exc:
                 # The test never saw the instance: pass it on unchanged and propagate.
-                lease._entry = None
-                self.forget_holder(lease)
-                if entry.state is EntryState.LEASED:
-                    self.core.give_back(entry)
-                metrics.unserve(_served(lease))
-                metrics.count_failure(exc)
+                self.unlease(lease, entry, exc, "cancelled during its check on acquire")
                 raise
             except Exception as exc:
                 failure = f"raised {exc!r}"

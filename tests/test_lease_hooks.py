@@ -130,3 +130,44 @@ def test_lease_hooks_must_be_sync(hook: str) -> None:
         ServiceSpec(name="svc", factory=object, **{hook: coroutine_function})  # type: ignore[arg-type]
     with pytest.raises(ServiceConfigError, match=rf"{hook}=3 must be a callable"):
         ServiceSpec(name="svc", factory=object, **{hook: 3})  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_a_cancellation_in_on_acquire_gives_the_instance_back() -> None:
+    cancelled = [asyncio.CancelledError()]
+
+    def on_acquire(handle: Any) -> None:
+        if cancelled:
+            raise cancelled.pop()
+
+    pool = _pool(on_acquire=on_acquire)
+    async with pool:
+        with pytest.raises(asyncio.CancelledError):
+            async with pool.acquire("svc"):
+                pytest.fail("the body must not run")
+        stats = pool.stats("svc")
+        assert (stats.idle, stats.in_use, stats.recoveries.total(), stats.cancellations) == (1, 0, 0, 1)
+        async with pool.acquire("svc", timeout=5):
+            pass
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_a_cancellation_in_on_release_still_releases_the_instance() -> None:
+    """What on_acquire set may still be in place: the instance goes to recovery, as when
+    on_release raises, and the cancellation propagates from the ``async with``."""
+    cancelled = [asyncio.CancelledError()]
+
+    def on_release(handle: Any, token: Any) -> None:
+        if cancelled:
+            raise cancelled.pop()
+
+    pool = _pool(on_release=on_release)
+    async with pool:
+        with pytest.raises(asyncio.CancelledError):
+            async with pool.acquire("svc"):
+                pass
+        assert pool.stats("svc").discards == 1
+        async with pool.acquire("svc", timeout=5):
+            pass
+        pool.check_invariants()
