@@ -132,6 +132,123 @@ def test_lease_hooks_must_be_sync(hook: str) -> None:
         ServiceSpec(name="svc", factory=object, **{hook: 3})  # type: ignore[arg-type]
 
 
+# == groups: a group lease runs its members' hooks, as leases of the members would =============
+
+
+def _group_pool(log: list[str], **failing: BaseException) -> MockPool:
+    """Members ``a`` and ``b`` and the group ``g`` over them, each with hooks that log, keep
+    the handle in :data:`HELD`, and check that on_release gets its own on_acquire's token.
+    ``failing``: ``"b.on_acquire"`` (say) raises that error once."""
+
+    def hooks(name: str) -> dict[str, Any]:
+        def on_acquire(handle: Any) -> Any:
+            log.append(f"{name}.on_acquire")
+            error = failing.pop(f"{name}.on_acquire", None)
+            if error is not None:
+                raise error
+            return (name, _enter(handle))
+
+        def on_release(handle: Any, token: Any) -> None:
+            log.append(f"{name}.on_release")
+            owner, held = token
+            assert owner == name  # its own token, not another service's
+            _leave(handle, held)
+            error = failing.pop(f"{name}.on_release", None)
+            if error is not None:
+                raise error
+
+        def reset(instance: Any) -> None:
+            log.append(f"{name}.reset")
+
+        return {"on_acquire": on_acquire, "on_release": on_release, "reset": reset}
+
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="a", factory=lambda: ["a"], max_size=2, **hooks("a")))
+    pool.register(ServiceSpec(name="b", factory=lambda: ["b"], max_size=2, **hooks("b")))
+    pool.register(
+        ServiceSpec(
+            name="g", factory=lambda a, b: {"a": a, "b": b}, depends_on=("a", "b"), max_size=1, **hooks("g")
+        )
+    )
+    return pool
+
+
+@pytest.mark.asyncio
+async def test_a_group_lease_runs_its_members_hooks_then_its_own() -> None:
+    """Members' on_acquire in ``depends_on`` order, then the group's; on_release in the
+    reverse order, each with its own token, all before the resets (members' first)."""
+    log: list[str] = []
+    pool = _group_pool(log)
+    async with pool:
+        lease = pool.acquire("g")
+        async with lease as group:
+            assert HELD.get() == (lease.members["a"], lease.members["b"], group)
+            assert log == ["a.on_acquire", "b.on_acquire", "g.on_acquire"]
+            log.clear()
+        assert HELD.get() == ()
+        assert log == ["g.on_release", "b.on_release", "a.on_release", "a.reset", "b.reset", "g.reset"]
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_a_failing_member_on_acquire_undoes_the_hooks_before_it_and_recovers_the_group() -> None:
+    """As for a plain lease: the instance goes to recovery and the error reaches the test
+    before the body runs. The hooks that ran before it are undone (their on_release gets
+    their token), so the task keeps nothing they set."""
+    log: list[str] = []
+    pool = _group_pool(log, **{"b.on_acquire": RuntimeError("boom")})
+    async with pool:
+        with pytest.raises(RuntimeError, match="boom"):
+            async with pool.acquire("g"):
+                pytest.fail("the body must not run")
+        assert HELD.get() == ()
+        assert log[:3] == ["a.on_acquire", "b.on_acquire", "a.on_release"]
+        assert "g.on_acquire" not in log
+        stats = pool.stats("g")
+        assert (stats.in_use, stats.acquire_errors) == (0, 1)
+        async with pool.acquire("g", timeout=5) as group:  # served once recovered
+            assert group == {"a": ["a"], "b": ["b"]}
+        assert pool.stats("g").recoveries.total() == 1
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_a_failing_member_on_release_still_releases_the_others_and_recovers_the_group() -> None:
+    log: list[str] = []
+    pool = _group_pool(log, **{"b.on_release": RuntimeError("cannot undo")})
+    async with pool:
+        with pytest.raises(RuntimeError, match="cannot undo"):
+            async with pool.acquire("g"):
+                log.clear()
+        assert log[:3] == ["g.on_release", "b.on_release", "a.on_release"]
+        assert HELD.get() == ()
+        assert pool.stats("g").discards == 1
+        async with pool.acquire("g", timeout=5):
+            pass
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_a_cancellation_in_a_member_on_acquire_gives_the_group_back() -> None:
+    """A sync hook that meets a cancellation (``future.result()`` of a cancelled future): the
+    test never got the instance, so it goes back unchanged, as for a cancellation during a
+    check on acquire, and the cancellation propagates."""
+    log: list[str] = []
+    pool = _group_pool(log, **{"b.on_acquire": asyncio.CancelledError()})
+    async with pool:
+        with pytest.raises(asyncio.CancelledError):
+            async with pool.acquire("g"):
+                pytest.fail("the body must not run")
+        assert HELD.get() == ()
+        assert log == ["a.on_acquire", "b.on_acquire", "a.on_release"]
+        stats = pool.stats("g")
+        assert (stats.idle, stats.in_use, stats.recoveries.total()) == (1, 0, 0)
+        assert stats.cancellations == 1
+        async with pool.acquire("g", timeout=5):
+            pass
+        pool.check_invariants()
+
+
 @pytest.mark.asyncio
 async def test_a_cancellation_in_on_acquire_gives_the_instance_back() -> None:
     cancelled = [asyncio.CancelledError()]

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import anyio
 import pytest
 
 from mockpool import MockPool, ServiceConfigError
@@ -106,3 +108,35 @@ def test_the_group_gets_a_redis_client_for_each_event_loop() -> None:
     asyncio.run(one_test())
     assert len(tokens) == 2
     assert pool.stats("device_session").created == 1
+
+
+@pytest.mark.parametrize("through", ["member", "group"])
+def test_a_consumer_started_as_a_group_lease_ends_does_not_take_the_next_group_leases_push(
+    through: str,
+) -> None:
+    """A BLPOP the last test started on its last line, on the group's redis member (or on the
+    group's own client of it), reaches the server after the release's reset: the next lease
+    of the group unblocks it (it returns empty) before the test runs, as a redis lease does."""
+    pool = _pool()
+
+    def client(lease: Any, sessions: DeviceSessionService) -> Any:
+        return lease.members["redis"] if through == "member" else sessions.redis
+
+    async def two_tests() -> tuple[Any, list[bytes]]:
+        lease = pool.acquire("device_session")
+        async with lease as sessions:
+            late = asyncio.ensure_future(client(lease, sessions).blpop(["jobs"], timeout=5))
+        await anyio.wait_all_tasks_blocked()  # the late BLPOP blocks now, after the reset
+        lease = pool.acquire("device_session")
+        async with lease as sessions:
+            redis = client(lease, sessions)
+            await redis.rpush("jobs", "job-1")
+            await anyio.wait_all_tasks_blocked()  # a BLPOP still blocked would take it now
+            mine = await redis.lrange("jobs", 0, -1)
+        return await late, mine
+
+    late, mine = asyncio.run(two_tests())
+    assert late is None
+    assert mine == [b"job-1"]
+    assert pool.stats("device_session").created == 1  # the same group instance both times
+    pool.check_invariants()

@@ -17,7 +17,7 @@ import respx
 from respx.mocks import HTTPCoreMocker
 from respx.models import AllMockedAssertionError
 
-from mockpool import MockPool, MockPoolError
+from mockpool import MockPool, MockPoolError, ServiceSpec
 from mockpool.services import (
     HttpDouble,
     MissingExtraError,
@@ -466,6 +466,25 @@ async def test_two_services_held_at_once_answer_each_for_its_own_host() -> None:
             ):
                 await client.get("https://elsewhere.test/identity")
         assert (p.calls.call_count, y.calls.call_count) == (1, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_group_lease_intercepts_for_its_http_member() -> None:
+    """A group over an intercepting service runs the member's on_acquire and on_release: code
+    that builds its own client reaches the member's routes while the group lease is held, as
+    under a lease of the member itself, and nothing after."""
+    async with pool_of(
+        http_service("api", routes=_declare, base_url=BASE),
+        ServiceSpec(name="users", factory=lambda api: [api], depends_on=("api",)),
+    ) as pool:
+        lease = pool.acquire("users")
+        async with lease:
+            assert await fetch_user(1) == {"id": 1, "name": "Ada"}
+            assert lease.members["api"].calls.call_count == 1
+        with pytest.raises(
+            UnmatchedRequestError, match=r"holds no lease of an intercepting http service \(services: 'api'\)"
+        ):
+            await fetch_user(1)
 
 
 @pytest.mark.asyncio

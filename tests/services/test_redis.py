@@ -6,6 +6,7 @@ import gc
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
+from unittest import mock
 
 import anyio
 import fakeredis
@@ -481,5 +482,70 @@ async def test_an_emergency_stub_is_served_degraded() -> None:
         lease = pool.acquire("redis", timeout=2)
         async with lease:
             assert lease.degraded
+        assert pool.stats("redis").recoveries["stub"] == 1
+        pool.check_invariants()
+
+
+def test_a_consumer_started_as_a_group_lease_ends_does_not_take_the_next_leases_push() -> None:
+    """The same late BLPOP on a group's redis member: a group lease runs its members'
+    on_acquire, so the next group lease unblocks it too (device_session has the same test
+    through the built-in group)."""
+    pool = MockPool(supervise=False)
+    pool.register(redis_service(max_size=1))
+    pool.register(
+        ServiceSpec(name="worker", factory=lambda redis: [redis], depends_on=("redis",), max_size=1)
+    )
+
+    async def two_tests() -> tuple[Any, list[bytes]]:
+        lease = pool.acquire("worker")
+        async with lease:
+            late = asyncio.ensure_future(lease.members["redis"].blpop(["jobs"], timeout=5))
+        await anyio.wait_all_tasks_blocked()  # the late BLPOP blocks now, after the reset
+        lease = pool.acquire("worker")
+        async with lease:
+            r = lease.members["redis"]
+            await r.rpush("jobs", "job-1")
+            await anyio.wait_all_tasks_blocked()  # a BLPOP still blocked would take it now
+            mine = await r.lrange("jobs", 0, -1)
+        return await late, mine
+
+    late, mine = asyncio.run(two_tests())
+    assert late is None
+    assert mine == [b"job-1"]
+    pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_a_group_over_an_emergency_stub_member_is_served_degraded() -> None:
+    """The member's on_acquire, run by the group lease, meets a stub (recovery's last tier
+    for the member) as a plain lease's does: served as it is."""
+    base = redis_service(allow_degraded=True)
+    down = {"redis": False}
+
+    def factory() -> Any:
+        if down["redis"]:
+            raise RuntimeError("factory down")
+        return base.factory()
+
+    def reset(double: RedisDouble) -> None:
+        if down["redis"]:
+            raise RuntimeError("reset down")
+        double.reset()
+
+    def restore(instance: Any, state: Any) -> None:
+        raise RuntimeError("restore down")
+
+    pool = MockPool(supervise=False)
+    pool.register(dataclasses.replace(base, factory=factory, reset=reset, restore=restore))
+    pool.register(ServiceSpec(name="worker", factory=lambda redis: [redis], depends_on=("redis",)))
+    async with pool:
+        async with pool.acquire("worker") as worker:
+            await worker[0].set("a", 1)
+            down["redis"] = True  # the member's reset fails at release, and all it recovers by
+        await anyio.wait_all_tasks_blocked()
+        lease = pool.acquire("worker", timeout=2)
+        async with lease:
+            assert lease.degraded
+            assert isinstance(lease.members["redis"], mock.NonCallableMock)  # the stub
         assert pool.stats("redis").recoveries["stub"] == 1
         pool.check_invariants()
