@@ -65,7 +65,9 @@ class Lease(Generic[T]):
         self._discard = False
         self._released = False
         self._started = 0.0
-        self._token: Any = None  # what spec.on_acquire returned, for spec.on_release
+        #: What spec.on_acquire returned, for spec.on_release (a group whose members have lease
+        #: hooks: each hook's, in ``svc.group_hooks`` order).
+        self._token: Any = None
         #: ``(filename, line)`` of the ``async with`` that acquired, when the pool tracks leases.
         self.where: tuple[str, int] | None = None
         #: The value of :data:`lease_owner` when acquired (the test's node id under pytest).
@@ -87,13 +89,15 @@ class Lease(Generic[T]):
             svc.bind_leased(self, entry)
         if svc.check_on_acquire:
             entry = await svc.checked_on_acquire(self, entry)
-        on_acquire = svc.spec.on_acquire
+        on_acquire = svc.on_acquire
         if on_acquire is not None:
             try:
                 self._token = on_acquire(entry.handle)
             except BaseException as exc:  # a cancellation too: the instance must not stay out
                 svc.unlease(self, entry, exc, f"on_acquire raised {exc!r}")
                 raise
+        elif svc.group_hooks is not None:  # a group whose members have lease hooks
+            self._token = svc.enter_group_hooks(self, entry)
         if entry.degraded:
             metrics.degraded_leases += 1
         active = svc.active
@@ -118,13 +122,17 @@ class Lease(Generic[T]):
         self._released = True
         svc = self._svc
         hook_error: BaseException | None = None
-        on_release = svc.spec.on_release
+        on_release = svc.on_release
         if on_release is not None:
             try:
                 on_release(entry.handle, self._token)
             except BaseException as error:  # a cancellation too: the instance must still go back
                 # What on_acquire set up may still be in place: recover the instance, tell the test.
                 hook_error, self._discard = error, True
+        elif svc.group_hooks is not None:
+            hook_error = svc.leave_group_hooks(self._token)
+            if hook_error is not None:
+                self._discard = True
         now = svc.clock.now()
         started = self._started
         blocks = svc.blocks

@@ -230,8 +230,7 @@ class MockPool:
             )
         self._check_fits_max_total(spec)
         svc = ServicePool(self, spec, recover_entry)
-        svc.members = tuple(self.service_pools[dep] for dep in spec.depends_on)
-        svc.binds = svc.binds or any(member.binds for member in svc.members)
+        svc.adopt_members(tuple(self.service_pools[dep] for dep in spec.depends_on))
         self.service_pools[spec.name] = svc
         return spec
 

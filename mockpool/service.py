@@ -22,7 +22,7 @@ import logging
 import sys
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .core import Entry, EntryState, ServiceCore, Waiter
 from .errors import AcquireTimeout, PoolClosedError
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from .nesting import Holds
     from .spec import ServiceSpec
 
-__all__ = ("CpuMeter", "LeaseState", "PoolPort", "Recover", "ServicePool")
+__all__ = ("CpuMeter", "HookStep", "LeaseState", "PoolPort", "Recover", "ServicePool")
 
 logger = logging.getLogger("mockpool")
 
@@ -106,6 +106,17 @@ class PoolPort(Protocol):
 Recover = Callable[["ServicePool", Entry, str], Awaitable[None]]
 
 
+class HookStep(NamedTuple):
+    """One service's lease hooks, as a group lease runs them (``ServicePool.group_hooks``)."""
+
+    #: The member names from the group's entry to the entry whose handle the hooks get:
+    #: ``("redis",)`` for a member, ``()`` for the group itself, longer for a group's group.
+    path: tuple[str, ...]
+    service: str
+    on_acquire: Callable[[Any], Any] | None
+    on_release: Callable[[Any, Any], object] | None
+
+
 class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
     """The pool of one service: bookkeeping in ``core``, hooks and background work here and
     in the mixins."""
@@ -131,6 +142,14 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         self.variant: str | None = None
         self.reset = spec.reset
         self.bind = spec.bind
+        #: The lease hooks the lease calls, read from here rather than from the spec: one
+        #: attribute load less on the hot path, which pays for its ``group_hooks`` check.
+        #: None on a group whose members have hooks: ``group_hooks`` runs them all.
+        self.on_acquire = spec.on_acquire
+        self.on_release = spec.on_release
+        #: A group's lease hooks and its members', in the order a lease runs their
+        #: ``on_acquire``: None unless a member has some (see :meth:`adopt_members`).
+        self.group_hooks: tuple[HookStep, ...] | None = None
         #: Leases of it are bound to their loop: it has a ``bind`` hook, or a member has
         #: (set again when its members are known).
         self.binds = spec.bind is not None
@@ -140,7 +159,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         self.check_window = spec.check_idle_after if spec.check_idle_after is not None else 1.0
         #: Compare each reset instance's snapshot with its pristine one (isolation-verify mode).
         self.verify_isolation = pool.isolation_verify
-        #: Member service pools, in ``depends_on`` order (groups only).
+        #: Member service pools, in ``depends_on`` order (groups only; :meth:`adopt_members`).
         self.members: tuple[ServicePool, ...] = ()
         #: Leases alive now; tracked only when the pool tracks leases (leak detection).
         #: (The :class:`~mockpool.lease.Lease` objects themselves, for leak reports.)
@@ -188,6 +207,33 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             f"({'the pool was closed' if self.pool.closed else 'the service was unregistered'}); "
             "acquire inside 'async with pool:' or register the service again"
         )
+
+    def adopt_members(self, members: tuple[ServicePool, ...]) -> None:
+        """Make this service a group over ``members`` (registered, in ``depends_on`` order).
+
+        A lease of a member runs the member's lease hooks (the redis double's on_acquire ends
+        commands a late consumer left blocked; the http double's routes intercepted requests);
+        a group lease hands the test the same member instances, so it runs them too, or the
+        member is cleaner leased alone than inside a group. When no member has any, the group's
+        own hooks run as a plain service's do.
+        """
+        self.members = members
+        self.binds = self.binds or any(member.binds for member in members)
+        steps = self._hook_steps(())
+        if any(step.path for step in steps):
+            self.group_hooks = steps
+            self.on_acquire = self.on_release = None
+
+    def _hook_steps(self, path: tuple[str, ...]) -> tuple[HookStep, ...]:
+        """This service's lease hooks and its members' (theirs first, in ``depends_on``
+        order, as a lease of each would run them), with the path to each one's entry."""
+        steps: list[HookStep] = []
+        for member in self.members:
+            steps.extend(member._hook_steps((*path, member.name)))
+        spec = self.spec
+        if spec.on_acquire is not None or spec.on_release is not None:
+            steps.append(HookStep(path, self.name, spec.on_acquire, spec.on_release))
+        return tuple(steps)
 
     # == acquiring ============================================================================
 
@@ -366,20 +412,84 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             self.unlease(lease, entry, exc, f"bind raised {exc!r}")
             raise
 
-    def unlease(self, lease: LeaseState, entry: Entry, exc: BaseException, reason: str) -> None:
+    def unlease(
+        self, lease: LeaseState, entry: Entry, exc: BaseException, reason: str, *, recover: bool | None = None
+    ) -> None:
         """A step after the instance was leased failed (bind, ``on_acquire``, a check on
         acquire) or was cancelled: the test never got it. A failure sends it to recovery; a
         cancellation (or another ``BaseException``, such as a sync hook that met a cancelled
         future) says nothing about the instance, so it goes back unchanged, to the next waiter
-        or idle. The acquisition counts as what ``exc`` is, not as served."""
+        or idle (``recover`` overrides that choice). The acquisition counts as what ``exc``
+        is, not as served."""
         lease._entry = None
         self.forget_holder(lease)
-        if isinstance(exc, Exception):
+        if recover is None:
+            recover = isinstance(exc, Exception)
+        if recover:
             self.to_recovery(entry, reason)
         elif entry.state is EntryState.LEASED:
             self.core.give_back(entry)
         self.metrics.unserve(_served(lease))
         self.metrics.count_failure(exc)
+
+    def enter_group_hooks(self, lease: LeaseState, entry: Entry) -> list[tuple[HookStep, Any, Any]]:
+        """Run a group lease's ``on_acquire`` hooks (``group_hooks``: the members', then the
+        group's own), each on its own instance's handle. Returns what
+        :meth:`leave_group_hooks` needs: each step, the handle and the token it got.
+
+        If one raises, the hooks before it are undone (their ``on_release``, the last first:
+        the task keeps nothing they set), and the lease ends as a plain lease ends when its
+        ``on_acquire`` raises: the instance goes to recovery, or back on a cancellation
+        (to recovery after all if an undo failed too), and the error propagates unchanged.
+        """
+        entered: list[tuple[HookStep, Any, Any]] = []
+        for step in self.group_hooks or ():
+            handle = _member_at(entry, step.path).handle
+            on_acquire = step.on_acquire
+            if on_acquire is None:
+                entered.append((step, handle, None))
+                continue
+            try:
+                entered.append((step, handle, on_acquire(handle)))
+            except BaseException as exc:
+                undo = self.leave_group_hooks(entered)
+                if undo is not None:
+                    exc.add_note(f"undoing the hooks run before it, {undo!r} was raised too")
+                whose = "" if not step.path else f"{step.service!r}'s "
+                self.unlease(
+                    lease,
+                    entry,
+                    exc,
+                    f"{whose}on_acquire raised {exc!r}",
+                    recover=True if undo is not None else None,
+                )
+                raise
+        return entered
+
+    @staticmethod
+    def leave_group_hooks(entered: list[tuple[HookStep, Any, Any]]) -> BaseException | None:
+        """Run the ``on_release`` hooks of what :meth:`enter_group_hooks` entered, in the
+        reverse order (the group's own first), each with its own handle and token. Every one
+        runs even after another raised, since each undoes what its own ``on_acquire`` did.
+        Returns the first error (later ones as notes on it), for the lease to raise once the
+        instance is on its way to recovery, as a plain lease does with its ``on_release``'s."""
+        # The handles are the ones entered, not looked up again: a group instance destroyed
+        # under its lease (the pool closed under a leaked lease) has no members any more, and
+        # its late release still undoes, in this task, what their on_acquire set, as a plain
+        # lease's late release does on its destroyed instance.
+        error: BaseException | None = None
+        for step, handle, token in reversed(entered):
+            on_release = step.on_release
+            if on_release is None:
+                continue
+            try:
+                on_release(handle, token)
+            except BaseException as exc:
+                if error is None:
+                    error = exc
+                else:
+                    error.add_note(f"then {step.service!r}'s on_release raised {exc!r}")
+        return error
 
     async def checked_on_acquire(self, lease: LeaseState, entry: Entry) -> Entry:
         """Health-check ``entry`` (just leased) if it was idle longer than ``check_window``;
@@ -753,6 +863,16 @@ def _served(lease: LeaseState) -> int:
 
 
 _NO_LEASE: Any = _NoLease()
+
+
+def _member_at(entry: Entry, path: tuple[str, ...]) -> Entry:
+    """The entry ``path`` leads to from a group's entry (the entry itself for ``()``)."""
+    for name in path:
+        members = entry.members
+        if members is None:  # pragma: no cover - a leased group's entry holds its members
+            raise LookupError(f"the group's instance has no member {name!r}")
+        entry = members[name]
+    return entry
 
 
 def _imitated(handle: Any) -> type | None:

@@ -50,7 +50,9 @@ class ServiceSpec:
         reset with the value taken at creation. Default: ``snapshot``.
     :param on_acquire: ``(handle) -> token``, sync: called in the acquiring task once the lease
         holds its instance, for per-task state such as a context variable. A group lease calls
-        the group's hook, not its members'. An exception sends the instance to recovery.
+        its members' hooks first (each on its member's handle, in ``depends_on`` order), then
+        the group's; ``on_release`` runs in the reverse order. An exception sends the instance
+        to recovery.
     :param on_release: ``(handle, token)``, sync: called in the releasing task as the lease
         ends, before the reset, with what ``on_acquire`` returned (None without it). An
         exception sends the instance to recovery and propagates from the ``async with``.

@@ -288,3 +288,20 @@ async def test_a_cancellation_in_on_release_still_releases_the_instance() -> Non
         async with pool.acquire("svc", timeout=5):
             pass
         pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_a_group_lease_released_after_the_pool_closed_still_undoes_its_members_hooks() -> None:
+    """A leaked group lease whose instance the close destroyed: its late release still runs
+    every on_release, as a plain lease's late release does, so the task keeps nothing."""
+    log: list[str] = []
+    pool = _group_pool(log)
+    pool.close_timeout = 0
+    await pool.start()
+    lease = pool.acquire("g")
+    await lease.__aenter__()
+    await pool.aclose()
+    log.clear()
+    await lease.__aexit__(None, None, None)
+    assert log == ["g.on_release", "b.on_release", "a.on_release"]
+    assert HELD.get() == ()
