@@ -405,11 +405,12 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
     def bind_leased(self, lease: LeaseState, entry: Entry) -> None:
         """Bind a just-leased entry to the running loop (``spec.bind``). If bind raises, the
         test never got the instance: it goes to recovery, the error to the test, and the
-        acquisition counts as an error instead of as served."""
+        acquisition counts as an error instead of as served. A cancellation (a sync bind that
+        met a cancelled future) too goes to recovery: what a bind cut short left is unknown."""
         try:
             self.bind_entry(entry)
-        except Exception as exc:
-            self.unlease(lease, entry, exc, f"bind raised {exc!r}")
+        except BaseException as exc:
+            self.unlease(lease, entry, exc, f"bind raised {exc!r}", recover=True)
             raise
 
     def unlease(

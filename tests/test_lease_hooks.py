@@ -270,6 +270,29 @@ async def test_a_cancellation_in_on_acquire_gives_the_instance_back() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_cancellation_in_bind_does_not_strand_the_instance() -> None:
+    """What a bind that was cut short left on the instance is not known: it goes to recovery
+    (as when bind raises), and the cancellation propagates."""
+    cancelled = [asyncio.CancelledError()]
+
+    def bind(instance: dict[str, int]) -> dict[str, int]:
+        if cancelled:
+            raise cancelled.pop()
+        return instance
+
+    pool = _pool(bind=bind)
+    async with pool:
+        with pytest.raises(asyncio.CancelledError):
+            async with pool.acquire("svc"):
+                pytest.fail("the body must not run")
+        stats = pool.stats("svc")
+        assert (stats.in_use, stats.cancellations) == (0, 1)
+        async with pool.acquire("svc", timeout=5):
+            pass
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
 async def test_a_cancellation_in_on_release_still_releases_the_instance() -> None:
     """What on_acquire set may still be in place: the instance goes to recovery, as when
     on_release raises, and the cancellation propagates from the ``async with``."""
