@@ -61,27 +61,45 @@ def register_builtins(
 ) -> None:
     if not names:
         return
-    from .. import services as builtins
-
     wanted = list(dict.fromkeys(names))
     if "device_session" in wanted:
         # The session service is built on these three; register them first if not named.
         missing = [m for m in DEVICE_SESSION_MEMBERS if m not in wanted]
         wanted = [n for n in wanted if n != "device_session"] + missing + ["device_session"]
-    makers: dict[str, Callable[..., Any]] = {
-        "redis": builtins.redis_service,
-        "database": builtins.sql_service,
-        "jwt": builtins.jwt_service,
-        "http": builtins.http_service,
-        "device_session": builtins.device_session_service,
-    }
     for name in wanted:
+        maker = _maker(name)
         kwargs: dict[str, Any] = {} if max_size is None else {"max_size": max_size}
         if name == "database" and "device_session" in wanted:
+            from ..services.device_session import DEVICE_SESSION_SCHEMA
+
             # device_session stores its rows in the database service, which needs its tables.
-            kwargs["schema"] = builtins.DEVICE_SESSION_SCHEMA
-        kwargs.update(_typed_options(name, makers[name], options.get(name, {}), workers))
-        pool.register(makers[name](**kwargs))
+            kwargs["schema"] = DEVICE_SESSION_SCHEMA
+        kwargs.update(_typed_options(name, maker, options.get(name, {}), workers))
+        pool.register(maker(**kwargs))
+
+
+def _maker(name: str) -> Callable[..., Any]:
+    """The function behind a built-in's name, its module imported only now: a run that
+    enables ``redis`` loads no SQL or HTTP fake."""
+    if name == "redis":
+        from ..services.redis import redis_service
+
+        return redis_service
+    if name == "database":
+        from ..services.sql import sql_service
+
+        return sql_service
+    if name == "jwt":
+        from ..services.jwt import jwt_service
+
+        return jwt_service
+    if name == "http":
+        from ..services.http import http_service
+
+        return http_service
+    from ..services.device_session import device_session_service
+
+    return device_session_service
 
 
 # -- mockpool_service_options: values typed by the built-in's own signature ----------------------

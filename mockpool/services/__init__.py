@@ -15,29 +15,32 @@ imports its optional library (an extra) only when called::
 
 from __future__ import annotations
 
-from ._common import MissingExtraError
-from .aiosqlite import aiosqlite_service
-from .autospec import AutospecDouble, autospec_service
-from .device_session import (
-    DEVICE_SESSION_SCHEMA,
-    DeviceSession,
-    DeviceSessionService,
-    SessionError,
-    device_session_service,
-    register_device_session,
-)
-from .http import (
-    HttpDouble,
-    TransportDouble,
-    UnmatchedRequestError,
-    http_service,
-    http_transport_service,
-)
-from .jwt import JwtDouble, jwt_service
-from .redis import RedisDouble, redis_service, server_of, sync_redis_service
-from .registry import SEED_SCHEMA, Dashboard, dashboard_service, seed_registry, seed_specs
-from .sql import PooledConnection, sql_service
-from .sqlalchemy import SqlAlchemyDouble, sqlalchemy_service
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._common import MissingExtraError
+    from .aiosqlite import aiosqlite_service
+    from .autospec import AutospecDouble, autospec_service
+    from .device_session import (
+        DEVICE_SESSION_SCHEMA,
+        DeviceSession,
+        DeviceSessionService,
+        SessionError,
+        device_session_service,
+        register_device_session,
+    )
+    from .http import (
+        HttpDouble,
+        TransportDouble,
+        UnmatchedRequestError,
+        http_service,
+        http_transport_service,
+    )
+    from .jwt import JwtDouble, jwt_service
+    from .redis import RedisDouble, redis_service, server_of, sync_redis_service
+    from .registry import SEED_SCHEMA, Dashboard, dashboard_service, seed_registry, seed_specs
+    from .sql import PooledConnection, sql_service
+    from .sqlalchemy import SqlAlchemyDouble, sqlalchemy_service
 
 __all__ = (
     "DEVICE_SESSION_SCHEMA",
@@ -72,6 +75,41 @@ __all__ = (
     "sync_redis_service",
 )
 
+#: Where each public name is defined: imported from there when first asked for, so that a
+#: pool of fakes of redis loads neither the SQL nor the HTTP fakes (nor ``unittest.mock``).
+_LAZY = {
+    "MissingExtraError": "_common",
+    "aiosqlite_service": "aiosqlite",
+    "AutospecDouble": "autospec",
+    "autospec_service": "autospec",
+    "DEVICE_SESSION_SCHEMA": "device_session",
+    "DeviceSession": "device_session",
+    "DeviceSessionService": "device_session",
+    "SessionError": "device_session",
+    "device_session_service": "device_session",
+    "register_device_session": "device_session",
+    "HttpDouble": "http",
+    "TransportDouble": "http",
+    "UnmatchedRequestError": "http",
+    "http_service": "http",
+    "http_transport_service": "http",
+    "JwtDouble": "jwt",
+    "jwt_service": "jwt",
+    "RedisDouble": "redis",
+    "redis_service": "redis",
+    "server_of": "redis",
+    "sync_redis_service": "redis",
+    "Dashboard": "registry",
+    "SEED_SCHEMA": "registry",
+    "dashboard_service": "registry",
+    "seed_registry": "registry",
+    "seed_specs": "registry",
+    "PooledConnection": "sql",
+    "sql_service": "sql",
+    "SqlAlchemyDouble": "sqlalchemy",
+    "sqlalchemy_service": "sqlalchemy",
+}
+
 
 def __getattr__(name: str) -> object:
     # Route and RouteTable (mockpool 0.1's hand-written router) are deprecated: respx's now.
@@ -79,4 +117,24 @@ def __getattr__(name: str) -> object:
         from .http import _moved
 
         return _moved(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(import_module(f"{__name__}.{module}"), name)
+    elif name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    else:
+        # A submodule, as ``mockpool.services.redis`` was once the package imported it.
+        try:
+            value = import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
