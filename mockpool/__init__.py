@@ -92,7 +92,9 @@ if not TYPE_CHECKING:  # hidden from type checkers, which would then accept any 
                 if exc.name != f"{__name__}.{name}":
                     raise
                 raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-        globals()[name] = value  # found directly from now on
+        # Not kept in globals(): a module imported here may be dropped from sys.modules and
+        # imported anew (pytester's in-process runs restore sys.modules after each), and a
+        # kept ServiceSpec would then be another class than the pool's own.
         return value
 
     def __dir__() -> list[str]:

@@ -87,3 +87,31 @@ def test_a_pool_of_redis_loads_no_other_fake() -> None:
     )
     loaded = _modules_after(code, "mockpool.services")
     assert loaded == ["mockpool.services", "mockpool.services._common", "mockpool.services.redis"]
+
+
+def test_a_lazy_name_follows_its_module_when_it_is_imported_anew() -> None:
+    """pytester's in-process runs restore ``sys.modules`` after each run, so a module the run
+    imported is imported anew by the next: ``from mockpool import ServiceSpec`` must give the
+    class the pool's modules use then, not the one the first run imported (register() refused
+    the conftest's spec as "not a ServiceSpec")."""
+    probe = """
+import sys
+import mockpool
+import mockpool.services
+before = set(sys.modules)
+from mockpool import MockPool, ServiceSpec
+from mockpool.services import redis_service
+for name in set(sys.modules) - before:
+    if name.startswith("mockpool."):
+        del sys.modules[name]
+from mockpool import MockPool, ServiceSpec
+from mockpool.services import redis_service
+import mockpool.spec
+import mockpool.services.redis
+assert ServiceSpec is mockpool.spec.ServiceSpec
+assert redis_service is mockpool.services.redis.redis_service
+MockPool().register(ServiceSpec(name="s", factory=list))
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert out.stdout.strip() == "ok", out.stderr

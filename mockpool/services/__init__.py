@@ -132,7 +132,9 @@ def __getattr__(name: str) -> object:
             if exc.name != f"{__name__}.{name}":
                 raise
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value  # found directly from now on
+    # Not kept in globals(): a module imported here may be dropped from sys.modules and
+    # imported anew (pytester's in-process runs restore sys.modules after each), and a
+    # kept ServiceSpec would then be another class than the pool's own.
     return value
 
 
