@@ -34,6 +34,8 @@ def services_payload(pool: MockPool) -> dict[str, dict[str, Any]]:
             "leaks": stats.leaks,
             "degraded_leases": stats.degraded_leases,
             "timeouts": stats.timeouts,
+            "cancellations": stats.cancellations,
+            "acquire_errors": stats.acquire_errors,
             "resets": stats.resets,
             "reset_failures": stats.reset_failures,
             "isolation_failures": stats.isolation_failures,
@@ -59,6 +61,9 @@ class _Row:
     leaks: int = 0
     degraded_leases: int = 0
     timeouts: int = 0
+    #: With the timeouts, the acquisitions not served: the four add up to ``acquisitions``.
+    cancellations: int = 0
+    acquire_errors: int = 0
     resets: int = 0
     reset_failures: int = 0
     isolation_failures: int = 0
@@ -115,6 +120,8 @@ class _Row:
             "leaks": self.leaks,
             "degraded_leases": self.degraded_leases,
             "timeouts": self.timeouts,
+            "cancellations": self.cancellations,
+            "acquire_errors": self.acquire_errors,
             "resets": self.resets,
             "reset_failures": self.reset_failures,
             "last_error": self.last_error,
@@ -134,6 +141,8 @@ def _merge(outputs: Iterable[Mapping[str, Any]]) -> dict[str, _Row]:
                 "leaks",
                 "degraded_leases",
                 "timeouts",
+                "cancellations",
+                "acquire_errors",
                 "resets",
                 "reset_failures",
                 "isolation_failures",

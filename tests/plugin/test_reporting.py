@@ -384,8 +384,19 @@ def test_xdist_workers_report_and_the_controller_writes_the_cache_once(pytester:
     # The merged figures are those of the workers' own reports, added up.
     workers = [w["services"]["counter"] for w in report.data["workers"].values()]
     merged = report.service("counter")
-    for counter in ("hits", "reuses", "misses", "timeouts", "reset_failures"):
+    for counter in (
+        "hits",
+        "reuses",
+        "misses",
+        "timeouts",
+        "cancellations",
+        "acquire_errors",
+        "reset_failures",
+    ):
         assert merged[counter] == sum(w[counter] for w in workers), counter
+    # Every acquisition ended one way: served, timed out, cancelled or failed.
+    unserved = merged["timeouts"] + merged["cancellations"] + merged["acquire_errors"]
+    assert merged["acquisitions"] == merged["reuses"] + merged["misses"] + unserved
     served = sum(w["reuses"] + w["misses"] for w in workers)
     assert merged["hit_rate"] == pytest.approx(merged["hits"] / served)
     assert merged["reuse_rate"] == pytest.approx(merged["reuses"] / served)
