@@ -24,8 +24,9 @@ from ._common import build_spec, require
 
 __all__ = ("DEFAULT_SECRET", "JwtDouble", "jwt_service")
 
-#: The default HS256 secret: 32 bytes or more, the length PyJWT asks of an HS256 key.
-DEFAULT_SECRET = "mockpool-test-secret-do-not-use-in-production"
+#: The default HMAC secret: 64 bytes, the length PyJWT asks of an HS512 key (32 for HS256,
+#: 48 for HS384), so no algorithm the double offers warns ``InsecureKeyLengthWarning`` with it.
+DEFAULT_SECRET = "mockpool-test-secret-do-not-use-in-production-64-bytes-for-HS512"
 
 _HMAC = ("HS256", "HS384", "HS512")
 

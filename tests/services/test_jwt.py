@@ -93,3 +93,15 @@ def test_missing_pyjwt_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "jwt", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'mockpool\[jwt\]'"):
         jwt_service()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("algorithm", ["HS256", "HS384", "HS512"])
+async def test_the_built_in_secret_is_long_enough_for_every_hmac_algorithm(algorithm: str) -> None:
+    """Without ``secret=`` the double signs with its own test secret: PyJWT must not warn
+    (under ``filterwarnings = error``, an InsecureKeyLengthWarning fails the test) for any
+    algorithm it offers. The 45-byte secret it had warned at each HS384/HS512 sign and verify."""
+    async with pool_of(jwt_service(algorithm=algorithm)) as pool, pool.acquire("jwt") as tokens:
+        token = tokens.sign({"sub": "u1"})  # filterwarnings = error: a warning raises here
+        assert jwt.get_unverified_header(token)["alg"] == algorithm
+        assert tokens.verify(token)["sub"] == "u1"
