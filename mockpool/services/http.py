@@ -385,6 +385,9 @@ def _add_shorthand(
         # follow, as with a path route.
         if _PARAM.search(path):
             lookups["url__regex"] = _regex(path, segment="[^/?#]+", whole=".+?") + r"(?:\?.*)?$"
+            # A host lookup makes the route absolute for respx: a router's base_url is not
+            # merged into it, so the service's own URL does not hide the host the key names.
+            lookups["host"] = httpx.URL(_PARAM.sub("x", path)).host
         else:
             lookups["url"] = path
     elif path.startswith("/"):

@@ -105,6 +105,25 @@ async def test_a_route_may_be_a_whole_url_that_names_its_host() -> None:
         assert len(api.calls_to("GET", "https://api.test/videos/abc")) == 1  # its query aside
 
 
+@pytest.mark.asyncio
+async def test_a_whole_url_route_names_its_own_host_even_with_a_base_url() -> None:
+    """services.md: a whole-URL key is "for code that calls several hosts", so the service's
+    base_url must not be merged into it. respx merged the base into a route with parameters
+    (a url regex has no host lookup), so "GET https://cdn.test/v/{id}" never matched."""
+    routes = {
+        "GET /users/{id}": {"own": True},
+        "GET https://cdn.test/v/{id}": lambda request: request.extensions["path_params"],
+        "GET https://cdn.test/plain": "plain",
+    }
+    spec = http_service("api", routes=routes, base_url=BASE, max_size=1)
+    async with pool_of(spec) as pool, pool.acquire("api") as api:
+        assert (await api.get("https://cdn.test/v/9?t=1")).json() == {"id": "9"}
+        assert (await api.get("https://cdn.test/plain")).text == "plain"
+        assert (await api.get("/users/1")).json() == {"own": True}  # relative to base_url
+        with pytest.raises(UnmatchedRequestError):
+            await api.get("https://other.test/v/9")  # the host the key names, no other
+
+
 def test_a_route_path_that_is_neither_a_path_nor_a_url_is_refused_when_defined() -> None:
     with pytest.raises(ValueError, match=r"route 'GET videos/1': the path must start with '/'"):
         http_service(routes={"GET videos/1": 200})
