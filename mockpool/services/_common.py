@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+from ..errors import MockPoolError
 from ..spec import ServiceSpec
 
 __all__ = (
@@ -26,8 +27,10 @@ __all__ = (
 SqlStep = str | Callable[[sqlite3.Connection], object]
 
 
-class MissingExtraError(ImportError):
-    """An optional library a built-in fake needs is not installed; the message names the extra."""
+class MissingExtraError(MockPoolError, ImportError):
+    """An optional library a built-in fake needs is not installed; the message names the extra.
+
+    An ``ImportError``, and a :class:`~mockpool.MockPoolError` like every error mockpool raises."""
 
 
 def require(

@@ -12,7 +12,7 @@ import anyio
 import fakeredis
 import pytest
 
-from mockpool import MockPool, ServiceSpec
+from mockpool import MockPool, MockPoolError, ServiceSpec
 from mockpool.services import MissingExtraError, RedisDouble, redis_service, server_of, sync_redis_service
 
 from ._helpers import pool_of
@@ -193,6 +193,9 @@ def test_missing_fakeredis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
         redis_service()
     assert isinstance(info.value, ImportError)
     assert "'redis'" in str(info.value)
+    # concepts.md: "Every error mockpool raises derives from MockPoolError"; a suite that
+    # catches MockPoolError around its pool set-up catches a missing extra too.
+    assert isinstance(info.value, MockPoolError)
 
 
 def test_unsupported_seed_value_is_refused() -> None:
