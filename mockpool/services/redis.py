@@ -687,6 +687,10 @@ def _redis_spec(
         "lay out differently: every reset would fail and every lease rebuild its instance",
     )
     seed_items = dict(seed or {})
+    for key, value in seed_items.items():
+        # Refused here, when the spec is built, rather than in every factory call (where it
+        # surfaced as a RecoveryFailedError at the first acquire).
+        _check_seed_value(key, value, name)
 
     def factory() -> RedisDouble:
         server = fakeredis_mod.FakeServer(version=version)
@@ -742,11 +746,17 @@ def _write_seed(client: fakeredis.FakeRedis, seed: Mapping[str | bytes, SeedValu
             if value:
                 pipe.rpush(key, *value)
         else:
-            raise TypeError(
-                f"service {service!r}: seed[{key!r}] is a {type(value).__name__}; use a str, bytes, "
-                "int or float (a string), a mapping (a hash), a list (a list) or a set"
-            )
+            _check_seed_value(key, value, service)
     pipe.execute()
+
+
+def _check_seed_value(key: Any, value: Any, service: str) -> None:
+    """Raise ``TypeError`` for a seed value :func:`_write_seed` cannot write."""
+    if not isinstance(value, str | bytes | int | float | Mapping | AbstractSet | Sequence):
+        raise TypeError(
+            f"service {service!r}: seed[{key!r}] is a {type(value).__name__}; use a str, bytes, "
+            "int or float (a string), a mapping (a hash), a list (a list) or a set"
+        )
 
 
 def _socket_of(client: Any) -> Any:

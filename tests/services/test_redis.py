@@ -198,10 +198,13 @@ def test_missing_fakeredis_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
     assert isinstance(info.value, MockPoolError)
 
 
-def test_unsupported_seed_value_is_refused() -> None:
-    spec = redis_service(seed={"k": object()})  # type: ignore[dict-item]
+def test_unsupported_seed_value_is_refused_when_the_spec_is_built() -> None:
+    """Refused at build time, as a bad http answer is: in the factory, it surfaced only at the
+    first acquire, as a RecoveryFailedError after every creation failed."""
     with pytest.raises(TypeError, match=r"seed\['k'\] is a object"):
-        spec.factory()
+        redis_service(seed={"k": object()})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"seed\['k'\] is a NoneType"):
+        sync_redis_service(seed={"k": None})  # type: ignore[dict-item]
 
 
 def test_spec_options_pass_through() -> None:
