@@ -745,18 +745,22 @@ def _write_seed(client: fakeredis.FakeRedis, seed: Mapping[str | bytes, SeedValu
         elif isinstance(value, Sequence):
             if value:
                 pipe.rpush(key, *value)
-        else:
-            _check_seed_value(key, value, service)
+        else:  # refused when the spec was built
+            raise _bad_seed(key, value, service)
     pipe.execute()
 
 
 def _check_seed_value(key: Any, value: Any, service: str) -> None:
     """Raise ``TypeError`` for a seed value :func:`_write_seed` cannot write."""
     if not isinstance(value, str | bytes | int | float | Mapping | AbstractSet | Sequence):
-        raise TypeError(
-            f"service {service!r}: seed[{key!r}] is a {type(value).__name__}; use a str, bytes, "
-            "int or float (a string), a mapping (a hash), a list (a list) or a set"
-        )
+        raise _bad_seed(key, value, service)
+
+
+def _bad_seed(key: Any, value: Any, service: str) -> TypeError:
+    return TypeError(
+        f"service {service!r}: seed[{key!r}] is a {type(value).__name__}; use a str, bytes, "
+        "int or float (a string), a mapping (a hash), a list (a list) or a set"
+    )
 
 
 def _socket_of(client: Any) -> Any:
