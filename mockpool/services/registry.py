@@ -214,6 +214,11 @@ class Dashboard:
         del state
         self.reset()
 
+    def health(self) -> bool:
+        """Its database answers and its cache's server is up (an outage a test left is not)."""
+        self.db.execute("select count(*) from users").fetchone()
+        return bool(server_of(self._bound[1]).connected)
+
     def __repr__(self) -> str:
         return "<Dashboard>"
 
@@ -240,6 +245,7 @@ def dashboard_service(
         depends_on=(database, cache, plex),
         bind=Dashboard.bind,
         reset=Dashboard.reset,
+        health_check=Dashboard.health,
         fingerprint=Dashboard.fingerprint,
         snapshot=Dashboard.snapshot,
         restore=Dashboard.restore,

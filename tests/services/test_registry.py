@@ -12,6 +12,7 @@ from mockpool.services import (
     dashboard_service,
     redis_service,
     seed_registry,
+    server_of,
     sql_service,
 )
 
@@ -32,6 +33,27 @@ def test_the_seed_graph_is_registered_with_its_groups() -> None:
     assert specs["device_session"].depends_on == ("redis", "jwt", "database")
     assert specs["dashboard"].depends_on == ("database", "cache", "plex")
     assert specs["dashboard"].max_size == 4 and specs["cache"].max_size == 8
+
+
+def test_every_service_of_the_seed_graph_has_the_recovery_hooks() -> None:
+    """services.md: "Every built-in has health_check, snapshot and restore hooks, ... and a
+    reset hook". The dashboard group had no health check, so a dashboard over a cache whose
+    server a test left down passed every check."""
+    pool = MockPool(supervise=False)
+    seed_registry(pool, max_size=1)
+    for name in NAMES:
+        spec = pool.service_pools[name].spec
+        hooks = (spec.health_check, spec.snapshot, spec.restore, spec.reset)
+        assert all(hook is not None for hook in hooks), name
+
+
+@pytest.mark.asyncio
+async def test_the_dashboards_health_check_sees_its_cache_down() -> None:
+    async with _pool() as pool, pool.acquire("dashboard") as dashboard:
+        spec = pool.service_pools["dashboard"].spec
+        assert spec.health_check is not None and spec.health_check(dashboard)
+        server_of(dashboard.cache).connected = False
+        assert not spec.health_check(dashboard)
 
 
 @pytest.mark.asyncio
