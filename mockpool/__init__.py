@@ -77,25 +77,9 @@ _LAZY = {
 if not TYPE_CHECKING:  # hidden from type checkers, which would then accept any name
 
     def __getattr__(name: str) -> object:
-        from importlib import import_module
+        from ._lazy import lazy_attribute
 
-        module = _LAZY.get(name)
-        if module is not None:
-            value = getattr(import_module(f"{__name__}.{module}"), name)
-        elif name.startswith("__"):
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        else:
-            # A submodule, as ``mockpool.services.redis`` was once the package imported it.
-            try:
-                value = import_module(f"{__name__}.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{__name__}.{name}":
-                    raise
-                raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-        # Not kept in globals(): a module imported here may be dropped from sys.modules and
-        # imported anew (pytester's in-process runs restore sys.modules after each), and a
-        # kept ServiceSpec would then be another class than the pool's own.
-        return value
+        return lazy_attribute(__name__, _LAZY, name)
 
     def __dir__() -> list[str]:
         return sorted(set(globals()) | set(__all__))
