@@ -426,17 +426,29 @@ def test_a_command_left_blocked_in_a_loop_closed_without_cancelling_does_not_bre
     gc.collect()  # the dead loop's tasks are collected here, not in a later test
 
 
-def test_a_consumer_started_as_the_lease_ends_does_not_take_the_next_leases_push() -> None:
+@pytest.mark.parametrize("service", ["redis", "worker"])
+def test_a_consumer_started_as_the_lease_ends_does_not_take_the_next_leases_push(service: str) -> None:
     """A BLPOP the last test started on its last line reaches the server after the release's
-    reset: the next lease unblocks it (it returns empty) before the test runs."""
+    reset: the next lease unblocks it (it returns empty) before the test runs. The same on a
+    group's redis member ("worker"): a group lease runs its members' on_acquire
+    (device_session has the same test through the built-in group)."""
     pool = MockPool(supervise=False)
     pool.register(redis_service(max_size=1))
+    pool.register(
+        ServiceSpec(name="worker", factory=lambda redis: [redis], depends_on=("redis",), max_size=1)
+    )
+
+    def redis_of(lease: Any) -> Any:
+        return lease.members["redis"] if service == "worker" else lease.instance
 
     async def two_tests() -> tuple[Any, list[bytes]]:
-        async with pool.acquire("redis") as r:
-            late = asyncio.ensure_future(r.blpop(["jobs"], timeout=5))
-        await asyncio.sleep(0)  # the late BLPOP blocks now, after the reset
-        async with pool.acquire("redis") as r:
+        lease = pool.acquire(service)
+        async with lease:
+            late = asyncio.ensure_future(redis_of(lease).blpop(["jobs"], timeout=5))
+        await anyio.wait_all_tasks_blocked()  # the late BLPOP blocks now, after the reset
+        lease = pool.acquire(service)
+        async with lease:
+            r = redis_of(lease)
             await r.rpush("jobs", "job-1")
             await anyio.wait_all_tasks_blocked()  # a BLPOP still blocked would take it now
             mine = await r.lrange("jobs", 0, -1)
@@ -490,35 +502,6 @@ async def test_an_emergency_stub_is_served_degraded() -> None:
             assert lease.degraded
         assert pool.stats("redis").recoveries["stub"] == 1
         pool.check_invariants()
-
-
-def test_a_consumer_started_as_a_group_lease_ends_does_not_take_the_next_leases_push() -> None:
-    """The same late BLPOP on a group's redis member: a group lease runs its members'
-    on_acquire, so the next group lease unblocks it too (device_session has the same test
-    through the built-in group)."""
-    pool = MockPool(supervise=False)
-    pool.register(redis_service(max_size=1))
-    pool.register(
-        ServiceSpec(name="worker", factory=lambda redis: [redis], depends_on=("redis",), max_size=1)
-    )
-
-    async def two_tests() -> tuple[Any, list[bytes]]:
-        lease = pool.acquire("worker")
-        async with lease:
-            late = asyncio.ensure_future(lease.members["redis"].blpop(["jobs"], timeout=5))
-        await anyio.wait_all_tasks_blocked()  # the late BLPOP blocks now, after the reset
-        lease = pool.acquire("worker")
-        async with lease:
-            r = lease.members["redis"]
-            await r.rpush("jobs", "job-1")
-            await anyio.wait_all_tasks_blocked()  # a BLPOP still blocked would take it now
-            mine = await r.lrange("jobs", 0, -1)
-        return await late, mine
-
-    late, mine = asyncio.run(two_tests())
-    assert late is None
-    assert mine == [b"job-1"]
-    pool.check_invariants()
 
 
 @pytest.mark.asyncio
