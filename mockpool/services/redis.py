@@ -80,11 +80,13 @@ class _Seed:
     """One database's seed, laid out for the reset: string keys apart (checked by identity in
     C-level passes), the other values (rewritten at every reset), and every item by key."""
 
-    __slots__ = ("items", "keys", "others", "string_expiry", "string_values", "strings")
+    __slots__ = ("items", "keys", "order", "others", "string_expiry", "string_values", "strings")
 
     def __init__(self, pristine: Sequence[tuple[bytes, Any, float | None, type]]) -> None:
         self.items = {key: (value, expireat, item_cls) for key, value, expireat, item_cls in pristine}
         self.keys = frozenset(self.items)
+        #: The keys in the order a new server holds them (KEYS and SCAN list them so).
+        self.order = tuple(self.items)
         strings = [entry for entry in pristine if type(entry[1]) is bytes]
         self.strings = tuple(key for key, _, _, _ in strings)
         self.string_values = tuple(value for _, value, _, _ in strings)
@@ -221,6 +223,12 @@ class RedisDouble:
             value, expireat, item_cls = seed.items[key]
             if type(value) is bytes:
                 self._write(db, written, key, value, expireat, item_cls)
+        if tuple(live) != seed.order:
+            # A seeded key deleted (DEL, RENAME, MOVE, expiry) was written back last: KEYS and
+            # SCAN would list the seed in another order than a new server does.
+            items = [(key, live[key]) for key in seed.order]
+            live.clear()
+            live.update(items)
 
     @staticmethod
     def _write(
@@ -286,6 +294,8 @@ class RedisDouble:
         from when it was made: what a new instance would show, key by key."""
         server = self.server
         out: dict[str, Any] = {"data": snapshot_server(server)["dbs"]}
+        # The data compares as mappings; KEYS and SCAN also show the order of the keys.
+        out["key order"] = {num: tuple(db._dict) for num, db in server.dbs.items() if db._dict}
         for name, value in vars(server).items():
             if name not in _SERVER_OWN:
                 out[f"server.{name}"] = _render(value)

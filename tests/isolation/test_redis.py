@@ -235,6 +235,18 @@ async def _only_the_seed(r: Any) -> None:
     assert sorted(await r.keys("*")) == sorted(k.encode() for k in SEED)
 
 
+async def _set_again(r: Any) -> None:
+    await r.delete("greeting")
+    await r.set("greeting", "hello")
+
+
+async def _keys_in_seed_order(r: Any) -> None:
+    """A new server lists the seed in the order it was written: a test may compare KEYS or
+    SCAN with a list."""
+    assert await r.keys("*") == [k.encode() for k in SEED]
+    assert (await r.scan(0))[1] == [k.encode() for k in SEED]
+
+
 async def _scan_left_open(r: Any) -> None:
     await r.set("extra", "1")
     cursor, _ = await r.scan(0, count=1)
@@ -282,6 +294,7 @@ DIRTIERS = [
     Dirtier("SETRANGE in a seeded string", lambda r: r.setrange("greeting", 0, "J"), gone=_get_is_real),
     Dirtier("seeded key deleted", lambda r: r.delete("greeting"), gone=_get_is_real),
     Dirtier("seeded key renamed", lambda r: r.rename("greeting", "moved"), gone=_only_the_seed),
+    Dirtier("seeded key deleted and set again", _set_again, gone=_keys_in_seed_order),
     Dirtier("seeded list pushed to", lambda r: r.rpush("queue", "b"), gone=_seeded_queue),
     Dirtier("FLUSHALL", lambda r: r.flushall(), gone=_only_the_seed),
     Dirtier("ACL SETUSER", _acl_user, gone=_acl_gone),
