@@ -75,6 +75,7 @@ class LeaseState:
         "base",
         "client_base_url",
         "handler",
+        "in_flight",
         "live",
         "name",
         "on_unmatched",
@@ -100,6 +101,9 @@ class LeaseState:
         #: Deprecated: a lease-wide ``(request) -> answer | None``, tried before the routes.
         self.handler: Callable[[httpx.Request], Any] | None = None
         self.live = True
+        #: Requests the router is answering (an async side effect still running): the reset
+        #: gives such a router up, so their late call records never reach the next lease.
+        self.in_flight = 0
         self.transport = RouterTransport(self)
         self._client: httpx.AsyncClient | None = None
 
@@ -128,22 +132,30 @@ class LeaseState:
     # -- answering: raises respx's AllMockedAssertionError when no route matches -------------
 
     def handle(self, request: httpx.Request) -> httpx.Response:
-        handler = self.handler
-        if handler is not None:
-            answer = handler(request)
-            if answer is not None:
-                return self._record(request, to_response(answer, self.name, _sent(request)))
-        return self.router.handler(request)
+        self.in_flight += 1
+        try:
+            handler = self.handler
+            if handler is not None:
+                answer = handler(request)
+                if answer is not None:
+                    return self._record(request, to_response(answer, self.name, _sent(request)))
+            return self.router.handler(request)
+        finally:
+            self.in_flight -= 1
 
     async def ahandle(self, request: httpx.Request) -> httpx.Response:
-        handler = self.handler
-        if handler is not None:
-            answer = handler(request)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            if answer is not None:
-                return self._record(request, to_response(answer, self.name, _sent(request)))
-        return await self.router.async_handler(request)
+        self.in_flight += 1
+        try:
+            handler = self.handler
+            if handler is not None:
+                answer = handler(request)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+                if answer is not None:
+                    return self._record(request, to_response(answer, self.name, _sent(request)))
+            return await self.router.async_handler(request)
+        finally:
+            self.in_flight -= 1
 
     def _record(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
         self.router.record(request, response=response)

@@ -17,7 +17,9 @@ Clean by construction:
   holding the same answers, side effects and settings as right after the declaration. A
   router that is not (a response changed in place, its stream or extensions included, a
   shorthand's answer swapped, respx's snapshot stack pushed or popped by the test, a router
-  setting changed) is rebuilt from the declaration.
+  setting changed) is rebuilt from the declaration. So is a router still answering a request
+  when its lease ends (a task left awaiting a slow side effect): that request keeps the old
+  router, and its late call record never reaches the next lease.
 - the client, the transport, ``on_unmatched`` and the deprecated ``handler`` are new per lease
   (a client over a given transport costs about 15 µs: no SSL context); the old ones are ended,
   so a client kept past its lease raises instead of reaching the next test's routes.
@@ -224,10 +226,13 @@ class TransportDouble:
         prove it equal to it (else rebuild it), and make the next lease's transport."""
         from . import _http_lease as lib
 
-        self._lease.live = False
+        lease = self._lease
+        lease.live = False
         router = self._router
-        if not lib.roll_back(router) or lib.router_state(router) != self._declared:
-            # The test moved respx's snapshot stack, or changed what a rollback cannot reach
+        if lease.in_flight or not lib.roll_back(router) or lib.router_state(router) != self._declared:
+            # A request still being answered (a task left awaiting a slow side effect) records
+            # its call when it ends: it keeps the old router, where the next lease never sees it.
+            # Or the test moved respx's snapshot stack, or changed what a rollback cannot reach
             # (a declared response in place, a router setting): start again from the declaration.
             self._router = router = self._build_router()
             self._declared = lib.router_state(router)

@@ -3,6 +3,7 @@ next lease on the same instance is as new; isolation-verify sees every visible d
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import warnings
 
@@ -359,3 +360,37 @@ def test_a_dirtier_case_reads_as_its_spec() -> None:
     spec, _ = SPECS["http, respx routes"]
     assert spec.fingerprint is not None and spec.on_acquire is not None
     assert isinstance(spec.factory(), HttpDouble)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("intercepted", [False, True], ids=["lease client", "client the code built"])
+async def test_a_request_still_answered_when_its_lease_ends_is_not_recorded_in_the_next(
+    intercepted: bool,
+) -> None:
+    """A task the test left running (a fire-and-forget request to a route with a slow side
+    effect) is answered after the lease ended: respx records the call then, and it must not
+    show in the next lease's call counts."""
+    from mockpool import MockPool
+
+    reached, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        reached.set()
+        await answer.wait()
+        return httpx.Response(200, text="late")
+
+    def declare(router: respx.Router) -> None:
+        router.get("/slow", name="slow").mock(side_effect=slow)
+
+    pool = MockPool(supervise=False)
+    pool.register(http_service("api", routes=declare, base_url=BASE, max_size=1))
+    async with pool:
+        async with httpx.AsyncClient(base_url=BASE) as own:
+            async with pool.acquire("api") as h:
+                left = asyncio.create_task((own if intercepted else h.client).get("/slow"))
+                await reached.wait()
+            async with pool.acquire("api") as h:
+                answer.set()
+                assert (await left).text == "late"  # the task that sent it gets its answer
+                assert h.calls.call_count == 0
+                assert h.router.routes["slow"].call_count == 0
