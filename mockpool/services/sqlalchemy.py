@@ -27,6 +27,10 @@ engine. What a lease starts from:
   replaced by ``engine.dispose()`` is kept: SQLAlchemy made it from the same configuration
   and listeners.
 
+Connections a test checked out of the engine and left open (``engine.connect()`` without
+``async with``, a second session not closed) share the one pooled connection: the reset ends
+them, so one kept past its lease raises instead of acting on the next lease's transaction.
+
 Closing the session or disposing the engine inside a test never closes the pooled
 connection: the engine's pool opens it again on next use, and only the pool closes it.
 
@@ -80,11 +84,17 @@ class SqlAlchemyDouble:
         engine: AsyncEngine,
         session_options: Mapping[str, Any] | None = None,
         pragmas: Mapping[str, str] | None = None,
+        *,
+        service: str = "sqlalchemy",
     ) -> None:
         from sqlalchemy.ext.asyncio import AsyncSession
 
         self.conn = conn
         self.engine = engine
+        self.service = service
+        #: The engine's connections checked out during the lease (SQLAlchemy's pool proxies):
+        #: the reset ends those a test left open (see :meth:`_end_kept`).
+        self._checked_out: weakref.WeakSet[Any] = weakref.WeakSet()
         self.session_options = dict(session_options or {})
         self.pragmas = dict(pragmas or {})
         self.session = AsyncSession(engine, **self.session_options)
@@ -99,6 +109,11 @@ class SqlAlchemyDouble:
         """Connect the engine once (SQLAlchemy initializes its dialect and registers its SQL
         functions on the connection), set ``pragmas=``, and take all of that as what every
         reset rebuilds or puts back."""
+        from sqlalchemy import event
+
+        # Before the engine state is taken: the listener is part of the pristine engine, and a
+        # pool made by the test's dispose() inherits it.
+        event.listen(self.engine.sync_engine.pool, "checkout", self._note_checkout)
         async with self.engine.connect():
             pass
         setup = tuple(f"PRAGMA {name} = {value}" for name, value in self.pragmas.items())
@@ -119,14 +134,36 @@ class SqlAlchemyDouble:
         if self.session.sync_session.in_transaction() or not self.conn.load_now_possible():
             return self._rebuild(None)
         self.session.sync_session.close()  # no transaction: nothing to roll back, no I/O
+        self._end_kept()
         self._new_session()
         self.conn.load_now()
         return None
 
     async def _rebuild(self, image: bytes | None) -> None:
         await self.session.close()  # rolls back; gives the connection back to the engine's pool
+        self._end_kept()
         self._new_session()
         await self.conn.load(image)
+
+    def _note_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        self._checked_out.add(proxy)
+
+    def _end_kept(self) -> None:
+        """End the connections a test checked out of the engine and left open
+        (``engine.connect()``, ``engine.begin()``, a second session): the engine's one pooled
+        connection is shared, so one kept past its lease would act on the next lease's
+        transaction (its ``rollback()`` rolling back the next test's work). Each is cut from
+        the pooled connection: using it raises, rolling it back or closing it does nothing."""
+        checked_out = self._checked_out
+        if not checked_out:
+            return
+        # SQLAlchemy sets a proxy's dbapi_connection to None when it is checked in.
+        kept = [proxy for proxy in checked_out if proxy.dbapi_connection is not None]
+        checked_out.clear()
+        for proxy in kept:
+            proxy._finalizer.detach()  # its clean-up would act on the pool's connection record
+            proxy._connection_record = None
+            proxy.dbapi_connection = _EndedConnection(self.service)
 
     def _new_session(self) -> None:
         """The session constructed again under the same object (groups and the bind hook hold
@@ -183,6 +220,36 @@ class SqlAlchemyDouble:
 
     def __repr__(self) -> str:
         return f"<SqlAlchemyDouble {self.engine.url!s}>"
+
+
+class _EndedConnection:
+    """What a connection a test left open past its lease is given instead of the pooled
+    connection: rolling back and closing do nothing (there is nothing left to undo), anything
+    else raises."""
+
+    __slots__ = ("_service",)
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def terminate(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        from ..errors import MockPoolError
+
+        raise MockPoolError(
+            f"service {self._service!r}: this connection was opened from the engine during a lease "
+            "that has ended (engine.connect(), engine.begin() or a second session, left open), and "
+            "the engine's one pooled connection now serves another lease; open connections inside "
+            "the lease that uses them, with 'async with'"
+        )
 
 
 # == the engine: kept, proven equal ==========================================================
@@ -498,7 +565,7 @@ def sqlalchemy_service(
                 poolclass=sa_pool.StaticPool,
                 **engine_kw,
             )
-            double = SqlAlchemyDouble(conn, engine, session_kw, pragma_sql)
+            double = SqlAlchemyDouble(conn, engine, session_kw, pragma_sql, service=name)
             await double.seal()
             # A new instance starts the way every lease does: rebuilt.
             await double.reset()

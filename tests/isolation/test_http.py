@@ -384,13 +384,12 @@ async def test_a_request_still_answered_when_its_lease_ends_is_not_recorded_in_t
 
     pool = MockPool(supervise=False)
     pool.register(http_service("api", routes=declare, base_url=BASE, max_size=1))
-    async with pool:
-        async with httpx.AsyncClient(base_url=BASE) as own:
-            async with pool.acquire("api") as h:
-                left = asyncio.create_task((own if intercepted else h.client).get("/slow"))
-                await reached.wait()
-            async with pool.acquire("api") as h:
-                answer.set()
-                assert (await left).text == "late"  # the task that sent it gets its answer
-                assert h.calls.call_count == 0
-                assert h.router.routes["slow"].call_count == 0
+    async with pool, httpx.AsyncClient(base_url=BASE) as own:
+        async with pool.acquire("api") as h:
+            left = asyncio.create_task((own if intercepted else h.client).get("/slow"))
+            await reached.wait()
+        async with pool.acquire("api") as h:
+            answer.set()
+            assert (await left).text == "late"  # the task that sent it gets its answer
+            assert h.calls.call_count == 0
+            assert h.router.routes["slow"].call_count == 0

@@ -13,10 +13,11 @@ from typing import Any
 import aiosqlite
 import pytest
 from sqlalchemy import JSON, CursorResult, event, func, insert, literal, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.exc import StatementError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mockpool import MockPool
+from mockpool import MockPool, MockPoolError
 from mockpool.services import sqlalchemy_service
 from mockpool.testing import Dirtier, check_isolation
 
@@ -406,3 +407,36 @@ def test_leases_of_one_instance_from_successive_event_loops_can_each_contend_for
         pool.close()
     assert second is first
     assert first_counts == second_counts == [2, 2, 2]
+
+
+@pytest.mark.asyncio
+async def test_a_connection_or_session_left_open_past_its_lease_cannot_touch_the_next() -> None:
+    """The engine's one pooled connection is shared by whatever is checked out of it: a
+    connection or a second session a test left open (no ``async with``) would act on the next
+    lease's transaction, its ``rollback()`` undoing the next test's work. They are ended."""
+    pool = MockPool(supervise=False)
+    pool.register(dataclasses.replace(SPEC, max_size=1))
+    async with pool:
+        async with pool.acquire("sqlalchemy") as session:
+            kept = await _engine(session).connect()
+            await kept.execute(insert(User).values(name="mallory"))
+            other = async_sessionmaker(_engine(session))()
+            other.add(User(name="eve"))
+            await other.flush()
+        async with pool.acquire("sqlalchemy") as session:
+            session.add(User(name="carol"))
+            await session.flush()
+            await kept.rollback()  # nothing left to undo: the next test's work stays
+            assert await _names(session) == [*NAMES, ("carol",)]
+            for left in (kept, other):
+                # SQLAlchemy wraps it when a statement was compiled (a session's execute).
+                with pytest.raises((MockPoolError, StatementError), match="during a lease that has ended"):
+                    await left.execute(select(User.name))
+            await other.rollback()
+            await kept.close()
+            await other.close()
+            assert await _names(session) == [*NAMES, ("carol",)]
+            await session.commit()
+            assert await _names(session) == [*NAMES, ("carol",)]
+        async with pool.acquire("sqlalchemy") as session:
+            assert await _names(session) == NAMES
