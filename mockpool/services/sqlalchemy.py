@@ -161,7 +161,14 @@ class SqlAlchemyDouble:
         kept = [proxy for proxy in checked_out if proxy.dbapi_connection is not None]
         checked_out.clear()
         for proxy in kept:
-            proxy._finalizer.detach()  # its clean-up would act on the pool's connection record
+            # Its clean-up when collected would act on the pool's connection record: SQLAlchemy
+            # 2.1 runs it from the proxy's finalizer; 2.0 from the record's weak reference to
+            # the proxy, which does nothing once the record no longer points at it.
+            finalizer = getattr(proxy, "_finalizer", None)
+            if finalizer is not None:
+                finalizer.detach()
+            elif proxy._connection_record is not None:
+                proxy._connection_record.fairy_ref = None
             proxy._connection_record = None
             proxy.dbapi_connection = _EndedConnection(self.service)
 
