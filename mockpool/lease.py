@@ -49,6 +49,7 @@ class Lease(Generic[T]):
         "_svc",
         "_timeout",
         "_token",
+        "_waited",
         "owner",
         "where",
     )
@@ -56,6 +57,8 @@ class Lease(Generic[T]):
     #: How the slow path served it (``metrics.HANDOFF``, ``MISS``...); unset on the hot path
     #: (a hit), so that path stores nothing. Read when the acquisition ends otherwise after all.
     _served: int
+    #: The wait recorded for it, on the slow path (``ServicePool.unlease`` takes it back).
+    _waited: float
 
     def __init__(self, svc: ServicePool, timeout: float | None) -> None:
         self._svc = svc
@@ -81,14 +84,15 @@ class Lease(Generic[T]):
         metrics.acquisitions += 1
         entry = svc.core.take_idle()
         if entry is None:
-            entry = await svc.wait_for_entry(self, self._timeout)  # counts its own outcome
+            # Waits, binds and checks; counts its own outcome, and its wait once served.
+            entry = await svc.wait_for_entry(self, self._timeout)
         else:
             metrics.hits += 1  # a wait of 0 s, counted rather than stored (wait_percentiles)
-        self._entry = entry
-        if svc.binds:
-            svc.bind_leased(self, entry)
-        if svc.check_on_acquire:
-            entry = await svc.checked_on_acquire(self, entry)
+            self._entry = entry
+            if svc.binds:
+                svc.bind_leased(self, entry)
+            if svc.acquire_check:  # this service's check on acquire, or a group member's
+                entry = await svc.checked_on_acquire(self, entry)
         on_acquire = svc.on_acquire
         if on_acquire is not None:
             try:

@@ -74,12 +74,15 @@ class LoopBlocks:
 class Ring:
     """A fixed-size ring of floats: O(1) append, the last ``capacity`` samples kept."""
 
-    __slots__ = ("_data", "_i", "count")
+    __slots__ = ("_data", "_hole", "_i", "count")
 
     def __init__(self, capacity: int = 2048) -> None:
         self._data = [0.0] * capacity
         self._i = 0
         self.count = 0
+        #: ``count`` when :meth:`drop_last` left a full ring's slot ``_i`` stale: the sample it
+        #: replaced is gone, and it stays out until the next append fills the slot.
+        self._hole = -1
 
     def append(self, value: float) -> None:
         data = self._data
@@ -89,10 +92,19 @@ class Ring:
         self._i = 0 if i == len(data) else i
         self.count += 1
 
+    def drop_last(self) -> None:
+        """Take back the sample appended last (one appended since the last drop)."""
+        self._i = (self._i or len(self._data)) - 1
+        self.count -= 1
+        if self.count >= len(self._data):
+            self._hole = self.count
+
     def values(self) -> list[float]:
         """The kept samples, oldest first."""
         if self.count < len(self._data):
             return self._data[: self.count]
+        if self._hole == self.count:
+            return self._data[self._i + 1 :] + self._data[: self._i]
         return self._data[self._i :] + self._data[: self._i]
 
     def since(self, count: int) -> list[float]:
@@ -297,6 +309,12 @@ class ServiceMetrics:
     def record_wait(self, seconds: float) -> None:
         self.waits.append(seconds)
         self.wait_ewma += _EWMA_ALPHA * (seconds - self.wait_ewma)
+
+    def unrecord_wait(self, seconds: float) -> None:
+        """Take back the wait recorded last, ``seconds`` long: the acquisition failed in the
+        same loop step (a lease hook raised), so it was not served after all."""
+        self.waits.drop_last()
+        self.wait_ewma = (self.wait_ewma - _EWMA_ALPHA * seconds) / (1 - _EWMA_ALPHA)
 
     def record_hold(self, seconds: float) -> None:
         holds = self.holds

@@ -4,9 +4,9 @@ Triggered by a failed reset, a failed health check or ``lease.discard()``. Tiers
 degraded double and run only for services with ``allow_degraded=True``. The total time from the
 trigger to a working instance is recorded under the tier that produced it.
 
-A group is recovered members first: each member is reset, or else restored or rebuilt in place
-(its own ladder, while it stays leased to the group), so a member's failure costs that member,
-not the group. A group whose members were rebuilt is rebuilt over them (its snapshot would
+A group is recovered members first: each member is reset and health-checked, or else restored
+or rebuilt in place (its own ladder, while it stays leased to the group), so a member's failure
+costs that member, not the group. A group whose members were rebuilt is rebuilt over them (its snapshot would
 still point at the old ones).
 """
 
@@ -184,8 +184,9 @@ def _member_handles(svc: ServicePool, entry: Entry) -> list[Any]:
 async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
     """Make every member of a group entry clean; True if any member's instance was rebuilt.
 
-    Each member is reset; a member whose reset fails is restored from its snapshot, or else
-    rebuilt from its own factories, in place (it stays leased to the group). Raises when a
+    Each member is reset and health-checked; a member whose reset or check fails is restored
+    from its snapshot, or else rebuilt from its own factories, in place (it stays leased to
+    the group). Raises when a
     member cannot be made to work at all.
     """
     if not entry.members:
@@ -194,19 +195,25 @@ async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
     rebuilt = False
     for name, member_entry in entry.members.items():
         member = services[name]
-        if member.reset is None:
-            continue
         try:
             await member.reset_instance(member_entry.instance)
             # The group's verification may have failed on this member: reset again, it may
             # still be dirty (the reset missed it once already).
             await _check_clean(member, member_entry)
-            continue
         except IsolationError as exc:
             member.last_error = exc
         except Exception as exc:
             member.metrics.reset_failures += 1
             member.last_error = exc
+        else:
+            try:
+                # The member's check on acquire may be why the group is here: a reset need
+                # not mend what a health check found, and a plain recovery's result passes
+                # its health check too.
+                await _check_health(member, member_entry.instance)
+                continue
+            except Exception as exc:
+                member.last_error = exc
         rebuilt |= await _recover_member(member, member_entry)
     return rebuilt
 

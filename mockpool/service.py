@@ -65,6 +65,8 @@ class LeaseState(Protocol):
     _entry: Entry | None
     _timeout: float | None
     _served: int
+    #: The wait recorded for it once served (the slow path sets it; see ``unlease``).
+    _waited: float
     #: The task that queued for it and holds it (the slow path sets it; see ``Holds``).
     _holder: asyncio.Task[Any] | None
 
@@ -154,9 +156,16 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         #: (set again when its members are known).
         self.binds = spec.bind is not None
         self.timeout = spec.acquire_timeout if spec.acquire_timeout is not None else pool.default_timeout
-        #: Health-check instances idle longer than ``check_window`` when they are acquired.
-        self.check_on_acquire = spec.check_idle_after is not None and spec.health_check is not None
+        #: Health-check instances idle longer than ``check_window`` when they are acquired
+        #: (the ``check_on_acquire`` property; the adaptation supervisor turns it on).
+        self._check_on_acquire = spec.check_idle_after is not None and spec.health_check is not None
         self.check_window = spec.check_idle_after if spec.check_idle_after is not None else 1.0
+        #: A lease checks on acquire: this service does, or a member of this group does. The
+        #: flag the lease reads (an attribute, not the property: it is on the hot path).
+        self.acquire_check = self._check_on_acquire
+        #: The services whose checks on acquire a lease runs, with the path to each one's
+        #: entry: a group's direct members (in ``depends_on`` order), then its own.
+        self.check_steps: tuple[tuple[tuple[str, ...], ServicePool], ...] = (((), self),)
         #: Compare each reset instance's snapshot with its pristine one (isolation-verify mode).
         self.verify_isolation = pool.isolation_verify
         #: Member service pools, in ``depends_on`` order (groups only; :meth:`adopt_members`).
@@ -223,6 +232,23 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         if any(step.path for step in steps):
             self.group_hooks = steps
             self.on_acquire = self.on_release = None
+        # Likewise a member's check on acquire: the group lease hands out its instance too.
+        # Direct members only: the group's recovery resets and checks those (a group member's
+        # own members are not, and a check it could not mend would fail each acquire again).
+        self.check_steps = (*(((member.name,), member) for member in members), ((), self))
+        self.acquire_check = self._check_on_acquire or any(m._check_on_acquire for m in members)
+
+    @property
+    def check_on_acquire(self) -> bool:
+        """Health-check this service's instances that sat idle longer than ``check_window``
+        when they are acquired, alone or as a group's member."""
+        return self._check_on_acquire
+
+    @check_on_acquire.setter
+    def check_on_acquire(self, on: bool) -> None:
+        self._check_on_acquire = on
+        for svc in (self, *self.pool.service_pools.values()):  # itself, and the groups over it
+            svc.acquire_check = svc._check_on_acquire or any(m._check_on_acquire for m in svc.members)
 
     def _hook_steps(self, path: tuple[str, ...]) -> tuple[HookStep, ...]:
         """This service's lease hooks and its members' (theirs first, in ``depends_on``
@@ -237,12 +263,31 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
 
     # == acquiring ============================================================================
 
+    def _record_wait(self, lease: LeaseState, since: float) -> None:
+        """Record the wait of a served acquisition (a lease hook may yet take it back)."""
+        waited = lease._waited = self.clock.now() - since
+        self.metrics.record_wait(waited)
+
     async def wait_for_entry(
-        self, lease: LeaseState, timeout: float | None, *, first: bool = False, reported: float | None = None
+        self,
+        lease: LeaseState,
+        timeout: float | None,
+        *,
+        first: bool = False,
+        reported: float | None = None,
+        since: float | None = None,
+        record: bool = True,
     ) -> Entry:
         """The slow path: queue as a waiter (``first``: at the front), trigger creations, wait
-        (bounded) for an entry. ``reported``: the timeout an ``AcquireTimeout`` names, when
-        ``timeout`` is what is left of it.
+        (bounded) for an entry; then, for a lease, bind and check it as the hot path does.
+        ``reported``: the timeout an ``AcquireTimeout`` names, when ``timeout`` is what is left
+        of it. ``since``: when the acquisition began to wait (it waited before, for an instance
+        that failed its check on acquire). ``record=False``: the caller (that check's retry)
+        binds, checks and records the wait.
+
+        The wait is recorded once the acquisition is served or timed out: one that ends
+        otherwise (its bind raised, it was cancelled during its check) waited for nothing it
+        got, and stays out of the wait percentiles, as its outcome is not served.
 
         The acquisition's outcome is counted here, in the acquiring task, from what it returns
         or raises: a deadline that passes in the loop step that also cancels the task counts
@@ -309,7 +354,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 self._abandon(waiter)
                 # A timeout's wait is one the caller had; a cancellation's is the canceller's.
                 if counted and isinstance(exc, AcquireTimeout):
-                    metrics.record_wait(self.clock.now() - started)
+                    metrics.record_wait(self.clock.now() - (started if since is None else since))
                 raise
         except BaseException as exc:
             if counted:
@@ -325,13 +370,20 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             else:
                 by_task[task] = self  # the common case, inline: every queued acquire does it
         if counted:
-            metrics.record_wait(self.clock.now() - started)
             if waiter.fresh:
                 metrics.misses += 1
                 lease._served = MISS
             else:
                 metrics.handoffs += 1
                 lease._served = HANDOFF
+            if record:
+                lease._entry = entry
+                if self.binds:
+                    self.bind_leased(lease, entry)
+                if self.acquire_check:
+                    return await self.checked_on_acquire(lease, entry, since=started)
+                waited = lease._waited = self.clock.now() - started
+                metrics.record_wait(waited)
         return entry
 
     def _nest(self, held: ServicePool | tuple[ServicePool, ...], step: int) -> None:
@@ -432,6 +484,12 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             self.core.give_back(entry)
         self.metrics.unserve(_served(lease))
         self.metrics.count_failure(exc)
+        waited = getattr(lease, "_waited", None)  # unset on the hot path: nothing recorded
+        if waited is not None:
+            # Recorded by the slow path in this same loop step (the lease hooks that follow it
+            # are sync): the ring's last sample is this acquisition's.
+            del lease._waited
+            self.metrics.unrecord_wait(waited)
 
     def enter_group_hooks(self, lease: LeaseState, entry: Entry) -> list[tuple[HookStep, Any, Any]]:
         """Run a group lease's ``on_acquire`` hooks (``group_hooks``: the members', then the
@@ -492,45 +550,34 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                     error.add_note(f"then {step.service!r}'s on_release raised {exc!r}")
         return error
 
-    async def checked_on_acquire(self, lease: LeaseState, entry: Entry) -> Entry:
-        """Health-check ``entry`` (just leased) if it was idle longer than ``check_window``;
-        an unhealthy one goes to recovery and the lease waits for another. Returns the entry
-        to use. Turned on by the adaptation supervisor (``check_on_acquire``).
+    async def checked_on_acquire(
+        self, lease: LeaseState, entry: Entry, *, since: float | None = None
+    ) -> Entry:
+        """Health-check ``entry`` (just leased) if it was idle longer than ``check_window``
+        (a group's: each member's instance too, by the member's own check and window); an
+        unhealthy one goes to recovery (a group's, whichever member failed: the group's
+        recovery checks its members) and the lease waits for another. Returns the entry to
+        use. Turned on by the adaptation supervisor (``check_on_acquire``).
 
         The acquisition was counted as served; if it ends otherwise (cancelled during the
         check, or served again after a failed one), that count is taken back, so it still
-        has exactly one outcome."""
-        check = self.spec.health_check
+        has exactly one outcome. Its wait, from ``since`` (when it began to wait; a hit that
+        fails its check waits from then), is recorded once it is served or times out."""
         metrics = self.metrics
         # The retries share the acquire's timeout: one bound for the whole acquire, or a
         # service whose checks keep failing (and whose recovery keeps serving) never lets go.
         timeout = lease._timeout
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        while check is not None and self.clock.now() - entry.last_used > self.check_window:
-            metrics.health_checks += 1
-            try:
-                ok = await call_hook(
-                    check,
-                    entry.instance,
-                    timeout=self.spec.health_timeout,
-                    service=self.name,
-                    name="health_check",
-                )
-                failure = "returned False" if ok is False else None
-            except _CANCELLED as exc:
-                # The test never saw the instance: pass it on unchanged and propagate.
-                self.unlease(lease, entry, exc, "cancelled during its check on acquire")
-                raise
-            except Exception as exc:
-                failure = f"raised {exc!r}"
-                self.last_error = exc
+        while True:
+            failure = await self._check_acquired(lease, entry)
             if failure is None:
                 break
-            metrics.health_failures += 1
+            if since is None:
+                since = self.clock.now()
             lease._entry = None
             self.forget_holder(lease)
             if entry.state is EntryState.LEASED:
-                self.to_recovery(entry, f"check on acquire {failure}")
+                self.to_recovery(entry, failure)
             metrics.unserve(_served(lease))
             if deadline is not None:
                 timeout = deadline - asyncio.get_running_loop().time()
@@ -546,16 +593,52 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                         creating=core.creating,
                         max_total=core.budget.max_total,
                         advice=f"every instance offered failed its health check on acquire (the last "
-                        f"one {failure}); fix the health_check hook or what makes the instances fail it",
+                        f"one: {failure}); fix the health_check hook or what makes the instances fail it",
                     )
+                    metrics.record_wait(self.clock.now() - since)
                     metrics.count_failure(error)
                     raise error
-            # Counts the new outcome.
-            entry = await self.wait_for_entry(lease, timeout, reported=lease._timeout)
+            # Counts the new outcome (and, if it times out, the wait).
+            entry = await self.wait_for_entry(
+                lease, timeout, reported=lease._timeout, since=since, record=False
+            )
             lease._entry = entry
             if self.binds:
                 self.bind_leased(lease, entry)
+        if since is not None:
+            self._record_wait(lease, since)
         return entry
+
+    async def _check_acquired(self, lease: LeaseState, entry: Entry) -> str | None:
+        """Run the checks on acquire that are due on ``entry`` (``check_steps``); None if it
+        passed them all, else what failed, counted in the failing service's metrics."""
+        idle = self.clock.now() - entry.last_used
+        for path, svc in self.check_steps:
+            check = svc.spec.health_check
+            if check is None or not svc._check_on_acquire or idle <= svc.check_window:
+                continue
+            svc.metrics.health_checks += 1
+            try:
+                ok = await call_hook(
+                    check,
+                    _member_at(entry, path).instance,
+                    timeout=svc.spec.health_timeout,
+                    service=svc.name,
+                    name="health_check",
+                )
+                failure = "returned False" if ok is False else None
+            except _CANCELLED as exc:
+                # The test never saw the instance: pass it on unchanged and propagate.
+                self.unlease(lease, entry, exc, "cancelled during its check on acquire")
+                raise
+            except Exception as exc:
+                failure = f"raised {exc!r}"
+                svc.last_error = exc
+            if failure is not None:
+                svc.metrics.health_failures += 1
+                whose = f"member {svc.name!r}'s " if path else ""
+                return f"{whose}check on acquire {failure}"
+        return None
 
     # == deciding creations ===================================================================
 

@@ -363,3 +363,80 @@ class TestCreatedMinusDestroyed:
 
         stats = run_virtual(main).stats("svc")
         assert (stats.size, stats.created, stats.destroyed) == (0, 3, 3)
+
+
+def test_a_wait_whose_bind_or_on_acquire_raises_stays_out_of_the_wait_percentiles() -> None:
+    """The waits cover the acquisitions served or timed out: one that waited and then failed
+    (its bind or its on_acquire raised) got nothing, and its wait is no time to get one."""
+    clock = FakeClock()
+    made = Made()
+    permits = asyncio.Semaphore(0)  # one per creation the test lets through
+    broken = {"bind": True, "on_acquire": False}
+
+    async def factory() -> dict[str, int]:
+        await permits.acquire()
+        return made()
+
+    def bind(instance: dict[str, int]) -> dict[str, int]:
+        if broken["bind"]:
+            raise RuntimeError("bind broke")
+        return instance
+
+    def on_acquire(instance: dict[str, int]) -> None:
+        if broken["on_acquire"]:
+            raise RuntimeError("on_acquire broke")
+
+    async def waits_then_fails(pool: MockPool, match: str) -> None:
+        waiter = asyncio.create_task(pool.acquire("svc").__aenter__())
+        await settle()
+        clock.advance(2.0)  # it waits 2 s for the creation (or the recovery)
+        permits.release()
+        with pytest.raises(RuntimeError, match=match):
+            await waiter
+
+    async def main() -> tuple[PoolStats, list[float]]:
+        pool = MockPool(supervise=False, clock=clock)
+        pool.register(ServiceSpec(name="svc", factory=factory, bind=bind, on_acquire=on_acquire, max_size=1))
+        async with pool:
+            await waits_then_fails(pool, "bind broke")  # the new instance's bind
+            broken["bind"], broken["on_acquire"] = False, True
+            await waits_then_fails(pool, "on_acquire broke")  # the recovery's rebuilt instance
+            return pool.stats("svc"), pool.service_pools["svc"].metrics.waits.values()
+
+    stats, waits = run_virtual(main)
+    assert (stats.acquisitions, stats.served, stats.acquire_errors) == (2, 0, 2)
+    assert waits == []
+    assert stats.wait_ewma_s == 0.0
+
+
+def test_an_acquisition_whose_check_fails_after_a_wait_records_one_wait() -> None:
+    """An instance handed to a waiter fails its check on acquire; the waiter waits again.
+    One acquisition, one wait: from when it began to wait to the instance it kept."""
+    clock = FakeClock()
+    failing = {"id": 1}
+
+    def check(instance: dict[str, int]) -> bool:
+        return instance["id"] != failing["id"]
+
+    async def main() -> tuple[PoolStats, list[float]]:
+        pool = MockPool(supervise=False, clock=clock)
+        pool.register(
+            ServiceSpec(
+                name="svc", factory=Made(), health_check=check, check_idle_after=0.5, min_size=1, max_size=1
+            )
+        )
+        async with pool:
+            async with pool.acquire("svc") as first:
+                assert first["id"] == 1
+                waiter = asyncio.create_task(pool.acquire("svc").__aenter__())
+                await settle()
+                clock.advance(2.0)  # it waits 2 s for the release
+            clock.advance(1.0)  # and the instance sits 1 s before the waiter runs: checked, fails
+            second = await waiter
+            assert second["id"] == 2  # recovery rebuilt it from the factory
+            return pool.stats("svc"), pool.service_pools["svc"].metrics.waits.values()
+
+    stats, waits = run_virtual(main)
+    assert stats.health_failures == 1
+    assert (stats.acquisitions, stats.hits, stats.served) == (2, 1, 2)
+    assert waits == [3.0]

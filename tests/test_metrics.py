@@ -108,6 +108,31 @@ def test_ring_since_returns_what_was_appended_after_a_count() -> None:
     assert ring.since(0) == [3.0, 4.0, 5.0, 6.0]  # no more than it keeps
 
 
+def test_ring_drop_last_takes_back_the_last_sample_full_or_not() -> None:
+    ring = Ring(4)
+    for value in (1.0, 2.0, 3.0):
+        ring.append(value)
+    ring.drop_last()
+    assert (ring.values(), ring.count) == ([1.0, 2.0], 2)
+    for value in (3.0, 4.0, 5.0, 6.0):
+        ring.append(value)  # wraps: keeps 3..6, 1 and 2 are gone
+    ring.drop_last()
+    # 6 is taken back; 2, the sample it had replaced, is gone for good: three kept.
+    assert (ring.values(), ring.count) == ([3.0, 4.0, 5.0], 5)
+    ring.append(7.0)
+    assert (ring.values(), ring.count) == ([3.0, 4.0, 5.0, 7.0], 6)
+
+
+def test_unrecord_wait_puts_the_wait_figures_back() -> None:
+    m = ServiceMetrics()
+    m.record_wait(1.0)
+    ewma = m.wait_ewma
+    m.record_wait(5.0)
+    m.unrecord_wait(5.0)
+    assert m.waits.values() == [1.0]
+    assert m.wait_ewma == pytest.approx(ewma)
+
+
 def test_format_error_is_one_short_line() -> None:
     assert format_error(None) is None
     assert format_error(TimeoutError()) == "TimeoutError"

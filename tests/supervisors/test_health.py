@@ -116,3 +116,60 @@ def test_checks_a_closing_loop_never_started_are_closed_unrun() -> None:
     assert pool.stats("svc").idle == 2  # nothing was taken for a check that never ran
     assert [e.instance.checks for e in pool.service_pools["svc"].core.entries] == [0, 0]
     pool.close()
+
+
+class Session:
+    def __init__(self, member: Double) -> None:
+        self.member = member
+
+
+@pytest.mark.asyncio
+async def test_a_group_lease_runs_its_members_check_on_acquire() -> None:
+    """A member that fails its check on acquire inside an idle group is never handed out: the
+    group goes to recovery as a plain instance that fails its check does, its recovery
+    rebuilds the member, and the lease gets the recovered group."""
+    clock = FakeClock()
+    pool = MockPool(clock=clock, supervise=False)
+    pool.register(ServiceSpec(name="member", factory=Double, health_check=_health, check_idle_after=5.0))
+    pool.register(ServiceSpec(name="group", factory=Session, depends_on=("member",)))
+    async with pool:
+        async with pool.acquire("group") as session:
+            broken = session.member
+            broken.broken = True  # breaks in a way no reset sees
+        clock.advance(6.0)
+        async with pool.acquire("group") as again:
+            assert again.member is not broken
+            assert not again.member.broken
+        assert broken.checks >= 1
+        member, group = pool.stats("member"), pool.stats("group")
+        assert member.health_failures == 1
+        assert member.recoveries["factory"] == 1  # the member rebuilt in place
+        assert group.recoveries.total() == 1
+        assert (group.acquisitions, group.served) == (2, 2)
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_check_on_acquire_turned_on_for_a_member_applies_to_its_groups() -> None:
+    """The adaptation supervisor turns check-on-acquire on at run time: a group built on the
+    member checks it from then on, and stops when it is turned off."""
+    clock = FakeClock()
+    pool = MockPool(clock=clock, supervise=False)
+    pool.register(ServiceSpec(name="member", factory=Double, health_check=_health))
+    pool.register(ServiceSpec(name="group", factory=Session, depends_on=("member",)))
+    async with pool:
+        async with pool.acquire("group") as session:
+            session.member.broken = True
+        member = pool.service_pools["member"]
+        member.check_on_acquire = True
+        clock.advance(6.0)
+        async with pool.acquire("group") as again:
+            assert not again.member.broken
+        assert pool.stats("member").health_failures == 1
+        member.check_on_acquire = False
+        assert not pool.service_pools["group"].acquire_check
+        async with pool.acquire("group") as session:
+            session.member.broken = True
+        clock.advance(6.0)
+        async with pool.acquire("group") as unchecked:
+            assert unchecked.member.broken  # off again: handed out unchecked, as before
