@@ -170,6 +170,14 @@ def _nth_wait(
     return np.where(index < zeros, 0.0, np.interp(position, np.arange(len(kept)), kept))
 
 
+def _error_rate_operations(served: int, reset_failures: int, health_checks: int) -> int:
+    """The operations ``error_rate`` is a share of, each failing once at most: the leases
+    given (a lease fails when its body raises; with its reset when that succeeds, so that
+    every lease raising reads 100 %), each failed reset as one operation more (one lease
+    whose body and reset both failed is two failures of two), the health checks run."""
+    return served + reset_failures + health_checks
+
+
 def reset_problem(
     service: str, resets: int, failures: int, last_error: str | None, *, isolation: bool = False
 ) -> str | None:
@@ -356,9 +364,14 @@ class ServiceMetrics:
         self.create_ewma = seconds if mean is None else mean + _EWMA_ALPHA * (seconds - mean)
 
     def error_rate(self) -> float:
-        """Errors (in leases, resets, health checks) per acquisition."""
+        """The share of the operations on this service's instances that failed, in [0, 1]
+        (``_error_rate_operations``). Per acquisition it passed 1: health checks of idle
+        instances and a group's recovery of its members fail with no acquisition of theirs."""
         errors = self.lease_errors + self.reset_failures + self.health_failures
-        return errors / self.acquisitions if self.acquisitions else 0.0
+        done = _error_rate_operations(
+            self.hits + self.handoffs + self.misses, self.reset_failures, self.health_checks
+        )
+        return errors / done if done else 0.0
 
 
 class TierCounts(Mapping[str, int]):
@@ -479,10 +492,11 @@ class PoolStats:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values; null for a figure of nothing (as ``-`` in the report's
         table): rates and holds when no acquisition was served, waits when none was served
-        or timed out, the error rate (per acquisition) when there was no acquisition. 0.0
-        would read as "every acquisition missed", "served at once" or "no errors"."""
+        or timed out, the error rate when nothing it is a share of happened (no lease,
+        reset or health check). 0.0 would read as "every acquisition missed", "served at
+        once" or "no errors"."""
         data = asdict(self)
-        if not self.acquisitions:
+        if not _error_rate_operations(self.served, self.reset_failures, self.health_checks):
             data["error_rate"] = None
         if not self.served:
             for key in ("hit_rate", "reuse_rate", "hold_p50_s", "hold_p99_s", "hold_ewma_s"):

@@ -440,3 +440,50 @@ def test_an_acquisition_whose_check_fails_after_a_wait_records_one_wait() -> Non
     assert stats.health_failures == 1
     assert (stats.acquisitions, stats.hits, stats.served) == (2, 1, 2)
     assert waits == [3.0]
+
+
+def test_error_rate_is_a_share_of_the_operations_that_failed() -> None:
+    """One acquisition whose check on acquire failed on three idle instances before a rebuilt
+    one served it: three failures, but not three errors per acquisition (it read 300 %). The
+    rate is failures over the operations that could fail: the lease, the checks."""
+    clock = FakeClock()
+
+    def check(instance: dict[str, int]) -> bool:
+        return instance["id"] > 3  # the three made first are all broken
+
+    async def main() -> PoolStats:
+        pool = MockPool(supervise=False, clock=clock)
+        pool.register(
+            ServiceSpec(
+                name="svc", factory=Made(), health_check=check, check_idle_after=1.0, min_size=3, max_size=3
+            )
+        )
+        async with pool:
+            await settle()
+            clock.advance(5.0)
+            async with pool.acquire("svc") as served:
+                assert served["id"] > 3
+            return pool.stats("svc")
+
+    stats = run_virtual(main)
+    assert (stats.acquisitions, stats.served, stats.health_checks, stats.health_failures) == (1, 1, 3, 3)
+    assert (stats.resets, stats.reset_failures, stats.lease_errors) == (1, 0, 0)
+    assert stats.error_rate == 3 / (1 + 3)  # failures / (lease + checks)
+
+
+def test_error_rate_of_a_lease_whose_body_and_reset_failed_is_one() -> None:
+    def reset(instance: dict[str, int]) -> None:
+        raise RuntimeError("reset broke")
+
+    async def main() -> PoolStats:
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=Made(), reset=reset, max_size=1))
+        async with pool:
+            with pytest.raises(KeyError):
+                async with pool.acquire("svc"):
+                    raise KeyError("the test's own error")
+            return pool.stats("svc")
+
+    stats = run_virtual(main)
+    assert (stats.acquisitions, stats.lease_errors, stats.reset_failures) == (1, 1, 1)
+    assert stats.error_rate == 1.0  # every operation failed; per acquisition it read 200 %
