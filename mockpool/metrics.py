@@ -33,6 +33,7 @@ __all__ = (
     "ServiceMetrics",
     "TierCounts",
     "format_error",
+    "merged_wait_percentiles",
     "reset_problem",
     "wait_percentiles",
 )
@@ -136,21 +137,45 @@ def wait_percentiles(samples: Sequence[float], recorded: int, zeros: int, *qs: f
     and ``recorded`` were stored; ``samples`` are the stored ones still kept (a ring keeps the
     latest). As ``numpy.percentile`` (linear) of the zeros and the samples in one list, the
     zeros not materialised. When the ring dropped some (``recorded > len(samples)``), the
-    kept samples stand for all ``recorded``, spread evenly over their part of that list. Also
-    used to merge xdist workers' figures (pytest plugin); 0 s when no wait was stored."""
-    if not samples:
+    kept samples stand for all ``recorded``, spread evenly over their part of that list.
+    0 s when no wait was stored."""
+    return merged_wait_percentiles(((samples, recorded),), zeros, *qs)
+
+
+def merged_wait_percentiles(
+    parts: Sequence[tuple[Sequence[float], int]], zeros: int, *qs: float
+) -> tuple[float, ...]:
+    """:func:`wait_percentiles` of several processes' waits (xdist workers; the pytest plugin
+    merges so): each part is one ring's kept samples and how many it recorded. Each part's
+    samples stand for all it recorded, so a worker whose ring dropped waits weighs as many
+    waits as it had, not as many as it kept; with nothing dropped, the figures are those of
+    one process that had them all."""
+    parts = [(part, max(recorded, len(part))) for part, recorded in parts if len(part)]
+    if not parts:
         return tuple(0.0 for _ in qs)
     import numpy as np  # when stats are read, not with mockpool (about 40 ms)
 
-    kept = np.sort(np.asarray(samples, dtype=np.float64))
+    values = np.concatenate([np.asarray(part, dtype=np.float64) for part, _ in parts])
+    order = np.argsort(values, kind="stable")
+    kept = values[order]
     zeros = max(0, zeros)
-    recorded = max(recorded, len(kept))
+    recorded = sum(n for _, n in parts)
+    if recorded == len(kept):
+        positions = np.arange(len(kept), dtype=np.float64)
+    elif len(kept) == 1:
+        positions = np.zeros(1)
+    else:
+        # Each kept sample stands for its ring's recorded / kept waits: it sits at the middle
+        # of its share of the list, the first at the start and the last at the end.
+        weights = np.concatenate([np.full(len(part), n / len(part)) for part, n in parts])[order]
+        centres = np.cumsum(weights) - weights / 2
+        positions = (centres - centres[0]) * ((recorded - 1) / (centres[-1] - centres[0]))
     last = zeros + recorded - 1
     # numpy's linear method: the rank (n - 1) * q falls between two neighbours of the list.
     rank = last * (np.asarray(qs, dtype=np.float64) / 100.0)
     low = np.floor(rank)
-    a = _nth_wait(low, zeros, recorded, kept)
-    b = _nth_wait(np.minimum(low + 1, last), zeros, recorded, kept)
+    a = _nth_wait(low, zeros, positions, kept)
+    b = _nth_wait(np.minimum(low + 1, last), zeros, positions, kept)
     t = rank - low
     # Interpolated from the nearer neighbour, as numpy does (the same float result).
     result = np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
@@ -158,16 +183,18 @@ def wait_percentiles(samples: Sequence[float], recorded: int, zeros: int, *qs: f
 
 
 def _nth_wait(
-    index: npt.NDArray[np.float64], zeros: int, recorded: int, kept: npt.NDArray[np.float64]
+    index: npt.NDArray[np.float64],
+    zeros: int,
+    positions: npt.NDArray[np.float64],
+    kept: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
-    """The waits at ``index`` in the sorted list of ``zeros`` zeros and ``recorded`` stored
-    waits (``kept``, sorted): waits are never negative, so the zeros come first."""
+    """The waits at ``index`` in the sorted list of ``zeros`` zeros and the stored waits
+    (``kept``, sorted, at ``positions`` among them): waits are never negative, so the zeros
+    come first."""
     import numpy as np
 
     position = np.maximum(index - zeros, 0.0)
-    if recorded > len(kept):
-        position = position * ((len(kept) - 1) / (recorded - 1))
-    return np.where(index < zeros, 0.0, np.interp(position, np.arange(len(kept)), kept))
+    return np.where(index < zeros, 0.0, np.interp(position, positions, kept))
 
 
 def _error_rate_operations(served: int, reset_failures: int, health_checks: int) -> int:

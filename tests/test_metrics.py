@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mockpool.metrics import LoopBlocks, Ring, ServiceMetrics, format_error, reset_problem, wait_percentiles
+from mockpool.metrics import (
+    LoopBlocks,
+    Ring,
+    ServiceMetrics,
+    format_error,
+    merged_wait_percentiles,
+    reset_problem,
+    wait_percentiles,
+)
 
 
 def _metrics(at_once: int, waits: list[float]) -> ServiceMetrics:
@@ -59,6 +67,26 @@ def test_workers_merge_to_the_figures_of_one_process() -> None:
     )
     assert merged == _metrics(160, [0.5, 1.0, 2.0, 0.25, 4.0]).wait_percentiles(50, 97, 99)
     assert merged[0] == 0.0 < merged[1]
+
+
+def test_a_worker_whose_ring_dropped_waits_weighs_all_it_recorded() -> None:
+    """Worker a had 6,000 waits of 1 s (its ring kept 2,048), worker b 100 of 10 s: 10 s is
+    1.6 % of the waits, so p97 is 1 s. Merged as one list of kept samples, b's 100 stood
+    for 4.7 % of them and p97 read 10 s."""
+    a = _metrics(0, [1.0] * 6000)
+    b = _metrics(0, [10.0] * 100)
+    parts = [(m.waits.values(), m.waits.count) for m in (a, b)]
+    merged = merged_wait_percentiles(parts, 0, 50, 97, 99)
+    assert merged == tuple(np.percentile([1.0] * 6000 + [10.0] * 100, [50, 97, 99]))
+    assert merged[1] == 1.0 < merged[2]
+
+
+def test_merging_one_part_is_wait_percentiles() -> None:
+    m = _metrics(300, [0.5 + i / 1000 for i in range(5000)])  # the ring dropped 2,952
+    qs = (10, 50, 90, 99, 100)
+    alone = m.wait_percentiles(*qs)
+    assert merged_wait_percentiles([(m.waits.values(), m.waits.count)], m.zero_waits(), *qs) == alone
+    assert alone[-1] == 0.5 + 4999 / 1000
 
 
 def test_a_small_sample_reads_waits_that_happened() -> None:

@@ -70,8 +70,8 @@ class _Row:
     last_error: str | None = None
     last_reset_error: str | None = None
     zero_waits: int = 0
-    recorded_waits: int = 0
-    waits: list[float] = field(default_factory=list)
+    #: Per process, its ring's kept waits and how many it recorded (each weighs what it had).
+    waits: list[tuple[list[float], int]] = field(default_factory=list)
 
     @property
     def served(self) -> int:
@@ -87,9 +87,9 @@ class _Row:
         return self.reuses / self.served if self.served else 0.0
 
     def wait_percentiles(self, *qs: float) -> tuple[float, ...]:
-        from ..metrics import wait_percentiles  # numpy: loaded at the end of the session only
+        from ..metrics import merged_wait_percentiles  # numpy: loaded at the session's end only
 
-        return wait_percentiles(self.waits, self.recorded_waits, self.zero_waits, *qs)
+        return merged_wait_percentiles(self.waits, self.zero_waits, *qs)
 
     def reset_problem(self, name: str) -> str | None:
         from ..metrics import reset_problem
@@ -147,13 +147,12 @@ def _merge(outputs: Iterable[Mapping[str, Any]]) -> dict[str, _Row]:
                 "reset_failures",
                 "isolation_failures",
                 "zero_waits",
-                "recorded_waits",
             ):
                 setattr(row, counter, getattr(row, counter) + int(s[counter]))
             # Workers end in no particular order: any worker's last error is as recent as another's.
             row.last_error = s["last_error"] or row.last_error
             row.last_reset_error = s["last_reset_error"] or row.last_reset_error
-            row.waits.extend(float(w) for w in s["waits"])
+            row.waits.append(([float(w) for w in s["waits"]], int(s["recorded_waits"])))
             for tier, n in s["recoveries"].items():
                 row.recoveries[tier] = row.recoveries.get(tier, 0) + int(n)
     return rows

@@ -439,3 +439,34 @@ def test_the_report_means_the_same_with_and_without_xdist(pytester: pytest.Pytes
         assert report.data["pytest"]["runner"] == "none (sync tests only)", name
         assert report.data["pytest"]["workers"] == workers, name
     assert len(Report.read(pytester.path / "two.json").data["workers"]) == 2
+
+
+def test_the_merged_summary_weighs_each_worker_by_the_waits_it_had() -> None:
+    """Worker gw0's ring kept 2,048 of its 6,000 waits of 1 s, gw1 had 100 of 10 s: the
+    merged p97 is 1 s (10 s is 1.6 % of the waits), as one process with them all says. It
+    read 10 s when gw1's 100 samples stood beside gw0's 2,048 as equals."""
+    from mockpool.metrics import ServiceMetrics
+    from mockpool.plugin.summary import _merge
+
+    def worker(waits: list[float]) -> dict[str, object]:
+        m = ServiceMetrics()
+        for w in waits:
+            m.record_wait(w)
+        counters = dict.fromkeys(("acquisitions", "hits", "reuses", "misses", "leaks", "degraded_leases"), 0)
+        counters.update(dict.fromkeys(("timeouts", "cancellations", "acquire_errors", "resets"), 0))
+        counters.update(reset_failures=0, isolation_failures=0, zero_waits=0)
+        return {
+            "services": {
+                "svc": {
+                    **counters,
+                    "recoveries": {},
+                    "last_error": None,
+                    "last_reset_error": None,
+                    "recorded_waits": m.waits.count,
+                    "waits": m.waits.values(),
+                }
+            }
+        }
+
+    row = _merge([worker([1.0] * 6000), worker([10.0] * 100)])["svc"]
+    assert row.wait_percentiles(97, 98.5) == (1.0, 10.0)  # 98.4 % of the waits are 1 s
