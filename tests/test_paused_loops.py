@@ -176,3 +176,37 @@ def test_at_max_size_the_timeout_names_the_paused_loop() -> None:
         _finish(pool, factory, paused)
     pool.check_invariants()
     pool.close()
+
+
+def test_at_max_size_a_recovery_frozen_in_a_paused_loop_is_named_by_the_timeout() -> None:
+    """The only instance is being recovered in a loop that stopped running: a waiter in
+    another loop cannot be served until that loop runs again (a second recovery of the same
+    instance could race the frozen one when it resumes), and its timeout says so."""
+    factory = _Gated(block_call=2)  # the first builds the instance, the second rebuilds it
+    pool = MockPool()
+    pool.register(ServiceSpec(name="slow", factory=factory, reset=dict.clear, max_size=1))
+
+    async def discard() -> None:
+        lease = pool.acquire("slow")
+        async with lease:
+            lease.discard()
+
+    paused = _paused_loop(factory, discard)
+    try:
+        assert pool.stats("slow").recovering == 1
+
+        async def main() -> str:
+            with pytest.raises(TimeoutError) as caught:
+                async with pool.acquire("slow", timeout=0.01):
+                    pass
+            return str(caught.value)
+
+        message = asyncio.run(main())
+        assert "recovered in an event loop that is not running" in message, message
+        pool.check_invariants()
+    finally:
+        _finish(pool, factory, paused)
+    stats = pool.stats("slow")
+    assert (stats.size, stats.idle, stats.recovering) == (1, 1, 0)  # served once it ran again
+    pool.check_invariants()
+    pool.close()
