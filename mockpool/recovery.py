@@ -206,13 +206,17 @@ async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
             member.metrics.reset_failures += 1
             member.last_error = exc
         else:
+            if member.spec.health_check is None:
+                continue
+            # The member's check on acquire may be why the group is here: a reset need not
+            # mend what a health check found, and a plain recovery's result passes its health
+            # check too. Counted as the member's: a failure is what sends it to its ladder.
+            member.metrics.health_checks += 1
             try:
-                # The member's check on acquire may be why the group is here: a reset need
-                # not mend what a health check found, and a plain recovery's result passes
-                # its health check too.
                 await _check_health(member, member_entry.instance)
                 continue
             except Exception as exc:
+                member.metrics.health_failures += 1
                 member.last_error = exc
         rebuilt |= await _recover_member(member, member_entry)
     return rebuilt

@@ -611,13 +611,15 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
 
     async def _check_acquired(self, lease: LeaseState, entry: Entry) -> str | None:
         """Run the checks on acquire that are due on ``entry`` (``check_steps``); None if it
-        passed them all, else what failed, counted in the failing service's metrics."""
+        passed them all, else what failed. Counted as this service's checks, a member's too:
+        a failure sends this service's entry to recovery (whose health check of the member
+        counts as the member's, and sends it to its own ladder)."""
         idle = self.clock.now() - entry.last_used
         for path, svc in self.check_steps:
             check = svc.spec.health_check
             if check is None or not svc._check_on_acquire or idle <= svc.check_window:
                 continue
-            svc.metrics.health_checks += 1
+            self.metrics.health_checks += 1
             try:
                 ok = await call_hook(
                     check,
@@ -633,9 +635,9 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 raise
             except Exception as exc:
                 failure = f"raised {exc!r}"
-                svc.last_error = exc
+                self.last_error = exc
             if failure is not None:
-                svc.metrics.health_failures += 1
+                self.metrics.health_failures += 1
                 whose = f"member {svc.name!r}'s " if path else ""
                 return f"{whose}check on acquire {failure}"
         return None
