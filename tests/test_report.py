@@ -283,8 +283,8 @@ async def test_the_learning_figures_have_null_rates_where_nothing_was_served() -
 
 @pytest.mark.asyncio
 async def test_json_has_a_null_error_rate_for_a_service_never_acquired() -> None:
-    """``error_rate`` is errors per acquisition: with none, it read 0.0, "no errors", even
-    beside health checks that all failed (the supervisor checks idle instances)."""
+    """``error_rate`` is a share of the leases, failed resets and health checks: with none of
+    them, 0.0 would read "no errors"."""
     data = json.loads((await _unused_and_starved()).to_json())
     assert data["services"]["unused"]["error_rate"] is None
     assert data["services"]["starved"]["error_rate"] == 0.0
