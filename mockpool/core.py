@@ -65,6 +65,7 @@ class Entry:
         "pristine",
         "state",
         "tier",
+        "transit",
         "variant",
     )
 
@@ -87,6 +88,8 @@ class Entry:
         self.variant: str | None = None
         #: For group services: the member entries this one was built on, by service name.
         self.members: dict[str, Entry] | None = None
+        #: The waiter it was handed to, until that waiter takes it (``ServiceCore.settle_transit``).
+        self.transit: Waiter | None = None
 
     def __repr__(self) -> str:
         return f"<Entry #{self.id} {self.state.value} {type(self.instance).__name__}>"
@@ -347,6 +350,32 @@ class ServiceCore:
             self.leased -= 1
             return self._place(entry)
 
+    def give_back_from(self, waiter: Waiter, entry: Entry) -> bool:
+        """``waiter`` gave up after it was handed ``entry`` (or its loop closed before it ran):
+        pass the entry on unchanged, if it is still that waiter's to give. False when it is
+        not (taken back already, or destroyed by the pool's close)."""
+        with self._lock:
+            if entry.transit is not waiter or entry.state is not _LEASED:
+                return False
+            entry.transit = None
+            self.leased -= 1
+            self._place(entry)
+            return True
+
+    def settle_transit(self) -> int:
+        """Take back the entries handed to waiters whose event loop closed before they ran
+        (a loop's last step served them; pytest-asyncio 0.23 closes a test's loop without
+        cancelling its tasks): nobody would ever end those leases. Returns how many."""
+        with self._lock:
+            stranded = [
+                entry
+                for entry in self.entries
+                if entry.transit is not None and entry.transit.future.get_loop().is_closed()
+            ]
+            for entry in stranded:
+                self.give_back_from(entry.transit, entry)  # type: ignore[arg-type]
+            return len(stranded)
+
     def fail_waiters(self, exc: BaseException, limit: int | None = None) -> int:
         """Deliver ``exc`` to up to ``limit`` waiters (oldest first); return how many."""
         with self._lock:
@@ -380,6 +409,7 @@ class ServiceCore:
             if fut.done() or loop.is_closed():
                 continue
             entry.state = _LEASED
+            entry.transit = waiter
             self.leased += 1
             in_use = self.leased + self.resetting
             self.peak_in_use = max(self.peak_in_use, in_use)
@@ -401,7 +431,8 @@ class ServiceCore:
             fut = waiter.future
             if not fut.done():
                 fut.set_result(entry)
-            elif entry.state is _LEASED:
+            elif entry.transit is waiter:
+                entry.transit = None
                 self.leased -= 1
                 self._place(entry)
 

@@ -67,7 +67,7 @@ class _Ticket:
     """A reserved creation, spawned in one loop's runtime, that a waiter in another loop may
     run instead: whichever claimer runs first creates (see :meth:`InstanceHooks.spawn_creation`)."""
 
-    __slots__ = ("loop", "offered", "owner", "pending")
+    __slots__ = ("loop", "members", "offered", "owner", "pending")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -77,6 +77,9 @@ class _Ticket:
         self.pending = 0
         #: The other loops a claimer was spawned in (one each).
         self.offered: set[asyncio.AbstractEventLoop] = set()
+        #: A group's creation under way: the members it leased so far (the dict it builds on),
+        #: for the drop to give back if its loop closes with the creation frozen mid-way.
+        self.members: dict[str, Entry] | None = None
 
 
 class InstanceHooks:
@@ -181,7 +184,7 @@ class InstanceHooks:
         if claimed:
             loop = self.creations_in.begin()
             try:
-                await self._create_one()
+                await self._create_one(ticket)
             finally:
                 self.creations_in.end(loop)
 
@@ -196,12 +199,28 @@ class InstanceHooks:
                 ticket.pending -= 1
                 release = ticket.pending == 0 and self._claim(ticket, token)
         if release:
+            if ticket.owner is token:
+                self._release_frozen_members(ticket)
             self._creation_dropped()
 
-    async def _create_one(self) -> None:
+    def _release_frozen_members(self, ticket: _Ticket) -> None:
+        """Give back the members a group's creation frozen in a closed loop had leased: that
+        coroutine never runs again, so its own cleanup never would (the member stayed leased
+        for good; at its max_size, the member and the group waited for ever)."""
+        members, ticket.members = ticket.members, None
+        if members:
+            held = dict(members)
+            # The frozen coroutine's own dict: emptied, so that it gives nothing back twice
+            # should it ever be finalized.
+            members.clear()
+            self._release_members(held)
+
+    async def _create_one(self, ticket: _Ticket | None = None) -> None:
         try:
-            await self._create()
+            await self._create(ticket)
         finally:
+            if ticket is not None:
+                ticket.members = None
             self._wake_settled()
 
     def _creation_dropped(self) -> None:
@@ -210,11 +229,11 @@ class InstanceHooks:
         self.core.cancel_creation()
         self._wake_settled()
 
-    async def _create(self) -> None:
+    async def _create(self, ticket: _Ticket | None = None) -> None:
         core = self.core
         started = self.clock.now()
         try:
-            entry, built_from = await self.build_entry()
+            entry, built_from = await self.build_entry(ticket)
         except BaseException as exc:
             core.cancel_creation()
             if isinstance(exc, _CANCELLED):
@@ -246,10 +265,11 @@ class InstanceHooks:
             error.__cause__ = exc
             self.fail_waiters_since(error, started)
 
-    async def build_entry(self) -> tuple[Entry, float]:
+    async def build_entry(self, ticket: _Ticket | None = None) -> tuple[Entry, float]:
         """Make a new entry: factory first, then (degraded services only) minimal, then stub.
-        Returns it, and when its build began (for a group: once its members were leased)."""
-        members = await self._lease_members() if self.members else None
+        Returns it, and when its build began (for a group: once its members were leased; the
+        ``ticket`` of the creation, if any, holds them meanwhile)."""
+        members = await self._lease_members(ticket) if self.members else None
         built_from = self.clock.now()
         try:
             args = [m.handle for m in members.values()] if members else []
@@ -371,8 +391,10 @@ class InstanceHooks:
             self._known_type = type(instance)
         return entry
 
-    async def _lease_members(self) -> dict[str, Entry]:
+    async def _lease_members(self, ticket: _Ticket | None = None) -> dict[str, Entry]:
         members: dict[str, Entry] = {}
+        if ticket is not None:
+            ticket.members = members
         try:
             for member in self.members:
                 entry = member.core.take_idle()

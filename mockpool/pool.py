@@ -675,6 +675,9 @@ class MockPool:
             svc.core.fail_waiters(
                 PoolClosedError(f"pool {self.name!r} closed while waiting for {svc.name!r}")
             )
+            if svc.core.leased:
+                # Instances handed to waiters of loops closed since: no lease will end them.
+                svc.core.settle_transit()
         if self._leases_out() and self.close_timeout > 0:
             self._lease_ended = asyncio.Event()
             with anyio.move_on_after(self.close_timeout):

@@ -176,6 +176,9 @@ class Runtime:
         Both kinds hand what they held back through ``on_drop``.
         """
         self.tg = None
+        # Forgotten first: what a drop hands back may start work (a member's async reset),
+        # which settles the closed loops again; this runtime must not be among them twice.
+        self.pool._runtime_ended(self)
         jobs = self._unstarted | self._running
         self._unstarted, self._running = set(), set()
         self._settle(jobs)
@@ -185,7 +188,6 @@ class Runtime:
             coro = bare.get_coro()
             if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
                 coro.close()
-        self.pool._runtime_ended(self)
 
     def _settle(self, jobs: set[_Job]) -> None:
         for job in jobs:

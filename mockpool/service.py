@@ -202,6 +202,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         #: service: its own waiters will come here next (see :mod:`mockpool.nesting`).
         self.nested: dict[ServicePool, int] = {}
         self.holds = pool.holds  # read on every queued acquire: not through the pool property
+        #: The ``id`` of the loop the last queued acquire ran in (see ``wait_for_entry``).
+        self._last_loop = 0
 
     @property
     def pool(self) -> PoolPort:
@@ -304,6 +306,14 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             if core.creating or core.resetting or core.recovering:
                 # Work in flight may be frozen in a loop that was closed under it.
                 self.pool.settle_closed_loops()
+            if id(loop) != self._last_loop:
+                # A loop other than the last to queue here: the last may have closed with
+                # instances handed to waiters that never ran. Checked only as loops change
+                # (and as deadlines pass): a running loop's waiters will run. (An id: a loop
+                # with an instance stranded in it stays referenced, so its id is not reused.)
+                self._last_loop = id(loop)
+                if core.leased:
+                    core.settle_transit()
             if self.orphans:
                 self.resume_orphans()
             fut: asyncio.Future[Entry] = loop.create_future()
@@ -348,6 +358,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 if self._ticket_loops:
                     self.take_over_creations(loop)
                 entry = await fut
+                entry.transit = None  # taken: no longer the pool's to take back
             except BaseException as exc:
                 if held is not None:
                     self._nest(held, -1)

@@ -96,9 +96,14 @@ class Waiting:
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         """Expire the waiters of ``loop`` whose deadline has passed; re-arm for the next."""
         self._timers.pop(loop, None)
-        for waiter in self.core.due_waiters(loop, loop.time()):
+        core = self.core
+        if core.leased:
+            # Before failing anyone: an instance may be stranded with a waiter of a loop that
+            # closed since (``ServiceCore.settle_transit``), and serve the first in line.
+            core.settle_transit()
+        for waiter in core.due_waiters(loop, loop.time()):
             self._expire(waiter)
-        deadline = self.core.next_deadline(loop)
+        deadline = core.next_deadline(loop)
         if deadline is not None:
             self._arm_timer(loop, deadline)
 
@@ -184,11 +189,15 @@ class Waiting:
         core = self.core
         core.remove_waiter(waiter)
         fut = waiter.future
-        if fut.done() and not fut.cancelled() and fut.exception() is None:
-            # The race: an entry was handed over, then the task was cancelled before it ran.
-            # Pass the entry on unchanged; the cancellation still propagates.
-            core.give_back(fut.result())
-        else:
+        if fut.done():
+            if not fut.cancelled() and fut.exception() is None:
+                # The race: an entry was handed over, then the task was cancelled before it
+                # ran. Pass the entry on unchanged (unless the pool took it back already: the
+                # task is being collected long after its loop closed); the cancellation still
+                # propagates.
+                core.give_back_from(waiter, fut.result())
+        elif not fut.get_loop().is_closed():
+            # (A task of a closed loop is being collected: cancelling would call into the loop.)
             fut.cancel()
         # Creations already started for this waiter go on: their instances join the pool.
 

@@ -1046,6 +1046,109 @@ class TestLoopsClosedWithoutCancelling:
         pool.check_invariants()
         pool.close()
 
+    def test_a_group_creation_frozen_with_its_members_gives_them_back(self) -> None:
+        """A group's creation froze in its factory, after it had leased its members: the
+        members went back only if the frozen coroutine ever ran its cleanup, which it never
+        does. With ``max_size=1`` the member and the group then waited for ever."""
+        gate = asyncio.Event()
+        built: list[int] = []
+
+        async def session(redis: dict[str, int]) -> dict[str, Any]:
+            built.append(1)
+            if len(built) == 1:
+                await gate.wait()  # the first build freezes with its loop, members in hand
+            return {"redis": redis}
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="redis", factory=dict, max_size=1))
+        pool.register(ServiceSpec(name="session", factory=session, depends_on=("redis",), max_size=1))
+
+        waiters: list[asyncio.Future[Any]] = []
+
+        async def acquire_and_leave() -> None:
+            waiters.append(asyncio.ensure_future(pool.acquire("session").__aenter__()))
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert built == [1] and pool.stats("redis").in_use == 1  # frozen, member leased
+
+        self._close_without_cancelling(acquire_and_leave)
+
+        async def use() -> None:
+            async with pool.acquire("redis", timeout=3):
+                pass
+            async with pool.acquire("session", timeout=3) as instance:
+                assert set(instance) == {"redis"}
+
+        asyncio.run(use())
+        pool.check_invariants()
+        assert (pool.stats("redis").size, pool.stats("session").size) == (1, 1)
+        pool.close()
+
+    @staticmethod
+    async def _hand_over_in_the_last_step(pool: MockPool, waiters: list[asyncio.Future[Any]]) -> None:
+        """Hold the only instance, queue a waiter, and release in the loop's last step: the
+        waiter is handed the instance but never runs. ``waiters`` keeps the waiting task
+        referenced (as a failed test's traceback keeps its tasks), so that it is not collected."""
+        lease = pool.acquire("svc")
+        await lease.__aenter__()
+        waiters.append(asyncio.ensure_future(pool.acquire("svc").__aenter__()))
+        await asyncio.sleep(0)
+        assert pool.stats("svc").waiting == 1
+        asyncio.get_running_loop().stop()  # this step is the loop's last
+        await lease.__aexit__(None, None, None)
+        assert pool.stats("svc").in_use == 1  # handed over
+
+    def test_an_instance_handed_to_a_waiter_whose_loop_closed_comes_back(self) -> None:
+        """A release handed the instance to a waiter; its loop closed before the waiter ran.
+        Nobody would ever end that lease: at ``max_size=1`` every later acquire timed out, for
+        as long as the waiting task was referenced."""
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=dict, max_size=1))
+        waiters: list[asyncio.Future[Any]] = []
+        self._close_without_cancelling(lambda: self._hand_over_in_the_last_step(pool, waiters))
+
+        async def use() -> None:
+            async with pool.acquire("svc", timeout=3):
+                pass
+
+        asyncio.run(use())
+        pool.check_invariants()
+        stats = pool.stats("svc")
+        assert (stats.size, stats.idle, stats.in_use) == (1, 1, 0)
+        pool.close()
+
+    @pytest.mark.parametrize("handed_over", [False, True], ids=["waiting", "handed-over"])
+    def test_a_waiter_of_a_closed_loop_is_collected_without_an_error(
+        self, handed_over: bool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The waiting task of a closed loop is collected at some point, which runs its
+        cleanup outside any loop: cancelling its future raised "Event loop is closed", and
+        giving back an instance the pool had destroyed since raised a MockPoolError, both as
+        unraisable exceptions (an error under ``filterwarnings = error``)."""
+        unraisable: list[BaseException | None] = []
+        monkeypatch.setattr("sys.unraisablehook", lambda info: unraisable.append(info.exc_value))
+        # close_timeout: the close need not wait for the lease leaked in the "waiting" case.
+        pool = MockPool(supervise=False, close_timeout=0.01)
+        pool.register(ServiceSpec(name="svc", factory=dict, max_size=1))
+        waiters: list[asyncio.Future[Any]] = []
+
+        async def wait_and_leave() -> None:
+            await pool.acquire("svc").__aenter__()  # held for good: a leak, as the test's
+            waiters.append(asyncio.ensure_future(pool.acquire("svc").__aenter__()))
+            await asyncio.sleep(0)
+
+        main = self._hand_over_in_the_last_step(pool, waiters) if handed_over else wait_and_leave()
+        loop = asyncio.new_event_loop()  # not kept: its waiter is to be collected
+        try:
+            loop.run_until_complete(main)
+        finally:
+            loop.close()
+        pool.close()  # destroys what is left, the instance handed over included
+        del loop, waiters[:]
+        gc.collect()
+        assert unraisable == []
+        pool.check_invariants()
+
     def test_a_stall_check_due_as_the_loop_closed_never_warns(self) -> None:
         """The stall check runs in a task that its timer starts. Due in the loop's last step
         (pytest-asyncio-cooperative's loop, at the end of the stress suite), the task never

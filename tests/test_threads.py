@@ -182,3 +182,44 @@ async def test_a_creation_whose_loop_ends_is_still_run_by_the_loop_that_took_it_
     assert (stats.created, stats.creating) == (1, 0)
     pool.check_invariants()
     await pool.aclose()
+
+
+@pytest.mark.asyncio
+async def test_an_instance_delivered_to_a_loop_that_closes_before_it_runs_comes_back() -> None:
+    """The release sets the other thread's waiter's future in that loop (a callback it sends
+    there); that loop stops and is closed before it runs the callback (an app thread shutting
+    down, its tasks not cancelled). The instance was leased to nobody for good: at
+    ``max_size=1`` the next acquire timed out."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict, max_size=1))
+    other = asyncio.new_event_loop()
+    queued, go_on = threading.Event(), threading.Event()
+    tasks: list[asyncio.Task[object]] = []  # kept referenced: the waiter is not collected
+
+    def stop_when_told() -> None:
+        queued.set()
+        go_on.wait()  # the release sends its callback meanwhile: it would run next step
+        other.stop()
+
+    def run_other() -> None:
+        tasks.append(other.create_task(pool.acquire("db").__aenter__()))
+        # In the step after the task's first (which queues it as a waiter):
+        other.call_soon(other.call_soon, stop_when_told)
+        other.run_forever()
+        other.close()
+
+    async with pool:
+        held = pool.acquire("db")
+        await held.__aenter__()
+        thread = threading.Thread(target=run_other)
+        thread.start()
+        await asyncio.to_thread(queued.wait)
+        assert pool.stats("db").waiting == 1
+        await held.__aexit__(None, None, None)  # handed over, delivered into the other loop
+        go_on.set()
+        await asyncio.to_thread(thread.join)
+        assert other.is_closed() and not tasks[0].done()
+        async with pool.acquire("db", timeout=3):
+            pass
+        pool.check_invariants()
+        assert pool.stats("db").idle == 1
