@@ -456,6 +456,14 @@ class InstanceHooks:
                 if isinstance(exc, IsolationError) and not done.done():
                     done.set_result(exc)
                 return
+            except BaseException as exc:
+                # ``pytest.fail`` in the hook, KeyboardInterrupt: the instance goes to recovery,
+                # and the exception to the releasing task (the test), not into the runtime's
+                # task group, which it would end, with all the pool's background work.
+                self._reset_failed(entry, exc)
+                if not done.done():
+                    done.set_exception(exc)
+                return
             self.core.finish_reset(entry)
             self.metrics.resets += 1
         finally:

@@ -54,9 +54,6 @@ __all__ = ("CpuMeter", "HookStep", "LeaseState", "PoolPort", "Recover", "Service
 
 logger = logging.getLogger("mockpool")
 
-# mockpool runs on asyncio, whose cancellation (also under anyio) is CancelledError.
-_CANCELLED = (asyncio.CancelledError,)
-
 
 class LeaseState(Protocol):
     """What a service reads and writes on a lease it serves (a :class:`~mockpool.lease.Lease`;
@@ -640,13 +637,15 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                     name="health_check",
                 )
                 failure = "returned False" if ok is False else None
-            except _CANCELLED as exc:
-                # The test never saw the instance: pass it on unchanged and propagate.
-                self.unlease(lease, entry, exc, "cancelled during its check on acquire")
-                raise
             except Exception as exc:
                 failure = f"raised {exc!r}"
                 self.last_error = exc
+            except BaseException as exc:
+                # Cancelled, or a BaseException from the hook (``pytest.skip``, Ctrl-C): the
+                # test never saw the instance, and the check said nothing of it: pass it on
+                # unchanged and propagate.
+                self.unlease(lease, entry, exc, f"{type(exc).__name__} during its check on acquire")
+                raise
             if failure is not None:
                 self.metrics.health_failures += 1
                 whose = f"member {svc.name!r}'s " if path else ""
@@ -828,9 +827,14 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 return None
             try:
                 result = reset(entry.instance)
-            except Exception as exc:
+            except BaseException as exc:
+                # A BaseException too (``pytest.fail`` in the hook, KeyboardInterrupt): the
+                # instance must not stay leased to a lease that ended; it goes to recovery,
+                # and such an exception still reaches the test.
                 core.begin_reset(entry)
                 self._reset_failed(entry, exc)
+                if not isinstance(exc, Exception):
+                    raise
                 return None
             if result is None or not inspect.isawaitable(result):
                 core.recycle(entry)
@@ -845,9 +849,11 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             for index, (svc, instance) in enumerate(steps):
                 try:
                     result = svc.reset(instance)  # type: ignore[misc]  # None filtered out
-                except Exception as exc:
+                except BaseException as exc:  # as for a plain service's, above
                     core.begin_reset(entry)
                     self._reset_failed(entry, exc)
+                    if not isinstance(exc, Exception):
+                        raise
                     return None
                 if result is not None and inspect.isawaitable(result):
                     pending, rest = result, steps[index + 1 :]

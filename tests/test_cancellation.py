@@ -11,7 +11,7 @@ import anyio
 import looptime
 import pytest
 
-from mockpool import AcquireTimeout, MockPool, PoolClosedError, ServiceSpec
+from mockpool import AcquireTimeout, FakeClock, MockPool, PoolClosedError, ServiceSpec
 
 
 def _pool(**spec: object) -> MockPool:
@@ -331,6 +331,90 @@ def test_a_cancelled_start_undoes_itself() -> None:
         with pytest.raises(PoolClosedError):
             pool.acquire("svc")
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+# == a hook that raises a BaseException (pytest.fail or pytest.skip in it, Ctrl-C) ==============
+
+#: What such hooks raise: not Exceptions, so an ``except Exception`` let them through with the
+#: instance still marked leased, for good.
+_BASE_EXCEPTIONS = [KeyboardInterrupt, pytest.fail.Exception, pytest.skip.Exception]
+
+
+def _first_call_raises(error: type[BaseException], *, is_async: bool) -> Callable[..., Any]:
+    """A hook whose first call raises ``error`` (sync, or after a step of the loop)."""
+    calls: list[object] = []
+
+    def hook(instance: object) -> bool:
+        calls.append(instance)
+        if len(calls) == 1:
+            raise error("raised by the hook")
+        return True
+
+    async def async_hook(instance: object) -> bool:
+        await asyncio.sleep(0)
+        return hook(instance)
+
+    return async_hook if is_async else hook
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("group", [False, True], ids=["plain", "group"])
+@pytest.mark.parametrize("error", _BASE_EXCEPTIONS)
+@pytest.mark.asyncio
+async def test_a_reset_raising_a_base_exception_loses_nothing(
+    error: type[BaseException], group: bool, is_async: bool
+) -> None:
+    """The instance goes to recovery, the exception reaches the releasing test, and the pool's
+    background work goes on (an async reset's exception ended the runtime's task group)."""
+    pool = MockPool(supervise=False)
+    reset = _first_call_raises(error, is_async=is_async)
+    if group:
+        pool.register(ServiceSpec(name="member", factory=dict, reset=reset, max_size=1))
+        pool.register(ServiceSpec(name="svc", factory=lambda member: {}, depends_on=("member",), max_size=1))
+    else:
+        pool.register(ServiceSpec(name="svc", factory=dict, reset=reset, max_size=1))
+    async with pool:
+        with pytest.raises(error):
+            async with pool.acquire("svc"):
+                pass
+        async with pool.acquire("svc", timeout=5):  # was AcquireTimeout: in_use=1 for good
+            pass
+        pool.check_invariants()
+        stats = pool.stats("svc")
+        assert (stats.size, stats.idle, stats.in_use, stats.reset_failures) == (1, 1, 0, 1)
+        assert sum(stats.recoveries.values()) == 1
+
+
+@pytest.mark.parametrize("error", _BASE_EXCEPTIONS)
+def test_a_check_on_acquire_raising_a_base_exception_passes_the_instance_on(
+    error: type[BaseException],
+) -> None:
+    clock = FakeClock()
+    check = _first_call_raises(error, is_async=True)
+
+    async def main() -> None:
+        pool = MockPool(supervise=False, clock=clock)
+        pool.register(
+            ServiceSpec(name="svc", factory=dict, health_check=check, check_idle_after=1.0, max_size=1)
+        )
+        async with pool:
+            async with pool.acquire("svc"):
+                pass
+            clock.advance(5.0)  # idle longer than check_idle_after: checked when acquired
+            with pytest.raises(error):
+                async with pool.acquire("svc"):
+                    raise AssertionError("the check raised: the lease never began")
+            async with pool.acquire("svc", timeout=5):  # was AcquireTimeout: in_use=1 for good
+                pass
+            pool.check_invariants()
+            stats = pool.stats("svc")
+            assert (stats.size, stats.idle, stats.in_use) == (1, 1, 0)
 
     loop = looptime.new_event_loop(start=0.0)
     try:
