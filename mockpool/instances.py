@@ -542,7 +542,9 @@ class InstanceHooks:
             return
         try:
             result = destroy(entry.instance)
-        except Exception as exc:
+        except BaseException as exc:
+            if _must_propagate(exc):
+                raise
             logger.warning("service %r: destroy failed: %r", self.name, exc)
             return
         if inspect.isawaitable(result):
@@ -552,7 +554,9 @@ class InstanceHooks:
         try:
             with deadline(self.name, "destroy", self.spec.destroy_timeout):
                 await awaitable
-        except Exception as exc:
+        except BaseException as exc:
+            if _must_propagate(exc):
+                raise
             logger.warning("service %r: destroy failed: %r", self.name, exc)
 
     async def _destroy_instance(self, instance: Any) -> None:
@@ -566,8 +570,18 @@ class InstanceHooks:
                 await call_hook(
                     destroy, instance, timeout=self.spec.destroy_timeout, service=self.name, name="destroy"
                 )
-        except Exception as exc:
+        except BaseException as exc:
+            if _must_propagate(exc):
+                raise  # Ctrl-C: the close stops here; the next aclose() goes on from this one
             logger.warning("service %r: destroy failed: %r", self.name, exc)
+
+
+def _must_propagate(exc: BaseException) -> bool:
+    """Whether a hook's ``exc`` must go on whatever the pool was doing: a cancellation, Ctrl-C,
+    an exit. Any other (``pytest.fail`` or ``pytest.skip`` called in a destroy hook, where no
+    test is there to fail) is the hook's failure: a close that let it out stopped half-way,
+    the pool "closing" for good, its other instances never destroyed."""
+    return isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit))
 
 
 def _close(awaitable: Any) -> None:

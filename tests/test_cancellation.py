@@ -421,3 +421,47 @@ def test_a_check_on_acquire_raising_a_base_exception_passes_the_instance_on(
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("error", [pytest.fail.Exception, pytest.skip.Exception])
+def test_a_destroy_raising_a_base_exception_does_not_stop_the_close(
+    error: type[BaseException], is_async: bool
+) -> None:
+    """The close stopped at that instance: the pool stayed "closing", its other instances
+    were never destroyed, its supervisors ran on. (Ctrl-C still stops it; the next
+    ``aclose()`` goes on from there, as after any close cut short.)"""
+    destroyed: list[int] = []
+    made: list[int] = []
+
+    def factory() -> dict[str, int]:
+        made.append(len(made) + 1)
+        return {"id": made[-1]}
+
+    def destroy(instance: dict[str, int]) -> None:
+        destroyed.append(instance["id"])
+        if instance["id"] == 1:
+            raise error("raised by the hook")
+
+    async def async_destroy(instance: dict[str, int]) -> None:
+        await asyncio.sleep(0)
+        destroy(instance)
+
+    async def main() -> None:
+        pool = MockPool()
+        pool.register(
+            ServiceSpec(
+                name="svc", factory=factory, destroy=async_destroy if is_async else destroy, min_size=3
+            )
+        )
+        await pool.start()
+        await pool.aclose()
+        assert sorted(destroyed) == [1, 2, 3]
+        assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
