@@ -14,7 +14,7 @@ from .errors import HookTimeout, MockPoolError
 
 T = TypeVar("T")
 
-__all__ = ("call_hook", "deadline", "given", "running_loop")
+__all__ = ("call_hook", "deadline", "given", "must_propagate", "running_loop")
 
 
 def running_loop(service: str) -> asyncio.AbstractEventLoop:
@@ -50,6 +50,14 @@ async def call_hook(
     with deadline(service, name, timeout):
         return await result
     raise AssertionError("unreachable: the deadline raised")  # pragma: no cover
+
+
+def must_propagate(exc: BaseException) -> bool:
+    """Whether a hook's ``exc`` must go on whatever the pool was doing: a cancellation, Ctrl-C,
+    an exit. Any other BaseException (``pytest.fail`` or ``pytest.skip`` called in a hook) is
+    the hook's failure, as an Exception is: let through an ``except Exception``, it left an
+    instance recovering for good, or a close half-way."""
+    return isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit))
 
 
 def given(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:

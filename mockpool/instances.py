@@ -25,7 +25,7 @@ import anyio
 
 from .core import Entry, EntryState
 from .errors import MockPoolError, RecoveryFailedError
-from .hooks import call_hook, deadline
+from .hooks import call_hook, deadline, must_propagate
 from .isolation import IsolationError, difference, fingerprint_hook
 from .paused import LoopWork
 from .stubs import make_stub
@@ -239,6 +239,8 @@ class InstanceHooks:
             if isinstance(exc, _CANCELLED):
                 raise
             self._after_failed_creation(exc, started)
+            if must_propagate(exc):
+                raise  # Ctrl-C or an exit in the factory: the run stops, as asyncio lets it
             return
         now = self.clock.now()
         # A group's creation is timed from its members' arrival: the wait for them is their
@@ -275,7 +277,7 @@ class InstanceHooks:
             args = [m.handle for m in members.values()] if members else []
             entry = await self._build(self.factory, args, tier=None)
         except BaseException as first:
-            if isinstance(first, _CANCELLED) or not self.spec.allow_degraded:
+            if must_propagate(first) or not self.spec.allow_degraded:
                 self._release_members(members)
                 raise
             self.metrics.create_failures += 1
@@ -294,7 +296,7 @@ class InstanceHooks:
             try:
                 entry = await self._build(self.spec.minimal, args, tier="minimal")
             except BaseException as exc:
-                if isinstance(exc, _CANCELLED):
+                if must_propagate(exc):
                     self._release_members(members)
                     raise
                 last = exc
@@ -543,7 +545,7 @@ class InstanceHooks:
         try:
             result = destroy(entry.instance)
         except BaseException as exc:
-            if _must_propagate(exc):
+            if must_propagate(exc):
                 raise
             logger.warning("service %r: destroy failed: %r", self.name, exc)
             return
@@ -555,7 +557,7 @@ class InstanceHooks:
             with deadline(self.name, "destroy", self.spec.destroy_timeout):
                 await awaitable
         except BaseException as exc:
-            if _must_propagate(exc):
+            if must_propagate(exc):
                 raise
             logger.warning("service %r: destroy failed: %r", self.name, exc)
 
@@ -571,17 +573,9 @@ class InstanceHooks:
                     destroy, instance, timeout=self.spec.destroy_timeout, service=self.name, name="destroy"
                 )
         except BaseException as exc:
-            if _must_propagate(exc):
+            if must_propagate(exc):
                 raise  # Ctrl-C: the close stops here; the next aclose() goes on from this one
             logger.warning("service %r: destroy failed: %r", self.name, exc)
-
-
-def _must_propagate(exc: BaseException) -> bool:
-    """Whether a hook's ``exc`` must go on whatever the pool was doing: a cancellation, Ctrl-C,
-    an exit. Any other (``pytest.fail`` or ``pytest.skip`` called in a destroy hook, where no
-    test is there to fail) is the hook's failure: a close that let it out stopped half-way,
-    the pool "closing" for good, its other instances never destroyed."""
-    return isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit))
 
 
 def _close(awaitable: Any) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .core import Entry, EntryState
 from .errors import MockPoolError, RecoveryFailedError
-from .hooks import call_hook
+from .hooks import call_hook, must_propagate
 from .isolation import IsolationError
 from .stubs import make_stub
 
@@ -103,7 +103,9 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
 
     try:
         members_rebuilt = await _recover_members(svc, entry)
-    except Exception as exc:
+    except BaseException as exc:  # pytest.fail in a hook too (see must_propagate)
+        if must_propagate(exc):
+            raise
         tried.append("members")
         last = exc
     else:
@@ -112,7 +114,9 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
             tried.append("snapshot")
             try:
                 await _restore(svc, entry)
-            except Exception as exc:
+            except BaseException as exc:  # pytest.fail in a hook too (see must_propagate)
+                if must_propagate(exc):
+                    raise
                 last = exc
             else:
                 succeed("snapshot")
@@ -202,7 +206,9 @@ async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
             await _check_clean(member, member_entry)
         except IsolationError as exc:
             member.last_error = exc
-        except Exception as exc:
+        except BaseException as exc:  # pytest.fail in a hook too (see must_propagate)
+            if must_propagate(exc):
+                raise
             member.metrics.reset_failures += 1
             member.last_error = exc
         else:
@@ -225,11 +231,13 @@ async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
 async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
     """Restore or rebuild a member whose reset failed; True if its instance was replaced."""
     started = member.clock.now()
-    last: Exception | None = None
+    last: BaseException | None = None
     if _can_restore(member, member_entry):
         try:
             await _restore(member, member_entry)
-        except Exception as exc:
+        except BaseException as exc:  # pytest.fail in a hook too (see must_propagate)
+            if must_propagate(exc):
+                raise
             last = exc
         else:
             member.metrics.recoveries["snapshot"] += 1
@@ -263,7 +271,7 @@ async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
 
 async def _build_healthy(
     svc: ServicePool, entry: Entry, tried: list[str]
-) -> tuple[str | None, Entry | None, Exception | None]:
+) -> tuple[str | None, Entry | None, BaseException | None]:
     """Tiers 2 and 3 of the ladder: a new instance from the factory, then from the minimal
     factory (if degraded instances are allowed), that passes the health check. Returns its
     tier and the built entry, or (None, None, the last error); appends each tier tried."""
@@ -271,14 +279,16 @@ async def _build_healthy(
     ladder: list[tuple[str, Any]] = [("factory", svc.factory)]
     if spec.allow_degraded and spec.minimal is not None:
         ladder.append(("minimal", spec.minimal))
-    last: Exception | None = None
+    last: BaseException | None = None
     for tier, factory in ladder:
         tried.append(tier)
         try:
             fresh = await svc._build(
                 factory, _member_handles(svc, entry), tier=None if tier == "factory" else tier
             )
-        except Exception as exc:
+        except BaseException as exc:  # pytest.fail in a hook too (see must_propagate)
+            if must_propagate(exc):
+                raise
             last = exc
             continue
         try:
@@ -286,7 +296,7 @@ async def _build_healthy(
         except BaseException as exc:
             # The new instance is ours until it is swapped in: close it, never leak it.
             await svc._destroy_instance(fresh.instance)
-            if not isinstance(exc, Exception):
+            if must_propagate(exc):
                 raise
             last = exc
             continue

@@ -11,7 +11,7 @@ import anyio
 import looptime
 import pytest
 
-from mockpool import AcquireTimeout, FakeClock, MockPool, PoolClosedError, ServiceSpec
+from mockpool import AcquireTimeout, FakeClock, MockPool, PoolClosedError, RecoveryFailedError, ServiceSpec
 
 
 def _pool(**spec: object) -> MockPool:
@@ -465,3 +465,79 @@ def test_a_destroy_raising_a_base_exception_does_not_stop_the_close(
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("hook", ["factory", "restore"])
+@pytest.mark.parametrize("error", [pytest.fail.Exception, pytest.skip.Exception])
+@pytest.mark.asyncio
+async def test_a_recovery_hook_raising_a_base_exception_fails_that_tier_only(
+    error: type[BaseException], hook: str
+) -> None:
+    """Recovering a discarded instance, the hook raised: the entry stayed "recovering" for
+    good (and the runtime's task group ended), so at ``max_size=1`` nothing was served again.
+    Now that tier fails as it does on an Exception, and the ladder goes on."""
+    made: list[int] = []
+
+    def factory() -> dict[str, int]:
+        made.append(1)
+        if hook == "factory" and len(made) == 2:  # the rebuild of tier 2
+            raise error("raised by the hook")
+        return {}
+
+    def restore(instance: dict[str, int], state: object) -> None:
+        raise error("raised by the hook")
+
+    pool = MockPool(supervise=False)
+    extra: dict[str, Any] = {"snapshot": dict, "restore": restore} if hook == "restore" else {}
+    pool.register(ServiceSpec(name="svc", factory=factory, max_size=1, **extra))
+    async with pool:
+        lease = pool.acquire("svc")
+        async with lease:
+            lease.discard()
+        if hook == "factory":  # the last tier failed: as on an Exception, the waiter is told
+            with pytest.raises(RecoveryFailedError) as caught:
+                async with pool.acquire("svc", timeout=5):  # was AcquireTimeout: recovering=1
+                    pass  # pragma: no cover
+            assert isinstance(caught.value.__cause__, error)
+        async with pool.acquire("svc", timeout=5):
+            pass
+        pool.check_invariants()
+        stats = pool.stats("svc")
+        assert (stats.size, stats.idle, stats.recovering) == (1, 1, 0)
+
+
+def test_ctrl_c_in_a_factory_stops_the_run_and_loses_nothing() -> None:
+    """A KeyboardInterrupt in a factory (Ctrl-C while a sync factory ran) became a
+    RecoveryFailedError for the waiting test, and the run went on: the user's Ctrl-C was
+    lost. It now stops the loop, as asyncio lets a task's KeyboardInterrupt do, with the
+    creation's slot given back."""
+    made: list[int] = []
+
+    def factory() -> dict[str, int]:
+        made.append(1)
+        if len(made) == 1:
+            raise KeyboardInterrupt
+        return {}
+
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=factory, max_size=1))
+
+    async def use() -> None:
+        async with pool.acquire("svc", timeout=5):
+            pass
+
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(use())
+        for task in asyncio.all_tasks(loop):  # what asyncio.run does after a Ctrl-C
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(loop), return_exceptions=True))
+        stats = pool.stats("svc")
+        assert (stats.size, stats.creating, stats.waiting) == (0, 0, 0)
+        loop.run_until_complete(use())
+        pool.check_invariants()
+        assert pool.stats("svc").idle == 1
+    finally:
+        loop.close()
+        pool.close()
