@@ -23,7 +23,7 @@ from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskStatus
 
 from ..core import Entry, EntryState
-from ..hooks import call_hook, given
+from ..hooks import call_hook, given, must_propagate
 from ..recovery import swap_instance
 from ._base import run_supervised
 
@@ -119,7 +119,9 @@ async def check_entry(svc: ServicePool, entry: Entry) -> bool:
         raise
     except TimeoutError:
         failure = f"health check timed out after {spec.health_timeout:g} s"
-    except Exception as exc:
+    except BaseException as exc:  # pytest.fail in the hook too: the instance must not stay out
+        if must_propagate(exc):
+            raise
         failure = f"health check raised {exc!r}"
     else:
         if ok is False:
@@ -148,7 +150,9 @@ async def replace_degraded(svc: ServicePool, entry: Entry) -> bool:
             core.begin_recovery(entry)
             svc.orphans.append(entry)
         raise
-    except Exception as exc:
+    except BaseException as exc:  # pytest.fail in the factory too (see must_propagate)
+        if must_propagate(exc):
+            raise
         logger.debug("service %r: factory still failing (%r); keeping degraded #%d", svc.name, exc, entry.id)
         if entry.state is EntryState.CHECKING:
             _put_back(svc, entry)

@@ -51,6 +51,37 @@ async def test_periodic_check_sends_an_unhealthy_idle_instance_to_recovery() -> 
         pool.check_invariants()
 
 
+@pytest.mark.parametrize("error", [pytest.fail.Exception, pytest.skip.Exception])
+@pytest.mark.asyncio
+async def test_a_periodic_check_raising_pytest_fail_is_a_failed_check(error: type[BaseException]) -> None:
+    """``pytest.fail`` (or ``skip``) called in the hook is no Exception: the checked instance
+    stayed "checking" for good, out of the pool (at ``max_size=1``, nothing was served again)."""
+    clock = FakeClock()
+
+    def health(d: Double) -> bool:
+        d.checks += 1
+        if d.broken:
+            raise error("raised by the hook")
+        return True
+
+    pool = MockPool(clock=clock)
+    pool.register(
+        ServiceSpec(
+            name="svc", factory=Double, health_check=health, min_size=1, max_size=1, health_interval=2.0
+        )
+    )
+    async with pool:
+        async with pool.acquire("svc") as d:
+            d.broken = True  # breaks in a way reset does not see
+        clock.advance(2.5)  # past the interval, jitter included (+-10 %)
+        await _settle()
+        stats = pool.stats("svc")
+        assert (stats.health_failures, stats.recoveries["factory"]) == (1, 1)
+        async with pool.acquire("svc", timeout=5) as again:  # was AcquireTimeout: checking=1
+            assert again is not d
+        pool.check_invariants()
+
+
 @pytest.mark.asyncio
 async def test_healthy_idle_instances_are_checked_and_kept() -> None:
     clock = FakeClock()
