@@ -431,10 +431,8 @@ class ServiceCore:
             fut = waiter.future
             if not fut.done():
                 fut.set_result(entry)
-            elif entry.transit is waiter:
-                entry.transit = None
-                self.leased -= 1
-                self._place(entry)
+            else:
+                self.give_back_from(waiter, entry)
 
     # -- creation ----------------------------------------------------------------------------
 
