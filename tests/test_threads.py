@@ -223,3 +223,40 @@ async def test_an_instance_delivered_to_a_loop_that_closes_before_it_runs_comes_
             pass
         pool.check_invariants()
         assert pool.stats("db").idle == 1
+
+
+@pytest.mark.asyncio
+async def test_a_waiter_of_another_loop_cancelled_as_it_is_handed_the_instance_passes_it_on() -> None:
+    """The other thread's waiter is cancelled in the same step of its loop as the delivery
+    arrives (the cancel first): the instance goes back, the waiter sees its cancellation."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict, max_size=1))
+    other = asyncio.new_event_loop()
+    queued, go_on = threading.Event(), threading.Event()
+    tasks: list[asyncio.Task[object]] = []
+
+    def hold_the_loop() -> None:
+        queued.set()
+        go_on.wait()  # the cancel, then the delivery, arrive meanwhile: both run next step
+
+    def run_other() -> None:
+        tasks.append(other.create_task(pool.acquire("db").__aenter__()))
+        other.call_soon(other.call_soon, hold_the_loop)
+        other.run_until_complete(asyncio.wait([tasks[0]]))
+        other.close()
+
+    async with pool:
+        held = pool.acquire("db")
+        await held.__aenter__()
+        thread = threading.Thread(target=run_other)
+        thread.start()
+        await asyncio.to_thread(queued.wait)
+        assert pool.stats("db").waiting == 1
+        other.call_soon_threadsafe(tasks[0].cancel)
+        await held.__aexit__(None, None, None)  # handed over: delivered into the other loop
+        go_on.set()
+        await asyncio.to_thread(thread.join)
+        assert tasks[0].cancelled()
+        pool.check_invariants()
+        stats = pool.stats("db")
+        assert (stats.idle, stats.in_use, stats.waiting, stats.cancellations) == (1, 0, 0, 1)
