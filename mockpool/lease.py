@@ -86,6 +86,14 @@ class Lease(Generic[T]):
         if entry is None:
             # Waits, binds and checks; counts its own outcome, and its wait once served.
             entry = await svc.wait_for_entry(self, self._timeout)
+            if self._entry is None:
+                # Served at once after all (work settled as it queued: an instance taken back
+                # from a closed loop, an orphan resumed): a hit, bound and checked as above.
+                self._entry = entry
+                if svc.binds:
+                    svc.bind_leased(self, entry)
+                if svc.acquire_check:
+                    entry = await svc.checked_on_acquire(self, entry)
         else:
             metrics.hits += 1  # a wait of 0 s, counted rather than stored (wait_percentiles)
             self._entry = entry
