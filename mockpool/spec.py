@@ -24,6 +24,18 @@ Hook = Callable[..., Any]
 _HOOKS = ("reset", "health_check", "snapshot", "restore", "destroy", "minimal", "bind", "fingerprint")
 #: Called inline by the lease, in the task that enters or leaves it: never awaited.
 _LEASE_HOOKS = ("on_acquire", "on_release")
+#: The arguments each hook is called with, as named in ``_check_arity``'s message.
+_HOOK_CALLS: dict[str, tuple[str, ...]] = {
+    "reset": ("instance",),
+    "health_check": ("instance",),
+    "snapshot": ("instance",),
+    "restore": ("instance", "state"),
+    "destroy": ("instance",),
+    "bind": ("instance",),
+    "fingerprint": ("instance",),
+    "on_acquire": ("handle",),
+    "on_release": ("handle", "token"),
+}
 _TIMEOUTS = ("create_timeout", "reset_timeout", "health_timeout", "destroy_timeout")
 
 
@@ -102,10 +114,13 @@ class ServiceSpec:
             value = getattr(self, hook)
             if value is not None:
                 _check_callable(hook, value, name)
+                if hook != "minimal":  # a factory: checked below, once depends_on is known
+                    _check_arity(hook, value, _HOOK_CALLS[hook], name)
         for hook in _LEASE_HOOKS:
             value = getattr(self, hook)
             if value is not None:
                 _check_callable(hook, value, name)
+                _check_arity(hook, value, _HOOK_CALLS[hook], name)
                 if inspect.iscoroutinefunction(value):
                     raise ServiceConfigError(
                         hook,
@@ -146,6 +161,11 @@ class ServiceSpec:
                 )
         if len(set(deps)) != len(deps):
             raise ServiceConfigError("depends_on", deps, "names a service twice", service=name)
+        # A factory that cannot take the members would fail at every creation, surfacing as a
+        # RecoveryFailedError at the first acquire: refused here instead.
+        _check_arity("factory", self.factory, self.depends_on, name)
+        if self.minimal is not None:
+            _check_arity("minimal", self.minimal, self.depends_on, name)
         if (self.snapshot is None) != (self.restore is None):
             given, missing = ("snapshot", "restore") if self.restore is None else ("restore", "snapshot")
             raise ServiceConfigError(
@@ -163,6 +183,7 @@ class ServiceSpec:
             if not _is_name(key):
                 raise ServiceConfigError("variants", key, "keys must be non-empty names", service=name)
             _check_callable(f"variants[{key!r}]", variant, name)
+            _check_arity(f"variants[{key!r}]", variant, self.depends_on, name)
         object.__setattr__(self, "variants", MappingProxyType(dict(self.variants)))
         for optional in ("acquire_timeout", "check_idle_after"):
             if getattr(self, optional) is not None:
@@ -191,6 +212,29 @@ def _check_callable(field_name: str, value: object, service: str) -> None:
         raise ServiceConfigError(
             field_name, value, "must be a callable (a function or a class)", service=service
         )
+
+
+def _check_arity(field_name: str, value: Any, args: tuple[str, ...], service: str) -> None:
+    """Refuse a hook that cannot be called with ``args`` (positional: the names only label them)."""
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: nothing to check
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        call = f"{field_name}({', '.join(args)})"
+        if field_name in ("factory", "minimal") or field_name.startswith("variants"):
+            why = (
+                f"a service with depends_on={args!r} gets one argument per member, in that order"
+                if args
+                else "a service without depends_on calls it with no argument"
+            )
+        else:
+            why = "mockpool calls it with these arguments"
+        raise ServiceConfigError(
+            field_name, value, f"cannot be called as {call} ({exc}); {why}", service=service
+        ) from None
 
 
 def _is_name(value: object) -> bool:
