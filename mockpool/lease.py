@@ -78,22 +78,40 @@ class Lease(Generic[T]):
 
     async def __aenter__(self) -> T:
         if self._entry is not None:
-            raise MockPoolError(f"service {self._svc.name!r}: a lease can be entered only once")
+            raise MockPoolError(
+                f"service {self._svc.name!r}: this lease was entered already (a lease is entered "
+                f"once); call pool.acquire({self._svc.name!r}) again for another lease"
+            )
         svc = self._svc
         metrics = svc.metrics
         metrics.acquisitions += 1
         entry = svc.core.take_idle()
         if entry is None:
-            # Waits, binds and checks; counts its own outcome, and its wait once served.
-            entry = await svc.wait_for_entry(self, self._timeout)
-            if self._entry is None:
-                # Served at once after all (work settled as it queued: an instance taken back
-                # from a closed loop, an orphan resumed): a hit, bound and checked as above.
-                self._entry = entry
-                if svc.binds:
-                    svc.bind_leased(self, entry)
-                if svc.acquire_check:
-                    entry = await svc.checked_on_acquire(self, entry)
+            # A lease shared by two tasks: both would wait here, and the second entry would
+            # overwrite the first, whose instance then stayed out for good. ``_started`` is
+            # negative while a task waits to enter: checked here, on the slow path only.
+            if self._started < 0.0:
+                metrics.acquisitions -= 1
+                raise MockPoolError(
+                    f"service {svc.name!r}: another task is entering this lease already; a lease "
+                    f"serves one task: call pool.acquire({svc.name!r}) in each task"
+                )
+            self._started = -1.0
+            try:
+                # Waits, binds and checks; counts its own outcome, and its wait once served.
+                entry = await svc.wait_for_entry(self, self._timeout)
+                if self._entry is None:
+                    # Served at once after all (work settled as it queued: an instance taken
+                    # back from a closed loop, an orphan resumed): a hit, bound and checked as
+                    # below.
+                    self._entry = entry
+                    if svc.binds:
+                        svc.bind_leased(self, entry)
+                    if svc.acquire_check:
+                        entry = await svc.checked_on_acquire(self, entry)
+            except BaseException:
+                self._started = 0.0  # a failed acquire may be retried with the same lease
+                raise
         else:
             metrics.hits += 1  # a wait of 0 s, counted rather than stored (wait_percentiles)
             self._entry = entry
@@ -222,5 +240,5 @@ class Lease(Generic[T]):
         return entry
 
     def __repr__(self) -> str:
-        state = "held" if self._entry is not None else "not entered"
+        state = "not entered" if self._entry is None else "released" if self._released else "held"
         return f"<Lease {self._svc.name!r} {state}>"

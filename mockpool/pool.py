@@ -118,8 +118,34 @@ class MockPool:
         memory_budget_mb: float | None = None,
         seed: int = 0,
     ) -> None:
-        if max_total is not None and not (_is_number(max_total) and int(max_total) == max_total >= 1):
+        if max_total is not None and not (
+            _is_number(max_total) and math.isfinite(max_total) and int(max_total) == max_total >= 1
+        ):
             raise ServiceConfigError("max_total", max_total, "must be a whole number >= 1 or None")
+        if name is not None and not (isinstance(name, str) and name.strip()):  # type: ignore[redundant-expr,unused-ignore]
+            raise ServiceConfigError("name", name, "must be a non-empty string or None")
+        for flag, given in (
+            ("isolation_verify", isolation_verify),
+            ("track_leases", track_leases),
+            ("supervise", supervise),
+        ):
+            # A truthy string ('false', from a config file) would silently mean True.
+            if not isinstance(given, bool):  # type: ignore[redundant-expr,unused-ignore]
+                raise ServiceConfigError(flag, given, "must be True or False")
+        if not (_is_number(history_window_s) and math.isfinite(history_window_s) and history_window_s > 0):
+            raise ServiceConfigError("history_window_s", history_window_s, "must be seconds > 0")
+        if history is not None and not isinstance(history, History | str | os.PathLike):
+            raise ServiceConfigError("history", history, "must be a file path, a History or None")
+        if isinstance(history, str | os.PathLike) and not os.fspath(history):
+            raise ServiceConfigError(
+                "history", history, "is an empty path; give a file, e.g. '.mockpool-history.json'"
+            )
+        if clock is not None and not (
+            callable(getattr(clock, "now", None)) and callable(getattr(clock, "sleep", None))
+        ):
+            raise ServiceConfigError(
+                "clock", clock, "must have now() and sleep(seconds), like mockpool.FakeClock"
+            )
         if default_timeout is not None and not (_is_number(default_timeout) and default_timeout > 0):
             raise ServiceConfigError("default_timeout", default_timeout, "must be seconds > 0 or None")
         if not (_is_number(close_timeout) and close_timeout >= 0):
@@ -166,6 +192,9 @@ class MockPool:
         self.supervisor_errors: dict[str, int] = {}
         self.config = config
         self._state = _State.NEW
+        #: Who starts and closes the pool, when not its user (the pytest plugin's session pool):
+        #: ``start`` (``async with pool``) is refused, as its end would close the pool.
+        self._managed_by: str | None = None
         self._runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
             weakref.WeakKeyDictionary()
         )
@@ -277,8 +306,11 @@ class MockPool:
             self.register(ServiceSpec(name=name.__name__, factory=name))
             return name
 
+        # ``name=`` as a keyword too (@pool.service(name="jwt")), as ServiceSpec spells it.
+        given = options.pop("name", None) if name is None else name
+
         def decorate(factory: F) -> F:
-            self.register(ServiceSpec(name=name or factory.__name__, factory=factory, **options))
+            self.register(ServiceSpec(name=given or factory.__name__, factory=factory, **options))
             return factory
 
         return decorate
@@ -570,6 +602,17 @@ class MockPool:
         made is destroyed, and the cancellation (or error) propagates.
         """
         self._check_open("start it again")
+        if self._managed_by is not None:
+            raise MockPoolError(
+                f"pool {self.name!r} is started and closed by {self._managed_by}; leaving "
+                "'async with pool:' would close it for every later test. Acquire from it "
+                "directly: 'async with pool.acquire(...)'"
+            )
+        if self._state is _State.OPEN:
+            raise MockPoolError(
+                f"pool {self.name!r} is started already; enter 'async with pool:' once, around "
+                "all its use: an inner block would close it as it ends"
+            )
         started = self.clock.now()
         self._home = weakref.ref(running_loop(self.name))
         runtime = self._runtime()

@@ -18,6 +18,7 @@ from mockpool import (
     FakeClock,
     HookTimeout,
     MockPool,
+    MockPoolError,
     PoolClosedError,
     RecoveryFailedError,
     ServiceConfigError,
@@ -68,10 +69,43 @@ class TestRegistry:
     def test_unknown_dependency_and_self_cycle(self) -> None:
         pool = MockPool()
         with pytest.raises(DependencyError, match=r"depends on 'redis', which is not registered"):
-            pool.register(ServiceSpec(name="s", factory=object, depends_on=("redis",)))
+            pool.register(ServiceSpec(name="s", factory=lambda redis: redis, depends_on=("redis",)))
         with pytest.raises(DependencyError, match="cycle"):
-            pool.register(ServiceSpec(name="s", factory=object, depends_on=("s",)))
+            pool.register(ServiceSpec(name="s", factory=lambda s: s, depends_on=("s",)))
         assert pool.services == ()
+
+    @pytest.mark.parametrize(
+        ("option", "value", "message"),
+        [
+            ("max_total", float("inf"), r"^max_total=inf must be a whole number >= 1 or None$"),
+            ("name", "", r"^name='' must be a non-empty string or None$"),
+            ("supervise", "false", r"^supervise='false' must be True or False$"),
+            ("isolation_verify", 1, r"^isolation_verify=1 must be True or False$"),
+            ("history_window_s", 0, r"^history_window_s=0 must be seconds > 0$"),
+            ("history_window_s", float("nan"), r"^history_window_s=nan must be seconds > 0$"),
+            ("history", "", r"^history='' is an empty path"),
+            ("history", 5, r"^history=5 must be a file path, a History or None$"),
+            ("clock", 5, r"^clock=5 must have now\(\) and sleep\(seconds\)"),
+        ],
+    )
+    def test_a_bad_pool_option_is_named_when_the_pool_is_made(
+        self, option: str, value: object, message: str
+    ) -> None:
+        """Before, these raised OverflowError, a plain ValueError or TypeError from deep inside,
+        an AttributeError at the first tick, or (a truthy string) nothing at all."""
+        with pytest.raises(ServiceConfigError, match=message) as caught:
+            MockPool(**{option: value})  # type: ignore[arg-type]
+        assert caught.value.field == option
+
+    def test_the_decorator_takes_the_name_as_a_keyword_too(self) -> None:
+        pool = MockPool(supervise=False)
+
+        @pool.service(name="jwt", max_size=2)
+        def make_jwt() -> object:
+            return object()
+
+        assert pool.services == ("jwt",)
+        assert pool.service_pools["jwt"].spec.max_size == 2
 
     def test_unknown_service_suggests_close_names(self) -> None:
         pool = _pool("redis")
@@ -283,6 +317,51 @@ class TestAcquire:
             pool.acquire("svc")
         with pytest.raises(PoolClosedError):
             pool.register(ServiceSpec(name="b", factory=object))
+
+    @pytest.mark.asyncio
+    async def test_a_lease_shared_by_two_tasks_is_refused_to_the_second_and_leaks_nothing(self) -> None:
+        """Both tasks waited on one lease; the second entry overwrote the first, and as the
+        lease was released already, its instance stayed in use for good."""
+        pool = _pool(max_size=1)
+        async with pool:
+            lease = pool.acquire("svc")
+            second_waits = asyncio.Event()
+
+            async def first() -> None:
+                async with lease:
+                    await second_waits.wait()
+
+            async def second() -> None:
+                second_waits.set()
+                async with lease:
+                    pass
+
+            results = await asyncio.gather(first(), second(), return_exceptions=True)
+            assert results[0] is None
+            assert isinstance(results[1], MockPoolError)
+            assert str(results[1]) == (
+                "service 'svc': another task is entering this lease already; a lease serves one "
+                "task: call pool.acquire('svc') in each task"
+            )
+            stats = pool.stats("svc")
+            assert (stats.in_use, stats.idle, stats.acquisitions) == (0, 1, 1)
+            assert repr(lease) == "<Lease 'svc' released>"
+            with pytest.raises(MockPoolError, match=r"entered already .* call pool.acquire\('svc'\) again"):
+                async with lease:
+                    pass
+            pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_a_second_async_with_pool_is_refused_rather_than_closing_the_first(self) -> None:
+        pool = _pool()
+        async with pool:
+            with pytest.raises(
+                MockPoolError, match=r"^pool 'p' is started already; enter 'async with pool:' once"
+            ):
+                async with pool:
+                    pass
+            async with pool.acquire("svc"):  # still open
+                pass
 
     @pytest.mark.asyncio
     async def test_close_fails_waiters_and_destroys_everything(self) -> None:

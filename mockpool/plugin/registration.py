@@ -54,6 +54,7 @@ def _make(state: State) -> MockPool:
         config=state.config,
         isolation_verify=s.isolation_verify,
     )
+    pool._managed_by = "the mockpool pytest plugin (the session's pool)"
     max_size = None if s.max_size is None else max(1, math.ceil(s.max_size / share))
     try:
         register_builtins(pool, s.services, max_size, s.service_options, share)
