@@ -41,6 +41,7 @@ from typing import Any
 import pytest
 
 from .coroutine import owned_task
+from .options import flag
 from .state import USES_POOL, get_state
 
 __all__ = ("APPLIED", "FLIPPED", "OWNING", "CooperativeAsyncio", "fix_busy_wait", "own_leases", "undo")
@@ -95,7 +96,7 @@ APPLIED = pytest.StashKey[bool]()
 def fix_busy_wait(config: pytest.Config) -> bool:
     """Apply the fix to the cooperative plugin if it is loaded, has the flipped line and the
     ini option allows it. True if the runner waits now (fixed here or before)."""
-    if not config.getini("mockpool_fix_cooperative_wait"):
+    if not flag(config, "mockpool_fix_cooperative_wait"):
         return False
     if not config.pluginmanager.has_plugin("asyncio-cooperative"):
         return False

@@ -3,6 +3,7 @@ file, read and checked once per session into :class:`Settings`; and the hook it 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,15 +143,24 @@ class Settings:
             acquire_timeout=_number(config, "mockpool_acquire_timeout", float, minimum=0.0, exclusive=True),
             max_total=_number(config, "mockpool_max_total", int, minimum=1),
             max_size=_number(config, "mockpool_max_size", int, minimum=1),
-            history=bool(config.getini("mockpool_history")),
-            warm=bool(config.getini("mockpool_warm")),
-            supervise=bool(config.getini("mockpool_supervise")),
+            history=flag(config, "mockpool_history"),
+            warm=flag(config, "mockpool_warm"),
+            supervise=flag(config, "mockpool_supervise"),
             leaks=leaks,
             report=report,
-            summary=bool(config.getini("mockpool_summary")),
-            isolation_verify=bool(config.getini("mockpool_isolation_verify")),
+            summary=flag(config, "mockpool_summary"),
+            isolation_verify=flag(config, "mockpool_isolation_verify"),
             service_options=service_option_lines(config.getini("mockpool_service_options"), services),
         )
+
+
+def flag(config: pytest.Config, name: str) -> bool:
+    """A bool ini option; a bad value is a usage error that names the option (pytest's own
+    error says only "invalid truth value 'maybe'", leaving the user to find which)."""
+    try:
+        return bool(config.getini(name))
+    except (ValueError, pytest.UsageError) as exc:  # pytest >= 9.2 raises UsageError itself
+        raise pytest.UsageError(f"{name}: {exc}; use true or false") from None
 
 
 def _number(
@@ -163,7 +173,8 @@ def _number(
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or value < minimum or (exclusive and value == minimum):
+    # NaN compares false with every bound: refused by name, not by comparison.
+    if value is None or math.isnan(value) or value < minimum or (exclusive and value == minimum):
         bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
         noun = "a whole number" if kind is int else "a number of seconds"
         raise pytest.UsageError(f"{name} = {raw!r}: use {noun} {bound}, or 'none'")

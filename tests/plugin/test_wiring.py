@@ -116,6 +116,19 @@ def test_hookimpl_with_a_wrong_argument_is_rejected(pytester: pytest.Pytester) -
         ("mockpool_max_total", "0", "*mockpool_max_total = '0'*"),
         ("mockpool_services", "redis mongo", "*unknown built-in service 'mongo'*"),
         ("mockpool_leaks", "maybe", "*mockpool_leaks = 'maybe'*"),
+        # NaN passed every comparison and failed later, as an INTERNALERROR traceback.
+        (
+            "mockpool_acquire_timeout",
+            "nan",
+            "*mockpool_acquire_timeout = 'nan': use a number of seconds > 0*",
+        ),
+        # pytest's own message named no option: "invalid truth value 'maybe'".
+        ("mockpool_history", "maybe", "*mockpool_history: invalid truth value 'maybe'; use true or false*"),
+        (
+            "mockpool_fix_cooperative_wait",
+            "perhaps",
+            "*mockpool_fix_cooperative_wait: *'perhaps'; use true or false*",
+        ),
     ],
 )
 def test_bad_option_is_a_usage_error(
@@ -352,6 +365,36 @@ def test_the_mockpool_line_names_the_runners_of_the_tests_that_use_the_pool(
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(
         ["mockpool: *; runner: pytest-asyncio (strict, function loop) + anyio; no xdist"]
+    )
+
+
+def test_async_with_the_session_pool_in_a_test_is_refused_and_the_pool_stays_open(
+    pytester: pytest.Pytester,
+) -> None:
+    """Leaving the block closed the session's pool: the test passed, and every later test
+    failed with PoolClosedError, whose advice ('acquire inside async with pool:') led back."""
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nmockpool_services = "database"\n')
+    pytester.makepyfile(
+        test_x=dedent(
+            """
+            import pytest
+
+            @pytest.mark.asyncio
+            async def test_enters_the_pool(mockpool):
+                async with mockpool:
+                    pass
+
+            @pytest.mark.asyncio
+            async def test_later(mockpool):
+                async with mockpool.acquire("database") as db:
+                    assert db.execute("select 1").fetchone() == (1,)
+            """
+        )
+    )
+    result = pytester.runpytest(*flags("asyncio"))
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*MockPoolError: pool 'pytest' is started and closed by the mockpool pytest plugin*"]
     )
 
 
