@@ -124,3 +124,24 @@ async def test_strict_needs_a_fingerprint_that_sees_each_visible_dirtier() -> No
 async def test_a_pristine_check_that_fails_on_a_new_instance_is_reported_as_such() -> None:
     with pytest.raises(ContractError, match="a new instance fails the pristine check"):
         await check_isolation(_spec(_thorough), DIRTIERS, pristine=lambda s: False)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        # Ran one concurrent case of -1 leases, which "passed": nothing was checked.
+        ({"tasks": -1}, ValueError, r"^service 'store': tasks=-1 must be a whole number >= 0$"),
+        # Failed as "max_size=0 must be >= 1", an option the caller never gave.
+        ({"instances": 0, "tasks": 5}, ValueError, r"instances=0 must be a whole number >= 1$"),
+        ({"dirtiers": DIRTIERS[0]}, TypeError, r"dirtiers= is one Dirtier; pass a list"),
+        ({"dirtiers": [_loosen]}, TypeError, r"dirtiers= must be a list of Dirtier\(name, dirty"),
+        ({"spec": "store"}, TypeError, r"^check_isolation\(\) needs a ServiceSpec, not str: 'store'$"),
+    ],
+)
+async def test_bad_arguments_are_refused_before_any_lease(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    arguments: dict[str, Any] = {"spec": _spec(_thorough), "dirtiers": DIRTIERS, **kwargs}
+    with pytest.raises(error, match=message):
+        await check_isolation(**arguments)

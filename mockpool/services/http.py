@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..errors import ServiceConfigError
 from ._common import build_spec, require
 from ._http_errors import UnmatchedRequestError
 
@@ -454,7 +455,7 @@ def _no_routes(router: respx.Router) -> None:
 
 def _check_on_unmatched(name: str, value: object) -> OnUnmatched:
     if value not in ("raise", "404"):
-        raise ValueError(f"service {name!r}: on_unmatched={value!r} must be 'raise' or '404'")
+        raise ServiceConfigError("on_unmatched", value, "must be 'raise' or '404'", service=name)
     return value
 
 

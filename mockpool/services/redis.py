@@ -696,6 +696,11 @@ def _redis_spec(
         why="the reset reads the server's and the connections' internals, which earlier versions "
         "lay out differently: every reset would fail and every lease rebuild its instance",
     )
+    if seed is not None and not isinstance(seed, Mapping):
+        raise TypeError(
+            f"service {name!r}: seed= is a {type(seed).__name__}; pass a mapping of key to value, "
+            "as seed={'greeting': 'hello'}"
+        )
     seed_items = dict(seed or {})
     for key, value in seed_items.items():
         # Refused here, when the spec is built, rather than in every factory call (where it

@@ -124,6 +124,7 @@ async def check_isolation(
     :raises ContractError: a case leaked (or, with ``strict``, was not cleaned by the reset or
         not seen by the fingerprint); the message holds the whole report.
     """
+    _check_arguments(spec, dirtiers, tasks, instances)
     if not dirtiers:
         raise ContractError(f"service {spec.name!r}: check_isolation needs at least one Dirtier")
     member_specs = _member_specs(spec, members)
@@ -146,6 +147,26 @@ async def check_isolation(
             f"({', '.join(case.name for case in failed)}):\n{report}"
         )
     return report
+
+
+def _check_arguments(spec: object, dirtiers: object, tasks: object, instances: object) -> None:
+    """Refuse arguments of the wrong kind before any pool is made, naming the fix (a lone
+    Dirtier, or a negative ``tasks``, would otherwise fail obscurely or check nothing)."""
+    if not isinstance(spec, ServiceSpec):
+        raise TypeError(f"check_isolation() needs a ServiceSpec, not {type(spec).__name__}: {spec!r}")
+    if isinstance(dirtiers, Dirtier):
+        raise TypeError(f"service {spec.name!r}: dirtiers= is one Dirtier; pass a list: [Dirtier(...)]")
+    bad = (
+        [d for d in dirtiers if not isinstance(d, Dirtier)] if isinstance(dirtiers, Sequence) else [dirtiers]
+    )
+    if bad:
+        raise TypeError(
+            f"service {spec.name!r}: dirtiers= must be a list of Dirtier(name, dirty, gone=...), "
+            f"not {bad[0]!r}"
+        )
+    for label, value, least in (("tasks", tasks, 0), ("instances", instances, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"service {spec.name!r}: {label}={value!r} must be a whole number >= {least}")
 
 
 def _dirtier(dirtiers: Sequence[Dirtier], name: str) -> Dirtier:

@@ -17,7 +17,7 @@ import respx
 from respx.mocks import HTTPCoreMocker
 from respx.models import AllMockedAssertionError
 
-from mockpool import MockPool, MockPoolError, ServiceSpec
+from mockpool import MockPool, MockPoolError, ServiceConfigError, ServiceSpec
 from mockpool.services import (
     HttpDouble,
     MissingExtraError,
@@ -207,8 +207,11 @@ def test_missing_httpx_or_respx_names_the_extra(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_bad_arguments_are_refused() -> None:
-    with pytest.raises(ValueError, match=r"^service 'http': on_unmatched='ignore' must be 'raise' or '404'$"):
+    with pytest.raises(
+        ServiceConfigError, match=r"^service 'http': on_unmatched='ignore' must be 'raise' or '404'$"
+    ) as caught:
         http_service(on_unmatched="ignore")  # type: ignore[arg-type]
+    assert caught.value.field == "on_unmatched"
     with pytest.raises(TypeError, match=r"routes=\['GET /a'\] must be a mapping"):
         http_service(routes=["GET /a"])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="not JSON serializable"):  # the declaration runs once, now

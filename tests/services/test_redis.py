@@ -205,6 +205,9 @@ def test_unsupported_seed_value_is_refused_when_the_spec_is_built() -> None:
         redis_service(seed={"k": object()})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match=r"seed\['k'\] is a NoneType"):
         sync_redis_service(seed={"k": None})  # type: ignore[dict-item]
+    # Not a mapping at all: dict() said "cannot convert dictionary update sequence element #0".
+    with pytest.raises(TypeError, match=r"^service 'redis': seed= is a list; pass a mapping of key to value"):
+        redis_service(seed=["greeting", "hello"])  # type: ignore[arg-type]
 
 
 def test_spec_options_pass_through() -> None:
