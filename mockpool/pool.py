@@ -341,7 +341,13 @@ class MockPool:
         new_max = svc.core.max_size if max_size is None else max_size
         spec = svc.spec
         # Validate through ServiceSpec so the messages are the same as at registration.
-        ServiceSpec(name=spec.name, factory=spec.factory, min_size=new_min, max_size=new_max)
+        ServiceSpec(
+            name=spec.name,
+            factory=spec.factory,
+            depends_on=spec.depends_on,  # a group's factory is checked against its members
+            min_size=new_min,
+            max_size=new_max,
+        )
         async with self._runtime().structure.writer_lock:
             svc.core.min_size, svc.core.max_size = new_min, new_max
             while svc.core.size > new_max and (entry := svc.core.take_idle_for_removal()) is not None:

@@ -78,3 +78,18 @@ async def test_resize_grows_to_min_size_and_shrinks_idle_to_max_size() -> None:
         with pytest.raises(ServiceConfigError, match="min_size"):
             await pool.resize("svc", min_size=5)  # above max_size: refused, nothing changed
         assert pool.stats("svc").max_size == 2
+
+
+@pytest.mark.asyncio
+async def test_resize_a_group() -> None:
+    """resize validates the new sizes through ServiceSpec; a group's factory, which takes one
+    argument per member, must be checked against its members there too."""
+    pool = MockPool()
+    pool.register(_spec(max_size=8))
+    pool.register(ServiceSpec(name="group", factory=lambda svc: [svc], depends_on=("svc",), max_size=4))
+    async with pool:
+        await pool.resize("group", min_size=1, max_size=2)
+        await anyio.wait_all_tasks_blocked()
+        stats = pool.stats("group")
+        assert (stats.size, stats.max_size) == (1, 2)
+        pool.check_invariants()
