@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
-from .errors import MockPoolError
+from .errors import AcquireTimeout, MockPoolError
 
 if TYPE_CHECKING:
     import asyncio
@@ -109,8 +109,12 @@ class Lease(Generic[T]):
                         svc.bind_leased(self, entry)
                     if svc.acquire_check:
                         entry = await svc.checked_on_acquire(self, entry)
-            except BaseException:
+            except BaseException as exc:
                 self._started = 0.0  # a failed acquire may be retried with the same lease
+                if isinstance(exc, AcquireTimeout) and svc.active is not None:
+                    mine = self._waited_for_itself(exc)
+                    if mine is not None:
+                        raise mine from None
                 raise
         else:
             metrics.hits += 1  # a wait of 0 s, counted rather than stored (wait_percentiles)
@@ -188,6 +192,35 @@ class Lease(Generic[T]):
                 svc.pool.note_isolation_failure(self.owner, dirty)
         if hook_error is not None:
             raise hook_error
+
+    def _waited_for_itself(self, timeout: AcquireTimeout) -> AcquireTimeout | None:
+        """The timeout, told as what it is when the waiting test holds every instance itself
+        (a lease of the service nested in one of its own): no release could ever have come.
+        Only with lease tracking (the pytest plugin), and only once the wait has failed."""
+        owner = lease_owner.get()
+        active = self._svc.active
+        if owner is None or not active:
+            return None
+        mine = [lease for lease in active if lease.owner == owner]
+        if not mine or len(mine) < timeout.max_size:
+            return None
+        where = mine[0].where
+        at = f", the first acquired at {where[0]}:{where[1]}" if where is not None else ""
+        return AcquireTimeout(
+            timeout.service,
+            timeout.timeout,
+            size=timeout.size,
+            in_use=timeout.in_use,
+            waiting=timeout.waiting,
+            max_size=timeout.max_size,
+            creating=timeout.creating,
+            max_total=timeout.max_total,
+            advice=(
+                f"this test holds all {len(mine)} of them itself{at}: an acquire nested in a lease "
+                "of the same service waits for the test's own lease; use the instance the test "
+                "holds, or raise max_size"
+            ),
+        )
 
     # -- the lease's own API ---------------------------------------------------------------
 

@@ -96,6 +96,42 @@ def test_leak_fails_the_test_and_the_instance_comes_back(pytester: pytest.Pytest
     ] == ["single"]
 
 
+NESTED = """
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_nested(mockpool):
+    async with mockpool.acquire("single"):  # OUTER LINE
+        async with mockpool.acquire("single", timeout=0.05):
+            pass
+"""
+
+
+def test_a_lease_nested_in_its_own_service_times_out_saying_the_test_waits_for_itself(
+    pytester: pytest.Pytester,
+) -> None:
+    """max_size=1 and a second acquire inside the first: no release can come. The timeout said
+    'raise max_size, pass a longer timeout=, or look for tests that hold leases too long', and a
+    longer timeout only waits longer."""
+    setup_project(
+        pytester,
+        ini={"asyncio_mode": "strict", "asyncio_default_fixture_loop_scope": "function"},
+        probe=False,
+    )
+    pytester.makeconftest(conftest(probe=False) + SINGLE)
+    path = pytester.makepyfile(test_nested=dedent(NESTED))
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "OUTER LINE" in text)
+    result = pytester.runpytest(*flags("asyncio"))
+    result.assert_outcomes(failed=1)
+    expected = (
+        "*AcquireTimeout: no 'single' instance became available within 0.05 s (size=1, in_use=1*"
+        f"this test holds all 1 of them itself, the first acquired at *test_nested.py:{line}: an "
+        "acquire nested in a lease of the same service waits for the test's own lease*"
+    )
+    result.stdout.fnmatch_lines([expected])
+
+
 def test_leak_warn_mode(pytester: pytest.Pytester) -> None:
     setup_project(
         pytester,
