@@ -373,7 +373,10 @@ def test_async_with_the_session_pool_in_a_test_is_refused_and_the_pool_stays_ope
 ) -> None:
     """Leaving the block closed the session's pool: the test passed, and every later test
     failed with PoolClosedError, whose advice ('acquire inside async with pool:') led back."""
-    pytester.makepyprojecttoml('[tool.pytest.ini_options]\nmockpool_services = "database"\n')
+    pytester.makepyprojecttoml(
+        '[tool.pytest.ini_options]\nmockpool_services = "database"\n'
+        'asyncio_default_fixture_loop_scope = "function"\n'
+    )
     pytester.makepyfile(
         test_x=dedent(
             """
