@@ -74,10 +74,11 @@ class Waiting:
         #: ``creations_settled`` callers waiting for the creations in flight to end.
         self._settled_waiters: list[asyncio.Future[None]] = []
         #: The stall check of each loop with uncovered waiters: its timer, the releases counted
-        #: when it was armed (this service's, the pool's), and the stalls in a row so far (this
-        #: service's, and the pool's: checks with no lease of any service ended).
+        #: when it was armed (this service's, the pool's), the stalls in a row so far (this
+        #: service's, and the pool's: checks with no lease of any service ended), and whether
+        #: an instance was held when it was armed.
         self._stall_checks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int, int, int, int]
+            asyncio.AbstractEventLoop, tuple[asyncio.TimerHandle, int, int, int, int, bool]
         ] = weakref.WeakKeyDictionary()
         #: The deadline timer of each loop with waiters that have a timeout, and when it fires.
         self._timers: weakref.WeakKeyDictionary[
@@ -223,7 +224,14 @@ class Waiting:
         hold = self.metrics.hold_ewma if self.metrics.holds.count else None
         delay = stall_s(hold, self.core.in_use, self.creation_failures)
         handle = loop.call_later(delay, self._stall_due, loop)
-        self._stall_checks[loop] = (handle, self.metrics.holds.count, self.pool.leases_ended(), streak, quiet)
+        self._stall_checks[loop] = (
+            handle,
+            self.metrics.holds.count,
+            self.pool.leases_ended(),
+            streak,
+            quiet,
+            self.core.in_use > 0,
+        )
 
     def watch_lent(self) -> None:
         """An instance was lent to a group while waiters wait: look again after a stall, since
@@ -241,13 +249,17 @@ class Waiting:
         self.pool.start_task(self._stall_check, loop, name=f"mockpool {self.name} stall check")
 
     async def _stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
-        _, released_before, pool_released_before, streak, quiet = self._stall_checks.pop(
-            loop, (None, 0, 0, 0, 0)
+        _, released_before, pool_released_before, streak, quiet, held = self._stall_checks.pop(
+            loop, (None, 0, 0, 0, 0, False)
         )
         core = self.core
         if core.closed or self.shortfall() <= 0:
             return
-        stalled = self.metrics.holds.count == released_before
+        # A stall is an instance held for the whole check with no lease ended. With nothing held
+        # when it was armed, the waiters waited for creations, and the holders now got their
+        # instances less than a stall ago: a warm run's first tests, served by the creations
+        # warming started, read as stalled and made one instance past the settled size.
+        stalled = held and self.metrics.holds.count == released_before
         streak = streak + 1 if stalled else 0
         quiet = quiet + 1 if stalled and self.pool.leases_ended() == pool_released_before else 0
         # On a saturated loop a release is slow because other tests run, not because the

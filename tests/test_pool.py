@@ -295,6 +295,35 @@ class TestAcquire:
             loop.close()
         assert sorted(destroyed) == ["a", "b", "c", "c"]  # at close, not before
 
+    def test_waiters_served_by_creations_just_ended_are_no_stall(self) -> None:
+        """A warm run's first tests: the service's limit is the one instance earlier runs
+        settled at, and the waiters queued while it was being created. It ends just before a
+        stall check, whose waiters then waited on the creation, not on a holder: no instance
+        was held when the check was armed. Read as a stall, it made a second instance, past the
+        settled size, on every warm run of a cooperative suite."""
+        from mockpool.sizing import LimitState
+
+        async def make() -> dict[str, int]:
+            await asyncio.sleep(2.6 * STALL_MIN_S)  # ends just before the third check
+            return {}
+
+        async def main() -> None:
+            pool = MockPool(supervise=False, default_timeout=None)
+            pool.register(ServiceSpec(name="s", factory=make, reset=dict.clear))
+            pool.service_pools["s"].limit = LimitState(limit=1)  # as a warm run's history sets it
+
+            async def test() -> None:
+                async with pool.acquire("s"):
+                    await asyncio.sleep(0.8 * STALL_MIN_S)  # past the check, short of a stall
+
+            async with pool:
+                await asyncio.gather(*(test() for _ in range(4)))
+                stats = pool.stats("s")
+                assert (stats.created, stats.size, stats.acquisitions) == (1, 1, 4)
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
     def test_slots_kept_for_first_instances(self) -> None:
         """One slot for each other service with no instance, none for a service's own first
         one, at most half the bound; a lasting stall counts only services someone waits for."""
