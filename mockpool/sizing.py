@@ -7,8 +7,9 @@ while tests wait (their leases await I/O); otherwise it costs its creation and n
 by a creation or recovery already on its way, from what is measured per service and loop:
 
 * **liveness**: a waiter with nothing held and nothing on its way always gets a creation, and
-  so does one that waited a stall (no lease ended for ``stall_s(...)``: the holders may be
-  waiting for the waiters themselves, as tests that need several instances at once do);
+  so does one that waited a stall (an instance held and no lease ended for ``stall_s(...)``:
+  the holders may be waiting for the waiters themselves, as tests that need several instances
+  at once do; waiters that waited on a creation, with nothing held, did not stall);
 * **a release would be sooner**: leases end about every ``hold / in_use`` seconds, so the
   ``k``-th waiter in line is served by releases after ``k * hold / in_use``; a creation serves
   one after ``create``: only waiters further back than ``create / (hold / in_use)`` are worth
