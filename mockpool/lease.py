@@ -7,6 +7,7 @@ awaits; leaving runs a sync reset inline. Everything else is in :mod:`mockpool.s
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from contextvars import ContextVar
 from types import TracebackType
@@ -15,8 +16,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 from .errors import AcquireTimeout, MockPoolError
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .core import Entry
     from .service import ServicePool
 
@@ -97,6 +96,11 @@ class Lease(Generic[T]):
                     f"serves one task: call pool.acquire({svc.name!r}) in each task"
                 )
             self._started = -1.0
+            # Under lease tracking, the tests waiting here: a timeout tells a deadlock of
+            # nested leases from a slow release (``_waited_for_itself``).
+            owner = lease_owner.get() if svc.active is not None else None
+            if owner is not None:
+                svc.waiting_owners[owner] += 1
             try:
                 # Waits, binds and checks; counts its own outcome, and its wait once served.
                 entry = await svc.wait_for_entry(self, self._timeout)
@@ -111,11 +115,18 @@ class Lease(Generic[T]):
                         entry = await svc.checked_on_acquire(self, entry)
             except BaseException as exc:
                 self._started = 0.0  # a failed acquire may be retried with the same lease
-                if isinstance(exc, AcquireTimeout) and svc.active is not None:
+                if owner is not None and isinstance(exc, AcquireTimeout):
+                    # Waiters whose deadlines passed together wake in one loop step: each still
+                    # counts as waiting for the others' messages until that step is over.
+                    asyncio.get_running_loop().call_soon(svc.stop_waiting, owner)
+                    owner = None
                     mine = self._waited_for_itself(exc)
                     if mine is not None:
                         raise mine from None
                 raise
+            finally:
+                if owner is not None:
+                    svc.stop_waiting(owner)
         else:
             metrics.hits += 1  # a wait of 0 s, counted rather than stored (wait_percentiles)
             self._entry = entry
@@ -195,17 +206,38 @@ class Lease(Generic[T]):
 
     def _waited_for_itself(self, timeout: AcquireTimeout) -> AcquireTimeout | None:
         """The timeout, told as what it is when the waiting test holds every instance itself
-        (a lease of the service nested in one of its own): no release could ever have come.
-        Only with lease tracking (the pytest plugin), and only once the wait has failed."""
+        (a lease of the service nested in one of its own), or when every instance is held by
+        a test that is itself waiting here (many tests nesting leases of one service at once):
+        no release could ever have come. Only with lease tracking (the pytest plugin), and
+        only once the wait has failed."""
         owner = lease_owner.get()
-        active = self._svc.active
+        svc = self._svc
+        active = svc.active
         if owner is None or not active:
             return None
         mine = [lease for lease in active if lease.owner == owner]
-        if not mine or len(mine) < timeout.max_size:
+        if not mine or len(active) < timeout.max_size:
             return None
         where = mine[0].where
         at = f", the first acquired at {where[0]}:{where[1]}" if where is not None else ""
+        if len(mine) < timeout.max_size:
+            waiting = svc.waiting_owners
+            holders = {lease.owner for lease in active}
+            if not all(holder in waiting for holder in holders):
+                return None
+            advice = (
+                f"a deadlock: each of the {len(active)} instances is held by a test that is itself "
+                f"waiting for another ({len(holders)} tests, this one among them{at}); a lease "
+                "nested in a lease of the same service deadlocks once as many tests hold one as "
+                "max_size allows: raise max_size above the number of tests that run at once, or "
+                "run fewer at once"
+            )
+        else:
+            advice = (
+                f"this test holds all {len(mine)} of them itself{at}: an acquire nested in a lease "
+                "of the same service waits for the test's own lease; use the instance the test "
+                "holds, or raise max_size"
+            )
         return AcquireTimeout(
             timeout.service,
             timeout.timeout,
@@ -215,11 +247,7 @@ class Lease(Generic[T]):
             max_size=timeout.max_size,
             creating=timeout.creating,
             max_total=timeout.max_total,
-            advice=(
-                f"this test holds all {len(mine)} of them itself{at}: an acquire nested in a lease "
-                "of the same service waits for the test's own lease; use the instance the test "
-                "holds, or raise max_size"
-            ),
+            advice=advice,
         )
 
     # -- the lease's own API ---------------------------------------------------------------

@@ -21,6 +21,7 @@ import inspect
 import logging
 import sys
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -170,6 +171,8 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         #: Leases alive now; tracked only when the pool tracks leases (leak detection).
         #: (The :class:`~mockpool.lease.Lease` objects themselves, for leak reports.)
         self.active: set[Any] | None = set() if pool.track_leases else None
+        #: With ``active``: the owners (tests) of the acquisitions waiting here, and how many.
+        self.waiting_owners: Counter[str] = Counter()
         self.last_error: BaseException | None = None
         self.last_reset_error: BaseException | None = None
         #: The sizing controller's state: the size limit its throughput search allows. A
@@ -261,6 +264,13 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         return tuple(steps)
 
     # == acquiring ============================================================================
+
+    def stop_waiting(self, owner: str) -> None:
+        """An acquisition of ``owner`` (a test, under lease tracking) waits here no more."""
+        waiting = self.waiting_owners
+        waiting[owner] -= 1
+        if waiting[owner] <= 0:
+            del waiting[owner]
 
     def _record_wait(self, lease: LeaseState, since: float) -> None:
         """Record the wait of a served acquisition (a lease hook may yet take it back)."""

@@ -154,3 +154,52 @@ async def test_a_bind_that_raises_after_a_wait_forgets_the_hold() -> None:
                 pass
         assert calls == 1
         assert len(pool.holds) == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("second_waits", [True, False], ids=["deadlock", "a-holder-not-waiting"])
+async def test_a_timeout_names_the_deadlock_of_tests_nesting_leases_of_one_service(
+    second_waits: bool,
+) -> None:
+    """max_size=2, and two tests each hold one instance and wait for a second: no release can
+    ever come, and the timeout says so (under lease tracking, where the pool knows which test
+    holds what). If one holder is not waiting here, its release may come: the usual advice."""
+    from mockpool.lease import lease_owner
+
+    pool = MockPool(supervise=False, track_leases=True)
+    pool.register(ServiceSpec(name="db", factory=list, reset=list.clear, max_size=2))
+    both_hold = asyncio.Barrier(2)
+    release = asyncio.Event()
+
+    async def test(owner: str, nest: bool) -> str | None:
+        lease_owner.set(owner)  # what the pytest plugin sets for each test
+        async with pool.acquire("db"):
+            await both_hold.wait()
+            if not nest:
+                await release.wait()
+                return None
+            try:
+                async with pool.acquire("db", timeout=0.05):
+                    pass
+            except AcquireTimeout as exc:
+                release.set()
+                return str(exc)
+        return None
+
+    async with pool:
+        messages = [
+            m for m in await asyncio.gather(test("test_one", True), test("test_two", second_waits)) if m
+        ]
+    if second_waits:
+        # The first to time out names the deadlock; its test's release then ends it, so the
+        # other's timeout (in the same step) has a release it could have had.
+        deadlock = [m for m in messages if "a deadlock" in m]
+        assert len(deadlock) == 1, messages
+        assert "each of the 2 instances is held by a test that is itself waiting" in deadlock[0]
+        assert "(2 tests, this one among them, the first acquired at" in deadlock[0]
+    else:
+        assert len(messages) == 1 and "deadlock" not in messages[0], messages
+        assert "raise max_size" in messages[0]
+    await asyncio.sleep(0)  # a timeout's count ends a loop step later (see Lease.__aenter__)
+    assert pool.service_pools["db"].waiting_owners == {}
+    pool.check_invariants()
