@@ -94,6 +94,17 @@ class Entry:
     def __repr__(self) -> str:
         return f"<Entry #{self.id} {self.state.value} {type(self.instance).__name__}>"
 
+    def member_at(self, path: tuple[str, ...]) -> Entry:
+        """The member entry ``path`` leads to from this group entry (itself for ``()``):
+        ``("cache",)`` for a direct member, longer for a member's member."""
+        entry = self
+        for name in path:
+            members = entry.members
+            if members is None:  # pragma: no cover - a group's entry holds its members
+                raise LookupError(f"entry #{self.id} has no member {name!r} (it holds no members)")
+            entry = members[name]
+        return entry
+
 
 class Waiter:
     """One acquirer waiting for an instance; its future receives the entry."""

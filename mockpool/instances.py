@@ -108,6 +108,7 @@ class InstanceHooks:
         bind: Hook | None
         verify_isolation: bool
         members: tuple[InstanceHooks, ...]
+        member_paths: tuple[tuple[tuple[str, ...], InstanceHooks], ...]
         orphans: list[Entry]
         last_error: BaseException | None
         last_reset_error: BaseException | None
@@ -491,20 +492,19 @@ class InstanceHooks:
             )
 
     async def full_reset(self, entry: Entry) -> None:
-        """Reset an entry (group members first), then verify isolation if asked to."""
-        services = self.pool.service_pools
-        if entry.members:
-            for name, member_entry in entry.members.items():
-                await services[name].reset_instance(member_entry.instance)
+        """Reset an entry (a group's members at every depth first, innermost first), then
+        verify isolation if asked to."""
+        member_paths = self.member_paths
+        for path, svc in member_paths:
+            await svc.reset_instance(entry.member_at(path).instance)
         await self.reset_instance(entry.instance)
         if self.verify_isolation:
-            # The group's own state, then each member's: a test reaches both.
-            checks = [(self, entry), *((services[n], e) for n, e in (entry.members or {}).items())]
-            for svc, checked in checks:
-                detail = await svc.isolation_difference(checked)
+            # The group's own state, then each member's at every depth: a test reaches them all.
+            for path, svc in (((), self), *member_paths):
+                detail = await svc.isolation_difference(entry.member_at(path))
                 if detail is not None:
-                    if svc is not self:
-                        detail = f"member {svc.name!r}: {detail}"
+                    if path:
+                        detail = f"{_member_name(path)}: {detail}"
                     self.metrics.isolation_failures += 1
                     self.last_isolation_failure = detail
                     raise IsolationError(self.name, detail)
@@ -599,3 +599,10 @@ def declared_type(factory: Callable[..., Any]) -> type | None:
     except Exception:  # unresolvable annotations, builtins without hints: nothing declared
         return None
     return hint if isinstance(hint, type) and hint is not type(None) else None
+
+
+def _member_name(path: tuple[str, ...]) -> str:
+    """A group's member as a message names it: ``member 'cache'``, or, deeper, ``member
+    'cache' of 'session'`` (the group member that holds it)."""
+    name = f"member {path[-1]!r}"
+    return name if len(path) == 1 else f"{name} of {path[-2]!r}"

@@ -4,10 +4,11 @@ Triggered by a failed reset, a failed health check or ``lease.discard()``. Tiers
 degraded double and run only for services with ``allow_degraded=True``. The total time from the
 trigger to a working instance is recorded under the tier that produced it.
 
-A group is recovered members first: each member is reset and health-checked, or else restored
-or rebuilt in place (its own ladder, while it stays leased to the group), so a member's failure
-costs that member, not the group. A group whose members were rebuilt is rebuilt over them (its snapshot would
-still point at the old ones).
+A group is recovered members first, at every depth (a member that is a group: its own members
+before it): each member is reset and health-checked, or else restored or rebuilt in place (its
+own ladder, while it stays leased to the group), so a member's failure costs that member, not the
+group. A group whose members were rebuilt is rebuilt over them (its snapshot would still point
+at the old ones), a group member as the group itself.
 """
 
 from __future__ import annotations
@@ -186,12 +187,15 @@ def _member_handles(svc: ServicePool, entry: Entry) -> list[Any]:
 
 
 async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
-    """Make every member of a group entry clean; True if any member's instance was rebuilt.
+    """Make every member of a group entry clean, at every depth; True if any direct member's
+    instance was replaced (the group is then rebuilt over it).
 
-    Each member is reset and health-checked; a member whose reset or check fails is restored
-    from its snapshot, or else rebuilt from its own factories, in place (it stays leased to
-    the group). Raises when a
-    member cannot be made to work at all.
+    Innermost first, as a group's factory needs its members: a member that is a group has
+    its own members recovered first. Each member is then reset and health-checked; one whose
+    reset or check fails is restored from its snapshot, or else rebuilt from its own
+    factories, in place (it stays leased to the group). A member whose own members were
+    replaced is rebuilt over them at once (its instance, and its snapshot, still point at
+    the old ones). Raises when a member cannot be made to work at all.
     """
     if not entry.members:
         return False
@@ -199,40 +203,56 @@ async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
     rebuilt = False
     for name, member_entry in entry.members.items():
         member = services[name]
-        try:
-            await member.reset_instance(member_entry.instance)
-            # The group's verification may have failed on this member: reset again, it may
-            # still be dirty (the reset missed it once already).
-            await _check_clean(member, member_entry)
-        except IsolationError as exc:
-            member.last_error = exc
-        except BaseException as exc:  # pytest.fail in a hook too (see must_propagate)
-            if must_propagate(exc):
-                raise
-            member.metrics.reset_failures += 1
-            member.last_error = exc
-        else:
-            if member.spec.health_check is None:
-                continue
-            # The member's check on acquire may be why the group is here: a reset need not
-            # mend what a health check found, and a plain recovery's result passes its health
-            # check too. Counted as the member's: a failure is what sends it to its ladder.
-            member.metrics.health_checks += 1
-            try:
-                await _check_health(member, member_entry.instance)
-                continue
-            except Exception as exc:
-                member.metrics.health_failures += 1
-                member.last_error = exc
-        rebuilt |= await _recover_member(member, member_entry)
+        if await _recover_members(member, member_entry):
+            rebuilt |= await _recover_member(member, member_entry, restore=False)
+        elif not await _member_clean(member, member_entry):
+            rebuilt |= await _recover_member(member, member_entry)
+        if member_entry.members:
+            # A group member is degraded when any of its own members is.
+            member_entry.degraded = member_entry.tier is not None or any(
+                m.degraded for m in member_entry.members.values()
+            )
     return rebuilt
 
 
-async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
-    """Restore or rebuild a member whose reset failed; True if its instance was replaced."""
+async def _member_clean(member: ServicePool, member_entry: Entry) -> bool:
+    """Reset a group's member and check it (isolation under ``isolation_verify``, then
+    health); False if it needs its own ladder."""
+    try:
+        await member.reset_instance(member_entry.instance)
+        # The group's verification may have failed on this member: reset again, it may
+        # still be dirty (the reset missed it once already).
+        await _check_clean(member, member_entry)
+    except IsolationError as exc:
+        member.last_error = exc
+        return False
+    except BaseException as exc:  # pytest.fail in a hook too (see must_propagate)
+        if must_propagate(exc):
+            raise
+        member.metrics.reset_failures += 1
+        member.last_error = exc
+        return False
+    if member.spec.health_check is None:
+        return True
+    # The member's check on acquire may be why the group is here: a reset need not mend what
+    # a health check found, and a plain recovery's result passes its health check too.
+    # Counted as the member's: a failure is what sends it to its ladder.
+    member.metrics.health_checks += 1
+    try:
+        await _check_health(member, member_entry.instance)
+    except Exception as exc:
+        member.metrics.health_failures += 1
+        member.last_error = exc
+        return False
+    return True
+
+
+async def _recover_member(member: ServicePool, member_entry: Entry, *, restore: bool = True) -> bool:
+    """Restore (unless ``restore`` is False) or rebuild a member that failed its reset or
+    check, or whose own members were replaced; True if its instance was replaced."""
     started = member.clock.now()
     last: BaseException | None = None
-    if _can_restore(member, member_entry):
+    if restore and _can_restore(member, member_entry):
         try:
             await _restore(member, member_entry)
         except BaseException as exc:  # pytest.fail in a hook too (see must_propagate)
@@ -243,7 +263,7 @@ async def _recover_member(member: ServicePool, member_entry: Entry) -> bool:
             member.metrics.recoveries["snapshot"] += 1
             member.metrics.recovery_times["snapshot"].append(member.clock.now() - started)
             return False
-    tried = ["snapshot"]
+    tried = ["snapshot"] if restore else []
     tier, fresh, error = await _build_healthy(member, member_entry, tried)
     last = error or last
     if tier is not None and fresh is not None:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from .nesting import Holds
     from .spec import ServiceSpec
 
-__all__ = ("CpuMeter", "HookStep", "LeaseState", "PoolPort", "Recover", "ServicePool")
+__all__ = ("CpuMeter", "HookStep", "LeaseState", "MemberPath", "PoolPort", "Recover", "ServicePool")
 
 logger = logging.getLogger("mockpool")
 
@@ -104,6 +104,10 @@ class PoolPort(Protocol):
 #: Recovers an entry (recovery tiers; :func:`mockpool.recovery.recover_entry`, handed in by the
 #: pool, since the recovery module reads the service's internals).
 Recover = Callable[["ServicePool", Entry, str], Awaitable[None]]
+
+#: A group's member at some depth: the member names from the group's entry to the member's
+#: entry (``("cache",)`` for a direct member, longer for a member's member), and its service.
+MemberPath = tuple[tuple[str, ...], "ServicePool"]
 
 
 class HookStep(NamedTuple):
@@ -161,9 +165,17 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         #: A lease checks on acquire: this service does, or a member of this group does. The
         #: flag the lease reads (an attribute, not the property: it is on the hot path).
         self.acquire_check = self._check_on_acquire
+        #: A group's members at every depth, each with the path to its entry from the group's
+        #: entry, innermost first (a member's own members before it, in ``depends_on``
+        #: order): what a group's release resets, isolation-verify compares and recovery
+        #: mends. Computed once, at registration (:meth:`adopt_members`).
+        self.member_paths: tuple[MemberPath, ...] = ()
+        #: The resets a release of a group runs, in order: ``member_paths`` with a reset hook,
+        #: then the group's own (a path of ``()``).
+        self.reset_paths: tuple[MemberPath, ...] = ()
         #: The services whose checks on acquire a lease runs, with the path to each one's
-        #: entry: a group's direct members (in ``depends_on`` order), then its own.
-        self.check_steps: tuple[tuple[tuple[str, ...], ServicePool], ...] = (((), self),)
+        #: entry: a group's members at every depth (``member_paths``), then its own.
+        self.check_steps: tuple[MemberPath, ...] = (((), self),)
         #: Compare each reset instance's snapshot with its pristine one (isolation-verify mode).
         self.verify_isolation = pool.isolation_verify
         #: Member service pools, in ``depends_on`` order (groups only; :meth:`adopt_members`).
@@ -234,11 +246,18 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         if any(step.path for step in steps):
             self.group_hooks = steps
             self.on_acquire = self.on_release = None
-        # Likewise a member's check on acquire: the group lease hands out its instance too.
-        # Direct members only: the group's recovery resets and checks those (a group member's
-        # own members are not, and a check it could not mend would fail each acquire again).
-        self.check_steps = (*(((member.name,), member) for member in members), ((), self))
-        self.acquire_check = self._check_on_acquire or any(m._check_on_acquire for m in members)
+        self.member_paths = tuple(
+            ((member.name, *path), svc)
+            for member in members
+            for path, svc in (*member.member_paths, ((), member))
+        )
+        self.reset_paths = tuple(
+            (path, svc) for path, svc in (*self.member_paths, ((), self)) if svc.reset is not None
+        )
+        # Likewise a member's check on acquire, at every depth: the group lease hands out its
+        # instance too, and the group's recovery mends members at every depth.
+        self.check_steps = (*self.member_paths, ((), self))
+        self.acquire_check = self._check_on_acquire or any(m._check_on_acquire for _, m in self.member_paths)
 
     @property
     def check_on_acquire(self) -> bool:
@@ -250,7 +269,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
     def check_on_acquire(self, on: bool) -> None:
         self._check_on_acquire = on
         for svc in (self, *self.pool.service_pools.values()):  # itself, and the groups over it
-            svc.acquire_check = svc._check_on_acquire or any(m._check_on_acquire for m in svc.members)
+            svc.acquire_check = svc._check_on_acquire or any(m._check_on_acquire for _, m in svc.member_paths)
 
     def _hook_steps(self, path: tuple[str, ...]) -> tuple[HookStep, ...]:
         """This service's lease hooks and its members' (theirs first, in ``depends_on``
@@ -521,7 +540,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         """
         entered: list[tuple[HookStep, Any, Any]] = []
         for step in self.group_hooks or ():
-            handle = _member_at(entry, step.path).handle
+            handle = entry.member_at(step.path).handle
             on_acquire = step.on_acquire
             if on_acquire is None:
                 entered.append((step, handle, None))
@@ -572,9 +591,9 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         self, lease: LeaseState, entry: Entry, *, since: float | None = None
     ) -> Entry:
         """Health-check ``entry`` (just leased) if it was idle longer than ``check_window``
-        (a group's: each member's instance too, by the member's own check and window); an
-        unhealthy one goes to recovery (a group's, whichever member failed: the group's
-        recovery checks its members) and the lease waits for another. Returns the entry to
+        (a group's: each member's instance at every depth too, by the member's own check and
+        window); an unhealthy one goes to recovery (a group's, whichever member failed: the
+        group's recovery checks its members at every depth) and the lease waits for another. Returns the entry to
         use. Turned on by the adaptation supervisor (``check_on_acquire``).
 
         The acquisition was counted as served; if it ends otherwise (cancelled during the
@@ -641,7 +660,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             try:
                 ok = await call_hook(
                     check,
-                    _member_at(entry, path).instance,
+                    entry.member_at(path).instance,
                     timeout=svc.spec.health_timeout,
                     service=svc.name,
                     name="health_check",
@@ -709,21 +728,30 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         """At ``max_size`` with every instance lent to groups, waiters would wait for ever: a
         group instance keeps its members for as long as it lives. So when no test holds an
         instance and none is being reset, checked, recovered or created, destroy the least
-        recently used idle instance of a group built on this service; its members go back to
-        their services (reset), and this one's serves the first waiter (liveness). True if
-        one was destroyed."""
+        recently used idle instance of a group built on this service (at any depth: the
+        nearest first); its members go back to their services (reset), and this one's serves
+        the first waiter (liveness). True if one was destroyed."""
         core = self.core
         if not core.lent or core.leased != core.lent:
             return False
         if core.resetting or core.checking or core.recovering or core.creating:
             return False
+        # A group built on a group holds this service's instances deeper down: destroying its
+        # idle instance gives back the inner group's, which the next stall check takes in
+        # turn. The nearest groups first (theirs frees an instance at once), then the least
+        # recently used.
         victim: ServicePool | None = None
+        best: tuple[int, float] | None = None
         for group in self.pool.service_pools.values():
             idle = group.core.idle
-            if not idle or not any(member is self for member in group.members):
+            if not idle:
                 continue
-            if victim is None or idle[0].last_used < victim.core.idle[0].last_used:
-                victim = group
+            depth = min((len(path) for path, member in group.member_paths if member is self), default=0)
+            if not depth:
+                continue
+            key = (depth, idle[0].last_used)
+            if best is None or key < best:
+                victim, best = group, key
         if victim is None:
             return False
         entry = victim.core.take_idle_for_removal()
@@ -852,9 +880,10 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 return None
             pending = result
         elif not self.verify_isolation:
-            # A group: the members' resets, then its own, inline for as long as they are
-            # sync; the first that returns an awaitable and those after it go on in the
-            # background. A task per release cost more than the resets of a small group.
+            # A group: the members' resets (every depth, innermost first), then its own,
+            # inline for as long as they are sync; the first that returns an awaitable and
+            # those after it go on in the background. A task per release cost more than the
+            # resets of a small group.
             steps = self._reset_steps(entry)
             for index, (svc, instance) in enumerate(steps):
                 try:
@@ -885,11 +914,9 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         return done
 
     def _reset_steps(self, entry: Entry) -> tuple[tuple[InstanceHooks, Any], ...]:
-        """A group's resets, in order: each member's instance, then the group's own."""
-        services = self.pool.service_pools
-        steps = [(services[name], member.instance) for name, member in (entry.members or {}).items()]
-        steps.append((self, entry.instance))
-        return tuple((svc, instance) for svc, instance in steps if svc.reset is not None)
+        """A group's resets, in order (``reset_paths``): each member's instance at every
+        depth, innermost first, then the group's own."""
+        return tuple([(svc, entry.member_at(path).instance) for path, svc in self.reset_paths])
 
     # == statistics ===========================================================================
 
@@ -976,16 +1003,6 @@ def _served(lease: LeaseState) -> int:
 
 
 _NO_LEASE: Any = _NoLease()
-
-
-def _member_at(entry: Entry, path: tuple[str, ...]) -> Entry:
-    """The entry ``path`` leads to from a group's entry (the entry itself for ``()``)."""
-    for name in path:
-        members = entry.members
-        if members is None:  # pragma: no cover - a leased group's entry holds its members
-            raise LookupError(f"the group's instance has no member {name!r}")
-        entry = members[name]
-    return entry
 
 
 def _imitated(handle: Any) -> type | None:

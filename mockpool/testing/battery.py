@@ -275,15 +275,16 @@ async def _concurrent(
 
 
 async def _fingerprints(pool: MockPool, spec: ServiceSpec, entry: Entry) -> list[Any] | None:
-    """The fingerprints of a leased entry and of its members, or None if it has no hook."""
+    """The fingerprints of a leased entry and of its members at every depth, or None if it
+    has no hook."""
     hook = fingerprint_hook(spec)
     if hook is None:
         return None
     prints = [await _call(hook, entry.instance)]
-    for name, member in (entry.members or {}).items():
-        member_hook = fingerprint_hook(pool.service_pools[name].spec)
+    for path, member in pool.service_pools[spec.name].member_paths:
+        member_hook = fingerprint_hook(member.spec)
         if member_hook is not None:
-            prints.append(await _call(member_hook, member.instance))
+            prints.append(await _call(member_hook, entry.member_at(path).instance))
     return prints
 
 

@@ -12,7 +12,7 @@ from unittest import mock
 import jwt
 import pytest
 
-from mockpool import ServiceSpec
+from mockpool import MockPool, ServiceSpec
 from mockpool.services import (
     DEVICE_SESSION_SCHEMA,
     SEED_SCHEMA,
@@ -295,3 +295,110 @@ def test_a_member_the_group_moved_to_another_loop_is_bound_again_when_leased_dir
         app_loop.close()
     assert got == (b"jobs", b"job-1")
     pool.check_invariants()
+
+
+# == a group built on a group: members at every depth are reset =================================
+
+
+class _Store:
+    """The innermost member: data a test writes, reset by its service."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, int] = {}
+
+
+class _Layer:
+    """A group over one member, with notes of its own (its reset clears them)."""
+
+    def __init__(self, member: Any) -> None:
+        self.member = member
+        self.notes: list[str] = []
+
+
+def _two_level_pool(*, isolation_verify: bool, store_reset: Any = None) -> MockPool:
+    """``store``, the group ``session`` over it and ``app`` over ``session``, one instance
+    each: every lease is served the instance the last one dirtied."""
+    pool = MockPool(supervise=False, isolation_verify=isolation_verify, default_timeout=5.0)
+
+    def notes_clear(layer: _Layer) -> None:
+        layer.notes.clear()
+
+    def notes(layer: _Layer) -> list[str]:
+        return list(layer.notes)
+
+    pool.register(
+        ServiceSpec(
+            name="store",
+            factory=_Store,
+            reset=store_reset or (lambda s: s.data.clear()),
+            fingerprint=lambda s: dict(s.data),
+            max_size=1,
+        )
+    )
+    for name, member in (("session", "store"), ("app", "session")):
+        pool.register(
+            ServiceSpec(
+                name=name,
+                factory=_Layer,
+                depends_on=(member,),
+                reset=notes_clear,
+                fingerprint=notes,
+                max_size=1,
+            )
+        )
+    return pool
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("isolation_verify", [False, True], ids=["verify-off", "verify-on"])
+@pytest.mark.parametrize("target", ["app", "session", "store"])
+async def test_dirt_through_a_group_of_a_group_is_reset_at_every_depth(
+    target: str, isolation_verify: bool
+) -> None:
+    """Dirt left through ``app`` in its member ``session`` and in ``session``'s member
+    ``store``: the next lease of ``app``, of ``session`` or of ``store`` gets the same
+    instances, pristine. (A release reset ``app``'s direct members only: ``store`` kept the
+    data for the next test of ``app``; and a lease of ``store`` waited for its timeout, the
+    idle ``app`` keeping the ``session`` that kept it.)"""
+    pool = _two_level_pool(isolation_verify=isolation_verify)
+    async with pool:
+        async with pool.acquire("app") as app:
+            store = app.member.member
+            app.notes.append("app")
+            app.member.notes.append("session")
+            store.data["x"] = 1
+        async with pool.acquire(target) as handle:
+            # The same instance at each depth, pristine.
+            got = {"app": lambda h: h.member.member, "session": lambda h: h.member, "store": lambda h: h}
+            assert got[target](handle) is store
+            assert store.data == {}
+            if target != "store":
+                assert handle.notes == []
+            if target == "app":
+                assert handle.member.notes == []
+        for name in ("app", "session", "store"):
+            assert pool.stats(name).isolation_failures == 0
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_isolation_verify_sees_what_an_innermost_members_reset_left() -> None:
+    """``store``'s reset misses a key: verifying ``app`` compares ``store``'s fingerprint
+    too and names where the difference is; the recovery rebuilds ``store`` (its reset still
+    leaves the key) and each group over it."""
+
+    def leaky_reset(store: _Store) -> None:
+        store.data.pop("x", None)  # "y" stays
+
+    pool = _two_level_pool(isolation_verify=True, store_reset=leaky_reset)
+    async with pool:
+        async with pool.acquire("app") as app:
+            app.member.member.data.update(x=1, y=2)
+        async with pool.acquire("app") as again:
+            assert again.member.member.data == {}
+        assert pool.stats("app").isolation_failures == 1
+        found = pool.service_pools["app"].last_isolation_failure or ""
+        assert found.startswith("member 'store' of 'session': "), found
+        # Rebuilt at every depth: the store's factory, then each group over the new one.
+        assert [pool.stats(n).recoveries["factory"] for n in ("store", "session", "app")] == [1, 1, 1]
+        pool.check_invariants()
