@@ -732,6 +732,28 @@ class TestGroups:
 
         _run_in_virtual_time(main())
 
+    def test_an_idle_group_of_groups_gives_back_a_member_at_max_size_to_a_direct_waiter(self) -> None:
+        """``m``'s one instance is lent to ``g``'s, itself lent to an idle ``app`` instance:
+        no ``g`` instance was idle to destroy, so a direct acquire of ``m`` waited until its
+        timeout. The idle ``app`` is destroyed, then the ``g`` it gave back, at the next
+        stall check, and the member serves the waiter."""
+
+        async def main() -> None:
+            pool = _member_and_group(max_size=1)
+            pool.register(ServiceSpec(name="app", factory=lambda g: ("app", g), depends_on=("g",)))
+            async with pool:
+                async with pool.acquire("app"):
+                    pass
+                assert (pool.stats("app").idle, pool.stats("g").in_use, pool.stats("m").in_use) == (1, 1, 1)
+                asked = asyncio.get_running_loop().time()
+                async with pool.acquire("m") as m:
+                    assert asyncio.get_running_loop().time() - asked <= 2 * STALL_MIN_S
+                    assert m == []
+                assert (pool.stats("app").size, pool.stats("g").size, pool.stats("m").size) == (0, 0, 1)
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
     def test_a_member_lent_while_a_direct_waiter_waits_comes_back_when_the_group_is_idle(self) -> None:
         """The direct waiter queued while a test held ``m``; the release went to a group being
         built (it queues first), and that group's lease ended: no release of ``m`` will come.

@@ -181,6 +181,39 @@ async def test_a_group_lease_runs_its_members_check_on_acquire() -> None:
         pool.check_invariants()
 
 
+class App:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+
+@pytest.mark.asyncio
+async def test_a_group_of_groups_lease_runs_its_innermost_members_check_on_acquire() -> None:
+    """``member`` is a member of ``group``, itself a member of ``app``: a broken ``member``
+    inside an idle ``app`` fails its check on acquire, and ``app``'s recovery reaches it,
+    rebuilds it in place, then ``group`` over it, then ``app``."""
+    clock = FakeClock()
+    pool = MockPool(clock=clock, supervise=False)
+    pool.register(ServiceSpec(name="member", factory=Double, health_check=_health, check_idle_after=5.0))
+    pool.register(ServiceSpec(name="group", factory=Session, depends_on=("member",)))
+    pool.register(ServiceSpec(name="app", factory=App, depends_on=("group",)))
+    assert pool.service_pools["app"].acquire_check
+    async with pool:
+        async with pool.acquire("app") as app:
+            broken = app.session.member
+            broken.broken = True  # breaks in a way no reset sees
+        clock.advance(6.0)
+        async with pool.acquire("app") as again:
+            assert again.session.member is not broken
+            assert not again.session.member.broken
+        member, group, outer = pool.stats("member"), pool.stats("group"), pool.stats("app")
+        # app's check on acquire (of member) failed; its recovery's check of member failed
+        # too and rebuilt it, and each group over it.
+        assert (outer.health_failures, member.health_failures) == (1, 1)
+        assert [s.recoveries["factory"] for s in (member, group, outer)] == [1, 1, 1]
+        assert (outer.acquisitions, outer.served) == (2, 2)
+        pool.check_invariants()
+
+
 @pytest.mark.asyncio
 async def test_check_on_acquire_turned_on_for_a_member_applies_to_its_groups() -> None:
     """The adaptation supervisor turns check-on-acquire on at run time: a group built on the

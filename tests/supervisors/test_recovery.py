@@ -98,6 +98,77 @@ async def test_a_member_that_must_be_rebuilt_rebuilds_the_group_over_it() -> Non
         pool.check_invariants()
 
 
+class App:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+
+def _app_over_a_session(reset_store: Any, **store: Any) -> MockPool:
+    """``store``, the group ``session`` over it (and ``tag``), and ``app`` over ``session``."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="store", factory=Store, reset=reset_store, **store))
+    pool.register(ServiceSpec(name="tag", factory=lambda: "t"))
+    pool.register(ServiceSpec(name="session", factory=Session, depends_on=("store", "tag")))
+    pool.register(ServiceSpec(name="app", factory=App, depends_on=("session",)))
+    return pool
+
+
+@pytest.mark.asyncio
+async def test_an_innermost_members_failing_reset_is_mended_in_place_by_its_snapshot() -> None:
+    """``store`` is a member of ``session``, itself a member of ``app``: its reset fails at
+    the release of ``app`` and again in ``app``'s recovery, which reaches it and restores its
+    snapshot; ``session`` keeps its instance (it still holds the same store)."""
+    failures = [0]
+
+    def reset_store(s: Store) -> None:  # fails while failures are asked for
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("store reset failed")
+        s.data.clear()
+
+    pool = _app_over_a_session(reset_store, snapshot=_snapshot, restore=_restore)
+    async with pool:
+        async with pool.acquire("app") as app:
+            app.session.store.data["k"] = 1
+            failures[0] = 2
+        async with pool.acquire("app") as again:
+            assert again.session is app.session and again.session.store is app.session.store
+            assert again.session.store.data == {}
+        # The release's failure is app's; the recovery's, which sent store to its ladder, store's.
+        assert (pool.stats("app").reset_failures, pool.stats("store").reset_failures) == (1, 1)
+        assert pool.stats("store").recoveries["snapshot"] == 1
+        assert pool.stats("session").recoveries.total() == 0
+        # app has no snapshot: rebuilt over the same members.
+        assert pool.stats("app").recoveries["factory"] == 1
+        pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_an_innermost_member_that_must_be_rebuilt_rebuilds_each_group_over_it() -> None:
+    """``store``'s reset always fails: ``app``'s recovery rebuilds it, then ``session`` over
+    the new store (its instance, and its snapshot, held the old one), then ``app``."""
+
+    def reset_store(s: Store) -> None:
+        raise RuntimeError("store reset always fails")
+
+    pool = _app_over_a_session(reset_store)
+    async with pool:
+        async with pool.acquire("app") as first:
+            first.session.store.data["k"] = 1
+        async with pool.acquire("app") as second:
+            assert second is not first and second.session is not first.session
+            assert second.session.store is not first.session.store
+            assert second.session.store.data == {}
+            assert second.session.tag == "t"
+        await settle()  # the second release's recovery runs in the background
+        for name in ("store", "session", "app"):
+            stats = pool.stats(name)
+            assert stats.recoveries["factory"] == 2, name
+            assert (stats.size, stats.created - stats.destroyed) == (1, 1), name
+        assert pool.stats("tag").recoveries.total() == 0  # reset (it has no hook) and kept
+        pool.check_invariants()
+
+
 @pytest.mark.asyncio
 async def test_a_service_whose_factory_never_worked_is_stubbed_from_its_declared_type() -> None:
     def make_store() -> Store:
