@@ -657,6 +657,30 @@ def test_a_pool_never_overwrites_a_history_file_it_cannot_read(tmp_path: Path, c
     assert again.history.runs == 1 and again.history_path == beside
 
 
+def test_a_history_path_under_a_file_warns_once_and_keeps_no_history(tmp_path: Path) -> None:
+    """A parent of the path is a file: no file can be there, nor beside it. It warned three
+    times, the first saying the history was kept beside it, which it never was."""
+    (tmp_path / "afile").touch()
+    path = tmp_path / "afile" / "history.json"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        pool = MockPool(history=path)
+        pool.register(ServiceSpec(name="svc", factory=dict))
+
+        async def run() -> None:
+            async with pool, pool.acquire("svc"):
+                pass
+
+        asyncio.run(run())
+    expected = (
+        f"mockpool: cannot use history file {str(path)!r} (NotADirectoryError: [Errno 20] Not a "
+        f"directory: {str(path)!r}): a parent of it is a file; this run neither reads nor saves "
+        "history. Pass a path in a directory"
+    )
+    assert [(w.category, str(w.message)) for w in record] == [(MockPoolHistoryWarning, expected)]
+    assert pool.history_path is None and pool.history.runs == 0
+
+
 def test_the_settled_size_is_kept_decayed_and_read_from_files_without_it() -> None:
     first = merged(run(redis=replace(usage((1.0,)), size=6)))
     assert first.size("redis") == 6.0

@@ -212,19 +212,31 @@ class History:
             return History()
 
     @staticmethod
-    def open(path: str | os.PathLike[str]) -> tuple[History, Path]:
+    def open(path: str | os.PathLike[str]) -> tuple[History, Path | None]:
         """Load the history at ``path`` for a run, and say where the run should save it.
 
         That is ``path`` itself, unless it holds something this version cannot read (a newer
         version's history, another tool's JSON, a damaged file): that file is never
         overwritten. A warning says so, and the run reads and writes the file beside it,
-        ``<stem>.mockpool-v<VERSION><suffix>``.
+        ``<stem>.mockpool-v<VERSION><suffix>``. A path that no file can be at (one of its
+        parents is a file) gets one warning, and the run keeps no history (None).
         """
         p = Path(path)
         try:
             return History._read(p), p
         except FileNotFoundError:
             return History(), p
+        except NotADirectoryError as exc:
+            # Beside it is no better: the same parent. Said once, here, rather than again as
+            # the file beside it fails to load and once more as the run fails to save it.
+            warnings.warn(
+                f"mockpool: cannot use history file {str(p)!r} ({type(exc).__name__}: {exc}): "
+                "a parent of it is a file; this run neither reads nor saves history. Pass a "
+                "path in a directory",
+                MockPoolHistoryWarning,
+                stacklevel=2,
+            )
+            return History(), None
         except (OSError, ValueError, RecursionError) as exc:
             beside = p.with_name(f"{p.stem}.mockpool-v{VERSION}{p.suffix}")
             warnings.warn(
