@@ -3,7 +3,8 @@
 Every ``spec.health_interval`` seconds (jittered by +-10 % so services and loops drift apart),
 each idle instance of a service with a ``health_check`` is taken out of the idle stack, checked
 (bounded by ``spec.health_timeout``) and put back, or sent to recovery when the check returns
-False, raises or times out. The same tick resumes recoveries orphaned by a dead event loop and
+False, raises or times out. An idle group's members at every depth are checked with it, by
+their own checks: they sit in the group, out of their own services' idle stacks. The same tick resumes recoveries orphaned by a dead event loop and
 tries to swap one degraded (tier 3/4) idle instance per service for a factory-made one, so a
 service heals by itself once its factory works again.
 """
@@ -37,6 +38,7 @@ __all__ = (
     "HealthSupervisor",
     "IdleView",
     "check_entry",
+    "health_steps",
     "jittered",
     "plan_health",
     "replace_degraded",
@@ -95,21 +97,30 @@ def jittered(interval: float, u: float, jitter: float = JITTER) -> float:
     return interval * (1.0 + jitter * (2.0 * u - 1.0))
 
 
+def health_steps(svc: ServicePool) -> tuple[tuple[tuple[str, ...], ServicePool], ...]:
+    """The checks an idle entry of ``svc`` gets: a group's members' at every depth (an idle
+    group holds them, out of their own services' idle stacks), innermost first, then its own;
+    each with the path to its entry."""
+    return tuple((path, owner) for path, owner in (*svc.member_paths, ((), svc)) if owner.spec.health_check)
+
+
 async def check_entry(svc: ServicePool, entry: Entry) -> bool:
-    """Health-check one idle entry; False (and recovery) when unhealthy. Skips non-idle ones."""
-    core, spec = svc.core, svc.spec
-    if spec.health_check is None or not core.take_for_check(entry):
+    """Health-check one idle entry (a group's: its members' too); False (and recovery) when
+    unhealthy. Skips non-idle ones. A member's failed check is the group's: the group goes to
+    recovery, which checks and mends its members."""
+    core = svc.core
+    steps = health_steps(svc)
+    if not steps or not core.take_for_check(entry):
         return True
-    svc.metrics.health_checks += 1
     failure: str | None = None
     try:
-        ok = await call_hook(
-            spec.health_check,
-            entry.instance,
-            timeout=spec.health_timeout,
-            service=svc.name,
-            name="health_check",
-        )
+        for path, owner in steps:
+            svc.metrics.health_checks += 1
+            failure = await _check(owner, entry.member_at(path).instance)
+            if failure is not None:
+                if path:
+                    failure = f"member {owner.name!r}'s {failure}"
+                break
     except asyncio.CancelledError:
         # The loop or the pool is ending mid-check: the instance's health is unknown, so it
         # goes to recovery in the next runtime; the cancellation propagates.
@@ -117,15 +128,6 @@ async def check_entry(svc: ServicePool, entry: Entry) -> bool:
             core.begin_recovery(entry)
             svc.orphans.append(entry)
         raise
-    except TimeoutError:
-        failure = f"health check timed out after {spec.health_timeout:g} s"
-    except BaseException as exc:  # pytest.fail in the hook too: the instance must not stay out
-        if must_propagate(exc):
-            raise
-        failure = f"health check raised {exc!r}"
-    else:
-        if ok is False:
-            failure = "health check returned False"
     if entry.state is not EntryState.CHECKING:
         return failure is None  # removed meanwhile (the pool closed)
     if failure is None:
@@ -135,6 +137,25 @@ async def check_entry(svc: ServicePool, entry: Entry) -> bool:
     logger.warning("service %r: entry #%d unhealthy (%s); recovering", svc.name, entry.id, failure)
     svc.to_recovery(entry, failure)
     return False
+
+
+async def _check(owner: ServicePool, instance: Any) -> str | None:
+    """Run ``owner``'s health check on ``instance``: None if healthy, else what failed."""
+    spec = owner.spec
+    assert spec.health_check is not None
+    try:
+        ok = await call_hook(
+            spec.health_check, instance, timeout=spec.health_timeout, service=owner.name, name="health_check"
+        )
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        return f"health check timed out after {spec.health_timeout:g} s"
+    except BaseException as exc:  # pytest.fail in the hook too: the instance must not stay out
+        if must_propagate(exc):
+            raise
+        return f"health check raised {exc!r}"
+    return "health check returned False" if ok is False else None
 
 
 async def replace_degraded(svc: ServicePool, entry: Entry) -> bool:
@@ -212,7 +233,7 @@ class HealthSupervisor:
             plan = plan_health(
                 HealthInput(
                     due=True,
-                    has_check=svc.spec.health_check is not None,
+                    has_check=bool(health_steps(svc)),
                     idle=tuple(IdleView(e.id, now - e.last_used, e.degraded) for e in core.idle),
                 )
             )

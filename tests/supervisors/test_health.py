@@ -181,6 +181,30 @@ async def test_a_group_lease_runs_its_members_check_on_acquire() -> None:
         pool.check_invariants()
 
 
+@pytest.mark.asyncio
+async def test_a_periodic_check_of_an_idle_group_checks_its_members() -> None:
+    """An idle group holds its member's instance, out of the member's idle stack: the member's
+    periodic check never saw it, and a broken member waited for the next lease. The group's
+    tick checks its members by their own checks; a failure sends the group to recovery."""
+    clock = FakeClock()
+    pool = MockPool(clock=clock)
+    pool.register(ServiceSpec(name="member", factory=Double, health_check=_health))
+    pool.register(ServiceSpec(name="group", factory=Session, depends_on=("member",), health_interval=2.0))
+    async with pool:
+        async with pool.acquire("group") as session:
+            broken = session.member
+            broken.broken = True  # breaks in a way no reset sees
+        clock.advance(2.5)  # past the group's interval, jitter included (+-10 %)
+        await _settle()
+        assert broken.checks == 2  # the group's tick, then its recovery's check of the member
+        group, member = pool.stats("group"), pool.stats("member")
+        assert (group.health_checks, group.health_failures, group.recoveries.total()) == (1, 1, 1)
+        assert (member.health_failures, member.recoveries["factory"]) == (1, 1)
+        async with pool.acquire("group") as again:
+            assert again.member is not broken and not again.member.broken
+        pool.check_invariants()
+
+
 class App:
     def __init__(self, session: Session) -> None:
         self.session = session
