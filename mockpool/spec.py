@@ -24,6 +24,8 @@ Hook = Callable[..., Any]
 _HOOKS = ("reset", "health_check", "snapshot", "restore", "destroy", "minimal", "bind", "fingerprint")
 #: Called inline by the lease, in the task that enters or leaves it: never awaited.
 _LEASE_HOOKS = ("on_acquire", "on_release")
+#: Hooks that must be sync: ``bind`` (the lease binds inline too) and the lease hooks.
+_INLINE_HOOKS = ("bind", *_LEASE_HOOKS)
 #: The arguments each hook is called with, as named in ``_check_arity``'s message.
 _HOOK_CALLS: dict[str, tuple[str, ...]] = {
     "reset": ("instance",),
@@ -116,11 +118,12 @@ class ServiceSpec:
                 _check_callable(hook, value, name)
                 if hook != "minimal":  # a factory: checked below, once depends_on is known
                     _check_arity(hook, value, _HOOK_CALLS[hook], name)
-        for hook in _LEASE_HOOKS:
+        for hook in _INLINE_HOOKS:
             value = getattr(self, hook)
             if value is not None:
-                _check_callable(hook, value, name)
-                _check_arity(hook, value, _HOOK_CALLS[hook], name)
+                if hook in _LEASE_HOOKS:
+                    _check_callable(hook, value, name)
+                    _check_arity(hook, value, _HOOK_CALLS[hook], name)
                 if inspect.iscoroutinefunction(value):
                     raise ServiceConfigError(
                         hook,
