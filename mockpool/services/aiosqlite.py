@@ -24,6 +24,7 @@ pool closes every connection, leaked leases included, so nothing keeps the inter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 import threading
@@ -142,6 +143,7 @@ if TYPE_CHECKING:
         def load_now_possible(self) -> bool: ...
         def load_now(self, image: bytes | None = None) -> bool: ...
         async def load(self, image: bytes | None = None) -> None: ...
+        def interrupt_running(self) -> None: ...
         async def reset(self) -> None: ...
         def reset_soon(self) -> Coroutine[Any, Any, None] | None: ...
         async def snapshot(self) -> dict[str, Any]: ...
@@ -266,10 +268,23 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
             return True
 
         async def load(self, image: bytes | None = None) -> None:
-            """:meth:`load_now`, or the same queued behind the pending calls."""
+            """:meth:`load_now`, or the same queued behind the pending calls, the statement
+            running on the worker thread interrupted first (see :meth:`interrupt_running`)."""
             if not self.load_now(image):
+                self.interrupt_running()
                 await self.run(self._conn.rebuild, image)
                 self._put_back()
+
+        def interrupt_running(self) -> None:
+            """Interrupt the statement the worker thread is running, if any: it fails with
+            ``OperationalError: interrupted``. The lease that started it has ended, and
+            cancelling the task that awaited it never reaches the thread: a long query ran on,
+            and the reset or close queued behind it timed out. Calls queued after it still run.
+            ``sqlite3``'s ``interrupt()`` is the one method safe from another thread."""
+            raw = self._connection
+            if raw is not None and self._owned:
+                with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
+                    raw.interrupt()
 
         def _put_back(self) -> None:
             attributes = self.__dict__
@@ -326,6 +341,7 @@ def _pooled_class(aiosqlite_mod: Any) -> type[PooledAioConnection]:
             and a future left unawaited warns about nothing (a coroutine would)."""
             if not self._owned:
                 return None  # already shut
+            self.interrupt_running()  # else the close waits behind a query left running
             self._owned = False
             if asyncio._get_running_loop() is None:
                 # No loop to make a future in (aiosqlite would call get_event_loop()).

@@ -140,6 +140,8 @@ class SqlAlchemyDouble:
         return None
 
     async def _rebuild(self, image: bytes | None) -> None:
+        # A query a cancelled task left running would hold up the rollback queued behind it.
+        self.conn.interrupt_running()
         await self.session.close()  # rolls back; gives the connection back to the engine's pool
         self._end_kept()
         self._new_session()

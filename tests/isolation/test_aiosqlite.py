@@ -4,8 +4,10 @@ isolation-verify sees every visible case when the reset is weakened."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from mockpool import MockPool
 from mockpool.services import aiosqlite_service
 from mockpool.testing import Dirtier, check_isolation
 
@@ -198,3 +201,49 @@ async def test_a_connection_bound_to_its_thread_is_rebuilt_on_that_thread() -> N
     usable = [d for d in DIRTIERS if d.name not in {"row_factory", "text_factory", "isolation_level"}]
     report = await check_isolation(spec, usable, pristine=names, isolation_verify=True, strict=True)
     assert {case.outcome for case in report.cases} == {"reset"}
+
+
+#: A query that runs for hours, and calls ``started()`` once when it has begun.
+_ENDLESS = (
+    "with recursive c(x) as (select started() union all select x + 1 from c where x < 1e12) "
+    "select count(*) from c"
+)
+
+
+def _signal(event: threading.Event) -> Any:
+    """An SQL function that sets ``event``: the query calling it has begun."""
+
+    def started() -> int:
+        event.set()
+        return 1
+
+    return started
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("cancelled", [True, False], ids=["task-cancelled", "task-left-awaiting"])
+async def test_a_query_left_running_is_interrupted_by_the_reset(cancelled: bool) -> None:
+    """A query still running on aiosqlite's worker thread when the lease ends (cancelling the
+    task that awaits it does not reach the thread): the reset, queued behind it, timed out,
+    then the destroy did, and the thread ran the query for the rest of the session. The reset
+    interrupts it, so the same connection serves the next lease, pristine."""
+    pool = MockPool(supervise=False, default_timeout=10.0)
+    pool.register(aiosqlite_service(schema=SCHEMA, seed=SEED, max_size=1, reset_timeout=5.0))
+    started = threading.Event()
+    async with pool:
+        async with pool.acquire("aiosqlite") as db:
+            await db.create_function("started", 0, _signal(started))
+            query = asyncio.ensure_future(db.execute(_ENDLESS))
+            assert await asyncio.to_thread(started.wait, 10)
+            if cancelled:
+                query.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await query
+        async with pool.acquire("aiosqlite") as again:
+            assert again is db  # reset, not rebuilt by a recovery
+            await _pristine(again)
+        if not cancelled:
+            with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+                await query
+        assert pool.stats("aiosqlite").reset_failures == 0
+        pool.check_invariants()

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
 import pytest
 from sqlalchemy import JSON, CursorResult, event, func, insert, literal, select, text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -440,3 +441,50 @@ async def test_a_connection_or_session_left_open_past_its_lease_cannot_touch_the
             assert await _names(session) == [*NAMES, ("carol",)]
         async with pool.acquire("sqlalchemy") as session:
             assert await _names(session) == NAMES
+
+
+#: A query that runs for hours, and calls ``started()`` once when it has begun.
+_ENDLESS = (
+    "with recursive c(x) as (select started() union all select x + 1 from c where x < 1e12) "
+    "select count(*) from c"
+)
+
+
+def _signal(event: threading.Event) -> Any:
+    """An SQL function that sets ``event``: the query calling it has begun."""
+
+    def started() -> int:
+        event.set()
+        return 1
+
+    return started
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("cancelled", [True, False], ids=["task-cancelled", "task-left-awaiting"])
+async def test_a_query_left_running_is_interrupted_by_the_reset(cancelled: bool) -> None:
+    """A query still running on aiosqlite's worker thread when the lease ends (cancelling the
+    task that awaits it does not reach the thread): the reset's rollback and rebuild, queued
+    behind it, timed out, then the destroy did. The reset interrupts it, so the same double
+    serves the next lease."""
+    pool = MockPool(supervise=False, default_timeout=10.0)
+    pool.register(dataclasses.replace(SPEC, max_size=1, reset_timeout=5.0))
+    started = threading.Event()
+    async with pool:
+        async with pool.acquire(SPEC.name) as session:
+            raw = await (await session.connection()).get_raw_connection()
+            await raw.driver_connection.create_function("started", 0, _signal(started))
+            query = asyncio.ensure_future(session.execute(text(_ENDLESS)))
+            assert await asyncio.to_thread(started.wait, 10)
+            if cancelled:
+                query.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await query
+        async with pool.acquire(SPEC.name) as again:
+            await _pristine(again)
+        if not cancelled:
+            with pytest.raises(OperationalError, match="interrupted"):
+                await query
+        stats = pool.stats(SPEC.name)
+        assert (stats.reset_failures, stats.destroyed) == (0, 0)
+        pool.check_invariants()
