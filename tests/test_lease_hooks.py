@@ -125,6 +125,7 @@ async def test_without_on_acquire_on_release_gets_none() -> None:
 def test_lease_hooks_must_be_sync(hook: str) -> None:
     """The lease calls them inline, unawaited: an async one handed the test a coroutine object
     (bind) or never ran (a warning "never awaited", an error under ``-W error``)."""
+
     async def coroutine_function(*args: Any) -> None:
         del args
 
