@@ -5,6 +5,7 @@ next lease, must be those of a new connection."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,3 +125,20 @@ def _dirtier(case: SqlCase, run: Run) -> Dirtier:
         assert rows == want, f"{case.check!r} returned {rows}, a new connection {want}"
 
     return Dirtier(case.name, dirty, gone=gone)
+
+
+#: A query that runs for hours, and calls ``started()`` once when it has begun.
+ENDLESS = (
+    "with recursive c(x) as (select started() union all select x + 1 from c where x < 1e12) "
+    "select count(*) from c"
+)
+
+
+def signal_start(event: threading.Event) -> Any:
+    """An SQL function that sets ``event``: the query calling it has begun."""
+
+    def started() -> int:
+        event.set()
+        return 1
+
+    return started

@@ -19,7 +19,7 @@ from mockpool import MockPool
 from mockpool.services import aiosqlite_service
 from mockpool.testing import Dirtier, check_isolation
 
-from ._sqlite_cases import NAMES, SCHEMA, SEED, sql_dirtiers
+from ._sqlite_cases import ENDLESS, NAMES, SCHEMA, SEED, signal_start, sql_dirtiers
 
 SPEC = aiosqlite_service(schema=SCHEMA, seed=SEED)
 
@@ -203,23 +203,6 @@ async def test_a_connection_bound_to_its_thread_is_rebuilt_on_that_thread() -> N
     assert {case.outcome for case in report.cases} == {"reset"}
 
 
-#: A query that runs for hours, and calls ``started()`` once when it has begun.
-_ENDLESS = (
-    "with recursive c(x) as (select started() union all select x + 1 from c where x < 1e12) "
-    "select count(*) from c"
-)
-
-
-def _signal(event: threading.Event) -> Any:
-    """An SQL function that sets ``event``: the query calling it has begun."""
-
-    def started() -> int:
-        event.set()
-        return 1
-
-    return started
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("cancelled", [True, False], ids=["task-cancelled", "task-left-awaiting"])
 async def test_a_query_left_running_is_interrupted_by_the_reset(cancelled: bool) -> None:
@@ -232,8 +215,8 @@ async def test_a_query_left_running_is_interrupted_by_the_reset(cancelled: bool)
     started = threading.Event()
     async with pool:
         async with pool.acquire("aiosqlite") as db:
-            await db.create_function("started", 0, _signal(started))
-            query = asyncio.ensure_future(db.execute(_ENDLESS))
+            await db.create_function("started", 0, signal_start(started))
+            query = asyncio.ensure_future(db.execute(ENDLESS))
             assert await asyncio.to_thread(started.wait, 10)
             if cancelled:
                 query.cancel()

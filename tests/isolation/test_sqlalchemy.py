@@ -22,7 +22,7 @@ from mockpool import MockPool, MockPoolError
 from mockpool.services import sqlalchemy_service
 from mockpool.testing import Dirtier, check_isolation
 
-from ._sqlite_cases import NAMES, sql_dirtiers
+from ._sqlite_cases import ENDLESS, NAMES, signal_start, sql_dirtiers
 
 
 class Base(DeclarativeBase):
@@ -443,23 +443,6 @@ async def test_a_connection_or_session_left_open_past_its_lease_cannot_touch_the
             assert await _names(session) == NAMES
 
 
-#: A query that runs for hours, and calls ``started()`` once when it has begun.
-_ENDLESS = (
-    "with recursive c(x) as (select started() union all select x + 1 from c where x < 1e12) "
-    "select count(*) from c"
-)
-
-
-def _signal(event: threading.Event) -> Any:
-    """An SQL function that sets ``event``: the query calling it has begun."""
-
-    def started() -> int:
-        event.set()
-        return 1
-
-    return started
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("cancelled", [True, False], ids=["task-cancelled", "task-left-awaiting"])
 async def test_a_query_left_running_is_interrupted_by_the_reset(cancelled: bool) -> None:
@@ -473,8 +456,8 @@ async def test_a_query_left_running_is_interrupted_by_the_reset(cancelled: bool)
     async with pool:
         async with pool.acquire(SPEC.name) as session:
             raw = await (await session.connection()).get_raw_connection()
-            await raw.driver_connection.create_function("started", 0, _signal(started))
-            query = asyncio.ensure_future(session.execute(text(_ENDLESS)))
+            await raw.driver_connection.create_function("started", 0, signal_start(started))
+            query = asyncio.ensure_future(session.execute(text(ENDLESS)))
             assert await asyncio.to_thread(started.wait, 10)
             if cancelled:
                 query.cancel()
