@@ -419,8 +419,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                     self.bind_leased(lease, entry)
                 if self.acquire_check:
                     return await self.checked_on_acquire(lease, entry, since=started)
-                waited = lease._waited = self.clock.now() - started
-                metrics.record_wait(waited)
+                self._record_wait(lease, started)
         return entry
 
     def _nest(self, held: ServicePool | tuple[ServicePool, ...], step: int) -> None:

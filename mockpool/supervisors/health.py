@@ -147,8 +147,6 @@ async def _check(owner: ServicePool, instance: Any) -> str | None:
         ok = await call_hook(
             spec.health_check, instance, timeout=spec.health_timeout, service=owner.name, name="health_check"
         )
-    except asyncio.CancelledError:
-        raise
     except TimeoutError:
         return f"health check timed out after {spec.health_timeout:g} s"
     except BaseException as exc:  # pytest.fail in the hook too: the instance must not stay out
