@@ -186,6 +186,7 @@ class Lease(Generic[T]):
         else:
             svc.metrics.record_hold(now - started)
         entry.last_used = now
+        svc.metrics.released_at = now
         if exc_type is not None and issubclass(exc_type, Exception):
             svc.metrics.lease_errors += 1
         active = svc.active

@@ -265,6 +265,7 @@ class ServiceMetrics:
         "recoveries",
         "recovery_failures",
         "recovery_times",
+        "released_at",
         "reset_failures",
         "resets",
         "timeouts",
@@ -301,6 +302,8 @@ class ServiceMetrics:
         self.waits = Ring()
         self.holds = Ring()
         self.hold_ewma = 0.0
+        #: When the last lease ended (the pool's clock; the stall check reads it).
+        self.released_at = 0.0
         #: EWMA of the seconds sync factories held the loop per lease, as of hold number
         #: ``_blocked_at`` (see record_blocked_hold).
         self._blocked_mean = 0.0

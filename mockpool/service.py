@@ -42,7 +42,7 @@ from .metrics import (
     format_error,
 )
 from .recovery_handoff import RecoveryHandoff
-from .sizing import LimitState, SizingInput, creations, members_room
+from .sizing import LimitState, SizingInput, creations, members_room, stall_s
 from .waiting import Waiting
 
 if TYPE_CHECKING:
@@ -445,6 +445,24 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 del by_task[task]  # the common case, inline
             else:
                 self.holds.remove(task, self)
+
+    def parked_holders(self) -> dict[ServicePool, int]:
+        """The other services whose queues hold tests that hold a lease here (nested leases
+        queued for, see ``Holds``), and how many of those wait in each."""
+        return {
+            other: count
+            for other in self.pool.service_pools.values()
+            if other is not self and (count := other.nested.get(self, 0))
+        }
+
+    def advancing(self) -> bool:
+        """A lease ended here within a stall's time (:func:`~mockpool.sizing.stall_s`): the
+        tests queued here are being served."""
+        m = self.metrics
+        if not m.holds.count:
+            return False
+        waited = self.clock.now() - m.released_at
+        return waited < stall_s(m.hold_ewma, self.core.in_use - self.core.lent)
 
     def upstream_waiting(self) -> int:
         """Tests queued at services whose holders wait here: each will lease this one next."""

@@ -295,6 +295,82 @@ class TestAcquire:
             loop.close()
         assert sorted(destroyed) == ["a", "b", "c", "c"]  # at close, not before
 
+    @staticmethod
+    async def _a_held_by_a_test_in_line_for_b(*, b_moves: bool) -> tuple[int, float]:
+        """``a`` (one instance; the throughput search allows no second: only a stall makes
+        one) is held by a test that queued for it and now waits in line for ``b``. ``b``
+        serves a line of 20 tests, 0.1 s each (``b_moves``), or its one holder waits for
+        ``a``'s next test to start (a deadlock only a second ``a`` breaks: ``b``'s
+        ``max_size`` is 1). Returns ``a``'s size and when the next test of ``a`` got it."""
+        from mockpool.sizing import LimitState
+
+        pool = MockPool(supervise=False, default_timeout=None)
+        pool.register(ServiceSpec(name="a", factory=dict))
+        pool.register(ServiceSpec(name="b", factory=dict, max_size=1))
+        async with pool:
+            pool.service_pools["a"].limit = LimitState(limit=1)
+            second_started = asyncio.Event()
+            b_held, a_held = asyncio.Event(), asyncio.Event()
+
+            async def use_b(hold_s: float) -> None:
+                async with pool.acquire("b"):
+                    b_held.set()
+                    if b_moves:
+                        await asyncio.sleep(hold_s)
+                    else:
+                        await second_started.wait()
+
+            line = [asyncio.create_task(use_b(0.1))]
+            await b_held.wait()
+            line += [asyncio.create_task(use_b(0.1)) for _ in range(19 if b_moves else 0)]
+
+            async def holder() -> None:
+                async with pool.acquire("a"):  # queued for: a's first instance is made for it
+                    a_held.set()
+                    async with pool.acquire("b"):
+                        pass
+
+            first = asyncio.create_task(holder())
+            await a_held.wait()
+            while pool.stats("b").waiting < len(line):  # the holder is in b's line
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.25)  # b's line moved (or not) a while: two leases ended there
+            async with pool.acquire("a"):
+                second_started.set()
+                got_at = asyncio.get_running_loop().time()
+            await asyncio.gather(first, *line)
+            size = pool.stats("a").size
+            pool.check_invariants()
+        return size, got_at
+
+    def test_a_holder_waiting_in_a_queue_that_moves_is_no_stall(self) -> None:
+        """``a``'s waiter waits about 2 s with no lease of ``a`` ended, but its holder is in
+        ``b``'s line, which moves: it is served when the holder gets ``b``. A second ``a``
+        made for that stall runs no test sooner on a busy loop (1,199 stress tests made youtube
+        one more 50-80 ms autospec'd client at each stall check this way)."""
+        result: list[tuple[int, float]] = []
+
+        async def main() -> None:
+            result.append(await self._a_held_by_a_test_in_line_for_b(b_moves=True))
+
+        _run_in_virtual_time(main())
+        size, got_at = result[0]
+        assert size == 1
+        assert got_at >= 1.9  # after the 20 tests of b's line
+
+    def test_a_holder_waiting_in_a_queue_that_does_not_move_is_a_stall(self) -> None:
+        """Liveness: ``b``'s holder waits for ``a``'s next test, so ``b``'s line does not move;
+        the stall check makes a second ``a`` for the waiter, beyond the search's limit."""
+        result: list[tuple[int, float]] = []
+
+        async def main() -> None:
+            result.append(await self._a_held_by_a_test_in_line_for_b(b_moves=False))
+
+        _run_in_virtual_time(main())
+        size, got_at = result[0]
+        assert size == 2
+        assert got_at < 1.25  # a stall's time or so, not a deadlock
+
     def test_waiters_served_by_creations_just_ended_are_no_stall(self) -> None:
         """A warm run's first tests: the service's limit is the one instance earlier runs
         settled at, and the waiters queued while it was being created. It ends just before a

@@ -61,6 +61,12 @@ BASE = SizingInput(
         # slow start: one at a time until a creation and a lease were measured...
         (replace(BASE, hold_s=None), 1),
         (replace(BASE, hold_s=None, creating=1), 0),
+        # ...but not on a loop measured saturated while they waited: another instance runs no
+        # test sooner there, whatever the leases turn out to take
+        (replace(BASE, hold_s=None, busy=SATURATED), 0),
+        (replace(BASE, create_s=None, busy=1.0), 0),
+        (replace(BASE, hold_s=None, busy=SATURATED - 0.01), 1),
+        (replace(BASE, hold_s=None, busy=SATURATED, load_predates_queue=True), 0),
         # ...and the loop's load
         (replace(BASE, lease_cost=None), 1),
         # ...but not past the size earlier runs settled at: a run warmed to it from history has
