@@ -200,11 +200,11 @@ def creations(s: SizingInput) -> int:
     # settled at: a run warmed to it has its creations measured but not yet its leases, and
     # growing past it unmeasured made each run warm more than the one before.
     slow = 1 if s.creating == 0 and (s.settled == 0 or s.size < s.settled) else 0
-    if s.busy is not None and s.busy >= SATURATED:
-        # Nor on a saturated loop (a reading from before the queue too: more demand saturates
-        # it no less): another instance runs no test sooner there, whatever the leases turn out
-        # to take. (1,199 tests that all queued at once got a second instance of each service
-        # before any lease ended: two autospec'd clients of 45-80 ms each, 5-8 % of the run.)
+    if s.busy is not None and s.busy >= SATURATED and not s.load_predates_queue:
+        # Nor on a loop measured saturated while they waited: another instance runs no test
+        # sooner there, whatever the leases turn out to take. A reading from before they queued
+        # is the burst's start (tasks starting, first creations): tests that await I/O in their
+        # leases, stopped on it, ran 15 % slower.
         slow = 0
     if s.hold_s is None or s.create_s is None:
         return slow  # slow start: nothing measured yet

@@ -296,15 +296,19 @@ class TestAcquire:
         assert sorted(destroyed) == ["a", "b", "c", "c"]  # at close, not before
 
     @staticmethod
-    async def _a_held_by_a_test_in_line_for_b(*, b_moves: bool) -> tuple[int, float]:
+    async def _a_held_by_a_test_in_line_for_b(*, b_moves: bool, saturated: bool) -> tuple[int, float]:
         """``a`` (one instance; the throughput search allows no second: only a stall makes
         one) is held by a test that queued for it and now waits in line for ``b``. ``b``
         serves a line of 20 tests, 0.1 s each (``b_moves``), or its one holder waits for
         ``a``'s next test to start (a deadlock only a second ``a`` breaks: ``b``'s
-        ``max_size`` is 1). Returns ``a``'s size and when the next test of ``a`` got it."""
+        ``max_size`` is 1). ``saturated``: the loop reads as busy all the time, as the sizing
+        supervisor measures a CPU-bound suite's. Returns ``a``'s size and when the next test
+        of ``a`` got it."""
         from mockpool.sizing import LimitState
 
         pool = MockPool(supervise=False, default_timeout=None)
+        if saturated:
+            pool.loop_load = lambda: (1.0, 0.1, 0.0)  # type: ignore[method-assign]
         pool.register(ServiceSpec(name="a", factory=dict))
         pool.register(ServiceSpec(name="b", factory=dict, max_size=1))
         async with pool:
@@ -343,33 +347,38 @@ class TestAcquire:
             pool.check_invariants()
         return size, got_at
 
-    def test_a_holder_waiting_in_a_queue_that_moves_is_no_stall(self) -> None:
+    def test_a_holder_waiting_in_a_queue_that_moves_is_no_stall_on_a_saturated_loop(self) -> None:
         """``a``'s waiter waits about 2 s with no lease of ``a`` ended, but its holder is in
-        ``b``'s line, which moves: it is served when the holder gets ``b``. A second ``a``
-        made for that stall runs no test sooner on a busy loop (1,199 stress tests made youtube
-        one more 50-80 ms autospec'd client at each stall check this way)."""
-        result: list[tuple[int, float]] = []
-
-        async def main() -> None:
-            result.append(await self._a_held_by_a_test_in_line_for_b(b_moves=True))
-
-        _run_in_virtual_time(main())
-        size, got_at = result[0]
+        ``b``'s line, which moves: it is served when the holder gets ``b``. On a saturated loop
+        a second ``a`` made for that stall runs no test sooner (1,199 stress tests made youtube
+        one more 50-80 ms autospec'd client at each lasting stall this way)."""
+        size, got_at = self._in_virtual_time(b_moves=True, saturated=True)
         assert size == 1
         assert got_at >= 1.9  # after the 20 tests of b's line
 
+    def test_a_holder_waiting_in_a_queue_that_moves_stalls_on_a_loop_with_idle_time(self) -> None:
+        """With idle time, a second ``a`` runs ``a``'s next test sooner: the stall stands."""
+        size, got_at = self._in_virtual_time(b_moves=True, saturated=False)
+        assert size == 2
+        assert got_at < 1.0
+
     def test_a_holder_waiting_in_a_queue_that_does_not_move_is_a_stall(self) -> None:
         """Liveness: ``b``'s holder waits for ``a``'s next test, so ``b``'s line does not move;
-        the stall check makes a second ``a`` for the waiter, beyond the search's limit."""
+        the stall check makes a second ``a`` for the waiter, beyond the search's limit (on a
+        saturated loop, once the stall lasts)."""
+        for saturated in (False, True):
+            size, got_at = self._in_virtual_time(b_moves=False, saturated=saturated)
+            assert size == 2
+            assert got_at < 1.9  # a stall's time (a lasting one's), not a deadlock
+
+    def _in_virtual_time(self, *, b_moves: bool, saturated: bool) -> tuple[int, float]:
         result: list[tuple[int, float]] = []
 
         async def main() -> None:
-            result.append(await self._a_held_by_a_test_in_line_for_b(b_moves=False))
+            result.append(await self._a_held_by_a_test_in_line_for_b(b_moves=b_moves, saturated=saturated))
 
         _run_in_virtual_time(main())
-        size, got_at = result[0]
-        assert size == 2
-        assert got_at < 1.25  # a stall's time or so, not a deadlock
+        return result[0]
 
     def test_waiters_served_by_creations_just_ended_are_no_stall(self) -> None:
         """A warm run's first tests: the service's limit is the one instance earlier runs

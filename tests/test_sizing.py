@@ -66,7 +66,8 @@ BASE = SizingInput(
         (replace(BASE, hold_s=None, busy=SATURATED), 0),
         (replace(BASE, create_s=None, busy=1.0), 0),
         (replace(BASE, hold_s=None, busy=SATURATED - 0.01), 1),
-        (replace(BASE, hold_s=None, busy=SATURATED, load_predates_queue=True), 0),
+        # ...a reading from before they queued is the burst's start, not the leases'
+        (replace(BASE, hold_s=None, busy=SATURATED, load_predates_queue=True), 1),
         # ...and the loop's load
         (replace(BASE, lease_cost=None), 1),
         # ...but not past the size earlier runs settled at: a run warmed to it from history has
