@@ -52,8 +52,8 @@ def require(
             name=module,
         ) from exc
     if min_version is not None:
-        installed = str(getattr(mod, "__version__", "") or _distribution_version(module))
-        if installed and _release(installed) < _release(min_version):
+        installed = installed_version(mod, module)
+        if installed and release(installed) < release(min_version):
             package = module.partition(".")[0]
             raise MissingExtraError(
                 f"service {service!r} needs {package} >= {min_version}, and {package} {installed} "
@@ -64,14 +64,19 @@ def require(
     return mod
 
 
-def _distribution_version(module: str) -> str:
+def installed_version(mod: ModuleType | None, module: str) -> str:
+    """The version of ``module``: its ``__version__`` (``mod``, if imported), else its
+    distribution's; ``""`` when neither is known (a vendored copy: nothing to compare)."""
+    version = getattr(mod, "__version__", "") if mod is not None else ""
+    if version:
+        return str(version)
     try:
         return importlib.metadata.version(module.partition(".")[0])
     except importlib.metadata.PackageNotFoundError:
-        return ""  # not installed as a distribution (a vendored copy): nothing to compare
+        return ""
 
 
-def _release(version: str) -> tuple[int, ...]:
+def release(version: str) -> tuple[int, ...]:
     """The numeric release of a version string: ``"0.22.1"`` -> ``(0, 22, 1)``, ``"0.19.0rc1"``
     -> ``(0, 19, 0)``. Enough for a floor check without depending on ``packaging``."""
     parts = []

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter, is_not
 from typing import TYPE_CHECKING, Any
 
-from ._common import build_spec, require
+from ._common import MissingExtraError, build_spec, installed_version, release, require
 
 if TYPE_CHECKING:
     import fakeredis
@@ -66,6 +66,12 @@ __all__ = (
 #: The oldest fakeredis the reset is tested with (CI runs the redis tests on several versions
 #: from this one on; what the ``redis`` extra asks for).
 FAKEREDIS_MIN_VERSION = "2.39"
+
+#: redis-py 8.2 broke the clients of fakeredis before 2.41: making one raises
+#: ``AttributeError: 'method_descriptor' object has no attribute '__closure__'`` in fakeredis's
+#: own setup (fakeredis 2.39.0 and 2.40.0 against redis 8.2.0; both work on redis 8.1.0).
+#: ``(redis-py release, the first fakeredis that works with it)``.
+_FAKEREDIS_FOR_REDIS = ((8, 2), "2.41")
 
 #: A seed value: a string (str, bytes, int or float), a hash (a mapping), a list (list or
 #: tuple) or a set.
@@ -696,6 +702,7 @@ def _redis_spec(
         why="the reset reads the server's and the connections' internals, which earlier versions "
         "lay out differently: every reset would fail and every lease rebuild its instance",
     )
+    _check_redis_py(name, installed_version(fakeredis_mod, "fakeredis"))
     if seed is not None and not isinstance(seed, Mapping):
         raise TypeError(
             f"service {name!r}: seed= is a {type(seed).__name__}; pass a mapping of key to value, "
@@ -981,3 +988,21 @@ def _plain(value: Any) -> Any:
     if state is not None:
         return (type(value).__name__, _plain(state))
     return repr(value)
+
+
+def _check_redis_py(service: str, fakeredis_version: str) -> None:
+    """Refuse, when the spec is built, a fakeredis whose clients the installed redis-py breaks:
+    otherwise every factory call fails inside fakeredis, and the first acquire raises a
+    ``RecoveryFailedError`` about a ``__closure__`` attribute."""
+    redis_version = installed_version(None, "redis")
+    (breaking, needed) = _FAKEREDIS_FOR_REDIS
+    if not redis_version or not fakeredis_version:
+        return  # not installed as distributions (vendored copies): nothing to compare
+    if release(redis_version)[:2] >= breaking and release(fakeredis_version) < release(needed):
+        raise MissingExtraError(
+            f"service {service!r}: fakeredis {fakeredis_version} does not work with redis-py "
+            f"{redis_version} (fakeredis before {needed} fails as it makes a client on redis-py "
+            f"{breaking[0]}.{breaking[1]} and later); upgrade it with: pip install 'fakeredis>={needed}', "
+            f"or keep redis-py below {breaking[0]}.{breaking[1]}",
+            name="fakeredis",
+        )

@@ -541,3 +541,34 @@ async def test_a_group_over_an_emergency_stub_member_is_served_degraded() -> Non
             assert isinstance(lease.members["redis"], mock.NonCallableMock)  # the stub
         assert pool.stats("redis").recoveries["stub"] == 1
         pool.check_invariants()
+
+
+def test_a_fakeredis_that_the_installed_redis_py_breaks_is_refused_at_registration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """redis-py 8.2 broke the clients of fakeredis 2.39 and 2.40: every factory call failed in
+    fakeredis's own setup, and the first acquire raised a RecoveryFailedError about a
+    ``__closure__`` attribute. Refused when the spec is built, naming both versions and the fix;
+    the same fakeredis on the redis-py before passes."""
+    import fakeredis
+
+    from mockpool.services import _common
+
+    versions = {"redis": "8.2.0"}
+    real = _common.installed_version
+
+    def installed(mod: object, module: str) -> str:
+        return versions.get(module) or real(mod, module)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("mockpool.services.redis.installed_version", installed)
+    monkeypatch.setattr(fakeredis, "__version__", "2.40.0", raising=False)
+    with pytest.raises(MissingExtraError) as caught:
+        redis_service()
+    message = str(caught.value)
+    assert "fakeredis 2.40.0 does not work with redis-py 8.2.0" in message
+    assert "pip install 'fakeredis>=2.41'" in message
+    versions["redis"] = "8.1.0"
+    redis_service()
+    versions["redis"] = "8.2.0"
+    monkeypatch.setattr(fakeredis, "__version__", "2.41.0", raising=False)
+    redis_service()
