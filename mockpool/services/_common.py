@@ -131,8 +131,23 @@ def sql_steps(label: str, value: SqlStep | Sequence[SqlStep] | None, service: st
     return steps
 
 
-def run_sql_step(conn: sqlite3.Connection, step: SqlStep) -> None:
-    if isinstance(step, str):
-        conn.executescript(step)
-    else:
+def run_sql_step(conn: sqlite3.Connection, step: SqlStep, *, service: str, label: str) -> None:
+    """Run one ``schema=``/``seed=`` step. SQL text that fails raises the same sqlite3 error,
+    naming the service, the parameter and the start of the SQL: it surfaces at the first
+    acquire (the factory runs it), where sqlite's own message named neither."""
+    if not isinstance(step, str):
         step(conn)
+        return
+    try:
+        conn.executescript(step)
+    except sqlite3.Error as exc:
+        start = " ".join(step.split())
+        start = start if len(start) <= 60 else start[:57] + "..."
+        error = type(exc)(
+            f"service {service!r}: the SQL passed as {label}= failed: {exc} (in {start!r}); "
+            f"fix it in {label}=: it runs for every new instance"
+        )
+        for code in ("sqlite_errorcode", "sqlite_errorname"):  # what code that catches it reads
+            if hasattr(exc, code):
+                setattr(error, code, getattr(exc, code))
+        raise error from exc

@@ -450,14 +450,14 @@ def aiosqlite_service(
 
     def build(conn: sqlite3.Connection) -> None:
         for step in schema_steps:
-            run_sql_step(conn, step)
+            run_sql_step(conn, step, service=name, label="schema")
         for step in migration_steps:
-            run_sql_step(conn, step)
+            run_sql_step(conn, step, service=name, label="migrations")
         if migration_steps:
             conn.commit()
             conn.execute(f"pragma user_version = {len(migration_steps)}")
         for step in seed_steps:
-            run_sql_step(conn, step)
+            run_sql_step(conn, step, service=name, label="seed")
 
     template = Template(build, service=name)
 

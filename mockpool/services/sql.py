@@ -468,13 +468,14 @@ def sql_service(
     :param seed: the same, run after ``schema``: the rows every test starts with.
     :param options: other :class:`~mockpool.ServiceSpec` fields.
     """
-    steps = sql_steps("schema", schema, name) + sql_steps("seed", seed, name)
+    steps = [("schema", step) for step in sql_steps("schema", schema, name)]
+    steps += [("seed", step) for step in sql_steps("seed", seed, name)]
 
     def factory() -> PooledConnection:
         conn = sqlite3.connect(":memory:", check_same_thread=False, factory=PooledConnection)
         try:
-            for step in steps:
-                run_sql_step(conn, step)
+            for label, step in steps:
+                run_sql_step(conn, step, service=name, label=label)
             conn.seal()
             conn._service = name  # from here on, seal() and adopt() refuse
             # A new instance starts the way every lease does: rebuilt from the template.

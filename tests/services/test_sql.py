@@ -249,3 +249,25 @@ def test_a_connection_no_pool_sealed_may_seal_and_adopt() -> None:
     finally:
         conn.close()
         copy.close()
+
+
+@pytest.mark.parametrize("label", ["schema", "seed"])
+def test_sql_that_fails_names_the_service_the_parameter_and_the_sql(label: str) -> None:
+    """sqlite's own message named neither the service nor which SQL: the first acquire raised
+    ``RecoveryFailedError ... OperationalError: near "creat": syntax error``. The same error
+    class comes out of the factory (code that catches sqlite3 errors still does), with both,
+    and sqlite's error code."""
+    good = "create table users (id integer primary key);"
+    bad = "creat table orders (id integer);\n  insert into orders values (1);"
+    spec = sql_service(
+        "shop", **({"schema": [good, bad]} if label == "schema" else {"schema": good, "seed": bad})
+    )
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        spec.factory()
+    message = str(caught.value)
+    assert message.startswith(
+        f"service 'shop': the SQL passed as {label}= failed: near \"creat\": syntax error"
+    )
+    # the start of the SQL, whitespace folded, cut at 60 characters
+    assert "(in 'creat table orders (id integer); insert into orders value...')" in message
+    assert caught.value.sqlite_errorname == "SQLITE_ERROR"
