@@ -70,6 +70,11 @@ BASE = SizingInput(
         (replace(BASE, hold_s=None, busy=SATURATED, load_predates_queue=True), 1),
         # ...and the loop's load
         (replace(BASE, lease_cost=None), 1),
+        # ...but not once leases ended on a loop read as saturated, from before the queue too,
+        # as the measured rule below
+        (replace(BASE, lease_cost=None, busy=SATURATED), 0),
+        (replace(BASE, lease_cost=None, busy=SATURATED, load_predates_queue=True), 0),
+        (replace(BASE, lease_cost=None, busy=SATURATED - 0.01), 1),
         # ...but not past the size earlier runs settled at: a run warmed to it from history has
         # its creations measured, not yet its leases, and grew at every run
         (replace(BASE, hold_s=None, settled=4), 0),
