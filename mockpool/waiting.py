@@ -222,9 +222,8 @@ class Waiting:
         ``quiet``: those with no lease of any service ended either."""
         hold = self.metrics.hold_ewma if self.metrics.holds.count else None
         delay = stall_s(hold, self.core.in_use, self.creation_failures)
-        handle = loop.call_later(delay, self._stall_due, loop)
+        loop.call_later(delay, self._stall_due, loop)
         self._stall_checks[loop] = _StallCheck(
-            handle,
             self.metrics.holds.count,
             self.pool.leases_ended(),
             streak,
@@ -250,7 +249,7 @@ class Waiting:
     async def _stall_check(self, loop: asyncio.AbstractEventLoop) -> None:
         armed = self._stall_checks.pop(loop, None)
         if armed is None:
-            armed = _StallCheck(None, 0, 0, 0, 0, False)
+            armed = _StallCheck(0, 0, 0, 0, False)
         streak, quiet = armed.streak, armed.quiet
         core = self.core
         if core.closed or self.shortfall() <= 0:
@@ -331,9 +330,9 @@ class Waiting:
 
 @dataclass(slots=True)
 class _StallCheck:
-    """A stall check armed for one loop."""
+    """A stall check armed for one loop (its timer is never cancelled: one due after the
+    waiters left finds no shortfall and ends)."""
 
-    handle: asyncio.TimerHandle | None
     #: Leases ended when it was armed: this service's, and the pool's.
     released: int
     pool_released: int
