@@ -18,12 +18,20 @@ pooled suite's floor (its bodies alone), the pool's own share, the same for fres
 the **ceiling**: fresh total over the pooled bodies, the speedup a pool that cost nothing would
 reach. Serial and uncontended, so the sums leave out what running 1,199 tasks at once adds
 (scheduling, waiting, creations while tests wait); ``python -m stress --baseline`` measures that.
+
+Then, unless ``--serial-only``, the **concurrent floor**: the mix run as ``python -m stress``
+runs it (every test at once, one task each, in one loop), each ``use(name)`` given a double of
+its own built beforehand: no pool, no creation, no reset, no wait. What is left is what the
+tests themselves cost at that concurrency, and the speedup a pool that cost nothing would get
+with one double per test: that wall plus the fresh doubles' cost, over that wall. Compare it
+with the wall ``python -m stress`` prints for the pool.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -34,16 +42,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from time import perf_counter
 from types import TracebackType
+from typing import Any, Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mockpool import MockPool
 from stress.baseline import FreshUse
+from stress.cli import GC_THRESHOLDS, HOLD_S
 from stress.graph import register_graph, stress_specs
-from stress.runner import PoolUse
-from stress.scenario import KINDS, Case, Held, make_cases, run_case
+from stress.runner import Outcome, PoolUse, run_cases
+from stress.scenario import KINDS, SERVICES, Case, Held, make_cases, run_case
 
-__all__ = ("KindCost", "SplitUse", "main", "measure", "totals")
+__all__ = ("KindCost", "PrebuiltUse", "SplitUse", "concurrent_floor", "main", "measure", "totals")
 
 
 class SplitUse:
@@ -135,8 +145,9 @@ async def measure(rounds: int) -> list[KindCost]:
     return costs
 
 
-def totals(costs: list[KindCost], tests: int) -> dict[str, float]:
-    """Seconds for the stress mix of ``tests`` tests, and the ceiling."""
+def totals(costs: list[KindCost], tests: int, concurrent_s: float | None = None) -> dict[str, float]:
+    """Seconds for the stress mix of ``tests`` tests, and the ceiling; with ``concurrent_s``
+    (the concurrent floor's wall), the ceiling with one double per test at that concurrency."""
     mix = Counter(case.kind for case in make_cases(tests))
     by_kind = {c.kind: c for c in costs}
 
@@ -152,7 +163,87 @@ def totals(costs: list[KindCost], tests: int) -> dict[str, float]:
     fresh = out["fresh_body_s"] + out["fresh_double_s"]
     out["ceiling"] = fresh / out["pooled_body_s"]
     out["serial_speedup"] = fresh / (out["pooled_body_s"] + out["pooled_double_s"])
+    if concurrent_s is not None:
+        out["concurrent_floor_s"] = concurrent_s
+        out["concurrent_ceiling"] = (concurrent_s + out["fresh_double_s"]) / concurrent_s
     return out
+
+
+class _Given:
+    """A double built before the run: entering and leaving it cost nothing."""
+
+    __slots__ = ("_built",)
+
+    def __init__(self, built: Any) -> None:
+        self._built = built
+
+    @property
+    def instance(self) -> Any:
+        return self._built.handle
+
+    @property
+    def members(self) -> dict[str, Any]:
+        return {name: member.handle for name, member in self._built.members.items()}
+
+    @property
+    def degraded(self) -> bool:
+        return False
+
+    @property
+    def tier(self) -> str | None:
+        return None
+
+    def discard(self) -> None:
+        """Nothing to give back."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+
+class PrebuiltUse:
+    """The tests' ``use`` for the concurrent floor: each call takes a double built beforehand
+    (:meth:`stock`) and never gives it back."""
+
+    def __init__(self, fresh: FreshUse) -> None:
+        self._fresh = fresh
+        self._stock: dict[str, list[Any]] = {}
+
+    async def stock(self, cases: list[Case]) -> None:
+        """Build a double for every ``use(name)`` the cases make (members with their group)."""
+        for case in cases:
+            for name in SERVICES[case.kind]:
+                self._stock.setdefault(name, []).append(await self._fresh.build(name))
+
+    def __call__(self, name: str) -> _Given:
+        stock = self._stock.get(name)
+        if not stock:
+            raise RuntimeError(f"no double of {name!r} was built for this run: stock() first")
+        return _Given(stock.pop())
+
+
+async def concurrent_floor(tests: int) -> tuple[float, int]:
+    """Wall seconds of ``tests`` stress tests at once, each on doubles built beforehand, and
+    how many failed (0, or the figure means nothing)."""
+    cases = make_cases(tests, hold_s=HOLD_S)
+    use = PrebuiltUse(FreshUse(stress_specs()))
+    await use.stock(cases)
+    # As ``python -m stress`` runs: what exists before the run is frozen, and collections are
+    # rarer (the thousands of doubles built here would otherwise be walked at each one).
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        out = await run_cases(cases, use)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+    return out.wall_s, out.total - out.counts[Outcome.PASSED]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,10 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=40, help="tests of each kind, each way (40)")
     parser.add_argument("--tests", type=int, default=1199, help="tests in the mix (1,199)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--serial-only", action="store_true", help="skip the concurrent floor")
     args = parser.parse_args(argv)
     logging.getLogger("mockpool").setLevel(logging.ERROR)
     costs = asyncio.run(measure(args.rounds))
-    sums = totals(costs, args.tests)
+    concurrent: tuple[float, int] | None = None
+    if not args.serial_only:
+        concurrent = asyncio.run(concurrent_floor(args.tests))
+        if concurrent[1]:
+            print(f"concurrent floor: {concurrent[1]} test(s) failed; no figure")
+            return 1
+    sums = totals(costs, args.tests, None if concurrent is None else concurrent[0])
     print(f"the stress suite's tests, one at a time, {args.rounds} of each kind (µs per test)")
     print(f"{'kind':<16}{'pooled body':>12}{'pool':>8}{'fresh body':>12}{'fresh double':>14}")
     for c in costs:
@@ -182,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         f"speedup, serial: {sums['serial_speedup']:.1f}x; ceiling (a pool that cost nothing): "
         f"{sums['ceiling']:.1f}x"
     )
+    if concurrent is not None:
+        print(
+            f"{args.tests} tests at once, each on doubles of its own built beforehand (no pool, "
+            f"creation, reset or wait): {sums['concurrent_floor_s']:.2f} s; ceiling with one "
+            f"double per test: {sums['concurrent_ceiling']:.1f}x (compare the pooled wall of "
+            "python -m stress)"
+        )
     if args.json is not None:
         args.json.write_text(json.dumps({"kinds": [asdict(c) for c in costs], "totals": sums}, indent=2))
     return 0

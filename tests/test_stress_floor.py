@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 import benchmarks.stress_floor as floor
-from stress.scenario import KINDS, make_cases
+from stress.baseline import FreshUse
+from stress.graph import stress_specs
+from stress.scenario import KINDS, Case, make_cases
 
 
 class Clock:
@@ -103,6 +105,36 @@ def test_totals_weigh_each_kind_by_the_suite_mix_and_the_ceiling_leaves_the_pool
     assert sums["fresh_double_s"] == pytest.approx(1000.0)
     assert sums["ceiling"] == pytest.approx(1200.0 / sums["pooled_body_s"])
     assert sums["serial_speedup"] == pytest.approx(1200.0 / (sums["pooled_body_s"] + 50.0))
+
+
+def test_the_concurrent_ceiling_adds_the_fresh_doubles_to_the_concurrent_floor() -> None:
+    costs = [floor.KindCost(kind, 1.0, 0.5, 2.0, 10.0) for kind in KINDS]
+    assert "concurrent_ceiling" not in floor.totals(costs, 100)
+    sums = floor.totals(costs, 100, concurrent_s=4.0)
+    assert sums["concurrent_floor_s"] == 4.0
+    assert sums["concurrent_ceiling"] == pytest.approx((4.0 + 1000.0) / 4.0)
+
+
+def test_the_concurrent_floor_gives_each_use_a_double_of_its_own_built_beforehand() -> None:
+    async def run() -> None:
+        use = floor.PrebuiltUse(FreshUse(stress_specs()))
+        cases = [Case(i, "database", 0.0) for i in range(2)] + [Case(2, "watch_party", 0.0)]
+        await use.stock(cases)
+        async with use("database") as a, use("database") as b:
+            assert a.instance is not b.instance
+            assert not a.degraded and a.tier is None and a.members == {}
+        async with use("device_session") as group:
+            assert set(group.members) == {"redis", "jwt", "database"}
+        with pytest.raises(RuntimeError, match="no double of 'database'"):
+            use("database")
+
+    asyncio.run(run())
+
+
+def test_a_tiny_real_concurrent_floor_runs_every_kind_without_a_failure() -> None:
+    wall, failed = asyncio.run(floor.concurrent_floor(2 * len(KINDS)))
+    assert failed == 0
+    assert wall > 0
 
 
 def test_a_tiny_real_run_measures_every_kind_both_ways() -> None:
