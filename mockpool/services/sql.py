@@ -14,7 +14,8 @@ Each reset then rebuilds the connection from that template, under the same Pytho
   exists`` after a plain ``deserialize()``), open cursors, blobs and savepoints, and attributes
   set on the object all go with the old database;
 - the data: ``deserialize()`` of the template image, into the new database (never under open
-  statements: that crashes the interpreter);
+  statements: that crashes the interpreter), and of each database the schema attached, in
+  memory (one attached from a file is copied when sealed: the file is never written);
 - the settings: ``row_factory``, ``text_factory``, ``isolation_level``, every connection PRAGMA
   the schema changed, and the functions, collations, callbacks and limits the schema set
   (recorded as they were made), applied again.
@@ -129,8 +130,9 @@ class SqliteTemplate:
     :param settings: ``row_factory``, ``text_factory`` and ``isolation_level`` by name.
     :param pragmas: ``PRAGMA name = value`` statements: the connection pragmas that differ
         from a new connection's.
-    :param attached: ``(name, file, image)`` per ATTACHed database; ``image`` for one in memory
-        that has pages.
+    :param attached: ``(name, file, image)`` per ATTACHed database: the file it was attached
+        from (``""`` for one in memory) and its image, attached in memory at each rebuild
+        (``None``: no page yet, attached empty).
     :param calls: the recorded ``create_function``, ``create_collation``, ``set_authorizer``,
         ``setlimit``... calls, in order, as ``(key, method, args, kwargs)``.
     """
@@ -263,9 +265,10 @@ class PooledConnection(sqlite3.Connection):
             self.execute(f"pragma user_version = {int(version)}")
             image = self.serialize()
         with self._probing() as cursor:
-            attached = tuple(
-                (name, file, None if file else _image_of(self, name)) for name, file in _attached(cursor)
-            )
+            # Every attached database is copied, whatever its file: one attached from a file
+            # again at each rebuild would be shared by every lease (a test's rows reaching the
+            # next); and one loaded by deserialize() is listed with the file name "x".
+            attached = tuple((name, file, _image_of(self, name)) for name, file in _attached(cursor))
             pragmas = connection_pragmas(cursor)
         database, args, kwargs = self._connect
         baseline = _baseline_pragmas(database, args, tuple(sorted(kwargs.items())))
@@ -315,8 +318,8 @@ class PooledConnection(sqlite3.Connection):
         if service is not None:
             self._service = service
         self.deserialize(template.image if image is None else image)
-        for name, file, attached_image in template.attached:
-            self.execute("attach database ? as ?", (file or ":memory:", name))
+        for name, _file, attached_image in template.attached:
+            self.execute("attach database ':memory:' as ?", (name,))
             if attached_image is not None:
                 self.deserialize(attached_image, name=name)
         for name, value in template.settings:
@@ -378,10 +381,9 @@ class PooledConnection(sqlite3.Connection):
         with self._probing() as cursor:
             attached = _attached(cursor)
             prints["image"] = _Image(self.serialize())
-            for name, file in attached:
-                if not file:
-                    image = _image_of(self, name)
-                    prints[f"image {name}"] = None if image is None else _Image(image)
+            for name, _file in attached:
+                image = _image_of(self, name)
+                prints[f"image {name}"] = None if image is None else _Image(image)
             prints["databases"] = attached
             prints["temp schema"] = cursor.execute(
                 "select type, name, tbl_name, sql from temp.sqlite_master order by type, name"
@@ -516,8 +518,9 @@ def _functions(cursor: sqlite3.Cursor) -> list[tuple[str, int]] | None:
 
 
 def _image_of(conn: sqlite3.Connection, name: str) -> bytes | None:
-    """An attached in-memory database's image; None while nothing was written to it (SQLite
-    cannot serialize a database without a page), which attaching ``:memory:`` again rebuilds."""
+    """An attached database's image (in memory or a file); None while nothing was written to
+    it (SQLite cannot serialize a database without a page), which attaching ``:memory:``
+    again rebuilds."""
     try:
         return conn.serialize(name=name)
     except sqlite3.OperationalError:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sqlite3
 import threading
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -230,3 +232,53 @@ async def test_a_query_left_running_is_interrupted_by_the_reset(cancelled: bool)
                 await query
         assert pool.stats("aiosqlite").reset_failures == 0
         pool.check_invariants()
+
+
+async def _lookup_is_the_templates(db: aiosqlite.Connection) -> None:
+    await _rows_are(db, "select name from lookup.colours order by name", [("blue",), ("red",)])
+    await _rows_are(db, "select name from lookup.sqlite_master", [("colours",)])
+
+
+@pytest.mark.asyncio
+async def test_an_in_memory_database_the_schema_attached_keeps_its_rows_in_every_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pooled connection is sealed again over the template it was loaded from, where an
+    attached in-memory database, loaded with ``deserialize()``, is listed with the file name
+    ``x``: the template then attached a *file* ``x`` in the working directory at every reset,
+    empty, and shared by every lease and instance."""
+    monkeypatch.chdir(tmp_path)
+
+    def schema(conn: sqlite3.Connection) -> None:
+        conn.executescript(
+            SCHEMA
+            + """
+            attach database ':memory:' as lookup;
+            create table lookup.colours (name text);
+            insert into lookup.colours values ('red'), ('blue');
+            """
+        )
+
+    spec = aiosqlite_service(schema=schema, seed=SEED)
+    dirtiers = [
+        Dirtier(
+            "table made in the attached database",
+            lambda db: db.execute("create table lookup.scratch (x)"),
+            gone=_lookup_is_the_templates,
+        ),
+        Dirtier(
+            "rows deleted from the attached database",
+            _delete_colours,
+            gone=_lookup_is_the_templates,
+        ),
+    ]
+    report = await check_isolation(
+        spec, dirtiers, pristine=_lookup_is_the_templates, isolation_verify=True, strict=True, tasks=6
+    )
+    assert {case.outcome for case in report.cases} == {"reset"}
+    assert os.listdir(tmp_path) == []  # no file "x"
+
+
+async def _delete_colours(db: aiosqlite.Connection) -> None:
+    await db.execute("delete from lookup.colours")
+    await db.commit()

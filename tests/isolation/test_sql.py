@@ -12,6 +12,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -323,3 +324,66 @@ async def test_the_sql_member_of_a_group_is_rebuilt_under_the_groups_reference(v
         tasks=12,
     )
     assert {case.outcome for case in report.cases} == {"reset"}
+
+
+# -- databases the schema attached ---------------------------------------------------------
+
+
+def _reference_file(directory: Path) -> Path:
+    """A database file with one table and one row, as a project keeps reference data."""
+    path = directory / "reference.db"
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript("create table codes (code text); insert into codes values ('a');")
+    finally:
+        conn.close()
+    return path
+
+
+async def _codes_are_the_templates(db: sqlite3.Connection) -> None:
+    assert db.execute("select code from ref.codes").fetchall() == [("a",)]
+    assert db.execute("select name from ref.sqlite_master").fetchall() == [("codes",)]
+
+
+def _write_codes(db: sqlite3.Connection) -> None:
+    db.execute("insert into ref.codes values ('leaked')")
+    db.commit()
+
+
+FILE_DIRTIERS = [
+    Dirtier("row written to the attached file", _write_codes, gone=_codes_are_the_templates),
+    Dirtier(
+        "table made in the attached file",
+        lambda db: db.execute("create table ref.scratch (x)"),
+        gone=_codes_are_the_templates,
+    ),
+    Dirtier(
+        "rows deleted from the attached file",
+        lambda db: (db.execute("delete from ref.codes"), db.commit()),
+        gone=_codes_are_the_templates,
+    ),
+]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("verify", [False, True], ids=["verify-off", "verify-on"])
+async def test_a_database_file_the_schema_attached_is_the_templates_in_every_lease(
+    tmp_path: Path, verify: bool
+) -> None:
+    """The template attached the same file again at each reset: every lease, and every
+    instance at once, shared it, so rows one test wrote were the next test's (and stayed on
+    disk). It is copied into the template when sealed: writes reach neither the file nor the
+    next lease."""
+    path = _reference_file(tmp_path)
+    on_disk = path.read_bytes()
+
+    def schema(conn: sqlite3.Connection) -> None:
+        conn.executescript(SCHEMA)
+        conn.execute("attach database ? as ref", (str(path),))
+
+    spec = sql_service(schema=schema, seed=SEED)
+    report = await check_isolation(
+        spec, FILE_DIRTIERS, pristine=_codes_are_the_templates, isolation_verify=verify, strict=True, tasks=8
+    )
+    assert {case.outcome for case in report.cases} == {"reset"}
+    assert path.read_bytes() == on_disk
