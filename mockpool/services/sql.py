@@ -11,8 +11,9 @@ Each reset then rebuilds the connection from that template, under the same Pytho
   the old database and clears what hangs on the object), so temp tables and triggers, ATTACHed
   databases, user functions, aggregates and collations, trace, progress and authorizer
   callbacks, limits, the statement cache (whose stale plans broke ``create table if not
-  exists`` after a plain ``deserialize()``), open cursors, blobs and savepoints, and attributes
-  set on the object all go with the old database;
+  exists`` after a plain ``deserialize()``), open blobs and savepoints, and attributes set on
+  the object all go with the old database; the cursors made on it are closed first (one kept
+  past its lease ran its next statement on the new database);
 - the data: ``deserialize()`` of the template image, into the new database (never under open
   statements: that crashes the interpreter), and of each database the schema attached, in
   memory (one attached from a file is copied when sealed: the file is never written);
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -101,7 +103,7 @@ _LIMITS = {
 }
 
 #: What PooledConnection keeps in its ``__dict__`` for itself; the rest is the test's.
-_INTERNAL = frozenset({"_template", "_connect", "_hooks", "_service"})
+_INTERNAL = frozenset({"_template", "_connect", "_hooks", "_service", "_cursors", "_forget"})
 
 #: Callbacks lifted while the connection's state is read, with the arguments that lift each.
 _SUSPENDED: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {
@@ -172,6 +174,46 @@ class PooledConnection(sqlite3.Connection):
         # Set after the base __init__, which (run again by rebuild()) clears the __dict__.
         self._connect: tuple[Any, tuple[Any, ...], dict[str, Any]] = (database, args, kwargs)
         self._hooks: dict[str, tuple[str, tuple[Any, ...], tuple[tuple[str, Any], ...]]] = {}
+        # The cursors made on this database, which the rebuild closes (see _close_cursors):
+        # weak references, each gone from the set when its cursor is.
+        cursors: set[weakref.ref[sqlite3.Cursor]] = set()
+        self._cursors = cursors
+        self._forget = cursors.discard
+
+    # -- cursors -------------------------------------------------------------------------------
+
+    def cursor(self, factory: Any = sqlite3.Cursor) -> Any:
+        cursor = super().cursor(factory)
+        self._cursors.add(weakref.ref(cursor, self._forget))
+        return cursor
+
+    # The C methods make their cursor without calling cursor(): each is recorded here.
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        cursor = super().execute(sql, parameters)
+        self._cursors.add(weakref.ref(cursor, self._forget))
+        return cursor
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        cursor = super().executemany(sql, parameters)
+        self._cursors.add(weakref.ref(cursor, self._forget))
+        return cursor
+
+    def executescript(self, sql_script: str, /) -> sqlite3.Cursor:
+        cursor = super().executescript(sql_script)
+        self._cursors.add(weakref.ref(cursor, self._forget))
+        return cursor
+
+    def _close_cursors(self) -> None:
+        """Close the cursors still alive: the database behind this object is about to be
+        another lease's, and a cursor runs its next statement on whatever database its
+        connection object has then (a cursor a test kept past its lease wrote into the next
+        lease's). Closed, it raises ``ProgrammingError``."""
+        refs = self._cursors
+        while refs:  # pop(): safe while collected cursors leave the set
+            cursor = refs.pop()()
+            if cursor is not None:
+                cursor.close()
 
     # -- recorded calls ----------------------------------------------------------------------
 
@@ -312,7 +354,10 @@ class PooledConnection(sqlite3.Connection):
         database, args, kwargs = self._connect
         # Never deserialize() under a cursor or blob still open on the database: the next use
         # of either crashes the interpreter. Re-running __init__ moves them to the old,
-        # closing database first, where they end harmlessly.
+        # closing database first, where they end harmlessly; cursors are closed before, since
+        # their next execute() would run on the new one.
+        if self._cursors:
+            self._close_cursors()
         self.__init__(database, *args, **kwargs)  # type: ignore[misc]  # a rebuild, on purpose
         self._template = template
         if service is not None:

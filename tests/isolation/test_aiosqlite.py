@@ -67,6 +67,28 @@ async def _left_cursor(db: aiosqlite.Connection) -> None:
     _LEFT_OPEN.append(cursor)
 
 
+_KEPT: list[aiosqlite.Cursor] = []
+
+
+async def _keep_cursors(db: aiosqlite.Connection) -> None:
+    _KEPT.append(await db.cursor())
+    _KEPT.append(await db.execute("select name from users"))
+
+
+async def _kept_cursors_cannot_write(db: aiosqlite.Connection) -> None:
+    """A cursor kept from an earlier lease must not write into this one's database."""
+    # Those of this instance (concurrent leases run this check on any).
+    for cursor in [cursor for cursor in _KEPT if cursor._conn is db]:
+        try:
+            await cursor.execute("insert into users (name) values ('ghost')")
+        except sqlite3.ProgrammingError as exc:
+            assert "closed cursor" in str(exc), exc
+        else:
+            raise AssertionError("a cursor kept from an earlier lease wrote into this one")
+    await _rows_are(db, "select name from users order by id", NAMES)
+    assert not db.in_transaction
+
+
 async def _close_it(db: aiosqlite.Connection) -> None:
     async with db:  # code under test that closes the connection it was given
         await db.execute("select 1")
@@ -122,6 +144,8 @@ API_DIRTIERS = [
     # No API lists a connection's open statements: no fingerprint sees a cursor left
     # mid-iteration. The rebuild leaves it on the old database, where it ends harmlessly.
     Dirtier("cursor left mid-iteration", _left_cursor, visible=False),
+    # Neither: the rebuild closes them, so one used after its lease raises.
+    Dirtier("cursors kept past the lease", _keep_cursors, gone=_kept_cursors_cannot_write, visible=False),
 ]
 
 DIRTIERS = [*sql_dirtiers(_run), *API_DIRTIERS]
