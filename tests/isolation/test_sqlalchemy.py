@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -160,6 +161,28 @@ async def _drop_regexp(session: AsyncSession) -> None:
     await (await _driver(session)).create_function("regexp", 2, None)  # type: ignore[arg-type]  # None drops it
 
 
+#: aiosqlite cursors a test kept from the connection under the session, to use later.
+_KEPT: list[aiosqlite.Cursor] = []
+
+
+async def _keep_driver_cursor(session: AsyncSession) -> None:
+    _KEPT.append(await (await _driver(session)).cursor())
+
+
+async def _kept_cursor_cannot_write(session: AsyncSession) -> None:
+    """A cursor kept from an earlier lease must not write into this one's database."""
+    driver = await _driver(session)
+    # Those of this instance (concurrent leases run this check on any).
+    for cursor in [cursor for cursor in _KEPT if cursor._conn is driver]:
+        try:
+            await cursor.execute("insert into users (name) values ('ghost')")
+        except sqlite3.ProgrammingError as exc:
+            assert "closed cursor" in str(exc), exc
+        else:
+            raise AssertionError("a cursor kept from an earlier lease wrote into this one")
+    assert await _names(session) == NAMES
+
+
 async def _dispose(session: AsyncSession) -> None:
     await session.close()
     await _engine(session).dispose()
@@ -295,6 +318,13 @@ API_DIRTIERS = [
     Dirtier("identifier preparer quotes, with a name quoted", _bracket_quotes, gone=_double_quotes),
     Dirtier("function on the raw connection", _raw_function, gone=_no_raw_function),
     Dirtier("SQLAlchemy's regexp function dropped", _drop_regexp),
+    # The rebuild closes it: nothing left for a fingerprint to see.
+    Dirtier(
+        "cursor of the driver connection kept past the lease",
+        _keep_driver_cursor,
+        gone=_kept_cursor_cannot_write,
+        visible=False,
+    ),
     # dispose() replaces the pool with one SQLAlchemy makes from the same configuration and
     # listeners, over the same pooled connection: nothing a fingerprint could tell apart.
     Dirtier("engine disposed by the test", _dispose, visible=False),
