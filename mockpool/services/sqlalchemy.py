@@ -22,8 +22,9 @@ engine. What a lease starts from:
   dialect's and its identifier preparer's attributes (``echo``, execution options, loggers,
   ``insert_returning``, ``_json_serializer``, ``initial_quote``) and the pooled connection
   record's ``info`` are put back. When a dialect or preparer attribute had to be put back,
-  what SQLAlchemy derived from it goes too: the statements compiled for the dialect (the
-  engine's and the ORM's), its type processors and the preparer's quoted names. A pool
+  or was written during the lease at all (a patch undone within the lease: see
+  :func:`_watch`), what SQLAlchemy derived from it goes too: the statements compiled for the
+  dialect (the engine's and the ORM's), its type processors and the preparer's quoted names. A pool
   replaced by ``engine.dispose()`` is kept: SQLAlchemy made it from the same configuration
   and listeners.
 
@@ -362,6 +363,56 @@ def _renew_execute_lock(record: Any) -> None:
         adapted._execute_mutex = asyncio.Lock()
 
 
+#: Dialects and identifier preparers an attribute was set on or deleted from since their
+#: engine's last reset (see :func:`_watch`).
+_WRITTEN: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _watch(obj: Any) -> None:
+    """Note in :data:`_WRITTEN` each attribute write to ``obj`` from now on. A setting a test
+    changed and put back within its lease (``mock.patch.object(dialect, ...)``) is as it was
+    when the lease ends, but what SQLAlchemy derived from it meanwhile (compiled statements,
+    type processors, quoted names) is cached for the next lease; the reset drops those caches
+    when a write was noted. SQLAlchemy memoizes into ``__dict__`` without ``setattr``, so
+    ordinary use notes nothing and the caches stay warm."""
+    obj.__class__ = _watched(type(obj))
+
+
+def _watched(cls: type) -> type:
+    """A subclass of ``cls`` that notes attribute writes (same name, same layout), made once."""
+    if cls.__dict__.get("_mockpool_watched"):
+        return cls
+    watched = _WATCHED.get(cls)
+    if watched is not None:
+        return watched
+
+    base: Any = cls  # its unbound methods, called with the instance
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        _WRITTEN.add(self)
+        base.__setattr__(self, name, value)
+
+    def __delattr__(self: Any, name: str) -> None:
+        _WRITTEN.add(self)
+        base.__delattr__(self, name)
+
+    namespace = {
+        "__slots__": (),
+        "__setattr__": __setattr__,
+        "__delattr__": __delattr__,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "_mockpool_watched": True,
+    }
+    if "supports_statement_cache" in cls.__dict__:  # SQLAlchemy reads it from the class itself
+        namespace["supports_statement_cache"] = cls.__dict__["supports_statement_cache"]
+    watched = _WATCHED[cls] = type(cls.__name__, (cls,), namespace)
+    return watched
+
+
+_WATCHED: dict[type, type] = {}
+
+
 def _drop_compiled(engine: Engine) -> None:
     """Forget the statements compiled for ``engine``'s dialect: the engine's compiled cache,
     and the entries for the dialect in the caches the ORM keeps per mapper (for flushes,
@@ -400,6 +451,9 @@ class _EngineState:
     def take(cls, engine: Engine) -> _EngineState:
         record = vars(engine.pool).get("connection")
         dialect = engine.dialect
+        for obj in (dialect, dialect.identifier_preparer):
+            _watch(obj)
+            _WRITTEN.discard(obj)
         return cls(
             engine=dict(vars(engine)),
             pool=dict(vars(engine.pool)),
@@ -420,7 +474,12 @@ class _EngineState:
             _renew_execute_lock(record)
         dialect, preparer = engine.dialect, self.dialect["identifier_preparer"]  # both as taken
         changed = _put_back(dialect, self.dialect, _DIALECT_OWN, _memoized(type(dialect)))
-        if _put_back(preparer, self.preparer, _PREPARER_OWN, _memoized(type(preparer))) or changed:
+        changed = _put_back(preparer, self.preparer, _PREPARER_OWN, _memoized(type(preparer))) or changed
+        if _WRITTEN and (dialect in _WRITTEN or preparer in _WRITTEN):  # changed, maybe put back
+            _WRITTEN.discard(dialect)
+            _WRITTEN.discard(preparer)
+            changed = True
+        if changed:
             # Made under the test's settings (a JSON bind processor, SQL quoted its way) and
             # keyed by the same dialect: they would be used again.
             _drop_compiled(engine)

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any
+from unittest.mock import patch
 
 import aiosqlite
 import pytest
@@ -232,6 +233,20 @@ async def _json_tagged(session: AsyncSession) -> None:
     await _select_json(session)
 
 
+async def _json_tagged_for_a_while(session: AsyncSession) -> None:
+    # Patched and put back within the lease: nothing differs when it ends, but what was
+    # compiled and cached meanwhile was made with the test's serializer (unless an earlier
+    # lease cached it: concurrent leases share instances).
+    with patch.object(_dialect(session), "_json_serializer", _tagging):
+        await _select_json(session)
+
+
+async def _bracket_quotes_for_a_while(session: AsyncSession) -> None:
+    preparer = _dialect(session).identifier_preparer
+    with patch.object(preparer, "initial_quote", "["), patch.object(preparer, "final_quote", "]"):
+        await session.execute(select(User.name.label(LABEL)))
+
+
 async def _json_plain(session: AsyncSession) -> None:
     assert await _select_json(session) == {"a": 1}
 
@@ -316,6 +331,20 @@ API_DIRTIERS = [
         gone=lambda s: not hasattr(_dialect(s), "tenant"),
     ),
     Dirtier("identifier preparer quotes, with a name quoted", _bracket_quotes, gone=_double_quotes),
+    # Put back by the test itself: only the caches built meanwhile differ, which no fingerprint
+    # compares (they are warm from one lease to the next).
+    Dirtier(
+        "dialect JSON serializer patched within the lease",
+        _json_tagged_for_a_while,
+        gone=_json_plain,
+        visible=False,
+    ),
+    Dirtier(
+        "identifier preparer quotes patched within the lease",
+        _bracket_quotes_for_a_while,
+        gone=_double_quotes,
+        visible=False,
+    ),
     Dirtier("function on the raw connection", _raw_function, gone=_no_raw_function),
     Dirtier("SQLAlchemy's regexp function dropped", _drop_regexp),
     # The rebuild closes it: nothing left for a fingerprint to see.

@@ -188,3 +188,23 @@ async def test_the_reset_runs_at_once_unless_a_transaction_is_left_to_roll_back(
         assert await _names(session) == ["alice", "bob"]
     finally:
         await double.aclose()
+
+
+@pytest.mark.asyncio
+async def test_ordinary_use_keeps_the_compiled_statements_warm_from_one_lease_to_the_next() -> None:
+    """The reset drops what SQLAlchemy compiled only when a test wrote an attribute of the
+    dialect or its identifier preparer: queries, flushes and commits write none."""
+    async with pool_of(sqlalchemy_service(metadata=Base.metadata, seed=SEED, max_size=1)) as pool:
+        for user_id in (3, 4):
+            async with pool.acquire("sqlalchemy") as session:
+                session.add(User(id=user_id, name="carol"))
+                await session.commit()
+                assert await _names(session) == ["alice", "bob", "carol"]
+                engine = session.bind
+                assert isinstance(engine, AsyncEngine)
+        cache = engine.sync_engine._compiled_cache
+        assert cache is not None and len(cache) > 0
+        async with pool.acquire("sqlalchemy"):
+            dialect = engine.sync_engine.dialect
+            dialect.insert_returning = dialect.insert_returning  # the same value, written
+        assert len(cache) == 0
