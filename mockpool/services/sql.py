@@ -310,7 +310,9 @@ class PooledConnection(sqlite3.Connection):
             # Every attached database is copied, whatever its file: one attached from a file
             # again at each rebuild would be shared by every lease (a test's rows reaching the
             # next); and one loaded by deserialize() is listed with the file name "x".
-            attached = tuple((name, file, _image_of(self, name)) for name, file in _attached(cursor))
+            attached = tuple(
+                (name, file, _in_memory(_image_of(self, name))) for name, file in _attached(cursor)
+            )
             pragmas = connection_pragmas(cursor)
         database, args, kwargs = self._connect
         baseline = _baseline_pragmas(database, args, tuple(sorted(kwargs.items())))
@@ -570,6 +572,18 @@ def _image_of(conn: sqlite3.Connection, name: str) -> bytes | None:
         return conn.serialize(name=name)
     except sqlite3.OperationalError:
         return None
+
+
+def _in_memory(image: bytes | None) -> bytes | None:
+    """``image`` as a database in memory can load it: the header of a WAL database (a file's)
+    says so in bytes 18 and 19, and ``deserialize()`` of it then fails ("unable to open
+    database file"); 1 in both is the rollback journal, which is what a database in memory
+    has."""
+    if image is None or len(image) < 20 or (image[18], image[19]) == (1, 1):
+        return image
+    loadable = bytearray(image)
+    loadable[18] = loadable[19] = 1
+    return bytes(loadable)
 
 
 def _is_closed(conn: sqlite3.Connection) -> bool:

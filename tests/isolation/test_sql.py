@@ -359,11 +359,12 @@ async def test_the_sql_member_of_a_group_is_rebuilt_under_the_groups_reference(v
 # -- databases the schema attached ---------------------------------------------------------
 
 
-def _reference_file(directory: Path) -> Path:
+def _reference_file(directory: Path, journal_mode: str) -> Path:
     """A database file with one table and one row, as a project keeps reference data."""
     path = directory / "reference.db"
     conn = sqlite3.connect(path)
     try:
+        conn.execute(f"pragma journal_mode = {journal_mode}")
         conn.executescript("create table codes (code text); insert into codes values ('a');")
     finally:
         conn.close()
@@ -396,15 +397,16 @@ FILE_DIRTIERS = [
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
 @pytest.mark.parametrize("verify", [False, True], ids=["verify-off", "verify-on"])
 async def test_a_database_file_the_schema_attached_is_the_templates_in_every_lease(
-    tmp_path: Path, verify: bool
+    tmp_path: Path, verify: bool, journal_mode: str
 ) -> None:
     """The template attached the same file again at each reset: every lease, and every
     instance at once, shared it, so rows one test wrote were the next test's (and stayed on
     disk). It is copied into the template when sealed: writes reach neither the file nor the
-    next lease."""
-    path = _reference_file(tmp_path)
+    next lease. A WAL file's copy is loaded in memory too."""
+    path = _reference_file(tmp_path, journal_mode)
     on_disk = path.read_bytes()
 
     def schema(conn: sqlite3.Connection) -> None:
