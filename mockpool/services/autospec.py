@@ -15,7 +15,10 @@ Clean by construction, for each kind of state a test can reach:
   ``PropertyMock``, a configured magic method, ``__signature__``) are undone, deleted ones put
   back;
 - mocks made during a lease (return-value chains, attributes read for the first time) hang off
-  restored state only, so they are dropped with it and made again on next use.
+  restored state only, so they are dropped with it and made again on next use;
+- the call lists of the mocks above a rebuilt one: a call on a mock is recorded in each of them
+  (on Python 3.12+ a method's return value is made with the method, and calling it, or a
+  method of it, leaves nothing else of the method changed).
 
 Only the mocks whose state differs are rebuilt; telling them apart is one C-level dict
 comparison per mock and per class.
@@ -49,8 +52,9 @@ class _Node:
 
     A value set, replaced or deleted changes the objects in the mock's (or its class's)
     ``__dict__``; so does a call (``called``, ``call_count``), and a return value made on first
-    use. Containers changed in place are watched on the mocks that have children: a child's
-    call appends to its parents' records; the children dict changes length, or, where
+    use. Containers changed in place are watched on the mocks that have children (a child's
+    call appends to its parents' records), and checked on the mocks above a changed one; the
+    children dict changes length, or, where
     ``create_autospec`` left placeholders for attributes, gets a mock in their place.
 
     A mock without children (a method: most of the tree) is watched more cheaply: its
@@ -61,6 +65,7 @@ class _Node:
     """
 
     __slots__ = (
+        "above",
         "children",
         "cls",
         "cls_keys",
@@ -96,6 +101,8 @@ class _Node:
         self.cls_state: Mapping[str, Any] = vars(self.cls)
         self.cls_keys = tuple(self.cls_state)
         self.cls_values = tuple(self.cls_state.values())
+        #: The mocks above this one that ``changed`` does not watch for calls: set by ``_tree``.
+        self.above: tuple[_Node, ...] = ()
         self._watch()
 
     def _watch(self) -> None:
@@ -120,6 +127,10 @@ class _Node:
             or any(map(is_not, children.values(), self.placeholders))
             or any(map(is_not, cls_state.values(), self.cls_values))
         )
+
+    def called_through(self) -> bool:
+        """Whether a call on a mock below this one appended to its call lists."""
+        return any(map(len, self.records))
 
     def restore(self) -> None:
         state = self.state
@@ -152,8 +163,16 @@ class AutospecDouble:
 
     def reset(self) -> None:
         """Rebuild every mock, and every mock's class, that differs from the snapshot."""
-        for node in [node for node in self._nodes if node.changed()]:
+        stale = [node for node in self._nodes if node.changed()]
+        for node in stale:
             node.restore()
+        # A call on a mock is also recorded, in place, in the ``mock_calls`` of each mock above
+        # it; a method is not watched for that, so the mocks above a changed one are checked
+        # here (on Python 3.12+ a method's return value is made with it: calling it, or a
+        # method of it, leaves the method itself unchanged).
+        for above in {above for node in stale for above in node.above}:
+            if above.called_through():
+                above.restore()
 
     def snapshot(self) -> dict[str, Any]:
         """Calls, attributes changed or added, and children configured by a test: the same
@@ -255,6 +274,15 @@ def _tree(root: mock.NonCallableMock) -> list[_Node]:
                 )
             elif isinstance(value, mock.NonCallableMock):
                 pending.append((f"{name}.{key}", value))
+    by_id = {id(node.obj): node for node in nodes}
+    for node in nodes:
+        above = []
+        parent = vars(node.obj)["_mock_new_parent"]
+        while id(parent) in by_id:
+            if not by_id[id(parent)].parent:  # a parent's call lists are watched already
+                above.append(by_id[id(parent)])
+            parent = vars(parent)["_mock_new_parent"]
+        node.above = tuple(above)
     return nodes
 
 

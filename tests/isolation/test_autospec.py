@@ -37,12 +37,17 @@ class ApiClient:
 
 def _pristine(m: Any) -> None:
     assert m.mock_calls == []
+    assert [m.get.mock_calls, m.post.mock_calls, m.fetch.mock_calls] == [[], [], []]
     assert m.get.call_count == 0
     assert isinstance(m.get("/x"), mock.MagicMock)  # a fresh return value, not a configured one
     with pytest.raises(TypeError):
         m.get()  # the signature is still checked
-    m.get.reset_mock()  # the check's own call, not the next case's business
-    m.reset_mock()
+    # The check's own calls are not the next check's business. Not m.reset_mock(): it gives
+    # every mock of the tree new call lists, so each reset would rebuild them all and hide a
+    # reset that misses a mock.
+    m.get.reset_mock()
+    m.mock_calls.clear()
+    m.method_calls.clear()
 
 
 def _child_attribute(m: Any) -> None:
@@ -165,6 +170,16 @@ def _spec_state_read(m: Any) -> None:
     m.timeout.real = 1.0  # reading the attribute makes its mock; the test configures it
 
 
+def _return_value_used(m: Any) -> None:
+    response = m.post.return_value  # the code under test is handed the response, never calls post
+    response.json()
+    response.raise_for_status()
+
+
+def _return_value_called(m: Any) -> None:
+    m.post.return_value()
+
+
 def _attribute(m: Any) -> None:
     m.extra = "set by the test"
 
@@ -191,7 +206,30 @@ DIRTIERS = [
     Dirtier("seal", _sealed, gone=_not_sealed),
     Dirtier("non-callable attribute configured", _spec_state_read, gone=lambda m: m.timeout.real != 1.0),
     Dirtier("attribute on the mock", _attribute, gone=_no_attribute),
+    Dirtier(
+        "call on a method's return value",
+        _return_value_used,
+        gone=lambda m: mock.call().json() not in m.post.mock_calls,
+    ),
+    Dirtier(
+        "a method's return value called",
+        _return_value_called,
+        gone=lambda m: mock.call() not in m.post.mock_calls,
+    ),
 ]
+
+
+def _autospec_as_on_python_312(spec: Any, *args: Any, **kwargs: Any) -> Any:
+    """``create_autospec`` as Python 3.12 and later make it (gh-91803): each method comes with
+    its return value made up front, so the pristine tree has mocks below the methods."""
+    m = _create_autospec(spec, *args, **kwargs)
+    for child in m._mock_children.values():
+        if isinstance(child, mock.NonCallableMock) and child._mock_return_value is mock.DEFAULT:
+            child.return_value = mock.AsyncMock() if isinstance(child, mock.AsyncMock) else mock.MagicMock()
+    return m
+
+
+_create_autospec = mock.create_autospec
 
 
 @pytest.mark.asyncio
@@ -204,6 +242,18 @@ async def test_every_case_is_reset_and_seen_by_the_fingerprint(isolation_verify:
         isolation_verify=isolation_verify,
         strict=True,
     )
+    assert {case.outcome for case in report.cases} == {"reset"}
+
+
+@pytest.mark.asyncio
+async def test_every_case_is_reset_where_methods_come_with_their_return_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Python 3.12+ a call on a method's return value lands in the method's ``mock_calls``
+    although the method itself was not called (emulated on older Pythons)."""
+    monkeypatch.setattr(mock, "create_autospec", _autospec_as_on_python_312)
+    assert isinstance(autospec_service(ApiClient).factory().mock.post._mock_return_value, mock.MagicMock)
+    report = await check_isolation(autospec_service(ApiClient), DIRTIERS, pristine=_pristine, strict=True)
     assert {case.outcome for case in report.cases} == {"reset"}
 
 
