@@ -6,8 +6,9 @@ forged signatures and expired tokens are rejected with PyJWT's own errors.
 
 Clean by construction: every attribute of the instance (the algorithm, the keys, ``issuer``,
 ``leeway``, a method a test patched on the instance, anything a test added) is rebuilt at each
-reset from a pristine copy taken at creation, and the revoked ids start as a new empty set. The
-keys themselves are immutable and shared, never copied.
+reset from a pristine copy taken at creation, the revoked ids start as a new empty set, and a
+class a test swapped in is swapped back. The keys themselves are immutable and shared, never
+copied.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ _HMAC = ("HS256", "HS384", "HS512")
 class JwtDouble:
     """Signs and verifies tokens with one key and one algorithm; remembers revoked token ids."""
 
-    # ``__dict__`` holds everything a test can change; the pristine copy lives in a slot, out
-    # of its reach (and of ``vars()``, so the copy never copies itself).
-    __slots__ = ("__dict__", "_template")
+    # ``__dict__`` holds everything a test can change; the pristine copy (and the class, which a
+    # test can swap for a subclass of its own) lives in slots, out of its reach (and of
+    # ``vars()``, so the copy never copies itself).
+    __slots__ = ("__dict__", "_class", "_template")
 
     def __init__(
         self,
@@ -57,6 +59,7 @@ class JwtDouble:
         #: ``jti`` of the tokens revoked during the lease.
         self.revoked: set[str] = set()
         self._template: dict[str, Any] = dict(vars(self))
+        self._class: type[JwtDouble] = type(self)
 
     @property
     def token_error(self) -> type[Exception]:
@@ -111,7 +114,10 @@ class JwtDouble:
         return jti
 
     def reset(self) -> None:
-        """Rebuild every attribute from the pristine copy: options, keys, patched methods."""
+        """Rebuild every attribute from the pristine copy: options, keys, patched methods; and
+        put back the class a test swapped (``tokens.__class__ = Lenient`` overrides ``verify``)."""
+        if type(self) is not self._class:
+            self.__class__ = self._class
         state = vars(self)
         state.clear()
         state.update(self._template)
@@ -126,8 +132,10 @@ class JwtDouble:
 
     def fingerprint(self) -> dict[str, Any]:
         """Every attribute, as comparable values: plain options by value, keys, the PyJWT
-        module and patched callables by identity (a test that swaps one is seen)."""
-        return {name: _comparable(value) for name, value in vars(self).items()}
+        module and patched callables by identity (a test that swaps one is seen); and the class."""
+        state = {name: _comparable(value) for name, value in vars(self).items()}
+        state["__class__"] = _comparable(type(self))
+        return state
 
     def health(self) -> bool:
         """A round trip through sign and verify works."""

@@ -67,6 +67,25 @@ def _forged_is_rejected(tokens: JwtDouble) -> None:
         tokens.verify(jwt.encode({"sub": "u1"}, OTHER_SECRET, algorithm="HS256"))
 
 
+class _Lenient(JwtDouble):
+    """A test's own subclass, swapped in to change one instance (a property such as
+    ``token_error`` cannot be set on the instance itself)."""
+
+    __slots__ = ()
+
+    def verify(self, token: str, *, audience: str | None = None) -> dict[str, Any]:
+        return {"sub": "anyone"}
+
+
+def _class_swapped(tokens: JwtDouble) -> None:
+    tokens.__class__ = _Lenient
+
+
+def _own_class(tokens: JwtDouble) -> None:
+    assert type(tokens) is JwtDouble
+    _forged_is_rejected(tokens)
+
+
 def _revoked(tokens: JwtDouble) -> None:
     tokens.revoke("some-jti")
 
@@ -92,6 +111,7 @@ DIRTIERS = [
     Dirtier("revocation", _revoked, gone=lambda tokens: tokens.revoked == set()),
     Dirtier("revoked set replaced", _revoked_replaced, gone=lambda tokens: tokens.revoked == set()),
     Dirtier("attribute added", _added, gone=_nothing_added),
+    Dirtier("class swapped for a subclass", _class_swapped, gone=_own_class),
 ]
 
 
