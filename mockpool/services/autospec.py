@@ -18,7 +18,9 @@ Clean by construction, for each kind of state a test can reach:
   restored state only, so they are dropped with it and made again on next use;
 - the call lists of the mocks above a rebuilt one: a call on a mock is recorded in each of them
   (on Python 3.12+ a method's return value is made with the method, and calling it, or a
-  method of it, leaves nothing else of the method changed).
+  method of it, leaves nothing else of the method changed);
+- patches (``mock.patch.object``) on a mock of the tree or its class that the lease left
+  active are stopped first, so a teardown that stops them after the lease finds nothing to do.
 
 Only the mocks whose state differs are rebuilt; telling them apart is one C-level dict
 comparison per mock and per class.
@@ -26,6 +28,7 @@ comparison per mock and per class.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from operator import is_not
 from typing import Any
@@ -43,6 +46,9 @@ _CONTAINERS = frozenset((list, dict, mock._CallList))
 _LISTS = frozenset((list, mock._CallList))
 #: Back-references up the tree: a walk down it must not follow them.
 _UPWARD = frozenset(("_mock_parent", "_mock_new_parent"))
+#: The patches started (``patcher.start()``, pytest-mock's ``mocker.patch``) and not stopped yet:
+#: unittest.mock's own list, private, so read with a default.
+_ACTIVE_PATCHES: list[Any] = getattr(mock._patch, "_active_patches", [])
 
 
 class _Node:
@@ -151,18 +157,23 @@ class _Node:
 class AutospecDouble:
     """A ``create_autospec(cls, instance=True)`` mock and its structural snapshot."""
 
-    __slots__ = ("_nodes", "mock")
+    __slots__ = ("_nodes", "_targets", "mock")
 
     def __init__(self, cls: type, **autospec_options: Any) -> None:
         m = mock.create_autospec(cls, instance=True, **autospec_options)
         self.mock: Any = m
         self._nodes = _tree(m)
+        #: What a patch can target in the tree: each mock and each mock's class, by identity.
+        self._targets = frozenset(id(x) for node in self._nodes for x in (node.obj, node.cls))
 
     def handle(self) -> Any:
         return self.mock
 
     def reset(self) -> None:
-        """Rebuild every mock, and every mock's class, that differs from the snapshot."""
+        """End the patches of the tree still active, then rebuild every mock, and every mock's
+        class, that differs from the snapshot."""
+        if _ACTIVE_PATCHES:
+            self._end_patches()
         stale = [node for node in self._nodes if node.changed()]
         for node in stale:
             node.restore()
@@ -173,6 +184,21 @@ class AutospecDouble:
         for above in {above for node in stale for above in node.above}:
             if above.called_through():
                 above.restore()
+
+    def _end_patches(self) -> None:
+        """Stop each patch on a mock of the tree, or its class, that the lease left active.
+
+        A patch a test's teardown stops (pytest-mock's ``mocker.patch.object``, a finalizer)
+        stops after the lease: it would write what it saved during the lease back into a mock
+        that is idle, or another test's, and fail where the reset already removed what it
+        patched (a ``PropertyMock`` made with ``create=True``). Stopped here, last started
+        first, it is gone from the active list, and the teardown's ``stop()`` does nothing.
+        """
+        targets = self._targets
+        for patcher in [p for p in reversed(_ACTIVE_PATCHES) if id(getattr(p, "target", None)) in targets]:
+            # Whatever the stop leaves (or fails on) is rebuilt by the reset that follows.
+            with contextlib.suppress(Exception):
+                patcher.stop()
 
     def snapshot(self) -> dict[str, Any]:
         """Calls, attributes changed or added, and children configured by a test: the same

@@ -180,6 +180,34 @@ def _return_value_called(m: Any) -> None:
     m.post.return_value()
 
 
+#: Patches a dirtier started and left for its test's teardown to stop (pytest-mock's
+#: ``mocker.patch.object``, ``request.addfinalizer(patcher.stop)``): that teardown runs after
+#: the lease has ended, so a check in the next lease plays it first.
+_UNTIL_TEARDOWN: list[Any] = []
+
+
+def _patched_until_teardown(m: Any) -> None:
+    m.timeout.real = 9.0  # configured, then patched over
+    _UNTIL_TEARDOWN.append(mock.patch.object(m, "timeout", 1.0))
+    _UNTIL_TEARDOWN[-1].start()
+
+
+def _property_patched_until_teardown(m: Any) -> None:
+    patcher = mock.patch.object(
+        type(m), "base_url", new_callable=mock.PropertyMock, return_value="https://evil.example", create=True
+    )
+    _UNTIL_TEARDOWN.append(patcher)
+    patcher.start()
+
+
+def _after_teardown(m: Any) -> None:
+    while _UNTIL_TEARDOWN:
+        _UNTIL_TEARDOWN.pop().stop()  # the earlier test's teardown: must neither fail nor write
+    assert m.timeout.real != 9.0
+    assert "timeout" not in vars(m)
+    assert m.base_url != "https://evil.example"
+
+
 def _attribute(m: Any) -> None:
     m.extra = "set by the test"
 
@@ -210,6 +238,10 @@ DIRTIERS = [
         "call on a method's return value",
         _return_value_used,
         gone=lambda m: mock.call().json() not in m.post.mock_calls,
+    ),
+    Dirtier("patch stopped after the lease", _patched_until_teardown, gone=_after_teardown),
+    Dirtier(
+        "PropertyMock patch stopped after the lease", _property_patched_until_teardown, gone=_after_teardown
     ),
     Dirtier(
         "a method's return value called",
