@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import sqlite3
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Container, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -15,7 +17,9 @@ from ..spec import ServiceSpec
 __all__ = (
     "MissingExtraError",
     "SqlStep",
+    "active_patches",
     "build_spec",
+    "end_patches",
     "fingerprint_of",
     "require",
     "run_sql_step",
@@ -110,6 +114,32 @@ def fingerprint_of(obj: Any, *, bound: dict[str, Any] | None = None) -> dict[str
         else:
             out[name] = (type(value).__name__, id(value))
     return out
+
+
+def active_patches() -> list[Any]:
+    """The patches started (``patcher.start()``, pytest-mock's ``mocker.patch``) and not stopped
+    yet: unittest.mock's own list, private, so read with defaults. Found in ``sys.modules``, not
+    imported: until a test imports unittest.mock nothing can be patched (and the fakes that do
+    not use it do not pay its import)."""
+    patch_class = getattr(sys.modules.get("unittest.mock"), "_patch", None)
+    active = getattr(patch_class, "_active_patches", None)
+    return active if isinstance(active, list) else []  # the list itself, empty or not
+
+
+def end_patches(active: list[Any], targets: Container[int]) -> None:
+    """Stop each patch of ``active`` whose target's ``id`` is in ``targets``: the double, its parts.
+
+    A patch a test's teardown stops (pytest-mock's ``mocker.patch.object``, a finalizer)
+    stops after the lease: it would write what it saved during the lease back into a double
+    that is idle, or another test's, and fail where the reset already removed what it
+    patched (an attribute patched over a method: the stop deletes it). Stopped by the reset,
+    last started first, it is gone from the active list, and the teardown's ``stop()`` does
+    nothing.
+    """
+    for patcher in [p for p in reversed(active) if id(getattr(p, "target", None)) in targets]:
+        # Whatever the stop leaves (or fails on) is rebuilt by the reset that follows.
+        with contextlib.suppress(Exception):
+            patcher.stop()
 
 
 def sql_steps(label: str, value: SqlStep | Sequence[SqlStep] | None, service: str) -> list[SqlStep]:

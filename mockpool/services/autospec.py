@@ -28,14 +28,13 @@ comparison per mock and per class.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from operator import is_not
 from typing import Any
 from unittest import mock
 
 from ..spec import ServiceSpec
-from ._common import build_spec
+from ._common import active_patches, build_spec, end_patches
 
 __all__ = ("AutospecDouble", "autospec_service")
 
@@ -46,9 +45,8 @@ _CONTAINERS = frozenset((list, dict, mock._CallList))
 _LISTS = frozenset((list, mock._CallList))
 #: Back-references up the tree: a walk down it must not follow them.
 _UPWARD = frozenset(("_mock_parent", "_mock_new_parent"))
-#: The patches started (``patcher.start()``, pytest-mock's ``mocker.patch``) and not stopped yet:
-#: unittest.mock's own list, private, so read with a default.
-_ACTIVE_PATCHES: list[Any] = getattr(mock._patch, "_active_patches", [])
+#: unittest.mock's list of the patches active (imported above, so the list itself).
+_ACTIVE_PATCHES = active_patches()
 
 
 class _Node:
@@ -173,7 +171,9 @@ class AutospecDouble:
         """End the patches of the tree still active, then rebuild every mock, and every mock's
         class, that differs from the snapshot."""
         if _ACTIVE_PATCHES:
-            self._end_patches()
+            # A patch on the tree (or a PropertyMock patched onto type(m) with create=True)
+            # that the teardown would stop after the lease, into an idle mock.
+            end_patches(_ACTIVE_PATCHES, self._targets)
         stale = [node for node in self._nodes if node.changed()]
         for node in stale:
             node.restore()
@@ -184,21 +184,6 @@ class AutospecDouble:
         for above in {above for node in stale for above in node.above}:
             if above.called_through():
                 above.restore()
-
-    def _end_patches(self) -> None:
-        """Stop each patch on a mock of the tree, or its class, that the lease left active.
-
-        A patch a test's teardown stops (pytest-mock's ``mocker.patch.object``, a finalizer)
-        stops after the lease: it would write what it saved during the lease back into a mock
-        that is idle, or another test's, and fail where the reset already removed what it
-        patched (a ``PropertyMock`` made with ``create=True``). Stopped here, last started
-        first, it is gone from the active list, and the teardown's ``stop()`` does nothing.
-        """
-        targets = self._targets
-        for patcher in [p for p in reversed(_ACTIVE_PATCHES) if id(getattr(p, "target", None)) in targets]:
-            # Whatever the stop leaves (or fails on) is rebuilt by the reset that follows.
-            with contextlib.suppress(Exception):
-                patcher.stop()
 
     def snapshot(self) -> dict[str, Any]:
         """Calls, attributes changed or added, and children configured by a test: the same

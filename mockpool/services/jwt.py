@@ -7,8 +7,8 @@ forged signatures and expired tokens are rejected with PyJWT's own errors.
 Clean by construction: every attribute of the instance (the algorithm, the keys, ``issuer``,
 ``leeway``, a method a test patched on the instance, anything a test added) is rebuilt at each
 reset from a pristine copy taken at creation, the revoked ids start as a new empty set, and a
-class a test swapped in is swapped back. The keys themselves are immutable and shared, never
-copied.
+class a test swapped in is swapped back; a patch on the instance still active is stopped first.
+The keys themselves are immutable and shared, never copied.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import ServiceConfigError
 from ..spec import ServiceSpec
-from ._common import build_spec, require
+from ._common import active_patches, build_spec, end_patches, require
 
 __all__ = ("DEFAULT_SECRET", "JwtDouble", "jwt_service")
 
@@ -115,7 +115,13 @@ class JwtDouble:
 
     def reset(self) -> None:
         """Rebuild every attribute from the pristine copy: options, keys, patched methods; and
-        put back the class a test swapped (``tokens.__class__ = Lenient`` overrides ``verify``)."""
+        put back the class a test swapped (``tokens.__class__ = Lenient`` overrides ``verify``);
+        first, stop the patches on the instance that the lease left active (``mocker.patch.object(
+        tokens, "verify")``: its teardown, after the lease, would delete ``verify`` from the
+        rebuilt instance and fail)."""
+        patches = active_patches()
+        if patches:
+            end_patches(patches, (id(self),))
         if type(self) is not self._class:
             self.__class__ = self._class
         state = vars(self)

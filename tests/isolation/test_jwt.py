@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from unittest import mock
 
 import jwt
 import pytest
@@ -86,6 +87,24 @@ def _own_class(tokens: JwtDouble) -> None:
     _forged_is_rejected(tokens)
 
 
+#: Patches a dirtier started and left for its test's teardown to stop (pytest-mock's
+#: ``mocker.patch.object``, ``request.addfinalizer(patcher.stop)``): that teardown runs after
+#: the lease has ended, so a check in the next lease plays it first.
+_UNTIL_TEARDOWN: list[Any] = []
+
+
+def _verify_patched_until_teardown(tokens: JwtDouble) -> None:
+    _UNTIL_TEARDOWN.append(mock.patch.object(tokens, "verify", return_value={"sub": "anyone"}))
+    _UNTIL_TEARDOWN[-1].start()
+
+
+def _after_teardown(tokens: JwtDouble) -> None:
+    while _UNTIL_TEARDOWN:
+        _UNTIL_TEARDOWN.pop().stop()  # the earlier test's teardown: must neither fail nor write
+    assert "verify" not in vars(tokens)
+    _forged_is_rejected(tokens)
+
+
 def _revoked(tokens: JwtDouble) -> None:
     tokens.revoke("some-jti")
 
@@ -112,6 +131,7 @@ DIRTIERS = [
     Dirtier("revoked set replaced", _revoked_replaced, gone=lambda tokens: tokens.revoked == set()),
     Dirtier("attribute added", _added, gone=_nothing_added),
     Dirtier("class swapped for a subclass", _class_swapped, gone=_own_class),
+    Dirtier("verify patched until the test's teardown", _verify_patched_until_teardown, gone=_after_teardown),
 ]
 
 
