@@ -58,8 +58,8 @@ class _Node:
     ``__dict__``; so does a call (``called``, ``call_count``), and a return value made on first
     use. Containers changed in place are watched on the mocks that have children (a child's
     call appends to its parents' records), and checked on the mocks above a changed one; the
-    children dict changes length, or, where
-    ``create_autospec`` left placeholders for attributes, gets a mock in their place.
+    children dict changes length, or, where ``create_autospec`` left placeholders for
+    attributes, gets a mock in their place.
 
     A mock without children (a method: most of the tree) is watched more cheaply: its
     ``__dict__`` by identity, its children dict and its class by length (configuring a magic
