@@ -438,7 +438,11 @@ class InstanceHooks:
     ) -> None:
         """Finish a reset begun at release: await ``pending`` (the first reset hook that
         returned an awaitable), then run the resets in ``rest``; or, with nothing pending,
-        the whole reset (isolation-verify mode)."""
+        the whole reset (isolation-verify mode).
+
+        A close that gave up waiting for it (``close_timeout``) took the entry off the books
+        and destroyed its instance meanwhile: however the reset then ends (cancelled with the
+        runtime, failing on the closed instance, done), nothing is left to place or recover."""
         try:
             try:
                 with deadline(self.name, "reset", self.spec.reset_timeout):
@@ -451,11 +455,13 @@ class InstanceHooks:
             except _CANCELLED:
                 # The loop is going away mid-reset: the instance is in an unknown state. Park it
                 # for recovery by the next runtime; the cancellation propagates.
-                self.core.begin_recovery(entry)
-                self.orphans.append(entry)
+                if entry.state is EntryState.RESETTING:
+                    self.core.begin_recovery(entry)
+                    self.orphans.append(entry)
                 raise
             except Exception as exc:
-                self._reset_failed(entry, exc)
+                if entry.state is EntryState.RESETTING:
+                    self._reset_failed(entry, exc)
                 if isinstance(exc, IsolationError) and not done.done():
                     done.set_result(exc)
                 return
@@ -463,12 +469,14 @@ class InstanceHooks:
                 # ``pytest.fail`` in the hook, KeyboardInterrupt: the instance goes to recovery,
                 # and the exception to the releasing task (the test), not into the runtime's
                 # task group, which it would end, with all the pool's background work.
-                self._reset_failed(entry, exc)
+                if entry.state is EntryState.RESETTING:
+                    self._reset_failed(entry, exc)
                 if not done.done():
                     done.set_exception(exc)
                 return
-            self.core.finish_reset(entry)
-            self.metrics.resets += 1
+            if entry.state is EntryState.RESETTING:
+                self.core.finish_reset(entry)
+                self.metrics.resets += 1
         finally:
             if not done.done():
                 done.set_result(None)

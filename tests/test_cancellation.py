@@ -4,6 +4,7 @@ cancellation propagates."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -541,3 +542,54 @@ def test_ctrl_c_in_a_factory_stops_the_run_and_loses_nothing() -> None:
     finally:
         loop.close()
         pool.close()
+
+
+@pytest.mark.parametrize("how", ["cancelled", "failed"])
+def test_a_close_that_gives_up_on_a_reset_destroys_the_instance_once_and_logs_no_error(
+    how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lease ended with an async reset that outlives ``close_timeout``: the close destroys
+    the instance under the reset, then ends the runtime. The reset then ended (cancelled with
+    the runtime, or failing on the instance its destroy closed) and sent the destroyed entry
+    to recovery: "begin_recovery expected entry #1 to be leased, but it is destroyed; this is
+    a mockpool bug", logged as the runtime's error (and a failure ended the runtime's task
+    group, with all the pool's background work, before the close did)."""
+    closed = asyncio.Event()
+    resetting = asyncio.Event()
+
+    async def reset(instance: dict[str, int]) -> None:
+        resetting.set()
+        await closed.wait()  # "cancelled": never set, the reset hangs past close_timeout
+        raise ConnectionError("the client was closed under the reset")
+
+    def destroy(instance: dict[str, int]) -> None:
+        if how == "failed":
+            closed.set()
+
+    async def main() -> None:
+        pool = MockPool(supervise=False, close_timeout=1.0)
+        pool.register(
+            ServiceSpec(name="svc", factory=dict, reset=reset, reset_timeout=60, destroy=destroy, max_size=1)
+        )
+        await pool.start()
+
+        async def use() -> None:
+            async with pool.acquire("svc"):
+                pass
+
+        user = asyncio.create_task(use())
+        await resetting.wait()
+        async with asyncio.timeout(10):
+            await pool.aclose()
+            await user  # the releasing task is let go, not left waiting for the reset
+        stats = pool.stats("svc")
+        assert (stats.size, stats.created, stats.destroyed, stats.leaks) == (0, 1, 1, 1)
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    caplog.set_level(logging.ERROR, logger="mockpool")
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
