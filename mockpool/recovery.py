@@ -83,7 +83,11 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
     last: BaseException | None = None
     logger.info("service %r: recovering entry #%d (%s)", svc.name, entry.id, reason)
 
-    def succeed(tier: str) -> None:
+    def succeed(tier: str) -> bool:
+        """Place the recovered entry; False if the pool's close took it meanwhile (the close
+        does not wait for recoveries): it destroyed the instance the entry held then."""
+        if entry.state is not EntryState.RECOVERING:
+            return False
         # Just restored or rebuilt, and health-checked: not an instance that sat idle.
         entry.last_used = clock.now()
         if entry.members:
@@ -96,6 +100,7 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
             svc.destroy_soon(entry)
         else:
             core.finish_recovery(entry)
+        return True
 
     if core.closed:
         core.remove(entry)
@@ -131,8 +136,10 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
             swap_instance(entry, fresh)
             # Serve first, clean up after: a slow destroy must not delay the waiting acquirers
             # nor count as recovery time.
-            succeed(tier)
-            await svc._destroy_instance(old)
+            if succeed(tier):
+                await svc._destroy_instance(old)
+            else:  # the close destroyed the old one; the new one is nobody's
+                await svc._destroy_instance(fresh.instance)
             return
 
         # Tier 4: an emergency stub that keeps the instance's interface.
@@ -143,8 +150,10 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
                 stub = make_stub(template, clock.now())
                 svc.metrics.created += 1
                 swap_instance(entry, stub)
-                succeed("stub")
-                await svc._destroy_instance(old)
+                if succeed("stub"):
+                    await svc._destroy_instance(old)
+                else:  # as above
+                    await svc._destroy_instance(stub.instance)
                 return
 
     # Every allowed tier failed: the instance is destroyed and counted.

@@ -593,3 +593,54 @@ def test_a_close_that_gives_up_on_a_reset_destroys_the_instance_once_and_logs_no
     finally:
         loop.close()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("tier", ["snapshot", "factory"])
+def test_a_recovery_the_close_overtakes_destroys_each_instance_once(tier: str) -> None:
+    """A discarded instance is being recovered (restored, or rebuilt by the factory) when the
+    pool closes: the close does not wait for recoveries, takes the entry off the books and
+    destroys its instance. The recovery then ended, found the pool closed and destroyed the
+    entry's instance again: the destroy hook ran twice on one instance, and ``destroyed``
+    counted 2 for 1 created (``size == created - destroyed`` broken)."""
+    destroyed: list[int] = []
+    made: list[int] = []
+    recovering = asyncio.Event()
+    closing = asyncio.Event()
+
+    async def factory() -> dict[str, int]:
+        made.append(len(made) + 1)
+        if tier == "factory" and len(made) == 2:  # the rebuild of tier 2
+            recovering.set()
+            await closing.wait()
+        return {"id": made[-1]}
+
+    async def restore(instance: dict[str, int], state: object) -> None:
+        recovering.set()
+        await closing.wait()
+
+    async def destroy(instance: dict[str, int]) -> None:
+        destroyed.append(instance["id"])
+        closing.set()  # the recovery ends while the close still awaits this destroy
+        await asyncio.sleep(0)
+
+    async def main() -> None:
+        pool = MockPool(supervise=False)
+        extra: dict[str, Any] = {"snapshot": dict, "restore": restore} if tier == "snapshot" else {}
+        pool.register(ServiceSpec(name="svc", factory=factory, destroy=destroy, max_size=1, **extra))
+        await pool.start()
+        lease = pool.acquire("svc")
+        async with lease:
+            lease.discard()
+        await recovering.wait()
+        async with asyncio.timeout(10):
+            await pool.aclose()
+        assert sorted(destroyed) == made  # each instance made, destroyed once
+        stats = pool.stats("svc")
+        assert (stats.size, stats.recovering, stats.created, stats.destroyed) == (0, 0, len(made), len(made))
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
