@@ -188,6 +188,10 @@ class Runtime:
             coro = bare.get_coro()
             if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
                 coro.close()
+                # It can never run now, and nothing is lost: collected, it must not log "Task
+                # was destroyed but it is pending!" (as run_until_complete marks the task it
+                # made when the loop stopped first).
+                bare._log_destroy_pending = False  # type: ignore[attr-defined]
 
     def _settle(self, jobs: set[_Job]) -> None:
         for job in jobs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
@@ -1364,11 +1365,15 @@ class TestLoopsClosedWithoutCancelling:
         assert unraisable == []
         pool.check_invariants()
 
-    def test_a_stall_check_due_as_the_loop_closed_never_warns(self) -> None:
+    def test_a_stall_check_due_as_the_loop_closed_never_warns(self, caplog: pytest.LogCaptureFixture) -> None:
         """The stall check runs in a task that its timer starts. Due in the loop's last step
-        (pytest-asyncio-cooperative's loop, at the end of the stress suite), the task never
+        (pytest-asyncio-cooperative's loop, at the end of the stress suite; ``asyncio.run``'s
+        shutdown steps in a thread's loop, after it cancelled what was left), the task never
         ran, and its coroutine warned "never awaited" when the closed loop dropped it: fatal
-        under ``filterwarnings = error``. So did the runtime that the timer started there."""
+        under ``filterwarnings = error``. So did the runtime that the timer started there.
+        Closed unrun, the two tasks then still made asyncio log "Task was destroyed but it is
+        pending!" as errors when collected."""
+        caplog.set_level(logging.ERROR, logger="asyncio")
         pool = MockPool(supervise=False)
         pool.register(ServiceSpec(name="svc", factory=dict, max_size=1))
         svc = pool.service_pools["svc"]
@@ -1386,6 +1391,7 @@ class TestLoopsClosedWithoutCancelling:
         pool.close()
         del pool, svc
         gc.collect()  # ...or here, with the pool and its abandoned runtime
+        assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 class TestErrorsNameTheRealCause:
