@@ -61,6 +61,7 @@ class _Port(Protocol):
         self, fn: Callable[..., Any], *args: Any, on_drop: Callable[[], None] | None = None
     ) -> None: ...
     def current_runtime(self) -> CpuMeter | None: ...
+    def lease_ended(self) -> None: ...
 
 
 class _Ticket:
@@ -480,6 +481,10 @@ class InstanceHooks:
         finally:
             if not done.done():
                 done.set_result(None)
+            if self.core.closed:
+                # The lease ended only now (its task stopped awaiting the reset): a close may
+                # be waiting for it.
+                self.pool.lease_ended()
 
     def _reset_dropped(self, entry: Entry, pending: Any, done: asyncio.Future[IsolationError | None]) -> None:
         """The background reset never ran (its loop closed first): as for one interrupted

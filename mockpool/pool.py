@@ -200,7 +200,8 @@ class MockPool:
         )
         #: The loop the pool started in (or first ran in): its supervisors start at once.
         self._home: weakref.ref[asyncio.AbstractEventLoop] | None = None
-        self._lease_ended: asyncio.Event | None = None
+        #: What a closing pool waits on for its leases to end, and the loop it waits in.
+        self._lease_ended: tuple[asyncio.Event, asyncio.AbstractEventLoop] | None = None
         #: The task that closes the pool (it outlives a cancelled ``aclose``).
         self._close_task: asyncio.Task[None] | None = None
         self._history_saved = False
@@ -728,11 +729,12 @@ class MockPool:
                 # Instances handed to waiters of loops closed since: no lease will end them.
                 svc.core.settle_transit()
         if self._leases_out() and self.close_timeout > 0:
-            self._lease_ended = asyncio.Event()
+            ended = asyncio.Event()
+            self._lease_ended = (ended, asyncio.get_running_loop())
             with anyio.move_on_after(self.close_timeout):
                 while self._leases_out():
-                    await self._lease_ended.wait()
-                    self._lease_ended.clear()
+                    await ended.wait()
+                    ended.clear()
         if not self._history_saved:
             self._history_saved = True
             self.save_history()
@@ -826,9 +828,21 @@ class MockPool:
         return any(svc.core.in_use > held_by_groups.get(name, 0) for name, svc in self.service_pools.items())
 
     def lease_ended(self) -> None:
-        """Called by a release while the pool is closing."""
-        if self._lease_ended is not None:
-            self._lease_ended.set()
+        """Called while the pool is closing by what ends a lease: its release, or the
+        background reset the release left running. From any thread: an ``asyncio.Event`` set
+        from another thread than its loop's does not wake that loop (a lease the app's thread
+        held under TestClient kept the close waiting its whole ``close_timeout``)."""
+        waiting = self._lease_ended
+        if waiting is None:
+            return
+        ended, loop = waiting
+        if asyncio._get_running_loop() is loop:
+            ended.set()
+            return
+        try:
+            loop.call_soon_threadsafe(ended.set)
+        except RuntimeError:
+            pass  # that loop is closed: the close waiting there was cut short with it
 
     async def _destroy_all(self) -> None:
         pools = [*self._retired, *self.service_pools.values()]

@@ -644,3 +644,42 @@ def test_a_recovery_the_close_overtakes_destroys_each_instance_once(tier: str) -
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+def test_a_close_waiting_for_a_reset_under_way_goes_on_when_it_ends() -> None:
+    """A task group is cancelled while its task awaits its lease's async reset (the reset goes
+    on in the background), then the pool's block ends: the close waits for that lease. Nothing
+    told it when the reset ended, only a release does: it waited its whole ``close_timeout``
+    (30 s here) for a lease that had ended long before."""
+    gate = asyncio.Event()
+    resetting = asyncio.Event()
+
+    async def reset(instance: dict[str, int]) -> None:
+        resetting.set()
+        await gate.wait()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pool = MockPool(supervise=False, close_timeout=30.0)
+        pool.register(ServiceSpec(name="svc", factory=dict, reset=reset, max_size=1))
+        async with pool:
+
+            async def use() -> None:
+                async with pool.acquire("svc"):
+                    pass
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(use)
+                await resetting.wait()
+                tg.cancel_scope.cancel()  # use() stops awaiting its reset; the reset goes on
+            assert pool.stats("svc").in_use == 1
+            loop.call_later(1.0, gate.set)  # the reset ends 1 s into the close
+        assert loop.time() < 2.0  # was 30.0: close_timeout
+        stats = pool.stats("svc")
+        assert (stats.resets, stats.leaks, stats.size, stats.destroyed) == (1, 0, 0, 1)
+
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

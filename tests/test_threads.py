@@ -260,3 +260,37 @@ async def test_a_waiter_of_another_loop_cancelled_as_it_is_handed_the_instance_p
         pool.check_invariants()
         stats = pool.stats("db")
         assert (stats.idle, stats.in_use, stats.waiting, stats.cancellations) == (1, 0, 0, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_close_waiting_for_a_lease_of_the_apps_thread_goes_on_when_it_ends() -> None:
+    """The close waits (up to ``close_timeout``) for the lease the app's thread holds. Its
+    release, in the app's loop, set the close's ``asyncio.Event`` from that thread, which
+    does not wake the close's loop: the close waited its whole ``close_timeout``."""
+    pool = MockPool(supervise=False, close_timeout=30.0)
+    pool.register(ServiceSpec(name="db", factory=dict, reset=dict.clear, max_size=1))
+    held, release = threading.Event(), threading.Event()
+
+    def app_thread() -> None:
+        async def app() -> None:
+            async with pool.acquire("db"):
+                held.set()
+                await asyncio.to_thread(release.wait)
+
+        asyncio.run(app())
+
+    await pool.start()
+    thread = threading.Thread(target=app_thread)
+    thread.start()
+    try:
+        await asyncio.to_thread(held.wait)
+        closing = asyncio.ensure_future(pool.aclose())
+        # Closing (no await between that state and its wait for the lease): it waits now.
+        await _until(lambda: pool.closed, "the close waits for the app's lease")
+        release.set()
+        await asyncio.wait_for(closing, 10)  # was 30 s: close_timeout
+    finally:
+        release.set()
+        await asyncio.to_thread(thread.join)
+    stats = pool.stats("db")
+    assert (stats.leaks, stats.size, stats.destroyed) == (0, 0, 1)
