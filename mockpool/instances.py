@@ -574,9 +574,11 @@ class InstanceHooks:
                 raise
             logger.warning("service %r: destroy failed: %r", self.name, exc)
 
-    async def _destroy_instance(self, instance: Any) -> None:
-        """Destroy an instance no entry holds any more (replaced, never placed, or closing)."""
-        self.metrics.destroyed += 1
+    async def _destroy_instance(self, instance: Any, *, counted: bool = False) -> None:
+        """Destroy an instance no entry holds any more (replaced, never placed, or closing).
+        ``counted``: a destroy of it that was cut short counted it already."""
+        if not counted:
+            self.metrics.destroyed += 1
         destroy = self.spec.destroy
         if destroy is None:
             return

@@ -209,6 +209,8 @@ class MockPool:
         self._abandoned: list[Runtime] = []
         #: Instances taken off the books by closing and not destroyed yet.
         self._undestroyed: list[tuple[ServicePool, Any]] = []
+        #: The first of them was being destroyed (and was counted) when a close was cut short.
+        self._destroy_begun = False
         self._started_at = self.clock.now()
         #: What earlier runs recorded (empty without history); drives warming and prediction.
         self.history_path: Path | None = None
@@ -869,8 +871,12 @@ class MockPool:
             core.lent = 0
         while self._undestroyed:
             svc, instance = self._undestroyed[0]
-            await svc._destroy_instance(instance)  # counts it destroyed
+            # Destroyed again after a close cut short in its destroy (hooks are idempotent),
+            # it is counted once.
+            again, self._destroy_begun = self._destroy_begun, True
+            await svc._destroy_instance(instance, counted=again)  # counts it destroyed
             self._undestroyed.pop(0)
+            self._destroy_begun = False
 
     async def __aenter__(self) -> Self:
         await self.start()
