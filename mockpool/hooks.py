@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -14,7 +14,15 @@ from .errors import HookTimeout, MockPoolError
 
 T = TypeVar("T")
 
-__all__ = ("call_hook", "deadline", "given", "must_propagate", "running_loop")
+__all__ = (
+    "awaited",
+    "call_hook",
+    "cancelled_for_real",
+    "deadline",
+    "given",
+    "must_propagate",
+    "running_loop",
+)
 
 
 def running_loop(service: str) -> asyncio.AbstractEventLoop:
@@ -41,15 +49,51 @@ async def call_hook(
     hook: Callable[..., Any], *args: Any, timeout: float | None = None, service: str = "", name: str = "hook"
 ) -> Any:
     """Call a sync or async hook; an async one is bounded by ``timeout`` (:class:`HookTimeout`
-    naming ``service`` and the hook's ``name``)."""
-    result = hook(*args)
+    naming ``service`` and the hook's ``name``). A ``CancelledError`` the hook raises while
+    nothing cancels the task is the hook's failure (:func:`awaited`)."""
+    try:
+        result = hook(*args)
+    except asyncio.CancelledError as exc:
+        if cancelled_for_real():
+            raise
+        raise _stray(service, name) from exc
     if not inspect.isawaitable(result):
         return result
     if timeout is None:
-        return await result
+        return await awaited(result, service, name)
     with deadline(service, name, timeout):
-        return await result
+        return await awaited(result, service, name)
     raise AssertionError("unreachable: the deadline raised")  # pragma: no cover
+
+
+async def awaited(awaitable: Awaitable[T], service: str, name: str) -> T:
+    """Await a hook's ``awaitable``. A ``CancelledError`` from it while nothing cancels the
+    running task (the hook called ``result()`` on, or awaited, a future that something else
+    cancelled) is no cancellation: it becomes a :class:`MockPoolError`, the hook's failure, as
+    an exception would be. Propagated as a cancellation, it ended the runtime's task group,
+    with every background job of the loop, and the creation it interrupted told its waiters
+    nothing (they waited their whole timeout)."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError as exc:
+        if cancelled_for_real():
+            raise
+        raise _stray(service, name) from exc
+
+
+def cancelled_for_real() -> bool:
+    """Whether the running task is being cancelled (by ``Task.cancel``, which asyncio's and
+    anyio's timeouts and scopes use, or by the end of its loop)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def _stray(service: str, name: str) -> MockPoolError:
+    return MockPoolError(
+        f"service {service!r}: the {name} hook raised CancelledError, but nothing cancelled its "
+        "task (did it call result() on, or await, a future that something else cancelled?); "
+        "counted as the hook's failure"
+    )
 
 
 def must_propagate(exc: BaseException) -> bool:

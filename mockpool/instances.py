@@ -25,7 +25,7 @@ import anyio
 
 from .core import Entry, EntryState
 from .errors import MockPoolError, RecoveryFailedError
-from .hooks import call_hook, deadline, must_propagate
+from .hooks import awaited, call_hook, deadline, must_propagate
 from .isolation import IsolationError, difference, fingerprint_hook
 from .paused import LoopWork
 from .stubs import make_stub
@@ -448,7 +448,7 @@ class InstanceHooks:
             try:
                 with deadline(self.name, "reset", self.spec.reset_timeout):
                     if pending is not None:
-                        await pending
+                        await awaited(pending, self.name, "reset")
                         for svc, instance in rest:
                             await svc.reset_instance(instance)
                     else:
@@ -568,7 +568,7 @@ class InstanceHooks:
     async def _await_destroy(self, awaitable: Any) -> None:
         try:
             with deadline(self.name, "destroy", self.spec.destroy_timeout):
-                await awaitable
+                await awaited(awaitable, self.name, "destroy")
         except BaseException as exc:
             if must_propagate(exc):
                 raise

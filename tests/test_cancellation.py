@@ -685,3 +685,133 @@ def test_a_close_waiting_for_a_reset_under_way_goes_on_when_it_ends() -> None:
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_factory_raising_a_cancelled_error_nobody_asked_for_fails_that_creation_only(
+    is_async: bool,
+) -> None:
+    """A factory raises ``CancelledError`` while nothing cancels its task (it called
+    ``result()`` on, or awaited, a future that something else cancelled). The creation took it
+    for the end of its loop: the waiter was neither served nor told, and waited its whole
+    timeout (30 s), with no creation tried again; and the error ended the runtime's task
+    group, cancelling every other background job of the loop (another service's creation
+    under way, made again later). It is now the factory's failure, as an exception is."""
+    made: list[str] = []
+    other_gate = asyncio.Event()
+    other_creating = asyncio.Event()
+
+    def cancelled_result() -> object:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        return future.result()  # raises CancelledError
+
+    def factory() -> dict[str, int]:
+        made.append("svc")
+        if made.count("svc") == 1:
+            cancelled_result()
+        return {}
+
+    async def async_factory() -> dict[str, int]:
+        await asyncio.sleep(0)
+        return factory()
+
+    async def other_factory() -> dict[str, int]:
+        made.append("other")
+        other_creating.set()
+        await other_gate.wait()
+        return {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=async_factory if is_async else factory, max_size=1))
+        pool.register(ServiceSpec(name="other", factory=other_factory, max_size=1))
+        async with pool:
+
+            async def use_other() -> None:
+                async with pool.acquire("other", timeout=30):
+                    pass
+
+            other = asyncio.create_task(use_other())
+            await other_creating.wait()
+            with pytest.raises(RecoveryFailedError) as caught:
+                async with pool.acquire("svc", timeout=30):
+                    pass  # pragma: no cover
+            assert loop.time() < 1.0  # told at once, not at its timeout
+            assert isinstance(caught.value.__cause__.__cause__, asyncio.CancelledError)  # type: ignore[union-attr]
+            async with pool.acquire("svc", timeout=5):
+                pass
+            other_gate.set()
+            await other
+            assert made.count("other") == 1  # its creation went on
+            pool.check_invariants()
+            assert pool.stats("svc").idle == pool.stats("other").idle == 1
+
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("hook", ["reset", "destroy"])
+def test_an_async_hook_raising_a_cancelled_error_nobody_asked_for_fails_that_hook_only(hook: str) -> None:
+    """As above, for the hooks awaited in background jobs of their own: an async reset (the
+    instance waited in recovery for the next runtime) or destroy that raises a
+    ``CancelledError`` of its own ended the runtime's task group, cancelling the loop's other
+    background work (here a creation under way, which had to be made again)."""
+    made: list[str] = []
+    destroyed: list[str] = []
+    other_gate = asyncio.Event()
+    other_creating = asyncio.Event()
+
+    calls: list[object] = []
+
+    async def awaits_a_cancelled_future(instance: dict[str, int]) -> None:
+        calls.append(instance)
+        if len(calls) == 1:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+
+    async def other_factory() -> dict[str, int]:
+        made.append("other")
+        other_creating.set()
+        await other_gate.wait()
+        return {}
+
+    async def main() -> None:
+        pool = MockPool(supervise=False)
+        hooks: dict[str, Any] = {hook: awaits_a_cancelled_future}
+        pool.register(ServiceSpec(name="svc", factory=dict, max_size=1, **hooks))
+        pool.register(ServiceSpec(name="other", factory=other_factory, max_size=1, destroy=destroyed.append))
+        async with pool:
+            async with pool.acquire("svc"):
+                pass
+
+            async def use_other() -> None:
+                async with pool.acquire("other", timeout=30):
+                    pass
+
+            other = asyncio.create_task(use_other())
+            await other_creating.wait()
+            if hook == "reset":
+                async with pool.acquire("svc", timeout=5):  # its reset failed: recovered
+                    pass
+                assert pool.stats("svc").reset_failures == 1
+            else:
+                pool.unregister("svc")  # destroys the idle instance, in a background job
+                for _ in range(10):  # that job runs (and its end ended the runtime)
+                    await asyncio.sleep(0)
+            other_gate.set()
+            await other
+            assert made == ["other"]  # its creation went on
+            pool.check_invariants()
+            assert pool.stats("other").idle == 1
+
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
