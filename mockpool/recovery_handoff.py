@@ -61,6 +61,11 @@ class RecoveryHandoff:
     def to_recovery(self, entry: Entry, reason: str) -> None:
         """Send an entry (leased, resetting, checking or idle) to the recovery ladder."""
         self.core.begin_recovery(entry)
+        if asyncio._get_running_loop() is None:
+            # A lease ended outside any loop (its task collected after its loop closed): the
+            # next runtime recovers it. Spawned, it raised, and the entry stayed recovering.
+            self.orphan(entry)
+            return
         self.pool.spawn(self.recover, entry, reason, on_drop=functools.partial(self.orphan, entry))
 
     async def recover(self: Self, entry: Entry, reason: str) -> None:

@@ -918,8 +918,18 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 core.recycle(entry)
                 self.metrics.resets += 1
                 return None
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            # The lease's task was collected after its loop closed without cancelling it
+            # (pytest-asyncio 0.23): its block ends outside any loop, where no reset can run
+            # (awaited there, "coroutine ignored GeneratorExit"). As for a reset that never
+            # ran, the next runtime recovers the instance.
+            if inspect.iscoroutine(pending):
+                pending.close()
+            self.to_recovery(entry, "its lease ended outside any event loop")
+            return None
         core.begin_reset(entry)
-        done: asyncio.Future[IsolationError | None] = running_loop(self.name).create_future()
+        done: asyncio.Future[IsolationError | None] = loop.create_future()
         self.pool.spawn(
             self._reset_in_background,
             entry,

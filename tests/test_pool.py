@@ -1365,6 +1365,63 @@ class TestLoopsClosedWithoutCancelling:
         assert unraisable == []
         pool.check_invariants()
 
+    @pytest.mark.parametrize("ending", ["async reset", "discard"])
+    def test_a_lease_of_a_task_collected_after_its_loop_closed_comes_back(
+        self, ending: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A task the test left holding a lease is collected once its loop, closed without
+        cancelling it, drops it: its coroutine is closed, and its ``async with`` block ends
+        outside any loop. The release began the async reset (or sent the discarded instance
+        to recovery), then found no loop to run it in: the instance stayed "resetting" (or
+        "recovering") for good, so at ``max_size=1`` every later acquire timed out; and
+        awaiting the reset there raised "coroutine ignored GeneratorExit" as an unraisable
+        exception (an error under ``filterwarnings = error``)."""
+        unraisable: list[BaseException | None] = []
+        monkeypatch.setattr("sys.unraisablehook", lambda info: unraisable.append(info.exc_value))
+        resets: list[object] = []
+
+        async def reset(instance: dict[str, int]) -> None:
+            resets.append(instance)
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=dict, reset=reset, max_size=1))
+
+        async def leave_a_holder() -> None:
+            entered = asyncio.Event()
+            async with pool.acquire("svc"):  # made now: the holder's acquire is a hit (a
+                pass  # queued one keeps its task referenced, for nesting, until it ends)
+
+            async def holder() -> None:
+                lease = pool.acquire("svc")
+                async with lease:
+                    if ending == "discard":
+                        lease.discard()
+                    entered.set()
+                    await asyncio.Event().wait()  # the loop closes under it
+
+            asyncio.ensure_future(holder())  # noqa: RUF006  (referenced by its loop only: to be collected)
+            await entered.wait()
+
+        loop = asyncio.new_event_loop()  # not kept: its holder is to be collected
+        try:
+            loop.run_until_complete(leave_a_holder())
+        finally:
+            loop.close()
+        del loop
+        gc.collect()  # the holder's block ends here, outside any loop
+        assert unraisable == []
+
+        async def use_again() -> None:
+            async with asyncio.timeout(5):
+                async with pool.acquire("svc", timeout=2):  # was AcquireTimeout
+                    pass
+            pool.check_invariants()
+            stats = pool.stats("svc")
+            assert (stats.size, stats.idle, stats.in_use, stats.recovering) == (1, 1, 0, 0)
+
+        asyncio.run(use_again())
+        pool.close()
+
     def test_a_stall_check_due_as_the_loop_closed_never_warns(self, caplog: pytest.LogCaptureFixture) -> None:
         """The stall check runs in a task that its timer starts. Due in the loop's last step
         (pytest-asyncio-cooperative's loop, at the end of the stress suite; ``asyncio.run``'s
