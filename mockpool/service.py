@@ -343,8 +343,13 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             if self.orphans:
                 self.resume_orphans()
             fut: asyncio.Future[Entry] = loop.create_future()
-            task = asyncio.current_task(loop) if counted else None
-            held = self.holds.by_task.get(task) if task is not None else None
+            # The task is looked up again once served, not kept in a local across the wait: a
+            # task whose loop closed without cancelling it, holding itself through this frame,
+            # was freed only by the cyclic garbage collector, which closes coroutines in any
+            # order; closing the test's coroutine then threw into this one as it closed
+            # ("coroutine already executing", unraisable). Unheld, it is freed in order.
+            # (No task, None: found nowhere.)
+            held = self.holds.by_task.get(asyncio.current_task(loop)) if counted else None  # type: ignore[arg-type]
             if held is not None:
                 self._nest(held, 1)
             started = self.clock.now()
@@ -399,6 +404,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             raise
         if held is not None:
             self._nest(held, -1)
+        task = asyncio.current_task(loop) if counted else None
         if task is not None:
             lease._holder = task
             by_task = self.holds.by_task

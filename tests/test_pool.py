@@ -1365,6 +1365,54 @@ class TestLoopsClosedWithoutCancelling:
         assert unraisable == []
         pool.check_invariants()
 
+    def test_waiting_tests_of_a_closed_loop_are_collected_without_an_error(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """As above, with the waiting tasks a test's own (an ``async with`` in a coroutine
+        of its own, not ``__aenter__`` itself), the first handed the instance in the loop's
+        last step. The acquire kept its task in a local across the wait: once the pool had
+        taken the instance back, only the cyclic garbage collector freed such a task, and it
+        finalizes coroutines in any order. Closing a test's coroutine threw into its acquire
+        while that was closing itself: "coroutine already executing", unraisable (an error
+        under ``filterwarnings = error``). Twenty tasks: the collector's order hit it from
+        fifteen on, every time."""
+        unraisable: list[BaseException | None] = []
+        monkeypatch.setattr("sys.unraisablehook", lambda info: unraisable.append(info.exc_value))
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=dict, max_size=1))
+
+        async def hand_over_in_the_last_step() -> None:
+            lease = pool.acquire("svc")
+            await lease.__aenter__()
+
+            async def test() -> None:
+                async with pool.acquire("svc"):
+                    pass
+
+            for _ in range(20):
+                asyncio.ensure_future(test())  # noqa: RUF006  (referenced by its loop only: to be collected)
+            await asyncio.sleep(0)
+            asyncio.get_running_loop().stop()  # this step is the loop's last
+            await lease.__aexit__(None, None, None)  # handed to the first test
+
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(hand_over_in_the_last_step())
+        finally:
+            loop.close()
+        del loop
+
+        async def use() -> None:  # takes the instance back
+            async with asyncio.timeout(5):
+                async with pool.acquire("svc", timeout=2):
+                    pass
+
+        asyncio.run(use())
+        gc.collect()
+        assert unraisable == []
+        pool.check_invariants()
+        pool.close()
+
     @pytest.mark.parametrize("ending", ["async reset", "discard"])
     def test_a_lease_of_a_task_collected_after_its_loop_closed_comes_back(
         self, ending: str, monkeypatch: pytest.MonkeyPatch
