@@ -414,10 +414,16 @@ class MockPool:
             if self._state is _State.CLOSED:
                 raise PoolClosedError(f"pool {self.name!r} is closed")
             self.settle_closed_loops()
-            if self._home is None:
-                self._home = weakref.ref(loop)
-            runtime = Runtime(self, loop)
-            self._runtimes[loop] = runtime
+            # Settling may have started this loop's runtime itself (what a closed loop's work
+            # hands back may need one: a group member's async reset). Replaced by a second, it
+            # ran unknown to the pool: supervisors twice over, and work no close or abandon
+            # would settle.
+            runtime = self._runtimes.get(loop)
+            if runtime is None or not runtime.running:
+                if self._home is None:
+                    self._home = weakref.ref(loop)
+                runtime = Runtime(self, loop)
+                self._runtimes[loop] = runtime
         return runtime
 
     def fair_share(self, svc: ServicePool) -> int | None:

@@ -1300,6 +1300,54 @@ class TestLoopsClosedWithoutCancelling:
         assert (pool.stats("redis").size, pool.stats("session").size) == (1, 1)
         pool.close()
 
+    def test_members_given_back_with_an_async_reset_start_one_runtime_in_the_next_loop(self) -> None:
+        """As above, with a member whose reset is async. The next loop's first background
+        need (its runtime's start) settles the closed loop: the member's reset, handed back,
+        needs a runtime too, and started one from inside that settling; the first then made
+        another and replaced it. The loop ran two runtimes (supervisors twice over), and the
+        pool knew one: the other, with the reset in it, outlived ``aclose`` (and in a loop
+        closed without cancelling, nothing would ever settle the reset: the member stayed
+        "resetting" for good)."""
+        gate = asyncio.Event()
+        built: list[int] = []
+        resets: list[object] = []
+
+        async def reset(redis: dict[str, int]) -> None:
+            resets.append(redis)
+
+        async def session(redis: dict[str, int]) -> dict[str, Any]:
+            built.append(1)
+            if len(built) == 1:
+                await gate.wait()  # the first build freezes with its loop, members in hand
+            return {"redis": redis}
+
+        pool = MockPool(supervise=False)
+        # max_size=2: the next loop's acquire of the member starts a creation, and with it the
+        # loop's runtime, at once.
+        pool.register(ServiceSpec(name="redis", factory=dict, reset=reset, max_size=2))
+        pool.register(ServiceSpec(name="session", factory=session, depends_on=("redis",), max_size=1))
+        waiters: list[asyncio.Future[Any]] = []
+
+        async def acquire_and_leave() -> None:
+            waiters.append(asyncio.ensure_future(pool.acquire("session").__aenter__()))
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert built == [1] and pool.stats("redis").in_use == 1  # frozen, member leased
+
+        self._close_without_cancelling(acquire_and_leave)
+
+        async def use() -> None:
+            async with asyncio.timeout(5):
+                async with pool.acquire("redis", timeout=3):
+                    pass
+                runtimes = [t for t in asyncio.all_tasks() if t.get_name().endswith("runtime")]
+                assert len(runtimes) == 1  # was 2
+                assert resets  # the given-back member's reset ran
+                await pool.aclose()
+            assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+        asyncio.run(use())
+
     @staticmethod
     async def _hand_over_in_the_last_step(pool: MockPool, waiters: list[asyncio.Future[Any]]) -> None:
         """Hold the only instance, queue a waiter, and release in the loop's last step: the
