@@ -815,3 +815,39 @@ def test_an_async_hook_raising_a_cancelled_error_nobody_asked_for_fails_that_hoo
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+def test_a_close_does_not_wait_for_nor_count_as_leaks_the_members_of_a_group_being_built() -> None:
+    """A group's creation is under way when the pool closes, its members leased to it (and
+    counted lent). The close took them for leases of tests: it waited its whole
+    ``close_timeout`` for them (5 s by default: a creation frozen in a paused loop, or a
+    slow group factory, at the end of a session), then counted each as a leak."""
+    building = asyncio.Event()
+
+    async def session(cache: dict[str, int], database: dict[str, int]) -> dict[str, Any]:
+        building.set()
+        await asyncio.Event().wait()  # still building when the pool closes
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pool = MockPool(supervise=False, close_timeout=30.0)
+        pool.register(ServiceSpec(name="cache", factory=dict, max_size=1))
+        pool.register(ServiceSpec(name="database", factory=dict, max_size=1))
+        pool.register(ServiceSpec(name="session", factory=session, depends_on=("cache", "database")))
+        await pool.start()
+        pool.expect(["session"])  # warming ahead: no test waits for it
+        await building.wait()
+        assert pool.stats("cache").lent == pool.stats("database").lent == 1
+        await pool.aclose()
+        assert loop.time() < 1.0  # was 30.0: close_timeout
+        for name in ("cache", "database", "session"):
+            stats = pool.stats(name)
+            assert (stats.size, stats.leaks, stats.created - stats.destroyed) == (0, 0, 0), name
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    loop = looptime.new_event_loop(start=0.0)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
