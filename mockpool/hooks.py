@@ -25,12 +25,13 @@ __all__ = (
 )
 
 
-def running_loop(service: str) -> asyncio.AbstractEventLoop:
-    """The running asyncio loop, or an error that says mockpool needs asyncio."""
+def running_loop(name: str, action: str = "acquire", kind: str = "service") -> asyncio.AbstractEventLoop:
+    """The running asyncio loop, or an error that says mockpool needs asyncio, naming the
+    service (or pool: ``kind``) and the call (``action``)."""
     loop = asyncio._get_running_loop()
     if loop is None:
         raise MockPoolError(
-            f"service {service!r}: acquire needs a running asyncio event loop; mockpool runs on "
+            f"{kind} {name!r}: {action} needs a running asyncio event loop; mockpool runs on "
             "asyncio (under anyio, use the asyncio backend; trio is not supported)"
         )
     return loop

@@ -408,7 +408,7 @@ class MockPool:
         self._runtime().start_task(fn, *args, name=name)
 
     def _runtime(self) -> Runtime:
-        loop = running_loop(self.name)
+        loop = running_loop(self.name, "background work", "pool")
         runtime = self._runtimes.get(loop)
         if runtime is None or not runtime.running:
             if self._state is _State.CLOSED:
@@ -525,7 +525,7 @@ class MockPool:
         stall checks, resets) starts the runtime itself."""
         if not self.supervise or self._state in (_State.CLOSING, _State.CLOSED):
             return
-        loop = running_loop(self.name)
+        loop = running_loop(self.name, "enter_loop", "pool")
         runtime = self._runtimes.get(loop)
         if runtime is not None and runtime.running:
             return
@@ -629,7 +629,7 @@ class MockPool:
                 "all its use: an inner block would close it as it ends"
             )
         started = self.clock.now()
-        self._home = weakref.ref(running_loop(self.name))
+        self._home = weakref.ref(running_loop(self.name, "start", "pool"))
         runtime = self._runtime()
         self._state = _State.OPEN
         try:
@@ -714,7 +714,7 @@ class MockPool:
         await self._close_shielded()
 
     async def _close_shielded(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self.name, "aclose", "pool")
         task = self._close_task
         if task is None or (task.done() and self._state is not _State.CLOSED) or task.get_loop() is not loop:
             other = task.get_loop() if task is not None else None

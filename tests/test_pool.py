@@ -950,6 +950,24 @@ class TestLoops:
         pool.close()
         assert pool.closed
 
+    def test_under_trio_each_entry_point_says_that_mockpool_needs_asyncio(self) -> None:
+        """trio is not supported. ``aclose`` raised a bare ``RuntimeError: no running event
+        loop``, and ``start`` named the pool as a service, and the call as an acquire."""
+        pool = _pool()
+
+        async def main() -> None:
+            for call, said in (
+                (lambda: pool.acquire("svc").__aenter__(), "service 'svc': acquire needs"),
+                (pool.start, "pool 'p': start needs"),
+                (pool.aclose, "pool 'p': aclose needs"),
+            ):
+                with pytest.raises(MockPoolError, match="trio is not supported") as caught:
+                    await call()
+                assert str(caught.value).startswith(said)
+
+        anyio.run(main, backend="trio")
+        pool.close()
+
     def test_close_inside_a_loop_says_to_await(self) -> None:
         pool = _pool()
 
