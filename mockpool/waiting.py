@@ -139,7 +139,10 @@ class Waiting:
                 f"loop runs again, and they hold their places under max_size={core.max_size}: raise "
                 "max_size, or run the tests that use this service in one loop scope"
             )
-        if core.size + core.creating >= core.max_size:
+        # At max_size with no instance held by a test, only work on its way can serve (the
+        # first creation, with timeout=0): said below, not "tests that hold leases too long".
+        held = core.in_use > core.lent or not (core.creating or core.recovering or core.checking)
+        if core.size + core.creating >= core.max_size and held:
             return (
                 f"the service is at max_size={core.max_size}: raise max_size, pass a longer "
                 "timeout=, or look for tests that hold leases too long"

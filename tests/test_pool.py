@@ -1586,6 +1586,32 @@ class TestErrorsNameTheRealCause:
         assert "last error: HookTimeout: service 'slow': the factory hook" in str(caught.value)
 
     @pytest.mark.asyncio
+    async def test_a_timeout_of_zero_during_the_first_creation_names_the_creation(self) -> None:
+        """``timeout=0`` (take one only if ready) while the service's only instance is being
+        made: the message blamed max_size and "tests that hold leases too long", though no
+        test held anything."""
+        gate = asyncio.Event()
+
+        async def factory() -> object:
+            await gate.wait()
+            return object()
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=factory, max_size=1))
+        async with pool:
+            with pytest.raises(AcquireTimeout) as caught:
+                async with pool.acquire("svc", timeout=0):
+                    pass  # pragma: no cover
+            gate.set()
+            async with pool.acquire("svc", timeout=5):
+                pass
+            pool.check_invariants()
+        message = str(caught.value)
+        assert "within 0 s (size=0, in_use=0, waiting=1, creating=1, max_size=1)" in message
+        assert "1 instance(s) were being created and none was ready in time" in message
+        assert "hold leases too long" not in message
+
+    @pytest.mark.asyncio
     async def test_acquire_timeout_names_max_total_when_that_is_the_bound(self) -> None:
         pool = MockPool(supervise=False, max_total=1)
         pool.register(ServiceSpec(name="a", factory=object))
