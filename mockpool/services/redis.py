@@ -887,8 +887,8 @@ def _protocol(conn: Any) -> int:
 
 def _connection_settings(conn: Any) -> tuple[Any, ...]:
     """What a redis-py connection was made with that a test can change on it: how it encodes
-    and decodes, its protocol, database, name and credentials (``_MISSING`` for what a
-    redis-py version lacks)."""
+    and decodes, its protocol, database, name, credentials and retry policy (``_MISSING`` for
+    what a redis-py version lacks)."""
     encoder = getattr(conn, "encoder", None)
     return (
         type(encoder),
@@ -909,6 +909,10 @@ _CONNECTION_SETTINGS = (
     "retry_on_timeout",
     "health_check_interval",
     "redis_connect_func",
+    # ``set_retry`` gives the pool's connections the test's policy, and the pool's settings
+    # coming back does not take it off them: the next test's outage would retry, with the
+    # last test's backoff, before it failed. Retry objects compare by value.
+    "retry",
 )
 
 

@@ -12,6 +12,9 @@ import anyio
 import fakeredis
 import pytest
 import redis.asyncio
+import redis.retry
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff
 
 from mockpool.services import redis_service, server_of, sync_redis_service
 from mockpool.testing import Dirtier, check_isolation
@@ -284,6 +287,23 @@ def _decoding_connection(r: Any) -> None:
         conn.encoder = type(conn.encoder)("utf-8", "strict", True)
 
 
+async def _retry_policy(r: Any) -> None:
+    """A retry policy for a flaky dependency: redis-py gives it to the pooled connections too."""
+    await r.ping()
+    r.set_retry(Retry(ConstantBackoff(3600), 3))
+
+
+async def _outage_fails_at_once(r: Any) -> None:
+    """A test that simulates an outage expects the error now, not after the last test's retries
+    (which here would sleep an hour between attempts)."""
+    server_of(r).connected = False
+    try:
+        with anyio.fail_after(5), pytest.raises(redis.exceptions.ConnectionError):
+            await r.get("greeting")
+    finally:
+        server_of(r).connected = True
+
+
 DIRTIERS = [
     Dirtier("data", lambda r: r.set("greeting", "changed"), gone=_get_is_real),
     Dirtier("expiry on a seeded key", _expire_seeded, gone=_no_ttl),
@@ -324,6 +344,7 @@ DIRTIERS = [
     Dirtier("HELLO 2", _hello2, gone=_speaks_resp3),
     Dirtier("CLIENT SETINFO LIB-NAME", _lib_name, gone=_lib_name_announced),
     Dirtier("a connection's encoder", _decoding_connection, gone=_bytes_replies),
+    Dirtier("set_retry", _retry_policy, gone=_outage_fails_at_once),
 ]
 
 
@@ -374,6 +395,17 @@ async def test_without_its_reset_isolation_verify_catches_every_visible_case() -
     await _left_running_ended_quietly()
 
 
+def _sync_retry_policy(r: Any) -> None:
+    r.ping()
+    r.set_retry(redis.retry.Retry(ConstantBackoff(3600), 3))
+
+
+def _sync_no_retries(r: Any) -> None:
+    assert r.ping()
+    connections = r.connection_pool._available_connections
+    assert connections and all(conn.retry.get_retries() == 0 for conn in connections)
+
+
 @pytest.mark.asyncio
 async def test_the_sync_variant_restores_its_client_and_connection() -> None:
     dirtiers = [
@@ -393,6 +425,8 @@ async def test_the_sync_variant_restores_its_client_and_connection() -> None:
             lambda r: r.acl_setuser("m", enabled=True),
             gone=lambda r: r.acl_users() == ["default"],
         ),
+        # A sync outage would sleep through the backoff: look at the policy the next command uses.
+        Dirtier("set_retry", _sync_retry_policy, gone=_sync_no_retries),
     ]
     for verify in (False, True):
         await check_isolation(
