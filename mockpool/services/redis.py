@@ -30,7 +30,8 @@ Clean by construction, for each kind of state a test can reach:
   ``auto_close_connection_pool``, patched methods) and the connection pool's settings
   (``connection_kwargs``: ``decode_responses``, ``db``...) are compared with a template taken
   when the client was made, and replaced by new copies when they differ (the connections
-  then go too, as they were made with the changed settings).
+  then go too, as they were made with the changed settings); HIMPORT fieldsets declared on
+  the client (``himport_prepare``) are discarded from the pool's registry.
 """
 
 from __future__ import annotations
@@ -350,7 +351,7 @@ _DOUBLES: weakref.WeakValueDictionary[int, RedisDouble] = weakref.WeakValueDicti
 class _ClientTemplate:
     """A client's attributes and its connection pool's settings when it was made."""
 
-    __slots__ = ("connection", "pool", "pool_state", "state")
+    __slots__ = ("connection", "himport", "pool", "pool_state", "state")
 
     def __init__(self, client: Any) -> None:
         self.state = {name: _fresh(value) for name, value in vars(client).items()}
@@ -358,6 +359,8 @@ class _ClientTemplate:
         self.pool_state = {
             name: _fresh(value) for name, value in vars(self.pool).items() if name not in _POOL_LIVE
         }
+        #: The pool's HIMPORT registry (redis-py 8.2 on) as made: its fieldsets and revision.
+        self.himport = _himport_state(self.pool)
         #: What a connection the pool makes holds (see :func:`_connection_settings`).
         self.connection: tuple[Any, ...] | None = None
 
@@ -399,6 +402,8 @@ class _ClientTemplate:
             if name not in _POOL_LIVE
             and pool_state.get(name, _MISSING) != self.pool_state.get(name, _MISSING)
         ]
+        if _himport_state(self.pool) != self.himport:
+            names.append("connection_pool.himport_registry")
         return names
 
     def restore(self, client: Any) -> bool:
@@ -408,14 +413,35 @@ class _ClientTemplate:
         if state != self.state:
             state.clear()
             state.update({name: _fresh(value) for name, value in self.state.items()})
+        # ``himport_prepare`` declares a fieldset in the registry the pool shares with its
+        # connections (the same object, so the settings below compare equal): emptied in
+        # place, it is what every connection sees. The connections, which prepared its
+        # fieldsets on the server and stamped its revision, go.
+        himport = _himport_state(self.pool) != self.himport
+        if himport:
+            _empty_himport(self.pool.himport_registry, self.himport)
         pool_state = vars(self.pool)
         settings = {name: value for name, value in pool_state.items() if name not in _POOL_LIVE}
         if settings == self.pool_state:
-            return False
+            return himport
         for name in settings:
             del pool_state[name]
         pool_state.update({name: _fresh(value) for name, value in self.pool_state.items()})
         return True
+
+
+def _himport_state(pool: Any) -> tuple[int, int] | None:
+    """A connection pool's HIMPORT registry as ``(fieldsets, revision)``; None before redis-py 8.2."""
+    registry = getattr(pool, "himport_registry", None)
+    return None if registry is None else (len(registry), registry.revision)
+
+
+def _empty_himport(registry: Any, made: tuple[int, int] | None) -> None:
+    """Empty an HIMPORT registry and put its revision back to what it was made with (a new
+    registry's 0), as the connections that reconnect start from."""
+    registry.discard_all()
+    if made is not None and "_revision" in vars(registry):
+        registry._revision = made[1]
 
 
 #: A connection pool's attributes that change with use, not with settings.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import warnings
 from typing import Any
 
 import anyio
@@ -461,3 +462,46 @@ async def test_himport_fieldsets_do_not_outlive_the_lease() -> None:
             strict=True,
         )
         assert [case.outcome for case in report.cases] == ["reset"]
+
+
+@pytest.mark.asyncio
+async def test_himport_fieldsets_declared_on_the_client_do_not_outlive_the_lease() -> None:
+    """redis-py 8.2's ``himport_prepare`` declares a fieldset in the registry its connection pool
+    shares with every connection: the next test's ``himport_set`` must not find it."""
+
+    async def prepare(r: Any) -> None:
+        if not hasattr(r, "himport_prepare"):
+            pytest.skip("this redis-py has no client-side HIMPORT")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "experimental method"
+            await r.himport_prepare("fs", ["f1"])
+            await r.himport_set("h", "fs", ["v"])  # prepares it on the connection too
+
+    async def gone(r: Any) -> None:
+        assert len(r.himport_registry) == 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            with pytest.raises(redis.exceptions.NoSuchFieldsetError):
+                await r.himport_set("h", "fs", ["v"])
+            # Declared again with other fields (the same version number as the last lease's,
+            # the registry being new), it reaches the server as declared now.
+            await r.himport_prepare("fs", ["f2"])
+            await r.himport_set("h", "fs", ["v"])
+            assert await r.hgetall("h") == {b"f2": b"v"}
+            await r.himport_discard_all()
+            await r.delete("h")
+
+    for verify in (False, True):
+        report = await check_isolation(
+            redis_service(seed=SEED),
+            [Dirtier("himport_prepare", prepare, gone=gone)],
+            pristine=_pristine,
+            isolation_verify=verify,
+            strict=True,
+        )
+        assert [case.outcome for case in report.cases] == ["reset"]
+    weakened = dataclasses.replace(redis_service(seed=SEED), reset=None)
+    report = await check_isolation(
+        weakened, [Dirtier("himport_prepare", prepare, gone=gone)], pristine=_pristine, isolation_verify=True
+    )
+    assert [case.outcome for case in report.cases] == ["caught"]
