@@ -24,7 +24,8 @@ Clean by construction, for each kind of state a test can reach:
   UNBLOCK`` (it returns empty, never takes a later lease's push); if any connection holds
   state (``SELECT``, ``CLIENT SETNAME``, ``AUTH``, ``MULTI``/``WATCH``, subscriptions,
   ``CLIENT REPLY``, unread replies, a block), every connection is closed and the clients
-  open new ones; sockets of connection pools a library built on the server (``server_of``)
+  open new ones; a connection still checked out of a client's pool (a pub/sub never closed)
+  is closed; sockets of connection pools a library built on the server (``server_of``)
   are closed;
 - the clients tests receive: each attribute (``response_callbacks``, ``set_response_callback``,
   ``auto_close_connection_pool``, patched methods) and the connection pool's settings
@@ -264,6 +265,13 @@ class RedisDouble:
             sock._unblock_reason = b"timeout"
         if blocked:
             _wake_blocked(server)
+        # A connection still checked out when the lease has ended (a pub/sub unsubscribed but
+        # never closed, an ``r.client()`` never closed) was the lease's, and stayed open on the
+        # server for good: the next test's CLIENT LIST showed it. Whoever holds it reconnects
+        # if it is used again, as after any reset that closes connections.
+        for conn in _held_connections(self._clients):
+            conn._sock.kill()
+            conn._sock = conn._reader = conn._writer = None
         keep = _socket_of(self.sync)
         own = _connections_of(self._clients)
         dirty = force
@@ -327,6 +335,7 @@ class RedisDouble:
             for client, template in list(self._clients.items())
             for name in template.changed(client)
         )
+        out["connections held"] = len(_held_connections(self._clients))
         out["connections changed"] = sum(
             len(template.changed_connections(client)) for client, template in list(self._clients.items())
         )
@@ -987,6 +996,16 @@ def _connections_of(clients: Iterable[Any]) -> dict[Any, Any]:
             if sock is not None:
                 out[sock] = conn
     return out
+
+
+def _held_connections(clients: Iterable[Any]) -> list[Any]:
+    """Our clients' connections checked out of their pools with a socket open on the server."""
+    return [
+        conn
+        for client in clients
+        for conn in getattr(client.connection_pool, "_in_use_connections", ())
+        if getattr(conn, "_sock", None) is not None
+    ]
 
 
 def _forget_connections(client: Any) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import warnings
+import weakref
 from typing import Any
 
 import anyio
@@ -305,6 +306,39 @@ async def _outage_fails_at_once(r: Any) -> None:
         server_of(r).connected = True
 
 
+#: Per server, the ``CLIENT ID`` of each connection a lease checked out and never gave back.
+_HELD: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+
+
+async def _client_ids(r: Any) -> set[int]:
+    return {int(client["id"]) for client in await r.client_list()}
+
+
+async def _pubsub_not_closed(r: Any) -> None:
+    """A pub/sub done with (unsubscribed, its replies read) but never closed: it keeps its
+    connection checked out of the pool, open on the server."""
+    pubsub = r.pubsub()
+    _LEFT_OPEN.append(pubsub)
+    await pubsub.subscribe("news")
+    await pubsub.unsubscribe("news")
+    while await pubsub.get_message(timeout=0) is not None:
+        pass
+    await pubsub.connection.send_command("CLIENT", "ID")
+    _HELD.setdefault(server_of(r), set()).add(await pubsub.connection.read_response())
+
+
+async def _single_connection_client_not_closed(r: Any) -> None:
+    """``r.client()``: a client on the same pool holding one connection until it is closed."""
+    own = r.client()
+    _LEFT_OPEN.append(own)
+    _HELD.setdefault(server_of(r), set()).add(await own.client_id())
+
+
+async def _held_connections_closed(r: Any) -> None:
+    """A new server has no connection of the last test's: CLIENT LIST shows none of them."""
+    assert not (await _client_ids(r)) & _HELD.get(server_of(r), set())
+
+
 DIRTIERS = [
     Dirtier("data", lambda r: r.set("greeting", "changed"), gone=_get_is_real),
     Dirtier("expiry on a seeded key", _expire_seeded, gone=_no_ttl),
@@ -346,6 +380,8 @@ DIRTIERS = [
     Dirtier("CLIENT SETINFO LIB-NAME", _lib_name, gone=_lib_name_announced),
     Dirtier("a connection's encoder", _decoding_connection, gone=_bytes_replies),
     Dirtier("set_retry", _retry_policy, gone=_outage_fails_at_once),
+    Dirtier("pub/sub unsubscribed, not closed", _pubsub_not_closed, gone=_held_connections_closed),
+    Dirtier("r.client() not closed", _single_connection_client_not_closed, gone=_held_connections_closed),
 ]
 
 
