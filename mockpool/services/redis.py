@@ -179,6 +179,19 @@ class RedisDouble:
         for client in list(self._clients) if renew else stale:
             _forget_connections(client)
         _restore_server(server, self._template, self._template_seen)
+        own = _socket_of(self.sync)
+        if own is not None and getattr(own, "_killed", False):
+            self._reconnect_own()
+
+    def _reconnect_own(self) -> None:
+        """Open the pool's own connection again (the sync client's, which wrote the seed and
+        answers health checks), which a ``CLIENT KILL`` of the test closed: a new instance
+        shows it in ``CLIENT LIST``. After the server's attributes are back (an outage, an
+        ACL), outside its lock, which the handshake takes."""
+        assert self.sync is not None
+        conn = self.sync.connection_pool._available_connections[0]
+        conn.disconnect()
+        conn.connect()
 
     def _restore_data(self, server: fakeredis.FakeServer) -> None:
         for num, db in server.dbs.items():
@@ -322,6 +335,7 @@ class RedisDouble:
             if _closed_loop_of(callback)
         )
         keep = _socket_of(self.sync)
+        out["pool's own connection closed"] = keep is not None and getattr(keep, "_killed", True)
         own = _connections_of(self._clients)
         out["connections with state"] = sorted(
             dirt

@@ -339,6 +339,17 @@ async def _held_connections_closed(r: Any) -> None:
     assert not (await _client_ids(r)) & _HELD.get(server_of(r), set())
 
 
+async def _kill_other_connections(r: Any) -> None:
+    """``CLIENT KILL TYPE normal`` spares the caller and closes every other connection, the
+    pool's own (the one that wrote the seed) included."""
+    await r.execute_command("CLIENT", "KILL", "TYPE", "normal")
+
+
+async def _connections_as_new(r: Any) -> None:
+    """A new instance shows two connections: the pool's own, and this client's."""
+    assert len(await r.client_list()) >= 2
+
+
 DIRTIERS = [
     Dirtier("data", lambda r: r.set("greeting", "changed"), gone=_get_is_real),
     Dirtier("expiry on a seeded key", _expire_seeded, gone=_no_ttl),
@@ -382,6 +393,7 @@ DIRTIERS = [
     Dirtier("set_retry", _retry_policy, gone=_outage_fails_at_once),
     Dirtier("pub/sub unsubscribed, not closed", _pubsub_not_closed, gone=_held_connections_closed),
     Dirtier("r.client() not closed", _single_connection_client_not_closed, gone=_held_connections_closed),
+    Dirtier("CLIENT KILL TYPE normal", _kill_other_connections, gone=_connections_as_new),
 ]
 
 
