@@ -521,7 +521,9 @@ def _remaining(route: respx.Route) -> tuple[Any, ...]:
 def _effect_state(route: respx.Route) -> Any:
     effect = route._side_effect
     if isinstance(effect, Iterator):
-        return tuple(map(id, _remaining(route)))
+        # The declared items with their content: reading the iterator hands a test the
+        # declared responses themselves (respx serves copies of them), which it can change.
+        return tuple(map(_answer_state, _remaining(route)))
     if isinstance(effect, Answer):
         # The shorthand's own object, which a test reaches as route.side_effect: what it
         # holds counts, not only which one it is.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import warnings
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -102,7 +103,21 @@ async def _consume_sequence(h: TransportDouble) -> None:
 
 
 async def _sequence_restarts(h: TransportDouble) -> bool:
-    return (await _send(h, "GET", "/seq")).text == "first"
+    response = await _send(h, "GET", "/seq")
+    return response.status_code == 200 and response.text == "first"
+
+
+def _change_sequence_response_in_place(h: TransportDouble) -> None:
+    # Reading the route's side effect (an iterator over the declared responses) hands out the
+    # declared objects themselves, not the copies respx serves.
+    route = h.router.routes["seq"]
+    effect = route.side_effect
+    assert isinstance(effect, Iterator), "a declared sequence is an iterator"
+    declared = list(effect)
+    route.side_effect = declared  # what was read, put back
+    first = declared[0]
+    assert isinstance(first, httpx.Response)
+    first.status_code = 500
 
 
 async def _extra_gone(h: TransportDouble) -> bool:
@@ -393,3 +408,30 @@ async def test_a_request_still_answered_when_its_lease_ends_is_not_recorded_in_t
             assert (await left).text == "late"  # the task that sent it gets its answer
             assert h.calls.call_count == 0
             assert h.router.routes["slow"].call_count == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("service", [http_service, http_transport_service], ids=["http", "transport"])
+async def test_a_declared_response_of_a_sequence_changed_in_place_is_declared_again(
+    service: Callable[..., ServiceSpec],
+) -> None:
+    """As for a declared ``return_value``: the reset sees what the declared responses of a side
+    effect sequence hold, not only which they are. Apart from the battery: every concurrent
+    lease would check it by consuming the route's two answers."""
+    dirtier = Dirtier(
+        "declared sequence response changed in place",
+        _change_sequence_response_in_place,
+        gone=_sequence_restarts,
+    )
+    for verify in (False, True):
+        report = await check_isolation(
+            service("api", routes=_declare, base_url=BASE),
+            [dirtier],
+            pristine=_pristine,
+            isolation_verify=verify,
+            strict=True,
+        )
+        assert [case.outcome for case in report.cases] == ["reset"]
+    weakened = dataclasses.replace(service("api", routes=_declare, base_url=BASE), reset=None)
+    report = await check_isolation(weakened, [dirtier], pristine=_pristine, isolation_verify=True)
+    assert [case.outcome for case in report.cases] == ["caught"]
