@@ -178,6 +178,11 @@ class RedisDouble:
             renew = self._end_connections(server, force=bool(stale))
         for client in list(self._clients) if renew else stale:
             _forget_connections(client)
+        for client in stale:
+            # Its idle connections were made with the settings just put back, and keep some
+            # (``set_retry`` gives each the test's policy: the next test's outage retried,
+            # with the last test's backoff, before it failed): the pool makes new ones.
+            client.connection_pool._available_connections.clear()
         _restore_server(server, self._template, self._template_seen)
         own = _socket_of(self.sync)
         if own is not None and getattr(own, "_killed", False):
@@ -278,15 +283,18 @@ class RedisDouble:
             sock._unblock_reason = b"timeout"
         if blocked:
             _wake_blocked(server)
+        held: list[Any] = []
+        own = _connections_of(self._clients, held)
         # A connection still checked out when the lease has ended (a pub/sub unsubscribed but
         # never closed, an ``r.client()`` never closed) was the lease's, and stayed open on the
         # server for good: the next test's CLIENT LIST showed it. Whoever holds it reconnects
         # if it is used again, as after any reset that closes connections.
-        for conn in _held_connections(self._clients):
-            conn._sock.kill()
+        for conn in held:
+            sock = conn._sock
+            sock.kill()
+            del own[sock]
             conn._sock = conn._reader = conn._writer = None
         keep = _socket_of(self.sync)
-        own = _connections_of(self._clients)
         dirty = force
         for sock in list(server.sockets):
             if sock is not keep and sock not in own:
@@ -349,7 +357,9 @@ class RedisDouble:
             for client, template in list(self._clients.items())
             for name in template.changed(client)
         )
-        out["connections held"] = len(_held_connections(self._clients))
+        held: list[Any] = []
+        _connections_of(self._clients, held)
+        out["connections held"] = len(held)
         out["connections changed"] = sum(
             len(template.changed_connections(client)) for client, template in list(self._clients.items())
         )
@@ -936,8 +946,8 @@ def _protocol(conn: Any) -> int:
 
 def _connection_settings(conn: Any) -> tuple[Any, ...]:
     """What a redis-py connection was made with that a test can change on it: how it encodes
-    and decodes, its protocol, database, name, credentials and retry policy (``_MISSING`` for
-    what a redis-py version lacks)."""
+    and decodes, its protocol, database, name and credentials (``_MISSING`` for what a
+    redis-py version lacks)."""
     encoder = getattr(conn, "encoder", None)
     return (
         type(encoder),
@@ -958,10 +968,6 @@ _CONNECTION_SETTINGS = (
     "retry_on_timeout",
     "health_check_interval",
     "redis_connect_func",
-    # ``set_retry`` gives the pool's connections the test's policy, and the pool's settings
-    # coming back does not take it off them: the next test's outage would retry, with the
-    # last test's backoff, before it failed. Retry objects compare by value.
-    "retry",
 )
 
 
@@ -1000,26 +1006,23 @@ def _move_to_running_loop(client: Any, template: _ClientTemplate | None) -> bool
     return True
 
 
-def _connections_of(clients: Iterable[Any]) -> dict[Any, Any]:
-    """Our clients' connections, idle and in use, by their fake socket."""
+def _connections_of(clients: Iterable[Any], held: list[Any] | None = None) -> dict[Any, Any]:
+    """Our clients' connections with a socket, idle and in use, by their fake socket; those
+    in use (checked out of their pool) are also appended to ``held``."""
     out = {}
     for client in clients:
         pool = client.connection_pool
-        for conn in (*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())):
+        for conn in getattr(pool, "_available_connections", ()):
             sock = getattr(conn, "_sock", None)
             if sock is not None:
                 out[sock] = conn
+        for conn in getattr(pool, "_in_use_connections", ()):
+            sock = getattr(conn, "_sock", None)
+            if sock is not None:
+                out[sock] = conn
+                if held is not None:
+                    held.append(conn)
     return out
-
-
-def _held_connections(clients: Iterable[Any]) -> list[Any]:
-    """Our clients' connections checked out of their pools with a socket open on the server."""
-    return [
-        conn
-        for client in clients
-        for conn in getattr(client.connection_pool, "_in_use_connections", ())
-        if getattr(conn, "_sock", None) is not None
-    ]
 
 
 def _forget_connections(client: Any) -> None:
