@@ -343,7 +343,7 @@ class RedisDouble:
             if _closed_loop_of(callback)
         )
         keep = _socket_of(self.sync)
-        out["pool's own connection closed"] = keep is not None and getattr(keep, "_killed", True)
+        out["pool's own connection closed"] = keep is not None and getattr(keep, "_killed", False)
         own = _connections_of(self._clients)
         out["connections with state"] = sorted(
             dirt
