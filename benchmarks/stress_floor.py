@@ -47,7 +47,7 @@ from typing import Any, Self
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mockpool import MockPool
-from stress.baseline import FreshUse
+from stress.baseline import FreshDouble, FreshUse
 from stress.cli import GC_THRESHOLDS, HOLD_S
 from stress.graph import register_graph, stress_specs
 from stress.runner import Outcome, PoolUse, run_cases
@@ -169,32 +169,14 @@ def totals(costs: list[KindCost], tests: int, concurrent_s: float | None = None)
     return out
 
 
-class _Given:
+class _Given(FreshDouble):
     """A double built before the run: entering and leaving it cost nothing."""
 
-    __slots__ = ("_built",)
+    __slots__ = ()
 
-    def __init__(self, built: Any) -> None:
+    def __init__(self, use: FreshUse, name: str, built: Any) -> None:
+        super().__init__(use, name)
         self._built = built
-
-    @property
-    def instance(self) -> Any:
-        return self._built.handle
-
-    @property
-    def members(self) -> dict[str, Any]:
-        return {name: member.handle for name, member in self._built.members.items()}
-
-    @property
-    def degraded(self) -> bool:
-        return False
-
-    @property
-    def tier(self) -> str | None:
-        return None
-
-    def discard(self) -> None:
-        """Nothing to give back."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -223,7 +205,7 @@ class PrebuiltUse:
         stock = self._stock.get(name)
         if not stock:
             raise RuntimeError(f"no double of {name!r} was built for this run: stock() first")
-        return _Given(stock.pop())
+        return _Given(self._fresh, name, stock.pop())
 
 
 async def concurrent_floor(tests: int) -> tuple[float, int]:

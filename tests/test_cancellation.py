@@ -257,9 +257,14 @@ def test_a_cancelled_close_finishes_in_the_background() -> None:
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]  # supervisors ended
         assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")
 
-    loop = looptime.new_event_loop(start=0.0)  # virtual time: the destroy's second passes at once
+    _in_virtual_time(main())  # virtual time: the destroy's second passes at once
+
+
+def _in_virtual_time(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on a looptime loop: timers fire at once, in virtual time."""
+    loop = looptime.new_event_loop(start=0.0)
     try:
-        loop.run_until_complete(main())
+        loop.run_until_complete(main)
     finally:
         loop.close()
 
@@ -335,11 +340,7 @@ def test_a_cancelled_start_undoes_itself() -> None:
             pool.acquire("svc")
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
-    loop = looptime.new_event_loop(start=0.0)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _in_virtual_time(main())
 
 
 # == a hook that raises a BaseException (pytest.fail or pytest.skip in it, Ctrl-C) ==============
@@ -419,11 +420,7 @@ def test_a_check_on_acquire_raising_a_base_exception_passes_the_instance_on(
             stats = pool.stats("svc")
             assert (stats.size, stats.idle, stats.in_use) == (1, 1, 0)
 
-    loop = looptime.new_event_loop(start=0.0)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _in_virtual_time(main())
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -463,11 +460,7 @@ def test_a_destroy_raising_a_base_exception_does_not_stop_the_close(
         assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
-    loop = looptime.new_event_loop(start=0.0)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _in_virtual_time(main())
 
 
 @pytest.mark.parametrize("hook", ["factory", "restore"])
@@ -589,11 +582,7 @@ def test_a_close_that_gives_up_on_a_reset_destroys_the_instance_once_and_logs_no
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
     caplog.set_level(logging.ERROR, logger="mockpool")
-    loop = looptime.new_event_loop(start=0.0)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _in_virtual_time(main())
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
@@ -641,11 +630,7 @@ def test_a_recovery_the_close_overtakes_destroys_each_instance_once(tier: str) -
         assert (stats.size, stats.recovering, stats.created, stats.destroyed) == (0, 0, len(made), len(made))
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
-    loop = looptime.new_event_loop(start=0.0)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _in_virtual_time(main())
 
 
 def test_a_close_waiting_for_a_reset_under_way_goes_on_when_it_ends() -> None:
@@ -680,11 +665,7 @@ def test_a_close_waiting_for_a_reset_under_way_goes_on_when_it_ends() -> None:
         stats = pool.stats("svc")
         assert (stats.resets, stats.leaks, stats.size, stats.destroyed) == (1, 0, 0, 1)
 
-    loop = looptime.new_event_loop(start=0.0)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _in_virtual_time(main())
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
@@ -748,11 +729,7 @@ def test_a_factory_raising_a_cancelled_error_nobody_asked_for_fails_that_creatio
             pool.check_invariants()
             assert pool.stats("svc").idle == pool.stats("other").idle == 1
 
-    loop = looptime.new_event_loop(start=0.0)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _in_virtual_time(main())
 
 
 @pytest.mark.parametrize("hook", ["reset", "destroy"])
@@ -810,11 +787,7 @@ def test_an_async_hook_raising_a_cancelled_error_nobody_asked_for_fails_that_hoo
             pool.check_invariants()
             assert pool.stats("other").idle == 1
 
-    loop = looptime.new_event_loop(start=0.0)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _in_virtual_time(main())
 
 
 def test_a_close_does_not_wait_for_nor_count_as_leaks_the_members_of_a_group_being_built() -> None:
@@ -846,8 +819,4 @@ def test_a_close_does_not_wait_for_nor_count_as_leaks_the_members_of_a_group_bei
             assert (stats.size, stats.leaks, stats.created - stats.destroyed) == (0, 0, 0), name
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
-    loop = looptime.new_event_loop(start=0.0)
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    _in_virtual_time(main())
