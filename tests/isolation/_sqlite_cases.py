@@ -142,3 +142,15 @@ def signal_start(event: threading.Event) -> Any:
         return 1
 
     return started
+
+
+async def kept_cursors_refuse_writes(cursors: Sequence[Any]) -> None:
+    """aiosqlite cursors kept from an earlier lease (``cursors``: those of the instance under
+    check) must raise, not write into this lease's database."""
+    for cursor in cursors:
+        try:
+            await cursor.execute("insert into users (name) values ('ghost')")
+        except sqlite3.ProgrammingError as exc:
+            assert "closed cursor" in str(exc), exc
+        else:
+            raise AssertionError("a cursor kept from an earlier lease wrote into this one")
