@@ -11,7 +11,7 @@ from collections.abc import Callable, Container, Sequence
 from types import ModuleType
 from typing import Any
 
-from ..errors import MockPoolError
+from ..errors import MockPoolError, ServiceConfigError
 from ..spec import ServiceSpec
 
 __all__ = (
@@ -140,6 +140,26 @@ def end_patches(active: list[Any], targets: Container[int]) -> None:
         # Whatever the stop leaves (or fails on) is rebuilt by the reset that follows.
         with contextlib.suppress(Exception):
             patcher.stop()
+
+
+def check_name(name: object, factory: str, *, sql: str | None = None, metadata: str | None = None) -> None:
+    """Refuse, naming the right keyword, what a user passed as the service's name by position
+    (``sql_service("create table ...")``, ``sqlalchemy_service(Base.metadata)``): the name is
+    the only positional parameter, and such a spec would fail only at its first acquire, or
+    never, under a name nobody asks for. ``sql`` and ``metadata`` name the keyword that takes
+    SQL text, and a SQLAlchemy ``MetaData``."""
+    if sql is not None and isinstance(name, str) and any(ch.isspace() or ch in ";()" for ch in name):
+        problem, keyword = "looks like SQL", sql
+    elif metadata is not None and hasattr(name, "tables") and hasattr(name, "create_all"):
+        problem, keyword = "is a MetaData", metadata
+    else:
+        return  # ServiceSpec reports any other name that is not a string
+    raise ServiceConfigError(
+        "name",
+        name,
+        f"{problem}: pass it as {keyword}= ({factory}({keyword}=...)); the first positional "
+        f"argument of {factory}() is the service's name",
+    )
 
 
 def sql_steps(label: str, value: SqlStep | Sequence[SqlStep] | None, service: str) -> list[SqlStep]:

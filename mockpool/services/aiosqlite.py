@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MockPoolError
-from ._common import SqlStep, build_spec, require, run_sql_step, sql_steps
+from ._common import SqlStep, build_spec, check_name, require, run_sql_step, sql_steps
 from .sql import PooledConnection, SqliteTemplate
 
 if TYPE_CHECKING:
@@ -442,6 +442,7 @@ def aiosqlite_service(
     :raises MissingExtraError: aiosqlite is not installed (``pip install 'mockpool[aiosqlite]'``),
         or is older than :data:`AIOSQLITE_MIN_VERSION`.
     """
+    check_name(name, "aiosqlite_service", sql="schema")
     require_aiosqlite(extra="aiosqlite", service=name)
     schema_steps = sql_steps("schema", schema, name)
     migration_steps = sql_steps("migrations", list(migrations), name)

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..errors import MockPoolError
 from ..spec import ServiceSpec
-from ._common import SqlStep, build_spec, run_sql_step, sql_steps
+from ._common import SqlStep, build_spec, check_name, run_sql_step, sql_steps
 
 __all__ = (
     "CONNECTION_PRAGMAS",
@@ -517,6 +517,7 @@ def sql_service(
     :param seed: the same, run after ``schema``: the rows every test starts with.
     :param options: other :class:`~mockpool.ServiceSpec` fields.
     """
+    check_name(name, "sql_service", sql="schema")
     steps = [("schema", step) for step in sql_steps("schema", schema, name)]
     steps += [("seed", step) for step in sql_steps("seed", seed, name)]
 

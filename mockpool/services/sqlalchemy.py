@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServiceConfigError
-from ._common import build_spec, require
+from ._common import build_spec, check_name, require
 from .aiosqlite import Template, open_pooled_connection, require_aiosqlite
 
 if TYPE_CHECKING:
@@ -577,6 +577,7 @@ def sqlalchemy_service(
     :raises MissingExtraError: SQLAlchemy or aiosqlite is not installed
         (``pip install 'mockpool[sqlalchemy]'``), or aiosqlite is older than 0.22.1.
     """
+    check_name(name, "sqlalchemy_service", metadata="metadata")
     sa = require("sqlalchemy", extra="sqlalchemy", service=name)
     sa_async = require("sqlalchemy.ext.asyncio", extra="sqlalchemy", service=name)
     sa_orm = require("sqlalchemy.orm", extra="sqlalchemy", service=name)

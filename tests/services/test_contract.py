@@ -244,3 +244,32 @@ async def test_async_hooks_are_awaited() -> None:
 
 def test_testing_reexports_the_fake_clock() -> None:
     assert FakeClock is CoreFakeClock
+
+
+class _Tables(DeclarativeBase):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("make", "wrong", "keyword"),
+    [
+        (sql_service, "create table users (id integer primary key)", "schema"),
+        (aiosqlite_service, "CREATE TABLE t(id);", "schema"),
+        (sqlalchemy_service, _Tables.metadata, "metadata"),
+    ],
+    ids=["sql-schema", "aiosqlite-schema", "sqlalchemy-metadata"],
+)
+def test_what_belongs_to_a_keyword_passed_as_the_name_is_refused_naming_the_keyword(
+    make: Callable[..., ServiceSpec], wrong: object, keyword: str
+) -> None:
+    """The name is the only positional parameter: SQL text or a MetaData given there would
+    make a service under a name nobody asks for, with no tables."""
+    with pytest.raises(
+        MockPoolError, match=rf"pass it as {keyword}= \({make.__name__}\({keyword}=\.\.\.\)\)"
+    ):
+        make(wrong)
+
+
+@pytest.mark.parametrize("name", ["database", "my-db", "db_2", "orders.v2"])
+def test_ordinary_names_pass_the_positional_check(name: str) -> None:
+    assert sql_service(name).name == name
