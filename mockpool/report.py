@@ -9,7 +9,7 @@ from typing import Any
 
 from .metrics import PoolStats
 
-__all__ = ("HIT_LEGEND", "Event", "Report")
+__all__ = ("HIT_LEGEND", "Event", "Report", "format_percent", "format_seconds")
 
 #: Printed under every table with hit and reuse rates: what each figure counts. The rates'
 #: denominator is the acquisitions served, not the ``acq`` column (timeouts are not served);
@@ -102,8 +102,8 @@ class Report:
                     str(s.waiting),
                     str(s.acquisitions),
                     # Nothing served, nothing waited: a dash, not a rate of 0 or a wait of 0 s.
-                    f"{100 * s.hit_rate:.1f}" if s.served else "-",
-                    f"{100 * s.reuse_rate:.1f}" if s.served else "-",
+                    format_percent(s.hits, s.served),
+                    format_percent(s.reuses, s.served),
                     format_seconds(s.wait_p50_s) if s.served or s.timeouts else "-",
                     format_seconds(s.wait_p99_s) if s.served or s.timeouts else "-",
                     format_seconds(s.hold_ewma_s) if s.served else "-",
@@ -179,3 +179,17 @@ def format_seconds(value: float) -> str:
     if value >= 1e-3:
         return f"{value * 1e3:.1f}ms"
     return f"{value * 1e6:.0f}us"
+
+
+def format_percent(part: int, whole: int) -> str:
+    """``part`` of ``whole`` as a percentage with one decimal, ``-`` when ``whole`` is 0 (a
+    share of nothing). ``100.0`` only when ``part`` is all of ``whole`` and ``0.0`` only when
+    it is none: 2,499 hits of 2,500 (99.96 %) read ``99.9``, not "every one a hit"."""
+    if whole <= 0:
+        return "-"
+    text = f"{100 * part / whole:.1f}"
+    if part < whole and text == "100.0":
+        return "99.9"
+    if part > 0 and text == "0.0":
+        return "0.1"
+    return text

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from mockpool import PoolStats
 from mockpool.metrics import RECOVERY_TIERS
-from mockpool.report import HIT_LEGEND, format_seconds
+from mockpool.report import HIT_LEGEND, format_percent, format_seconds
 
 from .runner import Outcome, RunOutcomes
 
@@ -195,10 +195,13 @@ class StressResult:
         for table in self.tables(console.width):
             console.print(table)
         d = self.to_dict()
+        stats = self.stats.values()
+        hits, reuses = sum(s.hits for s in stats), sum(s.reuses for s in stats)
+        served = sum(s.served for s in stats)
         line = (
             f"passed {d['passed']}  failed {d['failed']}  injected {d['injected_failures']}  "
             f"cancelled {d['cancelled']}  |  wall {d['wall_s']:.2f}s  {d['tests_per_s']} tests/s  "
-            f"peak RSS {d['peak_rss_mb']} MB  hit {_percent(d['hit_rate'])}  reuse {_percent(d['reuse_rate'])}  "
+            f"peak RSS {d['peak_rss_mb']} MB  hit {_percent(hits, served)}  reuse {_percent(reuses, served)}  "
             f"leaks {d['leaks']}  "
             f"degraded {d['degraded']}  |  warm-up {d['warmup_s'] or 0:.2f}s"
         )
@@ -244,8 +247,8 @@ _LOAD: tuple[_Column, ...] = (
     # Nothing served, nothing waited: a dash, not a rate of 0 or a wait of 0 s (--tests 3). As in
     # the pool's report, the waits are those of the acquisitions served or timed out: a
     # cancelled or failed one recorded none.
-    ("hit %", lambda s: f"{100 * s.hit_rate:.1f}" if s.served else "-"),
-    ("reuse %", lambda s: f"{100 * s.reuse_rate:.1f}" if s.served else "-"),
+    ("hit %", lambda s: format_percent(s.hits, s.served)),
+    ("reuse %", lambda s: format_percent(s.reuses, s.served)),
     ("wait p50", lambda s: format_seconds(s.wait_p50_s) if s.served or s.timeouts else "-"),
     ("wait p99", lambda s: format_seconds(s.wait_p99_s) if s.served or s.timeouts else "-"),
     ("timeouts", lambda s: str(s.timeouts)),
@@ -260,9 +263,10 @@ _FAULTS: tuple[_Column, ...] = (
 )
 
 
-def _percent(rate: float | None) -> str:
-    """A rate for the summary line: ``96.6%``, or ``-`` for a rate of nothing."""
-    return "-" if rate is None else f"{100 * rate:.1f}%"
+def _percent(part: int, whole: int) -> str:
+    """A rate for the summary line: ``96.6%``, or ``-`` for a rate of nothing; ``100.0%``
+    only when all (``format_percent``)."""
+    return "-" if whole <= 0 else f"{format_percent(part, whole)}%"
 
 
 def _natural_width(table: Table) -> int:

@@ -288,3 +288,36 @@ async def test_json_has_a_null_error_rate_for_a_service_never_acquired() -> None
     data = json.loads((await _unused_and_starved()).to_json())
     assert data["services"]["unused"]["error_rate"] is None
     assert data["services"]["starved"]["error_rate"] == 0.0
+
+
+def test_a_rate_reads_100_or_0_only_when_it_is_all_or_none() -> None:
+    """2,499 hits of 2,500 printed as ``100.0``: read as "every acquisition found one idle"
+    beside the one that waited. Rounded to one decimal, a rate of some but not all stops at
+    99.9, one of more than none at 0.1."""
+    from mockpool.report import format_percent
+
+    assert format_percent(2499, 2500) == "99.9"  # 99.96 %
+    assert format_percent(1, 2500) == "0.1"  # 0.04 %
+    assert format_percent(2500, 2500) == "100.0"
+    assert format_percent(0, 2500) == "0.0"
+    assert format_percent(1, 3) == "33.3"
+    assert format_percent(2, 3) == "66.7"
+    assert format_percent(0, 0) == "-"  # a share of nothing
+
+
+@pytest.mark.asyncio
+async def test_the_table_prints_no_100_for_a_rate_short_of_it() -> None:
+    """The report's table: 2,499 hits and one miss read ``hit % 100.0``."""
+    import dataclasses
+
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=dict))
+    async with pool:
+        async with pool.acquire("svc"):
+            pass
+        stats = pool.stats("svc")
+    nearly = dataclasses.replace(
+        stats, acquisitions=2500, hits=2499, reuses=2499, misses=1, hit_rate=0.9996, reuse_rate=0.9996
+    )
+    row = _rows(str(Report(pool="p", services={"svc": nearly})))["svc"]
+    assert (row["acq"], row["hit %"], row["reuse %"]) == ("2500", "99.9", "99.9")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from mockpool.report import HIT_LEGEND, format_seconds
+from mockpool.report import HIT_LEGEND, format_percent, format_seconds
 from stress.cli import parse_args, run
 from stress.plot import plot_timeline, size_changes, window_waits
 from stress.results import RECOVERIES_LEGEND, StressResult, _tiers
@@ -49,8 +49,8 @@ def _expected(result: StressResult, name: str) -> tuple[list[str], list[str]]:
         str(s.size),
         str(s.peak_in_use),
         str(s.acquisitions),
-        f"{100 * s.hit_rate:.1f}" if s.served else "-",
-        f"{100 * s.reuse_rate:.1f}" if s.served else "-",
+        format_percent(s.hits, s.served),
+        format_percent(s.reuses, s.served),
         format_seconds(s.wait_p50_s) if s.served or s.timeouts else "-",
         format_seconds(s.wait_p99_s) if s.served or s.timeouts else "-",
         str(s.timeouts),
@@ -122,6 +122,30 @@ def test_acquisitions_that_were_all_cancelled_show_no_wait_and_no_rate(
     console = Console(width=300, record=True, file=io.StringIO())
     run.print_summary(console)
     assert "hit -  reuse -" in console.export_text()
+
+
+def test_a_rate_short_of_100_is_not_printed_as_100(stress_run: tuple[StressResult, Timeline]) -> None:
+    """2,499 hits and a miss read ``hit % 100.0`` in the table and ``hit 100.0%`` in the line
+    under it: as if no test had waited for a creation."""
+    result, _ = stress_run
+    nearly = dataclasses.replace(
+        result.stats["plex"],
+        acquisitions=2500,
+        hits=2499,
+        reuses=2499,
+        misses=1,
+        hit_rate=0.9996,
+        reuse_rate=0.9996,
+        timeouts=0,
+        cancellations=0,
+        acquire_errors=0,
+    )
+    run = dataclasses.replace(result, stats={"plex": nearly})
+    (row,) = _rows(_render(run, 200), ["plex"])["plex"]
+    assert row[2:5] == ["2500", "99.9", "99.9"]  # acq, hit %, reuse %
+    console = Console(width=300, record=True, file=io.StringIO())
+    run.print_summary(console)
+    assert "hit 99.9%  reuse 99.9%" in console.export_text()
 
 
 def test_recovery_tiers_are_told_apart() -> None:

@@ -164,16 +164,10 @@ def _secs(value: float) -> str:
     return format_seconds(value)
 
 
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
-) -> None:
-    state = get_state(config)
-    if state is None or not state.settings.summary or state.worker_id is not None or not state.outputs:
-        return
-    rows = _merge(state.outputs)
-    tr = terminalreporter
-    processes = len(state.outputs)
-    tr.write_sep("=", "mockpool" + (f" ({processes} workers)" if state.controller else ""))
+def summary_table(rows: Mapping[str, _Row]) -> list[tuple[str, ...]]:
+    """The ``mockpool`` section's table: its header, then a row per service."""
+    from ..report import format_percent
+
     header = (
         "service",
         "acquisitions",
@@ -188,7 +182,7 @@ def pytest_terminal_summary(
         # Acquisitions that were not served: the rates leave them out, the waits count them.
         "timeouts",
     )
-    table = [header]
+    table: list[tuple[str, ...]] = [header]
     for name, r in rows.items():
         p50, p99 = r.wait_percentiles(50, 99)
         served = r.served
@@ -197,8 +191,8 @@ def pytest_terminal_summary(
                 name,
                 str(r.acquisitions),
                 # Nothing served, nothing waited: a dash, not a rate of 0 or a wait of 0 s.
-                f"{100 * r.hit_rate:.1f}%" if served else "-",
-                f"{100 * r.reuse_rate:.1f}%" if served else "-",
+                f"{format_percent(r.hits, served)}%" if served else "-",
+                f"{format_percent(r.reuses, served)}%" if served else "-",
                 _secs(p50) if served or r.timeouts else "-",
                 _secs(p99) if served or r.timeouts else "-",
                 str(r.reset_failures),
@@ -208,6 +202,21 @@ def pytest_terminal_summary(
                 str(r.timeouts),
             )
         )
+    return table
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    state = get_state(config)
+    if state is None or not state.settings.summary or state.worker_id is not None or not state.outputs:
+        return
+    rows = _merge(state.outputs)
+    tr = terminalreporter
+    processes = len(state.outputs)
+    tr.write_sep("=", "mockpool" + (f" ({processes} workers)" if state.controller else ""))
+    table = summary_table(rows)
+    header = table[0]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         tr.write_line(

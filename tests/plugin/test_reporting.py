@@ -470,3 +470,36 @@ def test_the_merged_summary_weighs_each_worker_by_the_waits_it_had() -> None:
 
     row = _merge([worker([1.0] * 6000), worker([10.0] * 100)])["svc"]
     assert row.wait_percentiles(97, 98.5) == (1.0, 10.0)  # 98.4 % of the waits are 1 s
+
+
+def test_the_summary_prints_no_100_for_a_rate_short_of_it() -> None:
+    """Two workers, 2,499 hits and one miss between them: ``hit rate 100.0%`` read as "every
+    acquisition found one idle". It reads 99.9 %; all hits on one worker still read 100.0 %."""
+    from mockpool.plugin.summary import _merge, summary_table
+
+    def worker(hits: int, misses: int) -> dict[str, object]:
+        counters = dict.fromkeys(("leaks", "degraded_leases", "timeouts", "cancellations"), 0)
+        counters.update(
+            dict.fromkeys(("acquire_errors", "resets", "reset_failures", "isolation_failures"), 0)
+        )
+        served = {"acquisitions": hits + misses, "hits": hits, "reuses": hits, "misses": misses}
+        return {
+            "services": {
+                "svc": {
+                    **counters,
+                    **served,
+                    "zero_waits": hits,
+                    "recoveries": {},
+                    "last_error": None,
+                    "last_reset_error": None,
+                    "recorded_waits": misses,
+                    "waits": [0.5] * misses,
+                }
+            }
+        }
+
+    header, row = summary_table(_merge([worker(1500, 0), worker(999, 1)]))
+    cells = dict(zip(header, row, strict=True))
+    assert (cells["acquisitions"], cells["hit rate"], cells["reuse rate"]) == ("2500", "99.9%", "99.9%")
+    header, row = summary_table(_merge([worker(1500, 0)]))
+    assert dict(zip(header, row, strict=True))["hit rate"] == "100.0%"
