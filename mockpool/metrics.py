@@ -455,7 +455,8 @@ class PoolStats:
     recovered. ``last_error`` is the service's last hook failure (factory, reset, recovery),
     ``last_reset_error`` its last reset failure, each ``"Type: message"``. ``lent`` is how
     many of ``in_use`` are held by instances of the groups built on this service (idle or
-    leased ones): no lease of this service holds them.
+    leased ones): no lease of this service holds them. ``released`` counts the leases that
+    ended: the hold figures are of those, none while every lease served is still held.
     """
 
     name: str
@@ -503,6 +504,7 @@ class PoolStats:
     last_error: str | None = None
     last_reset_error: str | None = None
     lent: int = 0
+    released: int = 0
 
     @property
     def served(self) -> int:
@@ -521,15 +523,18 @@ class PoolStats:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values; null for a figure of nothing (as ``-`` in the report's
-        table): rates and holds when no acquisition was served, waits when none was served
-        or timed out, the error rate when nothing it is a share of happened (no lease,
-        reset or health check). 0.0 would read as "every acquisition missed", "served at
-        once" or "no errors"."""
+        table): rates when no acquisition was served, holds when no lease ended, waits when
+        none was served or timed out, the error rate when nothing it is a share of happened
+        (no lease, reset or health check). 0.0 would read as "every acquisition missed",
+        "served at once", "returned at once" or "no errors"."""
         data = asdict(self)
         if not _error_rate_operations(self.served, self.reset_failures, self.health_checks):
             data["error_rate"] = None
+        if not self.released:  # no lease ended yet (or none served)
+            for key in ("hold_p50_s", "hold_p99_s", "hold_ewma_s"):
+                data[key] = None
         if not self.served:
-            for key in ("hit_rate", "reuse_rate", "hold_p50_s", "hold_p99_s", "hold_ewma_s"):
+            for key in ("hit_rate", "reuse_rate"):
                 data[key] = None
             if not self.timeouts:
                 for key in ("wait_p50_s", "wait_p99_s", "wait_ewma_s"):

@@ -106,7 +106,8 @@ class Report:
                     format_percent(s.reuses, s.served),
                     format_seconds(s.wait_p50_s) if s.served or s.timeouts else "-",
                     format_seconds(s.wait_p99_s) if s.served or s.timeouts else "-",
-                    format_seconds(s.hold_ewma_s) if s.served else "-",
+                    # Held, none returned yet: no hold time, rather than 0 s.
+                    format_seconds(s.hold_ewma_s) if s.released else "-",
                     str(s.resets),
                     str(s.reset_failures),
                     str(s.recoveries.total()),

@@ -1021,6 +1021,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             last_error=format_error(self.last_error),
             last_reset_error=format_error(self.last_reset_error),
             lent=core.lent,
+            released=m.holds.count,
         )
 
 

@@ -321,3 +321,25 @@ async def test_the_table_prints_no_100_for_a_rate_short_of_it() -> None:
     )
     row = _rows(str(Report(pool="p", services={"svc": nearly})))["svc"]
     assert (row["acq"], row["hit %"], row["reuse %"]) == ("2500", "99.9", "99.9")
+
+
+@pytest.mark.asyncio
+async def test_no_hold_time_while_no_lease_has_ended() -> None:
+    """One acquisition, still held: the table read ``hold ewma 0us`` and the JSON 0.0, a hold
+    of nothing read as leases returned at once. A dash and null until a lease ends."""
+    pool = MockPool(name="p", supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=dict))
+    holds = ("hold_p50_s", "hold_p99_s", "hold_ewma_s")
+    async with pool:
+        lease = pool.acquire("svc")
+        await lease.__aenter__()
+        held = pool.report()
+        await lease.__aexit__(None, None, None)
+        ended = pool.report()
+    assert (held.services["svc"].served, held.services["svc"].released) == (1, 0)
+    assert _rows(str(held))["svc"]["hold ewma"] == "-"
+    data = held.to_dict()["services"]["svc"]
+    assert {key: data[key] for key in holds} == dict.fromkeys(holds)
+    assert ended.services["svc"].released == 1
+    assert _rows(str(ended))["svc"]["hold ewma"] != "-"
+    assert all(isinstance(ended.to_dict()["services"]["svc"][key], float) for key in holds)
