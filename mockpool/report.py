@@ -174,10 +174,11 @@ class Report:
 
 
 def format_seconds(value: float) -> str:
-    """A duration for a table: ``1.23s``, ``4.5ms`` or ``67us``."""
-    if value >= 1:
+    """A duration for a table: ``1.23s``, ``4.5ms`` or ``67us``. The unit is picked after
+    rounding, so 0.99996 s reads ``1.00s``, not ``1000.0ms``."""
+    if round(value * 1e3, 1) >= 1000:
         return f"{value:.2f}s"
-    if value >= 1e-3:
+    if round(value * 1e6) >= 1000:
         return f"{value * 1e3:.1f}ms"
     return f"{value * 1e6:.0f}us"
 

@@ -343,3 +343,12 @@ async def test_no_hold_time_while_no_lease_has_ended() -> None:
     assert ended.services["svc"].released == 1
     assert _rows(str(ended))["svc"]["hold ewma"] != "-"
     assert all(isinstance(ended.to_dict()["services"]["svc"][key], float) for key in holds)
+
+
+def test_a_duration_rounds_into_the_next_unit_rather_than_past_its_own() -> None:
+    """0.99996 s printed ``1000.0ms`` and 0.9996 ms ``1000us``: a unit read past its range."""
+    assert format_seconds(0.99996) == "1.00s"
+    assert format_seconds(0.9994) == "999.4ms"
+    assert format_seconds(0.0009996) == "1.0ms"
+    assert format_seconds(0.0009994) == "999us"
+    assert (format_seconds(0.0), format_seconds(2.5), format_seconds(0.0123)) == ("0us", "2.50s", "12.3ms")
