@@ -198,12 +198,14 @@ class StressResult:
         stats = self.stats.values()
         hits, reuses = sum(s.hits for s in stats), sum(s.reuses for s in stats)
         served = sum(s.served for s in stats)
+        # None: the pool did not warm; a dash rather than a warm-up of 0.00 s.
+        warmup = "-" if self.warmup_s is None else format_seconds(self.warmup_s)
         line = (
             f"passed {d['passed']}  failed {d['failed']}  injected {d['injected_failures']}  "
             f"cancelled {d['cancelled']}  |  wall {d['wall_s']:.2f}s  {d['tests_per_s']} tests/s  "
             f"peak RSS {d['peak_rss_mb']} MB  hit {_percent(hits, served)}  reuse {_percent(reuses, served)}  "
             f"leaks {d['leaks']}  "
-            f"degraded {d['degraded']}  |  warm-up {d['warmup_s'] or 0:.2f}s"
+            f"degraded {d['degraded']}  |  warm-up {warmup}"
         )
         console.print(line)
         if self.injected:

@@ -227,3 +227,18 @@ def test_hold_makes_the_tests_await_in_their_leases_and_is_bounded() -> None:
     assert all(s.hold_p50_s >= floor for s in result.stats.values() if s.acquisitions)
     with pytest.raises(SystemExit):
         parse_args(["--hold", "-1"])
+
+
+def test_the_summary_line_shows_the_warm_up_it_had(stress_run: tuple[StressResult, Timeline]) -> None:
+    """No warm-up read ``warm-up 0.00s`` (as if one ran, instantly), and one of 27 us read the
+    same: a dash for none, and the unit of the pool's report for a short one."""
+    result, _ = stress_run
+
+    def line(warmup_s: float | None) -> str:
+        console = Console(width=300, record=True, file=io.StringIO())
+        dataclasses.replace(result, warmup_s=warmup_s).print_summary(console)
+        return console.export_text()
+
+    assert "|  warm-up -" in line(None)
+    assert "|  warm-up 27us" in line(0.000027)
+    assert "|  warm-up 1.50s" in line(1.5)
