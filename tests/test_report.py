@@ -70,9 +70,10 @@ async def test_text_shows_hit_and_reuse_side_by_side_and_reset_failures() -> Non
     assert (steady["acq"], steady["hit %"], steady["reuse %"]) == ("4", "50.0", "75.0")
     assert (steady["resets"], steady["reset fail"], steady["rec"], steady["timeouts"]) == ("4", "0", "0", "0")
     assert (steady["size"], steady["idle"]) == ("1", "1")
-    # Two hits (0 s) and two waits: the median is halfway between 0 s and the shorter wait.
-    assert steady["wait p50"] == format_seconds(report.services["steady"].wait_p50_s)
-    assert 0.0 < report.services["steady"].wait_p50_s < report.services["steady"].wait_p99_s
+    # Two hits (0 s) and two waits: the median is a hit's 0 s (nearest rank, not halfway to
+    # the shorter wait, which nobody waited), the p99 the longer wait.
+    assert steady["wait p50"] == format_seconds(report.services["steady"].wait_p50_s) == "0us"
+    assert 0.0 == report.services["steady"].wait_p50_s < report.services["steady"].wait_p99_s
     assert (flaky["acq"], flaky["hit %"], flaky["reuse %"]) == ("3", "66.7", "66.7")
     assert (flaky["resets"], flaky["reset fail"], flaky["rec"]) == ("0", "3", "3")
     assert HIT_LEGEND in text.splitlines()
