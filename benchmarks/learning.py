@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mockpool import MockPool
 from mockpool.lease import lease_owner
+from mockpool.report import format_percent
 from mockpool.services.registry import seed_registry
 
 #: Each kind of test and the services it leases (group services hold their members).
@@ -261,7 +262,15 @@ def _figure(value: float | None, spec: str) -> str:
 
 
 def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{100 * rate:.1f}%"
+    """A rate as the report prints one: 100.0 only when all, 0.0 only when none."""
+    if rate is None:
+        return "-"
+    text = f"{100 * rate:.1f}"
+    if rate < 1 and text == "100.0":
+        return "99.9%"
+    if rate > 0 and text == "0.0":
+        return "0.1%"
+    return text + "%"
 
 
 def main() -> None:
@@ -309,8 +318,8 @@ def main() -> None:
                 f"{r.warmup_ms:.1f} ms",
                 str(r.warmed),
                 str(r.acquisitions),
-                f"{100 * r.hit_rate:.1f} %",
-                f"{100 * r.reuse_rate:.1f} %",
+                f"{format_percent(r.hits, r.misses + r.reuses)} %",
+                f"{format_percent(r.reuses, r.misses + r.reuses)} %",
                 str(r.misses),
                 str(r.created),
                 str(r.destroyed),
