@@ -10,8 +10,8 @@ engine. What a lease starts from:
 
 - the session is rebuilt: closed (what the test left open rolled back), then constructed
   again, under the same object, with the spec's ``session_options``: a new ``Session`` with
-  an empty identity map and no listeners, ``info``, ``autoflush``, ``expire_on_commit``
-  and the rest as configured;
+  an empty identity map and no listeners, ``info`` (a deep copy of the configured one),
+  ``autoflush``, ``expire_on_commit`` and the rest as configured;
 - the ``sqlite3`` connection is rebuilt from the template (see :mod:`mockpool.services.sql`
   and :mod:`mockpool.services.aiosqlite`), with the pragmas of ``pragmas=`` and the functions
   SQLAlchemy registers when it connects (``regexp``) part of it. When the test left no
@@ -97,8 +97,12 @@ class SqlAlchemyDouble:
         #: the reset ends those a test left open (see :meth:`_end_kept`).
         self._checked_out: weakref.WeakSet[Any] = weakref.WeakSet()
         self.session_options = dict(session_options or {})
+        # Each session gets its own copy of the configured info: Session.__init__ copies the
+        # dict but not its values, so a nested value a test changed in place reached every
+        # later lease (and the spec's own dict).
+        self._info = copy.deepcopy(self.session_options.pop("info", None)) or None
         self.pragmas = dict(pragmas or {})
-        self.session = AsyncSession(engine, **self.session_options)
+        self.session = AsyncSession(engine, **self._session_kwargs())
         self._engine_state: _EngineState | None = None
         # The attributes of a session just made: a test's own are the others.
         self._session_keys = (frozenset(vars(self.session)), frozenset(vars(self.session.sync_session)))
@@ -175,6 +179,12 @@ class SqlAlchemyDouble:
             proxy._connection_record = None
             proxy.dbapi_connection = _EndedConnection(self.service)
 
+    def _session_kwargs(self) -> dict[str, Any]:
+        """``session_options``, with a copy of the configured ``info`` of its own."""
+        if self._info is None:
+            return self.session_options
+        return {**self.session_options, "info": copy.deepcopy(self._info)}
+
     def _new_session(self) -> None:
         """The session constructed again under the same object (groups and the bind hook hold
         it), and the engine put back."""
@@ -182,7 +192,7 @@ class SqlAlchemyDouble:
 
         session = self.session
         vars(session).clear()
-        AsyncSession.__init__(session, self.engine, **self.session_options)
+        AsyncSession.__init__(session, self.engine, **self._session_kwargs())
         if self._engine_state is not None:
             self._engine_state.restore(self.engine.sync_engine)
 
@@ -523,6 +533,15 @@ def _targets(engine: Engine) -> dict[str, Any]:
     return {"engine": engine, "pool": engine.pool, "dialect": engine.dialect}
 
 
+def _copied(info: dict[Any, Any]) -> dict[Any, Any]:
+    """``info`` as it is now, nested values included (a fingerprint compares it later); a
+    shallow copy when a value cannot be copied."""
+    try:
+        return copy.deepcopy(info)
+    except Exception:
+        return dict(info)
+
+
 def _session_prints(session: AsyncSession, own: frozenset[str], sync_own: frozenset[str]) -> dict[str, Any]:
     """What a test can leave on the session, for a fingerprint; ``own`` and ``sync_own`` are
     the attributes a new ``AsyncSession`` and ``Session`` have."""
@@ -531,7 +550,7 @@ def _session_prints(session: AsyncSession, own: frozenset[str], sync_own: frozen
         "session class": type(sync),
         "session objects": len(sync.identity_map) + len(sync.new) + len(sync.deleted),
         "session in_transaction": sync.in_transaction(),
-        "session info": dict(sync.info),
+        "session info": _copied(sync.info),
         "session bind": sync.bind,
         "session binds": dict(sync.binds),
         "session settings": {
@@ -593,6 +612,18 @@ def sqlalchemy_service(
     engine_kw = dict(engine_options or {})
     session_kw = dict(session_options or {})
     pragma_sql = _pragmas(name, pragmas or {})
+    if session_kw.get("info"):
+        try:
+            copy.deepcopy(session_kw["info"])
+        except Exception as exc:
+            raise ServiceConfigError(
+                "session_options",
+                session_kw,
+                f"has an info that cannot be copied ({exc!r}); each lease's session gets a copy "
+                "of it, so a test's change to a nested value stays in its lease: give values "
+                "copy.deepcopy() can copy, or set them in the test",
+                service=name,
+            ) from exc
 
     def build(raw: sqlite3.Connection) -> None:
         engine = sa.create_engine("sqlite://", creator=lambda: raw, poolclass=sa_pool.StaticPool)

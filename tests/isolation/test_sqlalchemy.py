@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mockpool import MockPool, MockPoolError
+from mockpool import MockPool, MockPoolError, ServiceConfigError
 from mockpool.services import sqlalchemy_service
 from mockpool.testing import Dirtier, check_isolation
 
@@ -523,3 +523,38 @@ async def test_a_query_left_running_is_interrupted_by_the_reset(cancelled: bool)
         stats = pool.stats(SPEC.name)
         assert (stats.reset_failures, stats.destroyed) == (0, 0)
         pool.check_invariants()
+
+
+#: ``session_options={"info": ...}`` with nested values: a test that changes one in place
+#: changed the spec's own dict, so every later lease (and every new instance) started with it.
+INFO = {"tenant": {"id": 1}, "seen": []}
+
+
+def _nested_info(session: AsyncSession) -> None:
+    session.info["tenant"]["id"] = 2
+    session.info["seen"].append("lease 1")
+
+
+def _info_as_configured(session: AsyncSession) -> None:
+    assert session.info == {"tenant": {"id": 1}, "seen": []}, session.info
+
+
+@pytest.mark.asyncio
+async def test_a_nested_value_of_the_configured_session_info_changed_in_place_is_new_again() -> None:
+    spec = sqlalchemy_service(metadata=Base.metadata, session_options={"info": INFO})
+    dirtier = Dirtier("nested session.info value changed in place", _nested_info, gone=_info_as_configured)
+    report = await check_isolation(
+        spec, [dirtier], pristine=_info_as_configured, isolation_verify=True, strict=True
+    )
+    assert [case.outcome for case in report.cases] == ["reset"]
+
+    # With the reset weakened, the fingerprint sees it (it compares the values, not the dict).
+    weak = dataclasses.replace(spec, reset=None)
+    report = await check_isolation(weak, [dirtier], pristine=_info_as_configured, isolation_verify=True)
+    assert [case.outcome for case in report.cases] == ["caught"]
+    assert INFO == {"tenant": {"id": 1}, "seen": []}  # the spec's own dict is untouched
+
+
+def test_session_info_that_cannot_be_copied_is_refused_when_the_spec_is_made() -> None:
+    with pytest.raises(ServiceConfigError, match=r"session_options.*copy"):
+        sqlalchemy_service(session_options={"info": {"lock": threading.Lock()}})
