@@ -26,7 +26,8 @@ engine. What a lease starts from:
   :func:`_watch`), what SQLAlchemy derived from it goes too: the statements compiled for the
   dialect (the engine's and the ORM's), its type processors and the preparer's quoted names. A pool
   replaced by ``engine.dispose()`` is kept: SQLAlchemy made it from the same configuration
-  and listeners.
+  and listeners; one a test set itself (``engine.pool = ...``) is replaced by one made that
+  way.
 
 Connections a test checked out of the engine and left open (``engine.connect()`` without
 ``async with``, a second session not closed) share the one pooled connection: the reset ends
@@ -275,7 +276,7 @@ class _EndedConnection:
 # == the engine: kept, proven equal ==========================================================
 
 #: Engine and pool attributes a reset leaves alone: the pool (a test's ``dispose()`` replaces
-#: it, from the same configuration), the dispatch (listeners are compared one by one), the
+#: it, from the same configuration; see :func:`_made_from`), the dispatch (listeners are compared one by one), the
 #: pooled connection record (handled apart) and the pool's creator wrapper (made per pool
 #: from ``_creator_arg``, which is compared).
 _ENGINE_OWN = frozenset({"pool", "dispatch"})
@@ -474,6 +475,13 @@ class _EngineState:
         )
 
     def restore(self, engine: Engine) -> None:
+        pristine_pool = self.engine["pool"]
+        if engine.pool is not pristine_pool and not _made_from(
+            engine.pool, pristine_pool, self.listeners["pool"]
+        ):
+            # A pool the test set (engine.pool = ...), over a connection of its own: one made
+            # as dispose() makes it, from the instance's configuration and listeners.
+            engine.pool = pristine_pool.recreate()
         for label, target in _targets(engine).items():
             _drop_listeners(target, self.listeners[label])
         _put_back(engine, self.engine, _ENGINE_OWN)
@@ -520,6 +528,17 @@ class _EngineState:
         for label, target in _targets(engine).items():
             prints[f"{label} listeners"] = _listeners(target)
         return prints
+
+
+def _made_from(pool: Any, pristine: Any, listeners: Mapping[str, tuple[Any, ...]]) -> bool:
+    """Whether ``pool`` was made from the ``pristine`` pool by SQLAlchemy (``dispose()``, which
+    gives the new pool the listeners of the old), not by a test: the same class, with the
+    listeners the pristine pool had when the instance was sealed (SQLAlchemy's own connect
+    listeners, made for this engine, and the double's)."""
+    if type(pool) is not type(pristine):
+        return False
+    dispatch = pool.dispatch
+    return all(fn in getattr(dispatch, name).listeners for name, fns in listeners.items() for fn in fns)
 
 
 def _added(obj: object, own: frozenset[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import JSON, CursorResult, event, func, insert, literal, select,
 from sqlalchemy.exc import OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import StaticPool
 
 from mockpool import MockPool, MockPoolError, ServiceConfigError
 from mockpool.services import sqlalchemy_service
@@ -180,6 +182,24 @@ async def _kept_cursor_cannot_write(session: AsyncSession) -> None:
 async def _dispose(session: AsyncSession) -> None:
     await session.close()
     await _engine(session).dispose()
+
+
+def _test_pool(session: AsyncSession) -> None:
+    # The test's own pool, over a database of its own: SQLAlchemy's StaticPool, the class of
+    # the pooled engine's, and no listener of it.
+    database: Any = sqlite3.connect(":memory:", check_same_thread=False)
+    _sync_engine(session).pool = StaticPool(lambda: database)
+
+
+async def _pool_is_the_instances(session: AsyncSession) -> None:
+    pool = _sync_engine(session).pool
+    assert isinstance(pool, StaticPool)
+    # The double's own listener, which ends the connections a test leaves open.
+    assert any("_note_checkout" in repr(fn) for fn in pool.dispatch.checkout.listeners)
+    session.add(User(name="carol"))
+    await session.flush()
+    assert await _names(session) == [*NAMES, ("carol",)]
+    await session.rollback()
 
 
 def _set(target_of: Any, name: str, value: object) -> Any:
@@ -350,6 +370,7 @@ API_DIRTIERS = [
     # dispose() replaces the pool with one SQLAlchemy makes from the same configuration and
     # listeners, over the same pooled connection: nothing a fingerprint could tell apart.
     Dirtier("engine disposed by the test", _dispose, visible=False),
+    Dirtier("engine pool replaced by the test's own", _test_pool, gone=_pool_is_the_instances),
 ]
 
 DIRTIERS = [*sql_dirtiers(_run), *API_DIRTIERS]
