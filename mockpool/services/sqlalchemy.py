@@ -542,10 +542,16 @@ def _made_from(pool: Any, pristine: Any, listeners: Mapping[str, tuple[Any, ...]
 
 
 def _added(obj: object, own: frozenset[str]) -> dict[str, Any]:
-    """The attributes set on ``obj`` that it did not have when made, but for values its class
-    memoizes on first use (``info``, ``dispatch``): a class attribute of that name."""
+    """The attributes set on ``obj`` that it did not have when made, but for those ordinary
+    use sets over a class attribute of the same name (``info`` and ``dispatch``, memoized on
+    first use; a transaction's context manager): a method of the class set on the object (a
+    test's patch) is reported."""
     cls = type(obj)
-    return {k: v for k, v in vars(obj).items() if k not in own and not hasattr(cls, k)}
+    return {
+        k: v
+        for k, v in vars(obj).items()
+        if k not in own and (not hasattr(cls, k) or inspect.isfunction(inspect.getattr_static(cls, k)))
+    }
 
 
 def _targets(engine: Engine) -> dict[str, Any]:

@@ -202,6 +202,10 @@ async def _pool_is_the_instances(session: AsyncSession) -> None:
     await session.rollback()
 
 
+def _patched_method(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a method a test patched on the session in an earlier lease")
+
+
 def _set(target_of: Any, name: str, value: object) -> Any:
     return lambda session: setattr(target_of(session), name, value)
 
@@ -315,6 +319,16 @@ API_DIRTIERS = [
         "attribute set on the session",
         _set(lambda s: s, "tenant", "t1"),
         gone=lambda s: not hasattr(s, "tenant"),
+    ),
+    Dirtier(
+        "method patched on the session",
+        _set(lambda s: s, "scalars", _patched_method),
+        gone=lambda s: "scalars" not in vars(s),
+    ),
+    Dirtier(
+        "method patched on the sync session",
+        _set(lambda s: s.sync_session, "get_bind", _patched_method),
+        gone=lambda s: "get_bind" not in vars(s.sync_session),
     ),
     Dirtier(
         "attribute set on the engine",
