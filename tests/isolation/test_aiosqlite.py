@@ -109,6 +109,23 @@ async def _counts(db: aiosqlite.Connection) -> None:
     await _rows_are(db, "select count(*) from users", [(2,)])
 
 
+async def _backup_into_it(db: aiosqlite.Connection) -> None:
+    # Another database's pages copied over the pooled one's (aiosqlite's backup(target)).
+    async with aiosqlite.connect(":memory:") as other:
+        await other.executescript("create table other (x); insert into other values (1);")
+        await other.backup(db)
+
+
+async def _only_users(db: aiosqlite.Connection) -> None:
+    await _rows_are(db, "select name from sqlite_master where name = 'other'", [])
+    await _counts(db)
+
+
+async def _no_changes_yet(db: aiosqlite.Connection) -> None:
+    # Concurrent leases check before they write: a new connection has counted nothing.
+    assert db.total_changes == 0, db.total_changes
+
+
 API_DIRTIERS = [
     Dirtier("committed rows", _commit_a_row),
     Dirtier("uncommitted rows", lambda db: db.execute("delete from users")),
@@ -140,6 +157,13 @@ API_DIRTIERS = [
         "attribute set on the aiosqlite connection",
         lambda db: _set(db, "tenant", "t1"),
         gone=lambda db: not hasattr(db, "tenant"),
+    ),
+    Dirtier("database overwritten by backup()", _backup_into_it, gone=_only_users),
+    Dirtier("total_changes counted", _commit_a_row, gone=_no_changes_yet),
+    Dirtier(
+        "iter_chunk_size",
+        lambda db: _set(db, "iter_chunk_size", 1),
+        gone=lambda db: db._iter_chunk_size == 64,
     ),
     # Closing is the pool's job: close() in a test changes nothing, so there is nothing to see.
     Dirtier("closed by the code under test", _close_it, gone=_counts, visible=False),

@@ -202,6 +202,33 @@ async def _pool_is_the_instances(session: AsyncSession) -> None:
     await session.rollback()
 
 
+#: Streamed results a test left unconsumed (kept alive, as a test's local would be).
+_STREAMS: list[Any] = []
+
+
+async def _stream_left_unconsumed(session: AsyncSession) -> None:
+    result = await session.stream_scalars(select(User.name))
+    await anext(result)  # one row read, the server-side cursor left open
+    _STREAMS.append(result)
+
+
+async def _autocommit_insert(session: AsyncSession) -> None:
+    await session.rollback()  # the pristine check began a transaction
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    await session.execute(text("insert into users (name) values ('mallory')"))
+
+
+async def _invalidate(session: AsyncSession) -> None:
+    await (await session.connection()).invalidate()
+
+
+async def _writes_work(session: AsyncSession) -> None:
+    session.add(User(name="carol"))
+    await session.flush()
+    assert await _names(session) == [*NAMES, ("carol",)]
+    await session.rollback()
+
+
 def _patched_method(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("a method a test patched on the session in an earlier lease")
 
@@ -385,6 +412,11 @@ API_DIRTIERS = [
     # listeners, over the same pooled connection: nothing a fingerprint could tell apart.
     Dirtier("engine disposed by the test", _dispose, visible=False),
     Dirtier("engine pool replaced by the test's own", _test_pool, gone=_pool_is_the_instances),
+    # A read, in the transaction the pristine check began: nothing for a fingerprint to see.
+    Dirtier("streamed result left unconsumed", _stream_left_unconsumed, visible=False),
+    Dirtier("rows inserted in autocommit mode", _autocommit_insert),
+    # SQLAlchemy connects again through the engine's creator: the same pooled connection.
+    Dirtier("connection invalidated", _invalidate, gone=_writes_work, visible=False),
 ]
 
 DIRTIERS = [*sql_dirtiers(_run), *API_DIRTIERS]
