@@ -195,10 +195,13 @@ class Lease(Generic[T]):
         if self._holder is not None:  # it queued: its task holds it no more (mockpool.nesting)
             svc.forget_holder(self)
         pending = svc.release_entry(entry, discard=self._discard)
-        if pending is not None:
-            # An async reset runs in the background; wait for it so the instance is back when
-            # the block ends. If this task is cancelled meanwhile, the reset still finishes and
-            # places the instance; the cancellation propagates.
+        # An async reset runs in the background; wait for it so the instance is back when the
+        # block ends. If this task is cancelled meanwhile, the reset still finishes and places
+        # the instance; the cancellation propagates. Not while the coroutine is being closed
+        # (GeneratorExit: its task collected after its loop closed, while another loop runs),
+        # where awaiting raises "coroutine ignored GeneratorExit": the reset places the
+        # instance without it.
+        if pending is not None and (exc_type is not GeneratorExit or pending.done()):
             dirty = await pending
             if dirty is not None:
                 svc.pool.note_isolation_failure(self.owner, dirty)

@@ -1536,6 +1536,59 @@ class TestLoopsClosedWithoutCancelling:
         asyncio.run(use_again())
         pool.close()
 
+    def test_a_lease_of_a_task_collected_while_another_loop_runs_comes_back_quietly(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The task left holding a lease in a closed loop is collected while the next test's
+        loop runs (the garbage collector runs whenever it likes): its ``async with`` block ends
+        in that other loop, which started the async reset and awaited it inside a coroutine
+        being closed: "coroutine ignored GeneratorExit", an unraisable error charged to an
+        unrelated test (fatal under ``filterwarnings = error``)."""
+        unraisable: list[BaseException | None] = []
+        monkeypatch.setattr("sys.unraisablehook", lambda info: unraisable.append(info.exc_value))
+        resets: list[object] = []
+
+        async def reset(instance: dict[str, int]) -> None:
+            await asyncio.sleep(0)
+            resets.append(instance)
+
+        pool = MockPool(supervise=False)
+        pool.register(ServiceSpec(name="svc", factory=dict, reset=reset, max_size=1))
+
+        async def leave_a_holder() -> None:
+            entered = asyncio.Event()
+            async with pool.acquire("svc"):  # made now: the holder's acquire is a hit
+                pass
+
+            async def holder() -> None:
+                async with pool.acquire("svc"):
+                    entered.set()
+                    await asyncio.Event().wait()  # the loop closes under it
+
+            asyncio.ensure_future(holder())  # noqa: RUF006  (referenced by its loop only: to be collected)
+            await entered.wait()
+
+        loop = asyncio.new_event_loop()  # not kept: its holder is to be collected
+        try:
+            loop.run_until_complete(leave_a_holder())
+        finally:
+            loop.close()
+        del loop
+
+        async def use_again() -> None:
+            gc.collect()  # the holder's block ends here, in this test's running loop
+            async with asyncio.timeout(5):
+                async with pool.acquire("svc", timeout=2):
+                    pass
+            pool.check_invariants()
+            stats = pool.stats("svc")
+            assert (stats.size, stats.idle, stats.in_use, stats.recovering) == (1, 1, 0, 0)
+
+        asyncio.run(use_again())
+        assert unraisable == []  # was RuntimeError('coroutine ignored GeneratorExit')
+        assert len(resets) == 3  # the holder's instance was reset before it was used again
+        pool.close()
+
     def test_a_stall_check_due_as_the_loop_closed_never_warns(self, caplog: pytest.LogCaptureFixture) -> None:
         """The stall check runs in a task that its timer starts. Due in the loop's last step
         (pytest-asyncio-cooperative's loop, at the end of the stress suite; ``asyncio.run``'s
