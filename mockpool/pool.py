@@ -502,6 +502,26 @@ class MockPool:
                 # Kept, with the coroutines frozen in it: never finalized, never run twice.
                 self._abandoned.append(runtime)
 
+    def end_closed_holders(self) -> None:
+        """End the leases of tasks left holding them in loops closed without cancelling them
+        (pytest-asyncio 0.23). ``holds`` keeps each task that holds a lease it queued for: such
+        a task was never collected, so its ``async with`` blocks never ended and its instances
+        never came back. It can never run again: its coroutine is closed, as its collection
+        would close it, and its blocks end and release (an async reset runs in this loop)."""
+        by_task = self.holds.by_task
+        for task in [task for task in by_task if task.get_loop().is_closed()]:
+            del by_task[task]
+            try:
+                task.get_coro().close()
+            except Exception as exc:  # its own cleanup failed, as it would when collected
+                logger.warning(
+                    "pool %r: task %r, left holding a lease in a closed event loop, failed as its "
+                    "blocks were ended: %r",
+                    self.name,
+                    task.get_name(),
+                    exc,
+                )
+
     def _runtime_ended(self, runtime: Runtime) -> None:
         if self._runtimes.get(runtime.loop) is runtime:
             del self._runtimes[runtime.loop]

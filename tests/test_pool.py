@@ -1589,6 +1589,66 @@ class TestLoopsClosedWithoutCancelling:
         assert len(resets) == 3  # the holder's instance was reset before it was used again
         pool.close()
 
+    @pytest.mark.parametrize("reset", ["no reset", "async reset"])
+    def test_a_queued_lease_of_a_task_left_in_a_closed_loop_comes_back(
+        self, reset: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A task that queued for its lease (the first acquire of the service: a creation) is
+        left holding it when its loop closes without cancelling it. The pool kept that task
+        referenced (``MockPool.holds``: which task holds what it queued for, for nested
+        leases), so it was never collected, its ``async with`` block never ended, and at
+        ``max_size=1`` every later acquire timed out. A task of a closed loop will never run
+        again: the next acquire from another loop ends its blocks (closes its coroutine, as
+        its collection would), and takes the instance back."""
+        unraisable: list[BaseException | None] = []
+        monkeypatch.setattr("sys.unraisablehook", lambda info: unraisable.append(info.exc_value))
+        resets: list[object] = []
+
+        async def async_reset(instance: dict[str, int]) -> None:
+            await asyncio.sleep(0)
+            resets.append(instance)
+
+        pool = MockPool(supervise=False)
+        pool.register(
+            ServiceSpec(
+                name="svc", factory=dict, reset=async_reset if reset == "async reset" else None, max_size=1
+            )
+        )
+        ended: list[str] = []
+
+        async def leave_a_holder() -> None:
+            entered = asyncio.Event()
+
+            async def holder() -> None:
+                try:
+                    async with pool.acquire("svc"):  # queued: no instance yet
+                        entered.set()
+                        await asyncio.Event().wait()  # the loop closes under it
+                finally:
+                    ended.append("holder")
+
+            asyncio.ensure_future(holder())  # noqa: RUF006  (referenced by its loop only)
+            await entered.wait()
+
+        self._close_without_cancelling(leave_a_holder)
+        gc.collect()  # nothing of the pool's may keep the holder alive; this alone did not free it
+        assert pool.stats("svc").in_use == 1
+
+        async def use_again() -> None:
+            async with asyncio.timeout(5):
+                async with pool.acquire("svc", timeout=2):  # was AcquireTimeout
+                    pass
+            pool.check_invariants()
+            stats = pool.stats("svc")
+            assert (stats.size, stats.idle, stats.in_use, stats.recovering) == (1, 1, 0, 0)
+
+        asyncio.run(use_again())
+        assert ended == ["holder"]
+        assert len(resets) == (2 if reset == "async reset" else 0)
+        assert not pool.holds.by_task
+        assert unraisable == []
+        pool.close()
+
     def test_a_stall_check_due_as_the_loop_closed_never_warns(self, caplog: pytest.LogCaptureFixture) -> None:
         """The stall check runs in a task that its timer starts. Due in the loop's last step
         (pytest-asyncio-cooperative's loop, at the end of the stress suite; ``asyncio.run``'s
