@@ -211,6 +211,8 @@ class MockPool:
         self._undestroyed: list[tuple[ServicePool, Any]] = []
         #: The first of them was being destroyed (and was counted) when a close was cut short.
         self._destroy_begun = False
+        #: Closes begun: a close whose loop paused under it finds a newer one took over.
+        self._close_round = 0
         self._started_at = self.clock.now()
         #: What earlier runs recorded (empty without history); drives warming and prediction.
         self.history_path: Path | None = None
@@ -727,7 +729,8 @@ class MockPool:
 
         The work runs in a task of its own: if the caller is cancelled (a timeout around
         ``aclose``), closing goes on in the background and the cancellation propagates. If
-        the loop ends before it finished, the next ``aclose`` (in any loop) finishes it.
+        the loop ends, or stops running, before it finished, the next ``aclose`` (in any
+        loop) finishes it.
         """
         if self._state is _State.CLOSED:
             return
@@ -748,6 +751,8 @@ class MockPool:
 
     async def _close(self) -> None:
         self._state = _State.CLOSING
+        self._close_round += 1
+        this_round = self._close_round
         for svc in self.service_pools.values():
             svc.core.closed = True
             svc.core.fail_waiters(
@@ -766,7 +771,11 @@ class MockPool:
         if not self._history_saved:
             self._history_saved = True
             self.save_history()
-        await self._destroy_all()
+        await self._destroy_all(this_round)
+        if self._close_round != this_round:
+            # A newer close, in another loop, took over while this one's loop was paused
+            # (open, not running): the rest is that close's.
+            return
         self.holds.clear()  # leases never ended (leaks) would keep their tasks alive
         current = asyncio.get_running_loop()
         for loop, runtime in list(self._runtimes.items()):
@@ -869,7 +878,7 @@ class MockPool:
         except RuntimeError:
             pass  # that loop is closed: the close waiting there was cut short with it
 
-    async def _destroy_all(self) -> None:
+    async def _destroy_all(self, this_round: int) -> None:
         pools = [*self._retired, *self.service_pools.values()]
         # Members held by a group are destroyed with their own service, awaited here like every
         # other instance (releasing them would spawn their destroy into a runtime that is about
@@ -905,6 +914,8 @@ class MockPool:
             # it is counted once.
             again, self._destroy_begun = self._destroy_begun, True
             await svc._destroy_instance(instance, counted=again)  # counts it destroyed
+            if self._close_round != this_round:
+                return  # taken over meanwhile (see _close): the list is the newer close's
             self._undestroyed.pop(0)
             self._destroy_begun = False
 

@@ -315,6 +315,65 @@ def test_a_close_cut_short_by_the_end_of_its_loop_is_finished_by_the_next_aclose
     assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")
 
 
+def test_a_close_taken_over_from_a_paused_loop_does_not_fail_when_that_loop_resumes() -> None:
+    """A close starts in a loop that then stops running, open (a module-scoped loop between
+    its tests; its caller gave up waiting), mid-way through destroying the instances; the next
+    ``aclose`` comes from another loop and finishes the close there. When the first loop ran
+    again, its close went on with the instances the second had destroyed and taken off the
+    list: it failed with ``IndexError: pop from empty list`` (an error for whoever awaited it,
+    or "Task exception was never retrieved")."""
+    made: list[int] = []
+    destroyed: list[int] = []
+    gate: list[asyncio.Event] = []
+
+    def factory() -> dict[str, int]:
+        made.append(len(made) + 1)
+        return {"id": made[-1]}
+
+    async def destroy(instance: dict[str, int]) -> None:
+        destroyed.append(instance["id"])
+        if len(destroyed) == 1:
+            await gate[0].wait()  # the first destroy, in the first loop, waits there
+
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=factory, destroy=destroy, min_size=3))
+    first = asyncio.new_event_loop()
+
+    async def start_closing() -> asyncio.Task[None]:
+        gate.append(asyncio.Event())
+        await pool.start()
+        closing = asyncio.ensure_future(pool.aclose())
+        while not destroyed:
+            await asyncio.sleep(0)
+        return closing
+
+    try:
+        closing = first.run_until_complete(start_closing())  # then the loop stops, open
+
+        async def close_again() -> None:
+            async with asyncio.timeout(5):
+                await pool.aclose()
+
+        asyncio.run(close_again())
+        assert pool.stats("svc").destroyed == 3
+        first.call_soon(gate[0].set)
+
+        async def resume() -> None:
+            async with asyncio.timeout(5):
+                await closing  # was IndexError
+
+        first.run_until_complete(resume())
+    finally:
+        first.close()
+    # The destroy cut short is run again by the close that took over (destroy hooks are
+    # idempotent), and counted once.
+    assert sorted(set(destroyed)) == [1, 2, 3]
+    assert len(destroyed) == 4 and destroyed[0] == destroyed[1]
+    stats = pool.stats("svc")
+    assert (stats.size, stats.created, stats.destroyed) == (0, 3, 3)
+    assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")
+
+
 def test_a_cancelled_start_undoes_itself() -> None:
     made: list[int] = []
     destroyed: list[int] = []
