@@ -739,15 +739,27 @@ class MockPool:
     async def _close_shielded(self) -> None:
         loop = running_loop(self.name, "aclose", "pool")
         task = self._close_task
+        while (
+            task is not None
+            and not task.done()
+            and task.get_loop() is not loop
+            and task.get_loop().is_running()
+        ):
+            # Closing is under way in a loop of another thread: wait for it there. That loop
+            # may end first, cancelling it: then it is finished here.
+            await asyncio.shield(_done_in(task, loop))
+            task = self._close_task
+        if self._finished_closing():
+            return  # in another thread's loop
         if task is None or (task.done() and self._state is not _State.CLOSED) or task.get_loop() is not loop:
-            other = task.get_loop() if task is not None else None
-            if task is not None and other is not None and other is not loop and other.is_running():
-                # Closing is under way in a loop of another thread: wait for it there.
-                await asyncio.shield(_done_in(task, loop))
-                return
             task = self._close_task = loop.create_task(self._close(), name=f"mockpool[{self.name}] close")
         # shield(): a cancelled caller stops waiting, the close goes on.
         await asyncio.shield(task)
+
+    def _finished_closing(self) -> bool:
+        # A method, not an inline test: another thread's close may have changed the state
+        # across the awaits above, which a type checker's narrowing cannot see.
+        return self._state is _State.CLOSED
 
     async def _close(self) -> None:
         self._state = _State.CLOSING

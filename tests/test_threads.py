@@ -294,3 +294,52 @@ async def test_a_close_waiting_for_a_lease_of_the_apps_thread_goes_on_when_it_en
         await asyncio.to_thread(thread.join)
     stats = pool.stats("db")
     assert (stats.leaks, stats.size, stats.destroyed) == (0, 0, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_close_awaited_in_another_thread_is_finished_when_its_loop_ends_first() -> None:
+    """``aclose()`` finds the close under way in the app thread's loop and waits for it there.
+    That loop then ended (``asyncio.run`` cancelled the close in its second instance's
+    destroy): the wait returned as the close's task ended, and ``aclose()`` with it, leaving
+    the pool "closing" with two instances never destroyed. The waiting call finishes it."""
+    made: list[int] = []
+    destroyed: list[int] = []
+    destroying, stop = threading.Event(), threading.Event()
+
+    def factory() -> dict[str, int]:
+        made.append(len(made) + 1)
+        return {"id": made[-1]}
+
+    async def destroy(instance: dict[str, int]) -> None:
+        destroyed.append(instance["id"])
+        if len(destroyed) == 1:
+            destroying.set()
+            await asyncio.Event().wait()  # until the app's loop ends
+
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=factory, destroy=destroy, min_size=3))
+
+    def app_thread() -> None:
+        async def app() -> None:
+            await pool.start()
+            asyncio.ensure_future(pool.aclose())  # noqa: RUF006  (asyncio.run cancels it)
+            await asyncio.to_thread(stop.wait, 10)
+
+        asyncio.run(app())
+
+    thread = threading.Thread(target=app_thread)
+    thread.start()
+    try:
+        assert await asyncio.to_thread(destroying.wait, 10)
+        closing = asyncio.ensure_future(pool.aclose())
+        await asyncio.sleep(0)  # its first step: it waits for the app thread's close
+        stop.set()  # the app's loop ends
+        await asyncio.wait_for(closing, 10)
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 10)
+    assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")  # was "closing"
+    # The destroy cut short is run again (destroy hooks are idempotent), counted once.
+    assert sorted(set(destroyed)) == [1, 2, 3]
+    stats = pool.stats("db")
+    assert (stats.size, stats.created, stats.destroyed) == (0, 3, 3)
