@@ -399,7 +399,10 @@ class ServiceCore:
                     if asyncio._get_running_loop() is loop or not loop.is_running():
                         fut.set_exception(exc)
                     else:  # a waiter of another thread's loop: set it there
-                        loop.call_soon_threadsafe(_fail, fut, exc)
+                        try:
+                            loop.call_soon_threadsafe(_fail, fut, exc)
+                        except RuntimeError:
+                            continue  # that loop closed since it was looked at
                     failed += 1
             return failed
 
@@ -422,15 +425,21 @@ class ServiceCore:
             entry.state = _LEASED
             entry.transit = waiter
             self.leased += 1
-            in_use = self.leased + self.resetting
-            self.peak_in_use = max(self.peak_in_use, in_use)
             if asyncio._get_running_loop() is loop or not loop.is_running():
                 fut.set_result(entry)
             else:
                 # A waiter of another thread's loop (TestClient's app thread): set the future
                 # in its own loop, which wakes that loop; if the waiter gave up meanwhile, the
                 # entry goes on from there.
-                loop.call_soon_threadsafe(self._deliver, waiter, entry)
+                try:
+                    loop.call_soon_threadsafe(self._deliver, waiter, entry)
+                except RuntimeError:
+                    # That loop closed since it was looked at: its waiter will never run.
+                    entry.transit = None
+                    self.leased -= 1
+                    continue
+            in_use = self.leased + self.resetting
+            self.peak_in_use = max(self.peak_in_use, in_use)
             return waiter
         entry.state = _IDLE
         self.idle.append(entry)

@@ -343,3 +343,71 @@ async def test_a_close_awaited_in_another_thread_is_finished_when_its_loop_ends_
     assert sorted(set(destroyed)) == [1, 2, 3]
     stats = pool.stats("db")
     assert (stats.size, stats.created, stats.destroyed) == (0, 3, 3)
+
+
+@pytest.mark.parametrize("ending", ["release", "close"])
+@pytest.mark.asyncio
+async def test_a_waiter_whose_loop_closes_as_it_is_served_costs_nothing(
+    ending: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiter's loop, in another thread, was running when the pool looked, and closed
+    before the delivery was scheduled (the app's thread ending, TestClient's exit):
+    ``call_soon_threadsafe`` raised "Event loop is closed" into the releasing test, leaving
+    the instance handed to a waiter that will never run (or into the close, which stopped
+    there). The instance goes to the next waiter, or idle, instead; the close goes on."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict, max_size=1))
+    other = asyncio.new_event_loop()
+    queued, go_on = threading.Event(), threading.Event()
+    tasks: list[asyncio.Task[object]] = []
+
+    def hold_the_loop() -> None:
+        queued.set()
+        go_on.wait()  # running, not closed: what the pool sees
+
+    def run_other() -> None:
+        tasks.append(other.create_task(pool.acquire("db").__aenter__()))
+        other.call_soon(other.call_soon, hold_the_loop)
+        other.run_until_complete(asyncio.wait([tasks[0]]))
+        other.close()
+
+    def closed_meanwhile(*args: object) -> None:
+        raise RuntimeError("Event loop is closed")
+
+    await pool.start()
+    held = pool.acquire("db")
+    await held.__aenter__()
+    thread = threading.Thread(target=run_other)
+    thread.start()
+    try:
+        await asyncio.to_thread(queued.wait)
+        assert pool.stats("db").waiting == 1
+        with monkeypatch.context() as patch:
+            # As a loop that closes between the look and the delivery does.
+            patch.setattr(other, "call_soon_threadsafe", closed_meanwhile)
+            if ending == "release":
+                await held.__aexit__(None, None, None)  # was RuntimeError: Event loop is closed
+            else:
+                closing = asyncio.ensure_future(pool.aclose())
+                for _ in range(10):  # the close's first step fails the waiters at once
+                    if pool.closed:
+                        break
+                    await asyncio.sleep(0)
+        if ending == "release":
+            stats = pool.stats("db")
+            assert (stats.idle, stats.in_use, stats.waiting) == (1, 0, 0)
+            pool.check_invariants()
+            async with asyncio.timeout(5):
+                async with pool.acquire("db", timeout=2):
+                    pass
+        else:
+            assert pool.stats("db").waiting == 0
+            await held.__aexit__(None, None, None)
+            await asyncio.wait_for(closing, 5)  # was RuntimeError: Event loop is closed
+            assert pool.stats("db").destroyed == 1
+    finally:
+        other.call_soon_threadsafe(tasks[0].cancel)  # that waiter's loop is in fact open
+        go_on.set()
+        await asyncio.to_thread(thread.join, 10)
+        await pool.aclose()
+    pool.check_invariants()
