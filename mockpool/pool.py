@@ -747,7 +747,11 @@ class MockPool:
         ):
             # Closing is under way in a loop of another thread: wait for it there. That loop
             # may end first, cancelling it: then it is finished here.
-            await asyncio.shield(_done_in(task, loop))
+            try:
+                ended = _done_in(task, loop)
+            except RuntimeError:
+                break  # that loop closed since it was looked at: finished here
+            await asyncio.shield(ended)
             task = self._close_task
         if self._finished_closing():
             return  # in another thread's loop
@@ -795,7 +799,10 @@ class MockPool:
                 runtime.cancel()
                 await runtime.finished.wait()
             elif not loop.is_closed():
-                loop.call_soon_threadsafe(runtime.cancel)
+                try:
+                    loop.call_soon_threadsafe(runtime.cancel)
+                except RuntimeError:
+                    pass  # that loop closed since it was looked at: its runtime ended with it
         self._state = _State.CLOSED
 
     def note_use(self, owner: str | None, service: str) -> None:

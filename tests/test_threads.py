@@ -29,6 +29,11 @@ def _app(pool: MockPool, timeout: float | None) -> Starlette:
     return Starlette(routes=[Route("/use", use)])
 
 
+def _closed_meanwhile(*args: object) -> None:
+    """``call_soon_threadsafe`` of a loop that closed since the pool looked at it."""
+    raise RuntimeError("Event loop is closed")
+
+
 async def _until(predicate: object, what: str) -> None:
     """Wait for another thread to reach a state (bounded: a hang fails the test)."""
     for _ in range(1000):
@@ -296,15 +301,21 @@ async def test_a_close_waiting_for_a_lease_of_the_apps_thread_goes_on_when_it_en
     assert (stats.leaks, stats.size, stats.destroyed) == (0, 0, 1)
 
 
+@pytest.mark.parametrize("ending", ["ends while waited for", "closes as it is looked at"])
 @pytest.mark.asyncio
-async def test_a_close_awaited_in_another_thread_is_finished_when_its_loop_ends_first() -> None:
+async def test_a_close_awaited_in_another_thread_is_finished_when_its_loop_ends_first(
+    ending: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``aclose()`` finds the close under way in the app thread's loop and waits for it there.
     That loop then ended (``asyncio.run`` cancelled the close in its second instance's
     destroy): the wait returned as the close's task ended, and ``aclose()`` with it, leaving
-    the pool "closing" with two instances never destroyed. The waiting call finishes it."""
+    the pool "closing" with two instances never destroyed. Or it closed between the look and
+    the wait: ``call_soon_threadsafe`` raised "Event loop is closed" out of ``aclose()``. The
+    waiting call finishes the close."""
     made: list[int] = []
     destroyed: list[int] = []
     destroying, stop = threading.Event(), threading.Event()
+    app_loops: list[asyncio.AbstractEventLoop] = []
 
     def factory() -> dict[str, int]:
         made.append(len(made) + 1)
@@ -321,6 +332,7 @@ async def test_a_close_awaited_in_another_thread_is_finished_when_its_loop_ends_
 
     def app_thread() -> None:
         async def app() -> None:
+            app_loops.append(asyncio.get_running_loop())
             await pool.start()
             asyncio.ensure_future(pool.aclose())  # noqa: RUF006  (asyncio.run cancels it)
             await asyncio.to_thread(stop.wait, 10)
@@ -331,10 +343,16 @@ async def test_a_close_awaited_in_another_thread_is_finished_when_its_loop_ends_
     thread.start()
     try:
         assert await asyncio.to_thread(destroying.wait, 10)
-        closing = asyncio.ensure_future(pool.aclose())
-        await asyncio.sleep(0)  # its first step: it waits for the app thread's close
-        stop.set()  # the app's loop ends
-        await asyncio.wait_for(closing, 10)
+        if ending == "ends while waited for":
+            closing = asyncio.ensure_future(pool.aclose())
+            await asyncio.sleep(0)  # its first step: it waits for the app thread's close
+            stop.set()  # the app's loop ends
+            await asyncio.wait_for(closing, 10)
+        else:
+            with monkeypatch.context() as patch:
+                # As a loop that closes between the look and the call does.
+                patch.setattr(app_loops[0], "call_soon_threadsafe", _closed_meanwhile)
+                await asyncio.wait_for(pool.aclose(), 10)
     finally:
         stop.set()
         await asyncio.to_thread(thread.join, 10)
@@ -371,9 +389,6 @@ async def test_a_waiter_whose_loop_closes_as_it_is_served_costs_nothing(
         other.run_until_complete(asyncio.wait([tasks[0]]))
         other.close()
 
-    def closed_meanwhile(*args: object) -> None:
-        raise RuntimeError("Event loop is closed")
-
     await pool.start()
     held = pool.acquire("db")
     await held.__aenter__()
@@ -384,7 +399,7 @@ async def test_a_waiter_whose_loop_closes_as_it_is_served_costs_nothing(
         assert pool.stats("db").waiting == 1
         with monkeypatch.context() as patch:
             # As a loop that closes between the look and the delivery does.
-            patch.setattr(other, "call_soon_threadsafe", closed_meanwhile)
+            patch.setattr(other, "call_soon_threadsafe", _closed_meanwhile)
             if ending == "release":
                 await held.__aexit__(None, None, None)  # was RuntimeError: Event loop is closed
             else:
@@ -411,3 +426,43 @@ async def test_a_waiter_whose_loop_closes_as_it_is_served_costs_nothing(
         await asyncio.to_thread(thread.join, 10)
         await pool.aclose()
     pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_a_close_goes_on_when_another_threads_loop_closes_as_its_runtime_is_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The close ends the runtimes of other threads' loops that are still open, by scheduling
+    their cancel there. A loop that closed since the close looked (the app's thread ending)
+    made ``call_soon_threadsafe`` raise "Event loop is closed" out of the close, which
+    stopped before the pool was closed. That runtime needs no ending: its loop is gone."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict, max_size=1))
+    other = asyncio.new_event_loop()
+    ready, go_on = threading.Event(), threading.Event()
+
+    async def use_then_hold_the_loop() -> None:
+        async with pool.acquire("db"):  # a creation: the runtime of this loop runs it
+            pass
+        ready.set()
+        go_on.wait()  # running, not closed: what the close sees
+
+    def run_other() -> None:
+        other.run_until_complete(use_then_hold_the_loop())
+        other.close()
+
+    thread = threading.Thread(target=run_other)
+    thread.start()
+    try:
+        await asyncio.to_thread(ready.wait, 10)
+        assert other in pool._runtimes
+        with monkeypatch.context() as patch:
+            # As a loop that closes between the look and the call does.
+            patch.setattr(other, "call_soon_threadsafe", _closed_meanwhile)
+            await asyncio.wait_for(pool.aclose(), 5)  # was RuntimeError: Event loop is closed
+    finally:
+        go_on.set()
+        await asyncio.to_thread(thread.join, 10)
+    assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")
+    stats = pool.stats("db")
+    assert (stats.size, stats.created, stats.destroyed) == (0, 1, 1)
