@@ -328,7 +328,10 @@ class Waiting:
             waiters, self._settled_waiters = self._settled_waiters, []
             for fut in waiters:
                 if not fut.done() and not fut.get_loop().is_closed():
-                    fut.get_loop().call_soon_threadsafe(_settle, fut)
+                    try:
+                        fut.get_loop().call_soon_threadsafe(_settle, fut)
+                    except RuntimeError:
+                        pass  # that loop closed since it was looked at: nobody waits there
 
 
 @dataclass(slots=True)

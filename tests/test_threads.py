@@ -466,3 +466,59 @@ async def test_a_close_goes_on_when_another_threads_loop_closes_as_its_runtime_i
     assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")
     stats = pool.stats("db")
     assert (stats.size, stats.created, stats.destroyed) == (0, 1, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_creation_ending_as_another_threads_loop_closes_still_wakes_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``creations_settled`` (what ``warm`` and ``start`` wait on) is waited on in two loops;
+    the other thread's closes as the creation ends, between the look and the wake-up:
+    ``call_soon_threadsafe`` raised "Event loop is closed" out of the creation, whose runtime
+    then ended with an error, and the waiter of this loop, dropped with the rest of the list,
+    waited for ever."""
+    gate = asyncio.Event()
+
+    async def factory() -> dict[str, int]:
+        await gate.wait()
+        return {}
+
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=factory, max_size=1))
+    svc = pool.service_pools["db"]
+    other = asyncio.new_event_loop()
+    queued, go_on = threading.Event(), threading.Event()
+
+    def hold_the_loop() -> None:
+        queued.set()
+        go_on.wait()  # running, not closed: what the creation sees as it ends
+
+    tasks: list[asyncio.Task[None]] = []
+
+    def run_other() -> None:
+        tasks.append(other.create_task(svc.creations_settled()))
+        other.call_soon(other.call_soon, hold_the_loop)
+        other.run_until_complete(asyncio.wait(tasks))
+        other.close()
+
+    await pool.start()
+    assert pool.expect(["db"]) == 1  # a creation, in this loop's runtime
+    thread = threading.Thread(target=run_other)
+    thread.start()
+    try:
+        await asyncio.to_thread(queued.wait, 10)
+        settled = asyncio.ensure_future(svc.creations_settled())
+        await asyncio.sleep(0)
+        assert len(svc._settled_waiters) == 2  # the other thread's first
+        with monkeypatch.context() as patch:
+            patch.setattr(other, "call_soon_threadsafe", _closed_meanwhile)
+            gate.set()
+            await asyncio.wait_for(settled, 5)  # was a wait for ever
+    finally:
+        other.call_soon_threadsafe(tasks[0].cancel)  # that waiter's loop is in fact open
+        go_on.set()
+        await asyncio.to_thread(thread.join, 10)
+    async with asyncio.timeout(5):
+        async with pool.acquire("db", timeout=2):  # the runtime lives on
+            pass
+    await pool.aclose()
