@@ -51,13 +51,16 @@ async def call_hook(
 ) -> Any:
     """Call a sync or async hook; an async one is bounded by ``timeout`` (:class:`HookTimeout`
     naming ``service`` and the hook's ``name``). A ``CancelledError`` the hook raises while
-    nothing cancels the task is the hook's failure (:func:`awaited`)."""
+    nothing cancels the task, or a ``GeneratorExit`` while nothing closes its coroutine, is
+    the hook's failure (:func:`awaited`)."""
     try:
         result = hook(*args)
     except asyncio.CancelledError as exc:
         if cancelled_for_real():
             raise
         raise _stray(service, name) from exc
+    except GeneratorExit as exc:  # a call does not close anything: the hook's own
+        raise _stray(service, name, "GeneratorExit") from exc
     if not inspect.isawaitable(result):
         return result
     if timeout is None:
@@ -73,13 +76,28 @@ async def awaited(awaitable: Awaitable[T], service: str, name: str) -> T:
     cancelled) is no cancellation: it becomes a :class:`MockPoolError`, the hook's failure, as
     an exception would be. Propagated as a cancellation, it ended the runtime's task group,
     with every background job of the loop, and the creation it interrupted told its waiters
-    nothing (they waited their whole timeout)."""
+    nothing (they waited their whole timeout).
+
+    So is a ``GeneratorExit`` from it while the task that awaits it runs: the coroutine is not
+    being closed (collected, it is closed from outside any task, or from another one's step).
+    Propagated, it ended the runtime's task group too (asyncio stops its loop for Ctrl-C, not
+    for this), or stopped a close half-way."""
+    me = _running_task()
     try:
         return await awaitable
     except asyncio.CancelledError as exc:
         if cancelled_for_real():
             raise
         raise _stray(service, name) from exc
+    except GeneratorExit as exc:
+        if me is None or _running_task() is not me:
+            raise  # this coroutine is being closed: it must end now
+        raise _stray(service, name, "GeneratorExit") from exc
+
+
+def _running_task() -> asyncio.Task[Any] | None:
+    loop = asyncio._get_running_loop()
+    return None if loop is None else asyncio.current_task(loop)
 
 
 def cancelled_for_real() -> bool:
@@ -89,11 +107,16 @@ def cancelled_for_real() -> bool:
     return task is None or task.cancelling() > 0
 
 
-def _stray(service: str, name: str) -> MockPoolError:
+def _stray(service: str, name: str, raised: str = "CancelledError") -> MockPoolError:
+    if raised == "CancelledError":
+        why = (
+            "nothing cancelled its task (did it call result() on, or await, a future that "
+            "something else cancelled?)"
+        )
+    else:
+        why = "nothing closed its coroutine (did it close a generator and let the exception out?)"
     return MockPoolError(
-        f"service {service!r}: the {name} hook raised CancelledError, but nothing cancelled its "
-        "task (did it call result() on, or await, a future that something else cancelled?); "
-        "counted as the hook's failure"
+        f"service {service!r}: the {name} hook raised {raised}, but {why}; counted as the hook's failure"
     )
 
 

@@ -879,3 +879,63 @@ def test_a_close_does_not_wait_for_nor_count_as_leaks_the_members_of_a_group_bei
         assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
     _in_virtual_time(main())
+
+
+@pytest.mark.parametrize("hook", ["factory", "destroy"])
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_hook_raising_generator_exit_itself_fails_that_hook_only(hook: str, is_async: bool) -> None:
+    """A hook raises ``GeneratorExit`` while nothing closes the pool's coroutine (it closed a
+    generator by hand and let the exception out, say). Taken for the end of the coroutine, it
+    went on like Ctrl-C, which asyncio does not stop the loop for: a factory's ended the
+    runtime's task group, with all the loop's background work, and its waiter was never told
+    (it waited its whole timeout, for ever with ``timeout=None``); a destroy's stopped the
+    close half-way, the pool left "closing". It is the hook's failure, as an exception is."""
+    made: list[int] = []
+    destroyed: list[int] = []
+
+    def sync_factory() -> dict[str, int]:
+        made.append(len(made) + 1)
+        if hook == "factory" and len(made) == 1:
+            raise GeneratorExit
+        return {"id": made[-1]}
+
+    def sync_destroy(instance: dict[str, int]) -> None:
+        destroyed.append(instance["id"])
+        if hook == "destroy" and len(destroyed) == 1:
+            raise GeneratorExit
+
+    async def async_factory() -> dict[str, int]:
+        await asyncio.sleep(0)
+        return sync_factory()
+
+    async def async_destroy(instance: dict[str, int]) -> None:
+        await asyncio.sleep(0)
+        sync_destroy(instance)
+
+    async def main() -> None:
+        pool = MockPool(supervise=False)
+        pool.register(
+            ServiceSpec(
+                name="svc",
+                factory=async_factory if is_async else sync_factory,
+                destroy=async_destroy if is_async else sync_destroy,
+                max_size=2,
+                min_size=2 if hook == "destroy" else 0,
+            )
+        )
+        async with asyncio.timeout(10):
+            async with pool:
+                if hook == "factory":
+                    with pytest.raises(RecoveryFailedError, match="GeneratorExit"):
+                        async with pool.acquire("svc", timeout=None):  # was a wait for ever
+                            pass
+                    async with pool.acquire("svc", timeout=None):
+                        pass
+                    assert pool.stats("svc").last_error is not None
+                    pool.check_invariants()
+        assert repr(pool).startswith(f"<MockPool {pool.name!r} closed")  # was "closing"
+        stats = pool.stats("svc")
+        assert (stats.size, stats.destroyed) == (0, stats.created)
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    _in_virtual_time(main())
