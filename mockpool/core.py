@@ -396,9 +396,9 @@ class ServiceCore:
                 fut = waiter.future
                 loop = fut.get_loop()
                 if not fut.done() and not loop.is_closed():
-                    if asyncio._get_running_loop() is loop or not loop.is_running():
+                    if asyncio._get_running_loop() is loop:
                         fut.set_exception(exc)
-                    else:  # a waiter of another thread's loop: set it there
+                    else:  # a waiter of another loop: set it there, waking it (see _place)
                         try:
                             loop.call_soon_threadsafe(_fail, fut, exc)
                         except RuntimeError:
@@ -425,12 +425,15 @@ class ServiceCore:
             entry.state = _LEASED
             entry.transit = waiter
             self.leased += 1
-            if asyncio._get_running_loop() is loop or not loop.is_running():
+            if asyncio._get_running_loop() is loop:
                 fut.set_result(entry)
             else:
-                # A waiter of another thread's loop (TestClient's app thread): set the future
-                # in its own loop, which wakes that loop; if the waiter gave up meanwhile, the
-                # entry goes on from there.
+                # A waiter of another loop (TestClient's app thread; a loop paused between
+                # run_until_complete calls): set the future in its own loop, which wakes that
+                # loop; if the waiter gave up meanwhile, the entry goes on from there. Even a
+                # loop not running now: set from here, a loop that started meanwhile and fell
+                # asleep in another thread was not woken, and its waiter slept on with the
+                # instance.
                 try:
                     loop.call_soon_threadsafe(self._deliver, waiter, entry)
                 except RuntimeError:

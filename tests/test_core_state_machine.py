@@ -26,7 +26,8 @@ T = TypeVar("T")
 class CoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        # Futures of a loop that never runs: the core only sets them, never awaits.
+        # The waiters' loop, not running here (the machine runs in no loop): the core schedules
+        # its deliveries there, and the machine runs them (``_collect_served``).
         self.loop = asyncio.new_event_loop()
         self.retired: list[Entry] = []
         self.core = ServiceCore(
@@ -46,7 +47,11 @@ class CoreMachine(RuleBasedStateMachine):
     # -- helpers --------------------------------------------------------------------------
 
     def _collect_served(self) -> None:
-        """Waiters whose future got an entry now hold it (the task would resume)."""
+        """Waiters whose future got an entry now hold it (the task would resume). The core
+        delivers in the waiter's own loop (another one than the running one, here none): run
+        what it scheduled there first."""
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
         for waiter in list(self.waiting):
             fut = waiter.future
             if fut.done() and not fut.cancelled():

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from mockpool import AcquireTimeout, MockPool, ServiceSpec
+from mockpool import AcquireTimeout, MockPool, PoolClosedError, ServiceSpec
 
 
 def _app(pool: MockPool, timeout: float | None) -> Starlette:
@@ -522,3 +522,68 @@ async def test_a_creation_ending_as_another_threads_loop_closes_still_wakes_the_
         async with pool.acquire("db", timeout=2):  # the runtime lives on
             pass
     await pool.aclose()
+
+
+@pytest.mark.parametrize("ending", ["release", "close"])
+@pytest.mark.asyncio
+async def test_a_waiter_whose_loop_starts_as_it_is_served_is_woken(
+    ending: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiter's loop, in another thread, was not running when the pool looked (between
+    two ``run_until_complete`` calls), then started and fell asleep waiting for events before
+    the delivery: the future was set from this thread with the loop's ``call_soon``, which
+    does not wake a sleeping loop. The waiter slept on with its instance, or without the
+    news that the pool closed (for ever with ``timeout=None``). The delivery wakes the loop
+    whatever it was doing."""
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="db", factory=dict, max_size=1))
+    other = asyncio.new_event_loop()
+    queued, woken = threading.Event(), threading.Event()
+    outcome: list[str] = []
+    tasks: list[asyncio.Task[object]] = []
+
+    async def wait() -> None:
+        try:
+            async with pool.acquire("db", timeout=None):
+                outcome.append("served")
+        except PoolClosedError:
+            outcome.append("closed")
+        finally:
+            woken.set()
+
+    def run_other() -> None:
+        tasks.append(other.create_task(wait()))
+        other.call_soon(other.call_soon, queued.set)  # queued, then asleep with nothing to do
+        other.run_until_complete(asyncio.wait(tasks))
+        other.close()
+
+    await pool.start()
+    held = pool.acquire("db")
+    await held.__aenter__()
+    thread = threading.Thread(target=run_other)
+    thread.start()
+    try:
+        await asyncio.to_thread(queued.wait, 10)
+        assert pool.stats("db").waiting == 1
+        with monkeypatch.context() as patch:
+            # As a loop that started running (and fell asleep) after the look does.
+            patch.setattr(other, "is_running", lambda: False)
+            if ending == "release":
+                await held.__aexit__(None, None, None)
+            else:
+                closing = asyncio.ensure_future(pool.aclose())
+                for _ in range(10):  # the close's first step fails the waiters at once
+                    if pool.closed:
+                        break
+                    await asyncio.sleep(0)
+        assert await asyncio.to_thread(woken.wait, 5)  # was asleep
+        assert outcome == ["served" if ending == "release" else "closed"]
+        if ending == "close":
+            await held.__aexit__(None, None, None)
+            await asyncio.wait_for(closing, 5)
+    finally:
+        if not woken.is_set():
+            other.call_soon_threadsafe(tasks[0].cancel)
+        await asyncio.to_thread(thread.join, 10)
+        await pool.aclose()
+    pool.check_invariants()
