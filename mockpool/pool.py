@@ -515,10 +515,14 @@ class MockPool:
             del by_task[task]
             try:
                 task.get_coro().close()
-            except Exception as exc:  # its own cleanup failed, as it would when collected
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # its own cleanup failed (pytest.fail in on_release):
+                # that task's, not the acquiring one's, as when collected (then unraisable)
                 logger.warning(
-                    "pool %r: task %r, left holding a lease in a closed event loop, failed as its "
-                    "blocks were ended: %r",
+                    "pool %r: task %r, left holding a lease in an event loop closed without "
+                    "cancelling it, failed as its blocks were ended: %r; end or await the tasks a "
+                    "test starts before the test ends",
                     self.name,
                     task.get_name(),
                     exc,

@@ -1589,7 +1589,7 @@ class TestLoopsClosedWithoutCancelling:
         assert len(resets) == 3  # the holder's instance was reset before it was used again
         pool.close()
 
-    @pytest.mark.parametrize("reset", ["no reset", "async reset"])
+    @pytest.mark.parametrize("reset", ["no reset", "async reset", "on_release fails the test"])
     def test_a_queued_lease_of_a_task_left_in_a_closed_loop_comes_back(
         self, reset: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -1599,7 +1599,9 @@ class TestLoopsClosedWithoutCancelling:
         leases), so it was never collected, its ``async with`` block never ended, and at
         ``max_size=1`` every later acquire timed out. A task of a closed loop will never run
         again: the next acquire from another loop ends its blocks (closes its coroutine, as
-        its collection would), and takes the instance back."""
+        its collection would), and takes the instance back. What that task's own cleanup
+        raises (``pytest.fail`` in an ``on_release`` hook) is logged, not raised into the
+        acquire of another test."""
         unraisable: list[BaseException | None] = []
         monkeypatch.setattr("sys.unraisablehook", lambda info: unraisable.append(info.exc_value))
         resets: list[object] = []
@@ -1608,10 +1610,21 @@ class TestLoopsClosedWithoutCancelling:
             await asyncio.sleep(0)
             resets.append(instance)
 
+        released: list[object] = []
+
+        def on_release(instance: dict[str, int], token: object) -> None:
+            released.append(instance)
+            if len(released) == 1:
+                pytest.fail("the held lease's test fails as its block ends")
+
         pool = MockPool(supervise=False)
         pool.register(
             ServiceSpec(
-                name="svc", factory=dict, reset=async_reset if reset == "async reset" else None, max_size=1
+                name="svc",
+                factory=dict,
+                reset=async_reset if reset == "async reset" else None,
+                on_release=on_release if reset == "on_release fails the test" else None,
+                max_size=1,
             )
         )
         ended: list[str] = []
