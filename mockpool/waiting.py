@@ -31,6 +31,7 @@ from .sizing import SATURATED, members_room, stall_s
 if TYPE_CHECKING:
     from .core import ServiceCore, Waiter
     from .metrics import ServiceMetrics
+    from .paused import LoopWork
 
 __all__ = ("STALLS_TO_EVICT", "STALLS_WHEN_SATURATED", "Waiting")
 
@@ -63,6 +64,7 @@ class Waiting:
         members: tuple[Waiting, ...]
         last_error: BaseException | None
         creation_failures: int
+        creations_in: LoopWork
 
         @property
         def pool(self) -> _LoadPort: ...
@@ -313,11 +315,12 @@ class Waiting:
 
         Only those: creations started later are not waited for. A failing factory that the
         floor keeps restarting would otherwise keep a creation in flight for ever, and
-        ``start()`` would never return.
+        ``start()`` would never return. Nor those frozen in a paused loop (open, not running:
+        :mod:`mockpool.paused`): they end only when that loop runs again, maybe never.
         """
         core = self.core
         target = core.creations_begun
-        while core.creations_ended < target:
+        while core.creations_ended + self.creations_in.paused() < target:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._settled_waiters.append(fut)
             await fut

@@ -210,3 +210,37 @@ def test_at_max_size_a_recovery_frozen_in_a_paused_loop_is_named_by_the_timeout(
     assert (stats.size, stats.idle, stats.recovering) == (1, 1, 0)  # served once it ran again
     pool.check_invariants()
     pool.close()
+
+
+@pytest.mark.parametrize("call", ["warm", "start"])
+def test_a_creation_frozen_in_a_paused_loop_does_not_keep_warming_waiting(call: str) -> None:
+    """``warm()`` (and ``start()``, which warms) waits for the creations in flight when it is
+    called, those it did not start included, so that a group finds its members idle. One
+    frozen in a paused loop ends only when that loop runs again: the warm in another loop
+    waited that long, for ever if it never does."""
+    factory = _Gated()
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="slow", factory=factory, reset=dict.clear, min_size=2))
+
+    async def expect() -> None:
+        pool.expect(["slow"])
+
+    paused = _paused_loop(factory, expect)
+    try:
+        assert pool.stats("slow").creating == 1  # frozen in the paused loop
+
+        async def main() -> None:
+            async with asyncio.timeout(WAIT_S):  # was TimeoutError: waited for the frozen one
+                if call == "warm":
+                    await pool.warm()
+                else:
+                    await pool.start()
+
+        asyncio.run(main())
+        pool.check_invariants()
+    finally:
+        _finish(pool, factory, paused)
+    stats = pool.stats("slow")
+    assert (stats.size, stats.creating) == (2, 0)
+    pool.check_invariants()
+    pool.close()
