@@ -468,8 +468,9 @@ class MockPool:
         not held back (first come); the cap keeps a pool with many registered services and a
         small bound from pinning the used ones at one instance each. ``lasting``: a waiter of
         ``core`` stalled for long (its holders may wait for a second lease of it) may take a
-        slot kept for a service nobody waits for yet."""
-        if len(core.entries) + core.creating == 0:
+        slot kept for a service nobody waits for yet. Instances lent to groups are none of a
+        service's own: with only those, its tests have no instance, and its next is a first."""
+        if len(core.entries) - core.lent + core.creating <= 0:
             return 0
         kept = 0
         for other in self.service_pools.values():
@@ -604,8 +605,10 @@ class MockPool:
         if self.budget.has_room(svc.core, lasting=lasting):
             return False
         # A service's last instance goes only for another's first: evicting it would keep its
-        # slot for it again (``kept_for_others``) and free nothing for ``svc``.
-        first = len(svc.core.entries) + svc.core.creating == 0
+        # slot for it again (``kept_for_others``) and free nothing for ``svc``. A service whose
+        # instances are all lent to groups has none for its own tests: its next is a first (a
+        # test that holds a group and then leases its member waited for its timeout).
+        first = len(svc.core.entries) - svc.core.lent + svc.core.creating <= 0
         victim = None
         for other in self.service_pools.values():
             oc = other.core

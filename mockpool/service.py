@@ -718,7 +718,12 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         core = self.core
         if self.shortfall() <= 0:
             return
-        if core.size + core.creating >= core.max_size and self.reclaim_if_only_lent():
+        # At max_size, or with no room under max_total (a service's last instance is evicted
+        # only for another's first, and this one has instances: those lent), an idle group
+        # gives its instance back when nothing else will serve the waiters.
+        if (
+            core.size + core.creating >= core.max_size or not core.budget.has_room(core)
+        ) and self.reclaim_if_only_lent():
             return
         sizing = self.sizing_input(stalled=stalled, lasting=evict)
         wanted = creations(sizing)
@@ -752,10 +757,10 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
         return self.creations_in.paused() + self.recoveries_in.paused()
 
     def reclaim_if_only_lent(self) -> bool:
-        """At ``max_size`` with every instance lent to groups, waiters would wait for ever: a
-        group instance keeps its members for as long as it lives. So when no test holds an
-        instance and none is being reset, checked, recovered or created, destroy the least
-        recently used idle instance of a group built on this service (at any depth: the
+        """At ``max_size`` (or with no room under ``max_total``) with every instance lent to
+        groups, waiters would wait for ever: a group instance keeps its members for as long as
+        it lives. So when no test holds an instance and none is being reset, checked,
+        recovered or created, destroy the least recently used idle instance of a group built on this service (at any depth: the
         nearest first); its members go back to their services (reset), and this one's serves
         the first waiter (liveness). True if one was destroyed."""
         core = self.core

@@ -621,6 +621,16 @@ def _member_and_group(*, max_size: int) -> MockPool:
     return pool
 
 
+class _LoopClock:
+    """The running loop's time as the pool's clock (virtual under :func:`_run_in_virtual_time`)."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 def _run_in_virtual_time(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on a looptime loop: timers fire at once, in virtual time."""
     loop = looptime.new_event_loop(start=0.0)
@@ -882,6 +892,90 @@ class TestGroups:
                 await held.__aexit__(None, None, None)
                 await direct
                 assert (pool.stats("g").size, pool.stats("m").size) == (1, 2)
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
+    def test_an_idle_group_gives_back_a_member_to_a_direct_waiter_at_max_total(self) -> None:
+        """``m``'s one instance is lent to an idle group instance, and the pool is at its
+        ``max_total``: ``b``'s one idle instance takes the last slot, and a service's last
+        instance is evicted only for another's first. ``m`` is far below its ``max_size``, so
+        the idle group kept its member, and a direct acquire of ``m``, with nothing held and
+        nothing on its way, waited until its timeout, with or without supervisors. The group
+        instance gives it back, as it does at ``max_size``."""
+
+        async def main() -> None:
+            for supervise in (False, True):
+                pool = MockPool(max_total=3, supervise=supervise, default_timeout=5.0)
+                pool.register(ServiceSpec(name="m", factory=list, reset=list.clear))
+                pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+                pool.register(ServiceSpec(name="b", factory=dict))
+                async with pool:
+                    await _use_once(pool, "g")
+                    await _use_once(pool, "b")
+                    assert pool.budget.total == 3 and pool.stats("g").idle == 1
+                    asked = asyncio.get_running_loop().time()
+                    async with pool.acquire("m") as m:
+                        assert asyncio.get_running_loop().time() - asked <= 2 * STALL_MIN_S
+                        assert m == []
+                    assert (pool.stats("g").size, pool.stats("m").size, pool.stats("b").size) == (0, 1, 1)
+                    pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
+    def test_a_test_holding_a_group_gets_its_member_at_max_total(self) -> None:
+        """A test holds ``g`` and then leases its member ``m`` directly; ``m``'s one instance
+        is lent to that very group instance, and ``b``'s one idle instance takes the pool's
+        last slot. ``b``'s last instance was evicted only for another service's first, and
+        ``m`` has one: lent, it serves none of ``m``'s own tests. The waiter, with nothing held
+        for it, waited until its timeout; it now takes that slot, as a first instance does."""
+
+        async def main() -> None:
+            for supervise in (False, True):
+                pool = MockPool(max_total=3, supervise=supervise, default_timeout=5.0)
+                pool.register(ServiceSpec(name="m", factory=list, reset=list.clear))
+                pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+                pool.register(ServiceSpec(name="b", factory=dict))
+                async with pool:
+                    await _use_once(pool, "b")
+                    async with pool.acquire("g") as (_, lent):
+                        assert pool.budget.total == 3
+                        asked = asyncio.get_running_loop().time()
+                        async with pool.acquire("m") as m:
+                            assert asyncio.get_running_loop().time() - asked <= 2 * STALL_MIN_S
+                            assert m is not lent
+                    assert (pool.stats("g").size, pool.stats("m").size, pool.stats("b").size) == (1, 2, 0)
+                    pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
+    def test_a_waiter_with_nothing_held_is_served_soon_after_room_is_made_at_max_total(self) -> None:
+        """``m``'s one instance is lent to a group instance a test holds, and the pool is at
+        ``max_total`` with ``b``'s instances held: ``m``'s direct waiter has nothing held for it
+        and no room to create. When ``b``'s leases end, one of its idle instances may make room
+        (it has two), but without supervisors the waiter looked again only after a stall
+        measured on ``m``'s own holds (twice 10 s): no lease of ``m`` is held for it to wait
+        for. It looks again at the shortest stall."""
+
+        async def main() -> None:
+            # The holds measured on the loop's virtual time, as the waits are.
+            pool = MockPool(max_total=4, supervise=False, default_timeout=None, clock=_LoopClock())
+            pool.register(ServiceSpec(name="m", factory=list, reset=list.clear))
+            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            pool.register(ServiceSpec(name="b", factory=dict))
+            async with pool:
+                async with pool.acquire("m"):
+                    await asyncio.sleep(10.0)  # m's holds are long
+                async with pool.acquire("g"):
+                    async with pool.acquire("b"), pool.acquire("b"):
+                        assert pool.budget.total == 4
+                        waiter = asyncio.create_task(_use_once(pool, "m"))
+                        await asyncio.sleep(1.0)
+                        assert not waiter.done()
+                    released = asyncio.get_running_loop().time()
+                    await waiter
+                    assert asyncio.get_running_loop().time() - released <= 2 * STALL_MIN_S
+                    assert (pool.stats("b").size, pool.stats("m").size) == (1, 2)
                 pool.check_invariants()
 
         _run_in_virtual_time(main())
