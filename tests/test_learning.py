@@ -319,14 +319,21 @@ class TestEviction:
 
     @pytest.mark.asyncio
     async def test_idle_never_needed_in_a_window_go_one_per_window_after_the_cooldown(self) -> None:
+        """A hint made five instances; tests needed two at once. The three no test needed go,
+        one per window once the cooldown after the last creation passed, least recently used
+        first; the two that were needed stay (their tests may come back), as min_size would."""
         clock = FakeClock()
         destroyed: list[Thing] = []
         pool = MockPool(
             supervise=False, clock=clock, scaling=ScalingConfig(shrink_window_s=1.0, cooldown_s=5.0)
         )
-        pool.register(ServiceSpec(name="a", factory=Thing, destroy=destroyed.append, min_size=2))
+        pool.register(ServiceSpec(name="a", factory=Thing, destroy=destroyed.append))
         async with pool:
-            order = await _use_in_order(pool, clock, "a", 5)
+            assert pool.expect(["a"], count=5) == 5
+            await pool.service_pools["a"].creations_settled()
+            made = list(pool.service_pools["a"].core.idle)
+            clock.advance(0.01)
+            used = await _use_in_order(pool, clock, "a", 2)
             supervisor = ScalingSupervisor(pool)
             await supervisor.tick()  # opens the first shrink window
             for _ in range(3):
@@ -336,9 +343,33 @@ class TestEviction:
             for _ in range(5):
                 clock.advance(1.0)
                 await supervisor.tick()
-            assert destroyed == order[:3]  # 5 idle, min_size 2: the 3 least recently used
-            assert pool.stats("a").size == 2  # the floor holds
+            never_used = [entry.instance for entry in made if entry.instance not in used]
+            assert destroyed == never_used  # the least recently used: made, never leased
+            assert pool.stats("a").size == 2  # what the tests needed at once stays
             pool.check_invariants()
+
+    @pytest.mark.asyncio
+    async def test_the_watermark_keeps_what_the_tests_needed_and_the_warm_up_made(self) -> None:
+        """Instances the tests had in use at once, or the start-up warm made from history, are
+        kept through quiet windows: their tests come back after a quiet spell (a module that
+        leases them again, the next burst), and destroyed, each was made again (churn)."""
+        clock = FakeClock()
+        destroyed: list[Thing] = []
+        pool = MockPool(
+            supervise=False, clock=clock, scaling=ScalingConfig(shrink_window_s=1.0, cooldown_s=1.0)
+        )
+        pool.register(ServiceSpec(name="a", factory=Thing, destroy=destroyed.append))
+        pool.register(ServiceSpec(name="b", factory=Thing, destroy=destroyed.append))
+        async with pool:
+            await pool.warm({"b": 3})
+            await _use_in_order(pool, clock, "a", 4)
+            supervisor = ScalingSupervisor(pool)
+            for _ in range(20):
+                clock.advance(1.0)
+                pool.sample_usage()  # folds the peaks in, as the usage sampler does
+                await supervisor.tick()
+            assert destroyed == []
+            assert (pool.stats("a").size, pool.stats("b").size) == (4, 3)
 
     @pytest.mark.asyncio
     async def test_an_instance_used_in_the_window_is_not_evicted(self) -> None:

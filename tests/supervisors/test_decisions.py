@@ -73,6 +73,37 @@ from mockpool.supervisors.view import PoolView
             0,
             1,
         ),
+        # the watermark keeps what this run's tests needed (in use at once, or warmed)
+        (
+            ScaleInput(
+                size=5, idle=3, creating=0, waiting=0, min_size=1, max_size=8, window_idle_low=2, needed=5
+            ),
+            0,
+            0,
+        ),
+        (
+            ScaleInput(
+                size=5, idle=3, creating=0, waiting=0, min_size=1, max_size=8, window_idle_low=2, needed=4
+            ),
+            0,
+            1,
+        ),
+        # ...but not over the memory budget: down to min_size there
+        (
+            ScaleInput(
+                size=5,
+                idle=3,
+                creating=0,
+                waiting=0,
+                min_size=1,
+                max_size=8,
+                window_idle_low=2,
+                needed=5,
+                over_memory_budget=True,
+            ),
+            0,
+            1,
+        ),
         # over the memory budget: one idle instance per window, not half of them at once
         (
             ScaleInput(
