@@ -106,6 +106,32 @@ class TestWarming:
             assert "warm-up" in str(report)
             pool.check_invariants()
 
+    @pytest.mark.parametrize(("m_leased_directly", "groups"), [(False, 2), (True, 1)])
+    @pytest.mark.asyncio
+    async def test_a_group_is_warmed_to_no_more_than_its_members_can_lend(
+        self, tmp_path: Path, m_leased_directly: bool, groups: int
+    ) -> None:
+        """History says the group ``g`` settled at 8 (written when ``m`` had a larger
+        ``max_size``); ``m`` is now capped at 2. Each group instance keeps an ``m`` for good, so
+        the third and later group creations of the warm-up waited for an ``m`` and took it back
+        from an idle group instance: 8 made, 6 destroyed before the first test. Groups are
+        warmed to what their members can lend: all of ``m``, or half of it when tests lease
+        ``m`` directly (the half the sizing controller keeps for them)."""
+        path = _history(
+            tmp_path / "h.json",
+            peaks={"m": 8, "g": 8},
+            demand={"m": [4] if m_leased_directly else [], "g": [4]},
+        )
+        pool = MockPool(history=path, supervise=False, clock=FakeClock())
+        pool.register(ServiceSpec(name="m", factory=Thing, max_size=2))
+        pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+        assert pool.warm_targets() == {"m": 2, "g": groups}
+        async with pool:
+            stats = pool.stats()
+            assert (stats["g"].created, stats["g"].destroyed, stats["g"].idle) == (groups, 0, groups)
+            assert (stats["m"].created, stats["m"].destroyed) == (2, 0)
+            pool.check_invariants()
+
     @pytest.mark.asyncio
     async def test_without_history_only_min_size_is_created(self, tmp_path: Path) -> None:
         made: list[str] = []
@@ -164,7 +190,15 @@ class TestWarming:
         pool.register(ServiceSpec(name="d", factory=lambda r: r, depends_on=("r",)))
         targets = with_group_members(pool.service_pools, {"r": 1, "s": 2, "d": 2, "nope": 7})
         assert targets == {"r": 4, "j": 2, "s": 2, "d": 2}
-        assert with_group_members(pool.service_pools, {"s": 4, "d": 4}) == {"r": 5, "j": 4, "s": 4, "d": 4}
+        # r (max_size 5) can lend no more than 5 to its groups: d, the later one, takes 4 and s
+        # the one left (a group creation past that would take r back from an idle group).
+        assert with_group_members(pool.service_pools, {"s": 4, "d": 4}) == {"r": 5, "j": 1, "s": 1, "d": 4}
+        # Tests lease r directly: the groups on it keep at most half of it.
+        assert with_group_members(pool.service_pools, {"s": 4, "d": 4}, leased_directly={"r"}) == {
+            "r": 3,
+            "s": 0,
+            "d": 3,
+        }
 
 
 # -- creating ahead --------------------------------------------------------------------------

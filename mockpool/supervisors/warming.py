@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,6 +40,7 @@ __all__ = (
     "expect",
     "expected_services",
     "learning_report",
+    "leased_directly",
     "run",
     "warm",
     "warm_targets",
@@ -63,18 +65,47 @@ def warm_targets(pool: PoolView) -> dict[str, int]:
     history = pool.history
     for name, svc in pool.service_pools.items():
         targets[name] = min(svc.core.max_size, max(svc.core.min_size, history.settled(name)))
-    return with_group_members(pool.service_pools, targets)
+    return with_group_members(pool.service_pools, targets, leased_directly=leased_directly(pool))
 
 
-def with_group_members(services: Mapping[str, ServicePool], targets: Mapping[str, int]) -> dict[str, int]:
-    """``targets`` where each group member has at least what the groups built on it hold.
+def leased_directly(pool: PoolView) -> set[str]:
+    """The services tests lease themselves, not only through groups: in this run, or in the
+    runs history remembers (its ``acquisitions`` count a service's own leases only)."""
+    history = pool.history.services
+    return {
+        name
+        for name, svc in pool.service_pools.items()
+        if svc.metrics.acquisitions or ((h := history.get(name)) is not None and h.acquisitions > 0)
+    }
+
+
+def with_group_members(
+    services: Mapping[str, ServicePool],
+    targets: Mapping[str, int],
+    *,
+    leased_directly: AbstractSet[str] = frozenset(),
+) -> dict[str, int]:
+    """``targets`` where each group member has at least what the groups built on it hold, and
+    each group no more than its members can lend.
 
     A group instance holds one instance of each member for its whole life (the member counts
     as in use), so warming ``n`` groups takes ``n`` instances of each member. A member's
     target is ``max(its own, the sum of its groups' targets)`` (its recorded peak
-    already counts the instances its groups held). Capped by each member's ``max_size``.
+    already counts the instances its groups held), capped by its ``max_size``. So the groups
+    on a member together get no more than it can lend: its ``max_size``, less the half kept
+    for its own tests when they lease it directly (``leased_directly``; see
+    :func:`mockpool.sizing.members_room`). Warmed past that (a history written when the member
+    had a larger ``max_size``), each group creation beyond it waited for a member and took it
+    back from an idle group instance: made and destroyed before the first test.
     """
     out = {name: n for name, n in targets.items() if name in services}
+    # What each service can lend to all the groups built on it, members first (registration
+    # order): a group can lend no more instances than its own members let it have.
+    lendable: dict[str, int] = {}
+    for name, svc in services.items():
+        size = min([svc.core.max_size, *(lendable[m] for m in svc.spec.depends_on if m in lendable)])
+        kept = svc.core.max_size // 2 if name in leased_directly else 0
+        lendable[name] = max(0, min(size, svc.core.max_size - kept))
     # Groups come after their members in registration order: walk backwards, so a group's
     # target is final (raised by the groups built on it) before it raises its own members.
     held: dict[str, int] = {}
@@ -82,6 +113,8 @@ def with_group_members(services: Mapping[str, ServicePool], targets: Mapping[str
         svc = services[name]
         want = max(out.get(name, 0), held.get(name, 0))
         want = min(want, svc.core.max_size)
+        for member in svc.spec.depends_on:
+            want = min(want, max(0, lendable.get(member, 0) - held.get(member, 0)))
         if want > 0 or name in out:
             out[name] = want
         for member in svc.spec.depends_on:
@@ -107,7 +140,7 @@ async def warm(pool: PoolView, targets: Mapping[str, int] | None = None, *, limi
     started = pool.clock.now()
     services = pool.service_pools
     wanted = dict(targets) if targets is not None else {n: s.core.min_size for n, s in services.items()}
-    wanted = with_group_members(services, wanted)
+    wanted = with_group_members(services, wanted, leased_directly=leased_directly(pool))
     levels: dict[int, list[ServicePool]] = {}
     for name in wanted:
         svc = services[name]
