@@ -63,6 +63,7 @@ class Entry:
         "leases",
         "members",
         "pristine",
+        "spent",
         "state",
         "tier",
         "transit",
@@ -90,6 +91,9 @@ class Entry:
         self.members: dict[str, Entry] | None = None
         #: The waiter it was handed to, until that waiter takes it (``ServiceCore.settle_transit``).
         self.transit: Waiter | None = None
+        #: Its instance was destroyed and recovery is making it a new one (the broken one goes
+        #: first: alive beside its replacement, it was one instance past ``max_size``).
+        self.spent = False
 
     def __repr__(self) -> str:
         return f"<Entry #{self.id} {self.state.value} {type(self.instance).__name__}>"

@@ -426,7 +426,12 @@ class InstanceHooks:
             entry.handle_loop = None
             member.core.lend(-1)
             if entry.state is EntryState.LEASED:
-                member.release_entry(entry)
+                if entry.spent:
+                    # Its instance was destroyed for a rebuild that failed (the group's
+                    # recovery): no reset can make it usable; its own ladder may.
+                    member.to_recovery(entry, "its rebuild in its group's recovery failed")
+                else:
+                    member.release_entry(entry)
 
     # == resetting in the background ==========================================================
 
@@ -551,6 +556,8 @@ class InstanceHooks:
         """Destroy a removed entry's instance: inline if the hook is sync, else in background."""
         self._release_members(entry.members)
         entry.members = None
+        if entry.spent:
+            return  # its instance was destroyed (and counted) before its recovery rebuilt it
         destroy = self.spec.destroy
         self.metrics.destroyed += 1
         if destroy is None:

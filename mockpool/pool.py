@@ -928,7 +928,8 @@ class MockPool:
                 elif was_leased:
                     leased += 1
                 entry.members = None
-                self._undestroyed.append((svc, entry.instance))
+                if not entry.spent:  # destroyed already, for a rebuild under way
+                    self._undestroyed.append((svc, entry.instance))
             # The rest of those lent are held by groups' creations under way: no leak either;
             # each creation gives its own back (``lend(-1)``) as it ends.
             building = max(0, core.lent - held)

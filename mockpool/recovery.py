@@ -72,7 +72,23 @@ async def _check_clean(svc: ServicePool, entry: Entry) -> None:
 
 def _can_restore(svc: ServicePool, entry: Entry) -> bool:
     # A minimal instance has a snapshot of its own (taken when it was built); a stub has none.
-    return svc.spec.restore is not None and entry.pristine is not None and entry.tier != "stub"
+    return (
+        svc.spec.restore is not None
+        and entry.pristine is not None
+        and entry.tier != "stub"
+        and not entry.spent
+    )
+
+
+async def _spend(svc: ServicePool, entry: Entry) -> None:
+    """Destroy ``entry``'s broken instance before a new one is made for it: alive beside its
+    replacement, it was one instance past ``max_size`` (and ``max_total``) as the hooks count
+    them, and nothing would use it again. Marked first: a close meanwhile does not destroy
+    it twice, and a recovery resumed after its loop ended does not restore or reset it."""
+    if entry.spent:
+        return
+    entry.spent = True
+    await svc._destroy_instance(entry.instance)
 
 
 async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
@@ -128,17 +144,14 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
                 succeed("snapshot")
                 return
 
-        # Tiers 2 and 3: a new instance from the factory, then from the minimal factory.
-        old = entry.instance
+        # Tiers 2 and 3: a new instance from the factory, then from the minimal factory, once
+        # the broken one is gone: the new one takes its place under max_size.
+        await _spend(svc, entry)
         tier, fresh, error = await _build_healthy(svc, entry, tried)
         last = error or last
         if tier is not None and fresh is not None:
             swap_instance(entry, fresh)
-            # Serve first, clean up after: a slow destroy must not delay the waiting acquirers
-            # nor count as recovery time.
-            if succeed(tier):
-                await svc._destroy_instance(old)
-            else:  # the close destroyed the old one; the new one is nobody's
+            if not succeed(tier):  # the close took the entry meanwhile: the new one is nobody's
                 await svc._destroy_instance(fresh.instance)
             return
 
@@ -150,9 +163,7 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
                 stub = make_stub(template, clock.now())
                 svc.metrics.created += 1
                 swap_instance(entry, stub)
-                if succeed("stub"):
-                    await svc._destroy_instance(old)
-                else:  # as above
+                if not succeed("stub"):  # as above
                     await svc._destroy_instance(stub.instance)
                 return
 
@@ -175,6 +186,7 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
 def swap_instance(entry: Entry, fresh: Entry) -> None:
     """Move ``fresh``'s instance into ``entry`` (keeping its identity, state and members)."""
     entry.instance = fresh.instance
+    entry.spent = False
     entry.handle = fresh.instance
     entry.handle_loop = None
     entry.pristine = fresh.pristine
@@ -212,7 +224,9 @@ async def _recover_members(svc: ServicePool, entry: Entry) -> bool:
     rebuilt = False
     for name, member_entry in entry.members.items():
         member = services[name]
-        if await _recover_members(member, member_entry):
+        if await _recover_members(member, member_entry) or member_entry.spent:
+            # Rebuilt over its own new members; or its instance was destroyed already, by a
+            # recovery that its event loop's end cut short.
             rebuilt |= await _recover_member(member, member_entry, restore=False)
         elif not await _member_clean(member, member_entry):
             rebuilt |= await _recover_member(member, member_entry)
@@ -273,24 +287,23 @@ async def _recover_member(member: ServicePool, member_entry: Entry, *, restore: 
             member.metrics.recovery_times["snapshot"].append(member.clock.now() - started)
             return False
     tried = ["snapshot"] if restore else []
+    # The broken instance goes first, as for a recovery of its own (see ``_spend``). Should no
+    # tier work, the group gives the spent entry back to its service's recovery.
+    await _spend(member, member_entry)
     tier, fresh, error = await _build_healthy(member, member_entry, tried)
     last = error or last
     if tier is not None and fresh is not None:
-        old = member_entry.instance
         swap_instance(member_entry, fresh)
         member.metrics.recoveries[tier] += 1
         member.metrics.recovery_times[tier].append(member.clock.now() - started)
-        await member._destroy_instance(old)
         return True
     template = member._stub_template() if member.spec.allow_degraded else None
     if template is not None:
-        old = member_entry.instance
         stub = make_stub(template, member.clock.now())
         member.metrics.created += 1
         swap_instance(member_entry, stub)
         member.metrics.recoveries["stub"] += 1
         member.metrics.recovery_times["stub"].append(member.clock.now() - started)
-        await member._destroy_instance(old)
         return True
     member.metrics.recovery_failures += 1
     if member.spec.allow_degraded:

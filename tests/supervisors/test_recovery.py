@@ -285,3 +285,102 @@ def test_checks_on_acquire_that_keep_failing_end_at_the_acquire_timeout() -> Non
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+class _Alive:
+    """Counts the instances alive as the hooks see them (made by the factory, not yet
+    destroyed), and the most at once: the pool's size seen from outside."""
+
+    def __init__(self) -> None:
+        self.alive = 0
+        self.peak = 0
+        self.fail = False
+
+    def make(self) -> dict[str, int]:
+        if self.fail:
+            raise OSError("factory down")
+        self.alive += 1
+        self.peak = max(self.peak, self.alive)
+        return {}
+
+    def make_group(self, member: dict[str, int]) -> list[dict[str, int]]:
+        self.alive += 1
+        self.peak = max(self.peak, self.alive)
+        return [member]
+
+    def destroy(self, instance: object) -> None:
+        self.alive -= 1
+
+
+@pytest.mark.asyncio
+async def test_a_rebuild_never_has_more_instances_alive_than_max_size() -> None:
+    """Both instances of a service at its ``max_size`` (2) are discarded while tests wait:
+    each recovery made its new instance from the factory and destroyed the broken one only
+    after, so three or four were alive at once, past the user's hard bound. The broken one
+    is destroyed first (nothing will use it again)."""
+    alive = _Alive()
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=alive.make, destroy=alive.destroy, max_size=2))
+
+    async def discard() -> None:
+        lease = pool.acquire("svc")
+        async with lease:
+            await asyncio.sleep(0.001)
+            lease.discard()
+
+    async def use() -> None:
+        async with pool.acquire("svc"):
+            await asyncio.sleep(0.001)
+
+    async with pool:
+        async with pool.acquire("svc"), pool.acquire("svc"):
+            pass
+        assert pool.stats("svc").idle == 2
+        await asyncio.gather(discard(), discard(), *(use() for _ in range(6)))
+        assert pool.stats("svc").recoveries["factory"] == 2
+        pool.check_invariants()
+    assert alive.peak == 2 and alive.alive == 0
+
+
+@pytest.mark.asyncio
+async def test_a_member_rebuilt_in_place_never_passes_its_max_size() -> None:
+    """A group's member whose reset fails is rebuilt in place, inside the group's recovery:
+    the broken member instance goes before the new one is made."""
+    member = _Alive()
+    pool = MockPool(supervise=False)
+    broken = [0]
+
+    def reset(instance: dict[str, int]) -> None:
+        if broken[0]:
+            broken[0] -= 1
+            raise RuntimeError("member reset failed")
+
+    pool.register(ServiceSpec(name="m", factory=member.make, destroy=member.destroy, reset=reset, max_size=1))
+    pool.register(ServiceSpec(name="g", factory=lambda m: [m], depends_on=("m",)))
+    async with pool:
+        async with pool.acquire("g"):
+            broken[0] = 2  # at the release, and again in the group's recovery
+        async with pool.acquire("g"):
+            pass
+        assert pool.stats("m").recoveries["factory"] == 1
+        pool.check_invariants()
+    assert member.peak == 1 and member.alive == 0
+
+
+@pytest.mark.asyncio
+async def test_a_recovery_that_fails_every_tier_destroys_the_broken_instance_once() -> None:
+    """Destroyed before the rebuild, the broken instance is not destroyed again when every tier
+    fails, nor by a close: each instance the factory made is destroyed exactly once."""
+    alive = _Alive()
+    pool = MockPool(supervise=False)
+    pool.register(ServiceSpec(name="svc", factory=alive.make, destroy=alive.destroy))
+    async with pool:
+        lease = pool.acquire("svc")
+        async with lease:
+            alive.fail = True
+            lease.discard()
+        await settle()
+        stats = pool.stats("svc")
+        assert (stats.size, stats.recovery_failures, stats.created, stats.destroyed) == (0, 1, 1, 1)
+        pool.check_invariants()
+    assert alive.alive == 0
