@@ -234,21 +234,34 @@ class Waiting:
         held = core.in_use - core.lent
         hold = self.metrics.hold_ewma if self.metrics.holds.count and held > 0 else None
         delay = stall_s(hold, held, self.creation_failures)
-        loop.call_later(delay, self._stall_due, loop)
+        timer = loop.call_later(delay, self._stall_due, loop)
         self._stall_checks[loop] = _StallCheck(
             self.metrics.holds.count,
             self.pool.leases_ended(),
             streak,
             quiet,
             self.core.in_use > 0,
+            timer,
         )
 
     def watch_lent(self) -> None:
         """An instance was lent to a group while waiters wait: look again after a stall, since
-        the group instance may go idle holding it (``reclaim_if_only_lent`` then takes it)."""
+        the group instance may go idle holding it (``reclaim_if_only_lent`` then takes it).
+        With nothing left held by a test, a check armed for a stall measured on the holder
+        that lent it (twice a long hold) is brought forward: no release is on its way, and the
+        waiters wait only for a creation (a factory that failed and works again)."""
         loop = asyncio.get_running_loop()
-        if self.shortfall() > 0 and loop not in self._stall_checks and self.core.waits_in(loop):
+        core = self.core
+        if self.shortfall() <= 0 or not core.waits_in(loop):
+            return
+        armed = self._stall_checks.get(loop)
+        if armed is None:
             self._arm_stall_check(loop)
+        elif core.in_use <= core.lent and armed.timer is not None:
+            soonest = stall_s(None, 0, self.creation_failures)
+            if armed.timer.when() > loop.time() + soonest:
+                armed.timer.cancel()
+                self._arm_stall_check(loop, armed.streak, armed.quiet)
 
     def _stall_due(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.core.closed:
@@ -346,8 +359,8 @@ class Waiting:
 
 @dataclass(slots=True)
 class _StallCheck:
-    """A stall check armed for one loop (its timer is never cancelled: one due after the
-    waiters left finds no shortfall and ends)."""
+    """A stall check armed for one loop (its timer is cancelled only to be brought forward:
+    one due after the waiters left finds no shortfall and ends)."""
 
     #: Leases ended when it was armed: this service's, and the pool's.
     released: int
@@ -357,6 +370,8 @@ class _StallCheck:
     quiet: int
     #: An instance was held when it was armed.
     held: bool
+    #: Its timer (None: a check run without one).
+    timer: asyncio.TimerHandle | None = None
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

@@ -26,7 +26,7 @@ from mockpool import (
     ServiceSpec,
     UnknownServiceError,
 )
-from mockpool.sizing import STALL_MIN_S
+from mockpool.sizing import STALL_MAX_RETRY_S, STALL_MIN_S
 
 
 class Counter:
@@ -946,6 +946,56 @@ class TestGroups:
                             assert m is not lent
                     assert (pool.stats("g").size, pool.stats("m").size, pool.stats("b").size) == (1, 2, 0)
                     pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
+    def test_a_waiter_whose_holder_lent_its_instance_to_a_group_is_retried_soon(self) -> None:
+        """A direct waiter of ``m`` queued while a test held ``m``'s one instance and the
+        factory failed: its stall check was armed for a stall measured on that holder (twice
+        ``m``'s 10 s holds). Then the release went to a group being built, for good: nothing
+        is held for the waiter any more, and without supervisors its next creation attempt
+        waited for that check, 20 s, however soon the factory worked again. Lending the
+        instance looks again at the shortest stall (backed off for the failures, at most 1 s)."""
+
+        async def main() -> None:
+            broken = [False]
+
+            def make() -> list[int]:
+                if broken[0]:
+                    raise OSError("factory down")
+                return []
+
+            pool = MockPool(supervise=False, default_timeout=None, clock=_LoopClock())
+            pool.register(ServiceSpec(name="m", factory=make, reset=list.clear, max_size=2))
+            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            async with pool:
+                async with pool.acquire("m"):
+                    await asyncio.sleep(10.0)  # m's holds are long
+                held = pool.acquire("m")
+                await held.__aenter__()
+                broken[0] = True
+                waiter = asyncio.create_task(_use_once(pool, "m"))
+                group_held = asyncio.Event()
+
+                async def use_group() -> None:
+                    async with pool.acquire("g"):
+                        group_held.set()
+                        await asyncio.sleep(60.0)
+
+                group = asyncio.create_task(use_group())
+                while pool.stats("m").waiting < 2:  # the group's creation waits for m, first
+                    await asyncio.sleep(0)
+                await held.__aexit__(None, None, None)  # m goes to the group, for good
+                await group_held.wait()
+                assert pool.stats("m").last_error == "OSError: factory down" and not waiter.done()
+                broken[0] = False
+                healed_at = asyncio.get_running_loop().time()
+                await waiter
+                assert asyncio.get_running_loop().time() - healed_at <= STALL_MAX_RETRY_S + 2 * STALL_MIN_S
+                group.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await group
+                pool.check_invariants()
 
         _run_in_virtual_time(main())
 
