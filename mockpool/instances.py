@@ -64,6 +64,10 @@ class _Port(Protocol):
     def lease_ended(self) -> None: ...
 
 
+class _Superseded(Exception):
+    """A reserved creation that a lowered ``max_size`` left past the bound: it makes nothing."""
+
+
 class _Ticket:
     """A reserved creation, spawned in one loop's runtime, that a waiter in another loop may
     run instead: whichever claimer runs first creates (see :meth:`InstanceHooks.spawn_creation`)."""
@@ -128,6 +132,8 @@ class InstanceHooks:
         def to_recovery(self, entry: Entry, reason: str) -> None: ...
         def fail_waiters_since(self, error: BaseException, started: float | None) -> None: ...
         def watch_lent(self) -> None: ...
+        def watch_shortfall(self) -> None: ...
+        def ensure_creations(self, *, stalled: bool = False, evict: bool = False) -> None: ...
         def _wake_settled(self) -> None: ...
 
     # == creating =============================================================================
@@ -236,6 +242,11 @@ class InstanceHooks:
         started = self.clock.now()
         try:
             entry, built_from = await self.build_entry(ticket)
+        except _Superseded:
+            core.cancel_creation()
+            if core.waiters:
+                self.ensure_creations()  # a waiter nothing else serves still gets its creation
+            return
         except BaseException as exc:
             core.cancel_creation()
             if isinstance(exc, _CANCELLED):
@@ -268,12 +279,24 @@ class InstanceHooks:
             error = RecoveryFailedError(self.name, self._ladder_names(), exc)
             error.__cause__ = exc
             self.fail_waiters_since(error, started)
+        elif core.waiters:
+            # Something is alive (held, or lent to groups) but this creation was the waiters':
+            # try again after a stall, backed off for the failures. Started while it was on its
+            # way, the waiters had no stall check armed: with only lent instances, nothing else
+            # would ever serve them (without supervisors, for good).
+            self.watch_shortfall()
 
     async def build_entry(self, ticket: _Ticket | None = None) -> tuple[Entry, float]:
         """Make a new entry: factory first, then (degraded services only) minimal, then stub.
         Returns it, and when its build began (for a group: once its members were leased; the
         ``ticket`` of the creation, if any, holds them meanwhile)."""
         members = await self._lease_members(ticket) if self.members else None
+        core = self.core
+        if len(core.entries) + core.creating > core.max_size:
+            # ``resize`` lowered max_size while this creation waited (for its members, or to
+            # run): made now, its instance would be one past the bound, destroyed as it joined.
+            self._release_members(members)
+            raise _Superseded(self.name)
         built_from = self.clock.now()
         try:
             args = [m.handle for m in members.values()] if members else []

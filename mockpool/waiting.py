@@ -244,6 +244,15 @@ class Waiting:
             timer,
         )
 
+    def watch_shortfall(self) -> None:
+        """Waiters of the running loop go uncovered (a creation for them failed): make sure a
+        stall check will look again, as one does for a waiter that queued uncovered."""
+        loop = asyncio._get_running_loop()
+        if loop is None or loop in self._stall_checks:
+            return
+        if self.shortfall() > 0 and self.core.waits_in(loop):
+            self._arm_stall_check(loop)
+
     def watch_lent(self) -> None:
         """An instance was lent to a group while waiters wait: look again after a stall, since
         the group instance may go idle holding it (``reclaim_if_only_lent`` then takes it).

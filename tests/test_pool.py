@@ -999,6 +999,38 @@ class TestGroups:
 
         _run_in_virtual_time(main())
 
+    def test_a_failed_creation_for_a_waiter_with_nothing_held_is_retried(self) -> None:
+        """``m``'s one instance is lent to a group instance a test holds, and ``m``'s factory
+        fails as a direct waiter comes: the creation started for it (liveness) failed, and as
+        it was on its way when the waiter queued, no stall check was armed. Something is alive
+        (the lent instance), so the waiter is not failed either: without supervisors it waited
+        for ever, long after the factory worked again. It is retried with backoff."""
+
+        async def main() -> None:
+            broken = [False]
+
+            def make() -> list[int]:
+                if broken[0]:
+                    raise OSError("factory down")
+                return []
+
+            pool = MockPool(supervise=False, default_timeout=5.0, clock=_LoopClock())
+            pool.register(ServiceSpec(name="m", factory=make, reset=list.clear))
+            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            async with pool:
+                async with pool.acquire("g"):
+                    broken[0] = True
+                    waiter = asyncio.create_task(_use_once(pool, "m"))
+                    await asyncio.sleep(0.5)
+                    assert pool.stats("m").last_error == "OSError: factory down" and not waiter.done()
+                    broken[0] = False
+                    healed_at = asyncio.get_running_loop().time()
+                    await waiter
+                    assert asyncio.get_running_loop().time() - healed_at <= STALL_MAX_RETRY_S + STALL_MIN_S
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
     def test_a_waiter_with_nothing_held_is_served_soon_after_room_is_made_at_max_total(self) -> None:
         """``m``'s one instance is lent to a group instance a test holds, and the pool is at
         ``max_total`` with ``b``'s instances held: ``m``'s direct waiter has nothing held for it

@@ -93,3 +93,42 @@ async def test_resize_a_group() -> None:
         stats = pool.stats("group")
         assert (stats.size, stats.max_size) == (1, 2)
         pool.check_invariants()
+
+
+@pytest.mark.asyncio
+async def test_a_creation_that_a_lowered_max_size_left_over_makes_nothing() -> None:
+    """A group's creation waits for its member when ``resize`` lowers the group's
+    ``max_size`` to what it has: the creation is now past the bound. It made its instance once
+    the member came, and the pool destroyed it at once (one past the user's bound as the
+    hooks count, and churn). It gives up instead, and gives the member back."""
+    made: list[str] = []
+    pool = MockPool(supervise=False, default_timeout=None)
+    pool.register(ServiceSpec(name="m", factory=dict, max_size=3))
+    pool.register(
+        ServiceSpec(name="g", factory=lambda m: made.append("g") or ["g", m], depends_on=("m",), max_size=2)
+    )
+    async with pool:
+        first = pool.acquire("g")
+        await first.__aenter__()
+        held = [pool.acquire("m"), pool.acquire("m")]
+        for lease in held:
+            await lease.__aenter__()  # m is at its max_size: one lent to g, two held
+        waiting = pool.acquire("g")
+        second = asyncio.create_task(waiting.__aenter__())
+        with anyio.fail_after(5):
+            while pool.stats("m").waiting == 0:  # g's creation waits for m
+                await asyncio.sleep(0)
+        await pool.resize("g", max_size=1)
+        await held[0].__aexit__(None, None, None)
+        await anyio.wait_all_tasks_blocked()
+        assert made == ["g"]
+        stats = pool.stats()
+        assert (stats["g"].size, stats["g"].creating, stats["g"].destroyed) == (1, 0, 0)
+        assert (stats["m"].idle, stats["m"].lent) == (1, 1)
+        pool.check_invariants()
+        await first.__aexit__(None, None, None)  # the waiter gets it
+        with anyio.fail_after(5):
+            lease = await second
+        assert lease[0] == "g" and made == ["g"]
+        await waiting.__aexit__(None, None, None)
+        await held[1].__aexit__(None, None, None)
