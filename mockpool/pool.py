@@ -713,8 +713,13 @@ class MockPool:
         """Merge this run into the history and write it (when made with a ``history`` path)."""
         if self.history_path is None:
             return
+        # Into the file as it is now: another pool on the same file (one of this process, or a
+        # run beside this one) may have saved its run since this one read it, and merged into
+        # what this pool read then, that run was lost.
+        latest = History.read_quietly(self.history_path)
+        base = latest if latest is not None else self.history
         try:
-            self.history.merge(self.run_record()).save(self.history_path)
+            base.merge(self.run_record()).save(self.history_path)
         except (OSError, ValueError) as exc:
             warnings.warn(
                 f"pool {self.name!r}: could not save history to {str(self.history_path)!r}: {exc}",

@@ -762,3 +762,28 @@ def test_a_warnings_filter_naming_mockpool_history_still_matches(pytester: pytes
         warnings.filterwarnings("error", category=MockPoolHistoryWarning)
         with pytest.raises(MockPoolHistoryWarning, match="JSONDecodeError"):
             History.load(bad)
+
+
+def test_two_pools_on_one_history_file_both_keep_their_run(tmp_path: Path) -> None:
+    """Two pools of one process (a session's and one a module makes for its own services)
+    read the same file when made and write it as each closes. The second wrote what it had
+    read, merged with its own run: the first one's run was lost, and the next run warmed
+    nothing for its services. Each close merges its run into the file as it is then."""
+    path = tmp_path / "history.json"
+    first, second = MockPool(history=path), MockPool(history=path)
+    first.register(ServiceSpec(name="a", factory=dict))
+    second.register(ServiceSpec(name="b", factory=dict))
+
+    async def run() -> None:
+        # Both made before either closes; second closes (and saves) first.
+        async with first, second, first.acquire("a"), first.acquire("a"), second.acquire("b"):
+            pass
+
+    asyncio.run(run())
+    history = History.load(path)
+    assert history.runs == 2
+    assert (history.settled("a"), history.settled("b")) == (2, 1)
+    nxt = MockPool(history=path)
+    nxt.register(ServiceSpec(name="a", factory=dict))
+    nxt.register(ServiceSpec(name="b", factory=dict))
+    assert nxt.warm_targets() == {"a": 2, "b": 1}

@@ -248,6 +248,15 @@ class History:
             return History.load(beside), beside
 
     @staticmethod
+    def read_quietly(path: str | os.PathLike[str]) -> History | None:
+        """The history at ``path``, or None when there is none or it cannot be used: no
+        warning (the pool reads the file again as it saves, and warned when it first read)."""
+        try:
+            return History._read(Path(path))
+        except (OSError, ValueError, RecursionError):
+            return None
+
+    @staticmethod
     def _read(p: Path) -> History:
         with p.open("rb") as f:
             raw = f.read(_MAX_FILE_BYTES + 1)
