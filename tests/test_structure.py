@@ -102,11 +102,14 @@ async def test_a_creation_that_a_lowered_max_size_left_over_makes_nothing() -> N
     the member came, and the pool destroyed it at once (one past the user's bound as the
     hooks count, and churn). It gives up instead, and gives the member back."""
     made: list[str] = []
+
+    def make_group(m: object) -> list[object]:
+        made.append("g")
+        return ["g", m]
+
     pool = MockPool(supervise=False, default_timeout=None)
     pool.register(ServiceSpec(name="m", factory=dict, max_size=3))
-    pool.register(
-        ServiceSpec(name="g", factory=lambda m: made.append("g") or ["g", m], depends_on=("m",), max_size=2)
-    )
+    pool.register(ServiceSpec(name="g", factory=make_group, depends_on=("m",), max_size=2))
     async with pool:
         first = pool.acquire("g")
         await first.__aenter__()
