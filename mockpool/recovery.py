@@ -181,6 +181,9 @@ async def recover_entry(svc: ServicePool, entry: Entry, reason: str) -> None:
         svc.fail_waiters_since(error, started)
     else:
         svc.ensure_creations()
+        # With nothing left held for them, the waiters look again soon (a check armed while
+        # this instance was held waits a stall measured on its holds).
+        svc.watch_shortfall()
 
 
 def swap_instance(entry: Entry, fresh: Entry) -> None:

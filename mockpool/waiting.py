@@ -245,21 +245,24 @@ class Waiting:
         )
 
     def watch_shortfall(self) -> None:
-        """Waiters of the running loop go uncovered (a creation for them failed): make sure a
-        stall check will look again, as one does for a waiter that queued uncovered."""
+        """Waiters of the running loop may go uncovered with no check armed to look again (a
+        creation for them failed; a recovery failed and destroyed its instance): make sure a
+        stall check will, soon when nothing is held for them (see :meth:`_look_again`)."""
         loop = asyncio._get_running_loop()
-        if loop is None or loop in self._stall_checks:
-            return
-        if self.shortfall() > 0 and self.core.waits_in(loop):
-            self._arm_stall_check(loop)
+        if loop is not None:
+            self._look_again(loop)
 
     def watch_lent(self) -> None:
         """An instance was lent to a group while waiters wait: look again after a stall, since
-        the group instance may go idle holding it (``reclaim_if_only_lent`` then takes it).
-        With nothing left held by a test, a check armed for a stall measured on the holder
-        that lent it (twice a long hold) is brought forward: no release is on its way, and the
-        waiters wait only for a creation (a factory that failed and works again)."""
-        loop = asyncio.get_running_loop()
+        the group instance may go idle holding it (``reclaim_if_only_lent`` then takes it)."""
+        self._look_again(asyncio.get_running_loop())
+
+    def _look_again(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Arm the stall check of ``loop``'s uncovered waiters if none is. With nothing left
+        held by a test, one armed for a stall measured on a holder that is gone (twice a long
+        hold: it lent its instance to a group, or its instance broke and its recovery failed)
+        is brought forward: no release is on its way, and the waiters wait only for a creation
+        (from a factory that failed and may work again), or for room."""
         core = self.core
         if self.shortfall() <= 0 or not core.waits_in(loop):
             return

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio
@@ -390,3 +390,226 @@ class PoolMachine(RuleBasedStateMachine):
 
 TestPoolMachine = PoolMachine.TestCase
 TestPoolMachine.settings = settings(stateful_step_count=30, deadline=None)
+
+
+# == several services, a group and max_total: bounds and liveness ===============================
+
+
+class Person:
+    """One acquirer of the several-services machine: acquires, holds until told, and notes how
+    it ended; ``discard`` sends its instance to recovery as it lets go."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.release = asyncio.Event()
+        self.discard = False
+        self.outcome: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def holding(self) -> bool:
+        return self.outcome == "served" and self.task is not None and not self.task.done()
+
+
+class ServicesMachine(RuleBasedStateMachine):
+    """Two services and a group on one of them under a pool-wide ``max_total``, without
+    supervisors: acquire, release, discard, cancel, break and heal factories and resets,
+    ``resize``, let time pass. The bounds hold as the factory and destroy hooks count instances
+    (a rebuild made beside the broken instance was one past ``max_size``); and after two
+    seconds a waiter with nothing held for it has something on its way, unless its factory is
+    broken (retried with backoff) or nothing could make room (every other instance held, or
+    every one of its own lent to groups that tests hold)."""
+
+    MAX_TOTAL = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = looptime.new_event_loop(start=0.0)
+        self.broken: collections.Counter[str] = collections.Counter()
+        self.alive: collections.Counter[str] = collections.Counter()
+        self.violations: list[str] = []
+        self.pool = MockPool(
+            supervise=False, default_timeout=None, clock=LoopClock(self.loop), max_total=self.MAX_TOTAL
+        )
+        for name in ("a", "b"):
+            self.pool.register(
+                ServiceSpec(
+                    name=name,
+                    factory=self._factory(name),
+                    reset=self._reset(name),
+                    destroy=self._destroy(name),
+                    max_size=2,
+                )
+            )
+        self.pool.register(
+            ServiceSpec(
+                name="g",
+                factory=self._group_factory,
+                destroy=self._destroy("g"),
+                depends_on=("a",),
+                max_size=2,
+            )
+        )
+        self.loop.run_until_complete(self.pool.start())
+        self.people: list[Person] = []
+
+    def _made(self, name: str) -> None:
+        self.alive[name] += 1
+        core = self.pool.service_pools[name].core
+        # A creation takes a slot under max_size; a rebuild the slot of the instance it
+        # replaces, destroyed first (size counts that entry; above a lowered max_size too).
+        if self.alive[name] > max(core.max_size, core.size):
+            self.violations.append(f"{name}: {self.alive[name]} alive, {core.describe()}")
+        if sum(self.alive.values()) > self.MAX_TOTAL:
+            self.violations.append(f"{dict(self.alive)} alive, max_total={self.MAX_TOTAL}")
+
+    def _factory(self, name: str) -> Callable[[], dict[str, str]]:
+        def make() -> dict[str, str]:
+            if self.broken[name + ".factory"]:
+                raise OSError("factory broken by the test")
+            self._made(name)
+            return {"service": name}
+
+        return make
+
+    def _group_factory(self, a: dict[str, str]) -> dict[str, object]:
+        self._made("g")
+        return {"service": "g", "a": a}
+
+    def _reset(self, name: str) -> Callable[[dict[str, str]], None]:
+        def reset(instance: dict[str, str]) -> None:
+            if self.broken[name + ".reset"]:
+                raise ValueError("reset broken by the test")
+
+        return reset
+
+    def _destroy(self, name: str) -> Callable[[object], None]:
+        def destroy(instance: object) -> None:
+            self.alive[name] -= 1
+
+        return destroy
+
+    def _settle(self, seconds: float = 0.0) -> None:
+        async def settle() -> bool:
+            if seconds:
+                await asyncio.sleep(seconds)  # virtual time: stall checks come due
+            with anyio.move_on_after(SETTLE_LIMIT_S):
+                for _ in range(3):
+                    await anyio.wait_all_tasks_blocked()
+                    await asyncio.sleep(0)
+                return True
+            return False
+
+        assert self.loop.run_until_complete(settle()), "tasks still busy"
+
+    async def _use(self, person: Person) -> None:
+        try:
+            lease = self.pool.acquire(person.service)
+            async with lease:
+                person.outcome = "served"
+                await person.release.wait()
+                if person.discard:
+                    lease.discard()
+        except asyncio.CancelledError:
+            if person.outcome is None:
+                person.outcome = "cancelled"
+            raise
+        except MockPoolError:  # RecoveryFailedError: a factory is broken and nothing is alive
+            person.outcome = "error"
+
+    def _live(self) -> list[Person]:
+        return [p for p in self.people if p.task is not None and not p.task.done()]
+
+    def teardown(self) -> None:
+        for person in self._live():
+            assert person.task is not None
+            person.task.cancel()
+        self._settle()
+        self.loop.run_until_complete(self.pool.aclose())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+        assert self.violations == []
+        assert sum(self.alive.values()) == 0, dict(self.alive)
+
+    # -- rules ----------------------------------------------------------------------------
+
+    @rule(service=st.sampled_from(["a", "b", "g"]))
+    def acquire(self, service: str) -> None:
+        person = Person(service)
+        person.task = self.loop.create_task(self._use(person))
+        self.people.append(person)
+        self._settle()
+
+    @precondition(lambda self: any(p.holding for p in self.people))
+    @rule(i=st.integers(0, 100), discard=st.booleans())
+    def release(self, i: int, discard: bool) -> None:
+        holders = [p for p in self.people if p.holding]
+        person = holders[i % len(holders)]
+        person.discard = discard
+        person.release.set()
+        self._settle()
+
+    @precondition(lambda self: bool(self._live()))
+    @rule(i=st.integers(0, 100))
+    def cancel(self, i: int) -> None:
+        live = self._live()
+        task = live[i % len(live)].task
+        assert task is not None
+        task.cancel()
+        self._settle()
+
+    @rule(seconds=st.sampled_from([0.05, 0.3, 2.0]))
+    def time_passes(self, seconds: float) -> None:
+        self._settle(seconds)
+
+    @rule(hook=st.sampled_from(["a.factory", "a.reset", "b.factory", "b.reset"]), broken=st.booleans())
+    def break_or_heal(self, hook: str, broken: bool) -> None:
+        self.broken[hook] = broken
+
+    @rule(service=st.sampled_from(["a", "b", "g"]), max_size=st.integers(1, 3))
+    def resize(self, service: str, max_size: int) -> None:
+        self.loop.run_until_complete(self.pool.resize(service, max_size=max_size))
+        self._settle()
+
+    # -- invariants -----------------------------------------------------------------------
+
+    @invariant()
+    def bounds_hold(self) -> None:
+        self.pool.check_invariants()
+        assert self.violations == []
+        for svc in self.pool.service_pools.values():
+            core = svc.core
+            # Past max_size only after resize lowered it under instances in use: none idle.
+            assert core.size + core.creating <= core.max_size or not core.idle, core.describe()
+
+    @invariant()
+    def a_waiter_with_nothing_held_gets_something_on_its_way(self) -> None:
+        self._settle(2.0)
+        services = self.pool.service_pools
+        for name, svc in services.items():
+            core = svc.core
+            if (
+                not core.waiters
+                or core.in_use > core.lent
+                or core.creating
+                or core.recovering
+                or core.checking
+            ):
+                continue
+            if self.broken[f"{name}.factory"] or (name == "g" and self.broken["a.factory"]):
+                continue  # retried with backoff
+            room = core.size + core.creating < core.max_size
+            full = self.pool.budget.total >= self.MAX_TOTAL
+            others_idle = any(other.core.idle for other in services.values() if other is not svc)
+            idle_groups = any(
+                other.core.idle for other in services.values() if any(m is svc for _, m in other.member_paths)
+            )
+            state = {n: s.core.describe() for n, s in services.items()}
+            assert not (room and not full), (name, state)  # a creation was possible
+            assert not (room and others_idle), (name, state)  # room could have been made
+            assert not idle_groups, (name, state)  # an idle group could give its member back
+
+
+TestServicesMachine = ServicesMachine.TestCase
+# A bounded number of examples in every profile: each step lets two virtual seconds pass.
+TestServicesMachine.settings = settings(stateful_step_count=30, deadline=None, max_examples=100)

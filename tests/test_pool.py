@@ -1031,6 +1031,48 @@ class TestGroups:
 
         _run_in_virtual_time(main())
 
+    def test_a_waiter_whose_holders_instance_failed_its_recovery_is_retried_soon(self) -> None:
+        """``m`` is at its ``max_size``: one instance lent to a group a test holds, one held by
+        a test, whose 10 s holds armed the direct waiter's stall check 20 s ahead. The held
+        instance is discarded while the factory fails: its recovery fails and destroys it, and
+        so does the creation started for the waiter. Nothing is held for the waiter any more,
+        but without supervisors it waited for that check, 20 s, however soon the factory
+        worked again. It is retried at the shortest stall, backed off for the failures."""
+
+        async def main() -> None:
+            broken = [False]
+
+            def make() -> list[int]:
+                if broken[0]:
+                    raise OSError("factory down")
+                return []
+
+            pool = MockPool(supervise=False, default_timeout=None, clock=_LoopClock())
+            pool.register(ServiceSpec(name="m", factory=make, reset=list.clear, max_size=2))
+            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            async with pool:
+                async with pool.acquire("m"):
+                    await asyncio.sleep(10.0)  # m's holds are long
+                async with pool.acquire("g"):
+                    held = pool.acquire("m")
+                    await held.__aenter__()  # m is at its max_size
+                    waiter = asyncio.create_task(_use_once(pool, "m"))
+                    await asyncio.sleep(0.5)
+                    broken[0] = True
+                    held.discard()
+                    await held.__aexit__(None, None, None)
+                    await asyncio.sleep(0.5)
+                    stats = pool.stats("m")
+                    assert (stats.recovery_failures, stats.size, stats.lent) == (1, 1, 1)
+                    assert not waiter.done()
+                    broken[0] = False
+                    healed_at = asyncio.get_running_loop().time()
+                    await waiter
+                    assert asyncio.get_running_loop().time() - healed_at <= STALL_MAX_RETRY_S + STALL_MIN_S
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
     def test_a_waiter_with_nothing_held_is_served_soon_after_room_is_made_at_max_total(self) -> None:
         """``m``'s one instance is lent to a group instance a test holds, and the pool is at
         ``max_total`` with ``b``'s instances held: ``m``'s direct waiter has nothing held for it
