@@ -138,7 +138,7 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
             min_size=spec.min_size,
             max_size=spec.max_size,
             budget=pool.budget,
-            on_retire=self.destroy_soon,
+            on_retire=self._retire_lowered,
         )
         self.metrics = ServiceMetrics()
         #: When sync factories held the loop, pool-wide (a lease's own work leaves them out).
@@ -739,6 +739,15 @@ class ServicePool(Waiting, InstanceHooks, RecoveryHandoff):
                 break
             self.spawn_creation()
             wanted -= 1
+
+    def _retire_lowered(self, entry: Entry) -> None:
+        """An instance came back while ``max_size`` is lowered under the instances out: it is
+        destroyed instead of placed. Its holder was the one a waiter's stall check measured
+        its wait on: with nothing left held, the waiters look again soon (an idle group may
+        give its member back)."""
+        self.destroy_soon(entry)
+        if self.core.waiters:
+            self.watch_shortfall()
 
     def shortfall(self) -> int:
         """Waiters that no creation or recovery on its way covers: the core's count, where

@@ -1073,6 +1073,35 @@ class TestGroups:
 
         _run_in_virtual_time(main())
 
+    def test_a_waiter_whose_holders_instance_a_lowered_max_size_retired_is_served_soon(self) -> None:
+        """``m`` has two instances: one lent to an idle group, one held by a test, whose 10 s
+        holds armed the direct waiter's stall check 20 s ahead. ``resize`` lowers ``m``'s
+        ``max_size`` to 1, so the held instance is destroyed as it comes back: nothing is held
+        for the waiter any more, and the idle group could give its member back, but without
+        supervisors it waited for that check. It looks again at the shortest stall."""
+
+        async def main() -> None:
+            pool = MockPool(supervise=False, default_timeout=None, clock=_LoopClock())
+            pool.register(ServiceSpec(name="m", factory=list, reset=list.clear, max_size=2))
+            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            async with pool:
+                async with pool.acquire("m"):
+                    await asyncio.sleep(10.0)  # m's holds are long
+                await _use_once(pool, "g")  # an idle group keeps m's instance
+                held = pool.acquire("m")
+                await held.__aenter__()  # m is at its max_size
+                waiter = asyncio.create_task(_use_once(pool, "m"))
+                await asyncio.sleep(0.5)
+                await pool.resize("m", max_size=1)
+                await held.__aexit__(None, None, None)  # destroyed: m is over its max_size
+                released_at = asyncio.get_running_loop().time()
+                await waiter
+                assert asyncio.get_running_loop().time() - released_at <= 2 * STALL_MIN_S
+                assert (pool.stats("m").size, pool.stats("g").size) == (1, 0)
+                pool.check_invariants()
+
+        _run_in_virtual_time(main())
+
     def test_a_waiter_with_nothing_held_is_served_soon_after_room_is_made_at_max_total(self) -> None:
         """``m``'s one instance is lent to a group instance a test holds, and the pool is at
         ``max_total`` with ``b``'s instances held: ``m``'s direct waiter has nothing held for it
