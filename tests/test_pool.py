@@ -621,6 +621,22 @@ def _member_and_group(*, max_size: int) -> MockPool:
     return pool
 
 
+def _member_and_group_with_a_breakable_factory() -> tuple[MockPool, list[bool]]:
+    """A pool without supervisors on the loop's clock: ``m`` (``max_size=2``), whose factory
+    raises ``OSError`` while ``broken[0]`` is set, and a group ``g`` built on it."""
+    broken = [False]
+
+    def make() -> list[int]:
+        if broken[0]:
+            raise OSError("factory down")
+        return []
+
+    pool = MockPool(supervise=False, default_timeout=None, clock=_LoopClock())
+    pool.register(ServiceSpec(name="m", factory=make, reset=list.clear, max_size=2))
+    pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+    return pool, broken
+
+
 class _LoopClock:
     """The running loop's time as the pool's clock (virtual under :func:`_run_in_virtual_time`)."""
 
@@ -958,16 +974,7 @@ class TestGroups:
         instance looks again at the shortest stall (backed off for the failures, at most 1 s)."""
 
         async def main() -> None:
-            broken = [False]
-
-            def make() -> list[int]:
-                if broken[0]:
-                    raise OSError("factory down")
-                return []
-
-            pool = MockPool(supervise=False, default_timeout=None, clock=_LoopClock())
-            pool.register(ServiceSpec(name="m", factory=make, reset=list.clear, max_size=2))
-            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            pool, broken = _member_and_group_with_a_breakable_factory()
             async with pool:
                 async with pool.acquire("m"):
                     await asyncio.sleep(10.0)  # m's holds are long
@@ -1040,16 +1047,7 @@ class TestGroups:
         worked again. It is retried at the shortest stall, backed off for the failures."""
 
         async def main() -> None:
-            broken = [False]
-
-            def make() -> list[int]:
-                if broken[0]:
-                    raise OSError("factory down")
-                return []
-
-            pool = MockPool(supervise=False, default_timeout=None, clock=_LoopClock())
-            pool.register(ServiceSpec(name="m", factory=make, reset=list.clear, max_size=2))
-            pool.register(ServiceSpec(name="g", factory=lambda m: ("group", m), depends_on=("m",)))
+            pool, broken = _member_and_group_with_a_breakable_factory()
             async with pool:
                 async with pool.acquire("m"):
                     await asyncio.sleep(10.0)  # m's holds are long
