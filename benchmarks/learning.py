@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mockpool import MockPool
 from mockpool.lease import lease_owner
-from mockpool.report import format_percent
+from mockpool.report import format_percent, format_share
 from mockpool.services.registry import seed_registry
 
 #: Each kind of test and the services it leases (group services hold their members).
@@ -262,15 +262,7 @@ def _figure(value: float | None, spec: str) -> str:
 
 
 def _percent(rate: float | None) -> str:
-    """A rate as the report prints one: 100.0 only when all, 0.0 only when none."""
-    if rate is None:
-        return "-"
-    text = f"{100 * rate:.1f}"
-    if rate < 1 and text == "100.0":
-        return "99.9%"
-    if rate > 0 and text == "0.0":
-        return "0.1%"
-    return text + "%"
+    return "-" if rate is None else f"{format_share(rate)}%"
 
 
 def main() -> None:

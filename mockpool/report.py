@@ -9,7 +9,7 @@ from typing import Any
 
 from .metrics import PoolStats
 
-__all__ = ("HIT_LEGEND", "Event", "Report", "format_percent", "format_seconds")
+__all__ = ("HIT_LEGEND", "Event", "Report", "format_percent", "format_seconds", "format_share")
 
 #: Printed under every table with hit and reuse rates: what each figure counts. The rates'
 #: denominator is the acquisitions served, not the ``acq`` column (timeouts are not served);
@@ -184,14 +184,18 @@ def format_seconds(value: float) -> str:
 
 
 def format_percent(part: int, whole: int) -> str:
-    """``part`` of ``whole`` as a percentage with one decimal, ``-`` when ``whole`` is 0 (a
-    share of nothing). ``100.0`` only when ``part`` is all of ``whole`` and ``0.0`` only when
-    it is none: 2,499 hits of 2,500 (99.96 %) read ``99.9``, not "every one a hit"."""
-    if whole <= 0:
-        return "-"
-    text = f"{100 * part / whole:.1f}"
-    if part < whole and text == "100.0":
+    """``part`` of ``whole`` as a percentage with one decimal (:func:`format_share`), ``-``
+    when ``whole`` is 0 (a share of nothing)."""
+    return "-" if whole <= 0 else format_share(part / whole)
+
+
+def format_share(share: float) -> str:
+    """A share (0 to 1) as a percentage with one decimal: ``100.0`` only when it is all and
+    ``0.0`` only when it is none, so 2,499 hits of 2,500 (99.96 %) read ``99.9``, not "every
+    one a hit"."""
+    text = f"{100 * share:.1f}"
+    if share < 1 and text == "100.0":
         return "99.9"
-    if part > 0 and text == "0.0":
+    if share > 0 and text == "0.0":
         return "0.1"
     return text
